@@ -1,0 +1,264 @@
+"""The connection table: which packets belong together, who is the client, and when a connection ends.
+
+A connection is keyed by both endpoints (so one client port talking to two servers never
+collides) and stored under both directions' keys, so a packet costs one dict lookup. The table is
+bounded: past `max_connections` the least recently active tenth is evicted, each eviction counted,
+and connections idle for `idle_timeout` seconds of capture time are closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass
+
+from analyzers.frames import ACK, FIN, RST, SYN, Decoded
+from analyzers.http_head import looks_like_request_line
+from analyzers.reassembly import SEQ_MOD, Stream, TcpCounters
+from analyzers.transactions import Conversation, Endpoints, Transaction
+
+# 100,000 connections keep the table near 100 MB at worst (about 1 KB each with HTTP state), far
+# more than one web server's concurrent clients; SYN floods and scans are what pushes past it.
+DEFAULT_MAX_CONNECTIONS = 100_000
+# Zeek's tcp_inactivity_timeout; long-polling clients idle for a minute or two, rarely five.
+DEFAULT_IDLE_TIMEOUT = 300.0
+# How often (capture seconds) to look for idle connections; a sweep walks the whole table.
+SWEEP_INTERVAL = 10.0
+# Ports where the side listening is almost surely the server, for connections picked up midstream.
+WELL_KNOWN_HTTP_PORTS = frozenset({80, 81, 443, 591, 3128, 8000, 8008, 8080, 8081, 8088, 8443, 8888})
+
+
+@dataclass(slots=True)
+class FlowCounters:
+    packets: int = 0
+    payload_bytes: int = 0
+    connections: int = 0
+    midstream: int = 0
+    closed: int = 0
+    reset: int = 0
+    idle_timeouts: int = 0
+    evicted: int = 0
+    port_reuse: int = 0
+    not_http: int = 0
+    untracked_packets: int = 0  # pure ACK/FIN/RST of a connection we never saw start or data of
+    ignored_packets: int = 0  # packets of connections that are not HTTP
+
+
+def _noop_data(data: bytes, ts: float) -> None:
+    return None
+
+
+def _noop_eof(ts: float) -> None:
+    return None
+
+
+class Connection:
+    __slots__ = ("keys", "streams", "client_dir", "first_ts", "last_ts", "conv", "ignored", "syn", "fins")
+
+    def __init__(self, keys: tuple[tuple[bytes, int, bytes, int], ...], client_dir: int, ts: float,
+                 counters: TcpCounters, syn: bool) -> None:
+        self.keys = keys
+        self.client_dir = client_dir  # packets in direction 0 are keyed keys[0]; 1 the reverse
+        self.first_ts = ts
+        self.last_ts = ts
+        self.streams = (Stream(counters, _noop_data, _noop_data, _noop_eof),  # type: ignore[arg-type]
+                        Stream(counters, _noop_data, _noop_data, _noop_eof))  # type: ignore[arg-type]
+        self.conv: Conversation | None = None
+        self.ignored = False
+        self.syn = syn
+        self.fins = 0  # bit per direction that sent FIN, for connections we stopped parsing
+
+
+class FlowTable:
+    """Feeds decoded packets to per-connection reassembly and HTTP; collects finished transactions."""
+
+    def __init__(self, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.table: dict[tuple[bytes, int, bytes, int], tuple[Connection, int]] = {}
+        self.active = 0
+        self.tcp = TcpCounters()
+        self.counters = FlowCounters()
+        self.anomalies: Counter[str] = Counter()
+        self.out: list[Transaction] = []
+        self.source: str | None = None
+        self.next_sweep = 0.0
+
+    def packet(self, ts: float, d: Decoded) -> None:
+        """One decoded TCP packet."""
+        src, dst, sport, dport, seq, ack, flags, payload = d
+        self.counters.packets += 1
+        entry = self.table.get((src, sport, dst, dport))
+        if entry is None:
+            if not payload and not flags & SYN:
+                self.counters.untracked_packets += 1
+                return
+            entry = self._open(d, ts)
+        conn, direction = entry
+        conn.last_ts = ts
+        if conn.ignored:
+            self.counters.ignored_packets += 1
+            if flags & FIN:
+                conn.fins |= 1 << direction
+            if flags & RST or conn.fins == 3:
+                self._finish(conn, "reset" if flags & RST else "closed")
+            return
+        stream = conn.streams[direction]
+        if flags & SYN:
+            if (not flags & ACK and stream.base is not None and conn.conv is not None
+                    and (seq + 1) % SEQ_MOD != stream.base):
+                self.counters.port_reuse += 1
+                self._finish(conn, "port_reuse")
+                conn, direction = self._open(d, ts)
+                stream = conn.streams[direction]
+            stream.syn(seq)
+            conn.syn = True
+        if flags & RST:
+            self._finish(conn, "reset")
+            return
+        if payload:
+            self.counters.payload_bytes += len(payload)
+            if conn.conv is None:
+                self._start_http(conn, direction, payload, ts)
+                if conn.ignored:
+                    return
+            stream.segment(seq, payload, bool(flags & FIN), ts)
+        elif flags & FIN:
+            stream.segment(seq, payload, True, ts)
+        if flags & ACK:
+            other = conn.streams[1 - direction]
+            if other.pending:
+                other.acked(ack, ts)
+        conv = conn.conv
+        if conv is not None:
+            if conv.out:
+                self.out += conv.out
+                conv.out.clear()
+            if not conv.is_http():
+                self._ignore(conn)
+        if conn.streams[0].finished and conn.streams[1].finished:
+            self._finish(conn, "closed")
+        if ts >= self.next_sweep:
+            self.sweep(ts)
+
+    def _open(self, d: Decoded, ts: float) -> tuple[Connection, int]:
+        src, dst, sport, dport, seq, ack, flags, payload = d
+        if self.active >= self.max_connections:
+            self._evict()
+        if flags & SYN:
+            client_dir = 1 if flags & ACK else 0
+        else:
+            client_dir = _guess_client_dir(sport, dport, payload)
+        key = (src, sport, dst, dport)
+        rkey = (dst, dport, src, sport)
+        conn = Connection((key, rkey), client_dir, ts, self.tcp, bool(flags & SYN))
+        self.table[key] = (conn, 0)
+        self.table[rkey] = (conn, 1)
+        self.active += 1
+        self.counters.connections += 1
+        if not flags & SYN:
+            self.counters.midstream += 1
+        return conn, 0
+
+    def _start_http(self, conn: Connection, direction: int, payload: bytes, ts: float) -> None:
+        """First payload of a connection: set up HTTP parsing, client first in `Endpoints`."""
+        key = conn.keys[conn.client_dir]
+        client_ip, client_port, server_ip, server_port = key
+        endpoints = Endpoints(_uid(key, conn.first_ts), str(ipaddress.ip_address(client_ip)), client_port,
+                              str(ipaddress.ip_address(server_ip)), server_port, not conn.syn)
+        conv = Conversation(endpoints, self.anomalies, resync=not conn.syn)
+        conv.source = self.source
+        conn.conv = conv
+        for d, stream in enumerate(conn.streams):
+            parser = conv.client if d == conn.client_dir else conv.server
+            stream.deliver = parser.data
+            stream.gap = parser.gap
+            stream.eof = parser.eof
+
+    def _ignore(self, conn: Connection) -> None:
+        conn.ignored = True
+        self.counters.not_http += 1
+        for s in conn.streams:
+            s.release()
+
+    def _finish(self, conn: Connection, reason: str) -> None:
+        """End a connection: deliver what is buffered, flush unanswered requests, forget it."""
+        if self.table.get(conn.keys[0], (None,))[0] is not conn:
+            return
+        if reason == "closed":
+            self.counters.closed += 1
+        elif reason == "reset":
+            self.counters.reset += 1
+        conv = conn.conv
+        if conv is not None and not conn.ignored:
+            ts = conn.last_ts
+            # The server's end first: a response cut by the close is complete before the
+            # requests still waiting are flushed.
+            conn.streams[1 - conn.client_dir].close(ts)
+            conn.streams[conn.client_dir].close(ts)
+            conv.close(reason)
+            self.out += conv.out
+            conv.out.clear()
+        for s in conn.streams:
+            s.release()
+        del self.table[conn.keys[0]]
+        del self.table[conn.keys[1]]
+        self.active -= 1
+
+    def sweep(self, ts: float) -> None:
+        """Close connections idle for longer than the idle timeout (capture time)."""
+        self.next_sweep = ts + SWEEP_INTERVAL
+        limit = ts - self.idle_timeout
+        idle = [c for c, d in self.table.values() if d == 0 and c.last_ts < limit]
+        for conn in idle:
+            self.counters.idle_timeouts += 1
+            self._finish(conn, "idle_timeout")
+
+    def _evict(self) -> None:
+        conns = sorted((c for c, d in self.table.values() if d == 0), key=lambda c: c.last_ts)
+        for conn in conns[:max(1, len(conns) // 10)]:
+            self.counters.evicted += 1
+            self._finish(conn, "evicted")
+
+    def set_source(self, name: str) -> None:
+        """Name of the capture file being read, stamped on requests that start in it."""
+        self.source = name
+        for conn, d in self.table.values():
+            if d == 0 and conn.conv is not None:
+                conn.conv.source = name
+
+    def close_all(self, reason: str = "capture_end") -> None:
+        """End of input: finish every connection."""
+        for conn in [c for c, d in self.table.values() if d == 0]:
+            self._finish(conn, reason)
+
+
+def _guess_client_dir(sport: int, dport: int, payload: bytes) -> int:
+    """Direction 0 is the sender of the first packet seen; is it the client?"""
+    first_line = payload[:payload.find(b"\n")] if b"\n" in payload[:8192] else payload[:64]
+    if payload[:5].upper() == b"HTTP/":
+        return 1
+    if looks_like_request_line(first_line.rstrip(b"\r")):
+        return 0
+    if dport in WELL_KNOWN_HTTP_PORTS and sport not in WELL_KNOWN_HTTP_PORTS:
+        return 0
+    if sport in WELL_KNOWN_HTTP_PORTS and dport not in WELL_KNOWN_HTTP_PORTS:
+        return 1
+    return 0 if dport < sport else 1
+
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _uid(key: tuple[bytes, int, bytes, int], first_ts: float) -> str:
+    """Zeek-style connection id: stable for the same connection in the same capture."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(b"%b|%d|%b|%d|%.6f" % (key[0], key[1], key[2], key[3], first_ts))
+    n = int.from_bytes(h.digest(), "big")
+    out = []
+    for _ in range(17):
+        n, r = divmod(n, 62)
+        out.append(_B62[r])
+    return "C" + "".join(out)

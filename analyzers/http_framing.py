@@ -1,0 +1,80 @@
+"""Message body framing, decided in one place, following RFC 9112 section 6.3 step by step.
+
+A passive observer cannot refuse a message: where a server would answer 400, we name the anomaly
+and pick the framing the peers most likely used, or `UNKNOWN` when nothing can be trusted (the
+parser then looks for the next message start).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from analyzers.http_head import Headers, RequestHead, ResponseHead
+
+# Content-Length values above this cannot be real (and overflow 64-bit parsers): a smuggling probe.
+MAX_CONTENT_LENGTH = (1 << 63) - 1
+
+
+class Framing(IntEnum):
+    NONE = 0  # no body
+    LENGTH = 1  # Content-Length bytes
+    CHUNKED = 2
+    CLOSE = 3  # until the connection closes (responses only)
+    TUNNEL = 4  # CONNECT 2xx or 101: the rest is another protocol
+    UNKNOWN = 5  # cannot tell where the body ends: resynchronise at the next message
+
+
+def body_framing(head: RequestHead | ResponseHead, request_method: str | None) -> tuple[Framing, int, list[str]]:
+    """Return (framing, content length, anomalies) for a parsed head.
+
+    `request_method` is the method of the request a response answers (None if unknown).
+    """
+    anomalies: list[str] = []
+    is_response = isinstance(head, ResponseHead)
+    if is_response:
+        status = head.status
+        if status == 101:
+            return Framing.TUNNEL, 0, anomalies
+        if request_method == "HEAD" or 100 <= status < 200 or status in (204, 304):  # 6.3 step 1
+            return Framing.NONE, 0, anomalies
+        if request_method == "CONNECT" and 200 <= status < 300:  # step 2
+            return Framing.TUNNEL, 0, anomalies
+    elif head.version == "0.9":
+        return Framing.NONE, 0, anomalies
+    headers = head.headers
+    te = _values(headers, "transfer-encoding")
+    cl = _values(headers, "content-length")
+    if te:  # step 3
+        if cl:
+            anomalies.append("content_length_and_transfer_encoding")
+        codings = [c.strip().lower() for v in te for c in v.split(",") if c.strip()]
+        if codings and codings[-1] == "chunked":
+            if codings.count("chunked") > 1:
+                anomalies.append("chunked_applied_twice")
+            return Framing.CHUNKED, 0, anomalies
+        anomalies.append("transfer_encoding_not_chunked")
+        return (Framing.CLOSE if is_response else Framing.UNKNOWN), 0, anomalies
+    if cl:  # steps 4 and 5
+        lengths = {v.strip() for raw in cl for v in raw.split(",")}
+        if len(cl) > 1 or any("," in v for v in cl):
+            anomalies.append("duplicate_content_length" if len(lengths) == 1 else "conflicting_content_length")
+        if len(lengths) == 1:
+            (text,) = lengths
+            if text.isdigit() and text.isascii():
+                n = int(text)
+                if n <= MAX_CONTENT_LENGTH:
+                    return (Framing.LENGTH if n else Framing.NONE), n, anomalies
+                anomalies.append("content_length_overflow")
+            else:
+                anomalies.append("bad_content_length")
+        return (Framing.CLOSE if is_response else Framing.UNKNOWN), 0, anomalies
+    if is_response:  # step 7
+        return Framing.CLOSE, 0, anomalies
+    return Framing.NONE, 0, anomalies  # step 6
+
+
+def _values(headers: Headers, name: str) -> list[str]:
+    v = headers.get(name)
+    if v is None:
+        return []
+    return v if isinstance(v, list) else [v]

@@ -1,0 +1,138 @@
+"""Parse a complete HTTP/1.x message head. The only module that imports dpkt.
+
+dpkt parses the header block of a head whose end we found ourselves (its whole-message parser
+cannot frame a HEAD response or partial input, see STYLE.md). The start line we split ourselves,
+because dpkt rejects methods it does not know and a passive observer must record them.
+Bytes that are not printable ASCII are kept as ``\\xNN`` escapes, so nothing from the wire is
+lost and no control character reaches a log.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import dpkt.http
+
+Headers = dict[str, "str | list[str]"]
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_VERSION = re.compile(rb"HTTP/(\d+\.\d+)\Z", re.IGNORECASE)
+_STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+(\d{3})(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
+# Bytes that cannot go to a log as they are: controls, DEL, non-ASCII, and the backslash itself
+# (so that an escape in the output always means a byte on the wire). Head blocks keep CR, LF, TAB.
+_NEEDS_ESCAPE = re.compile(rb"[\x00-\x1f\x7f-\xff\\]")
+_NEEDS_ESCAPE_BLOCK = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff\\]")
+
+
+def _esc(m: re.Match[bytes]) -> bytes:
+    return b"\\x%02x" % m.group()[0]
+
+
+def escape(raw: bytes) -> str:
+    """Decode wire bytes for logs: printable ASCII as is, any other byte (and ``\\``) as ``\\xNN``."""
+    if _NEEDS_ESCAPE.search(raw):
+        raw = _NEEDS_ESCAPE.sub(_esc, raw)
+    return raw.decode("ascii")
+
+
+def _escape_block(raw: bytes) -> bytes:
+    """Like `escape` for a whole header block, keeping its line structure (CR, LF, TAB)."""
+    if _NEEDS_ESCAPE_BLOCK.search(raw):
+        return _NEEDS_ESCAPE_BLOCK.sub(_esc, raw)
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    method: str | None  # None when the request line could not be parsed
+    uri: str | None
+    version: str | None  # "1.1", "1.0", "0.9"
+    headers: Headers
+    anomalies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    version: str
+    status: int
+    reason: str
+    headers: Headers
+    anomalies: tuple[str, ...]
+
+
+def looks_like_request_line(line: bytes) -> bool:
+    """True when `line` (without its line end) has the shape ``METHOD target [HTTP/x.y]``."""
+    parts = line.split()
+    if len(parts) == 3:
+        return bool(_TOKEN.match(parts[0])) and bool(_VERSION.match(parts[2]))
+    return len(parts) == 2 and parts[0].isupper() and bool(_TOKEN.match(parts[0]))
+
+
+def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None]:
+    """Split a request line; (None, None, None) when it is not one."""
+    parts = line.split()
+    if len(parts) >= 3 and _TOKEN.match(parts[0]):
+        m = _VERSION.match(parts[-1])
+        if m:
+            uri = b" ".join(parts[1:-1])  # spaces inside the target: keep them, flag elsewhere
+            return escape(parts[0]), escape(uri), m.group(1).decode("ascii")
+    if len(parts) == 2 and _TOKEN.match(parts[0]):
+        return escape(parts[0]), escape(parts[1]), "0.9"
+    return None, None, None
+
+
+def parse_request_head(head: bytes) -> RequestHead:
+    """Parse a request head (start line through the blank line)."""
+    line, _, block = head.partition(b"\n")
+    method, uri, version = parse_request_line(line.rstrip(b"\r"))
+    anomalies: list[str] = []
+    if method is None:
+        anomalies.append("bad_request_line")
+    elif len(line.split()) > 3:
+        anomalies.append("space_in_request_target")
+    headers = parse_headers(block, anomalies)
+    return RequestHead(method, uri, version, headers, tuple(anomalies))
+
+
+def parse_response_head(head: bytes) -> ResponseHead | None:
+    """Parse a response head; None when the status line is not one."""
+    line, _, block = head.partition(b"\n")
+    m = _STATUS.match(line.rstrip(b"\r"))
+    if not m:
+        return None
+    anomalies: list[str] = []
+    headers = parse_headers(block, anomalies)
+    version = m.group(1)[5:].decode("ascii")
+    return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, tuple(anomalies))
+
+
+def parse_headers(block: bytes, anomalies: list[str]) -> Headers:
+    """Header block to {lower-case name: value or list of values}, via dpkt."""
+    block = _escape_block(block)
+    try:
+        return dict(dpkt.http.parse_headers(io.BytesIO(block)))
+    except dpkt.UnpackError:
+        pass
+    # dpkt refuses the whole block for one line whose name holds white space (or an obs-fold
+    # continuation); drop those lines, name the anomaly, keep the rest.
+    anomalies.append("bad_header_line")
+    kept = []
+    for ln in block.split(b"\n"):
+        name = ln.split(b":", 1)[0].strip()
+        if ln[:1] in (b" ", b"\t") or len(name.split()) != 1:
+            continue
+        kept.append(ln)
+    try:
+        return dict(dpkt.http.parse_headers(io.BytesIO(b"\n".join(kept) + b"\n\n")))
+    except dpkt.UnpackError:  # pragma: no cover - every line left has a one-word name
+        return {}
+
+
+def header(headers: Headers, name: str) -> str | None:
+    """The value of header `name` (lower case); the last one when it repeats."""
+    v = headers.get(name)
+    if isinstance(v, list):
+        return v[-1]
+    return v

@@ -1,0 +1,66 @@
+"""Frames in, transactions out: the one entry point the I/O edge uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
+from analyzers.frames import FrameDecoder
+from analyzers.transactions import Transaction
+
+Frame = tuple[int, float, bytes]
+
+
+class Pipeline:
+    """Decodes frames, tracks connections and parses HTTP; returns finished transactions."""
+
+    def __init__(self, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        self.decoder = FrameDecoder()
+        self.flows = FlowTable(max_connections, idle_timeout)
+        self.frames_seen = 0
+        self.transactions = 0
+
+    def feed(self, linktype: int, frames: Iterable[Frame]) -> list[Transaction]:
+        """Process one batch of frames of one link type."""
+        decode = self.decoder.link_decoder(linktype)
+        packet = self.flows.packet
+        n = 0
+        for _off, ts, data in frames:
+            n += 1
+            d = decode(data)
+            if d is not None:
+                packet(ts, d)
+        self.frames_seen += n
+        return self._take()
+
+    def set_source(self, name: str) -> None:
+        self.flows.set_source(name)
+
+    def close(self) -> list[Transaction]:
+        """End of input: every open connection is finished and its transactions returned."""
+        self.flows.close_all()
+        return self._take()
+
+    def _take(self) -> list[Transaction]:
+        out = self.flows.out
+        if not out:
+            return []
+        self.flows.out = []
+        self.transactions += len(out)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Every counter, for summaries and metrics."""
+        f = self.flows
+        return {
+            "frames": self.frames_seen,
+            "frames_skipped": dict(sorted(self.decoder.skipped.items())),
+            "tcp_packets": f.counters.packets,
+            "transactions": self.transactions,
+            "connections": {**asdict(f.counters), "active": f.active},
+            "tcp": asdict(f.tcp),
+            "anomalies": dict(sorted(f.anomalies.items())),
+        }

@@ -1,0 +1,79 @@
+"""Transactions to log records: the flat, Zeek-shaped dict every output writes.
+
+Field names are the public interface (see README "Record"); strings from the wire arrive already
+escaped by `http_head.escape`, so a record holds no raw control character.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analyzers.http_head import RequestHead, ResponseHead, header
+from analyzers.transactions import Message, Transaction
+
+
+def to_record(tx: Transaction) -> dict[str, Any]:
+    """One JSON-ready dict per transaction."""
+    req, resp, conn = tx.request, tx.response, tx.conn
+    rh = req.head if req is not None and isinstance(req.head, RequestHead) else None
+    sh = resp.head if resp is not None and isinstance(resp.head, ResponseHead) else None
+    flags: list[str] = []
+    if conn.midstream:
+        flags.append("midstream")
+    if (req is not None and req.gap) or (resp is not None and resp.gap) or tx.reason == "gap":
+        flags.append("gap")
+    if resp is None:
+        flags.append("no_response")
+    if req is None:
+        flags.append("no_request")
+    if (req is not None and req.truncated) or (resp is not None and resp.truncated):
+        flags.append("truncated")
+    if tx.tunnel:
+        flags.append("tunnel")
+    anomalies = (req.anomalies if req is not None else []) + (resp.anomalies if resp is not None else [])
+    first = req if req is not None else resp
+    assert first is not None
+    return {
+        "ts": round(first.first_ts, 6),
+        "uid": conn.uid,
+        "trans_depth": (req or resp).depth,  # type: ignore[union-attr]
+        "src_ip": conn.client_ip,
+        "src_port": conn.client_port,
+        "dst_ip": conn.server_ip,
+        "dst_port": conn.server_port,
+        "method": rh.method if rh else None,
+        "host": _first(rh.headers.get("host")) if rh else None,
+        "uri": rh.uri if rh else None,
+        "version": (rh.version if rh else None) or (sh.version if sh else None),
+        "user_agent": _first(rh.headers.get("user-agent")) if rh else None,
+        "referrer": _first(rh.headers.get("referer")) if rh else None,
+        "request_body_len": req.body_len if req is not None else 0,
+        "status_code": (sh.status or None) if sh else None,
+        "status_msg": sh.reason if sh and sh.status else None,
+        "info_code": req.info_code if req is not None else None,
+        "response_body_len": resp.body_len if resp is not None else 0,
+        "response_content_type": header(sh.headers, "content-type") if sh else None,
+        "ttfb_ms": _ms(resp.first_ts - req.last_ts) if req is not None and resp is not None else None,
+        "duration_ms": _ms(resp.last_ts - req.first_ts) if req is not None and resp is not None else None,
+        "flags": flags,
+        "anomalies": anomalies,
+        "reason": tx.reason,
+        "pcap_file": first.pcap_file,
+    }
+
+
+def _first(v: str | list[str] | None) -> str | None:
+    if isinstance(v, list):
+        return v[0]
+    return v
+
+
+def _ms(seconds: float) -> float:
+    return round(max(seconds, 0.0) * 1000.0, 3)
+
+
+def message_of(tx: Transaction) -> Message:
+    """The message that opened a transaction (for ordering)."""
+    m = tx.request if tx.request is not None else tx.response
+    assert m is not None
+    return m

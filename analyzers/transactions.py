@@ -1,0 +1,195 @@
+"""Pairs each direction's messages into transactions, the way Zeek's HTTP analyzer does.
+
+Pipelining is a FIFO of unanswered requests; a response takes the oldest one. Where capture lost
+bytes the FIFO cannot be trusted blindly, so timing decides: a response cannot answer a request
+that started after it, and after a gap in the server's direction a response answers the latest
+request sent before it (the ones in between lost their responses to the gap).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from analyzers.http_head import RequestHead, ResponseHead
+from analyzers.http_parser import MessageParser, State
+
+
+@dataclass(slots=True)
+class Message:
+    """One request or response as it is being parsed."""
+
+    head: RequestHead | ResponseHead | None
+    first_ts: float
+    head_ts: float
+    last_ts: float = 0.0
+    body_len: int = 0
+    done: bool = False
+    gap: bool = False
+    truncated: bool = False
+    anomalies: list[str] = field(default_factory=list)
+    depth: int = 0
+    pcap_file: str | None = None
+    info_code: int | None = None
+    info_msg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Who talked to whom, as written in records (client first)."""
+
+    uid: str
+    client_ip: str
+    client_port: int
+    server_ip: str
+    server_port: int
+    midstream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A request and its response; either may be missing (then `reason` says why)."""
+
+    conn: Endpoints
+    request: Message | None
+    response: Message | None
+    reason: str | None = None
+    tunnel: bool = False
+
+
+class Conversation:
+    """The HTTP side of one TCP connection: both parsers and the pairing between them."""
+
+    __slots__ = ("client", "server", "endpoints", "unanswered", "parsing", "response", "depth", "out",
+                 "server_gap", "loose", "anomaly_counts", "source", "tunnel", "answering")
+
+    def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False) -> None:
+        self.endpoints = endpoints
+        self.anomaly_counts = anomaly_counts
+        self.client = MessageParser(True, self, resync)
+        self.server = MessageParser(False, self, resync)
+        self.unanswered: deque[Message] = deque()
+        self.parsing: Message | None = None  # request whose head is parsed and body is not done
+        self.response: Message | None = None
+        self.depth = 0
+        self.out: list[Transaction] = []
+        self.server_gap = False
+        self.loose: tuple[list[str], list[str]] = ([], [])  # anomalies seen between messages
+        self.source: str | None = None  # capture file being read, for records
+        self.tunnel = False
+        self.answering: Message | None = None  # the request the response being parsed answers
+
+    # MessageSink --------------------------------------------------------------------------------
+
+    def on_head(self, parser: MessageParser, head: RequestHead | ResponseHead, first_ts: float,
+                ts: float) -> str | None:
+        side = 0 if parser.is_request else 1
+        msg = Message(head, first_ts, ts, ts, anomalies=list(head.anomalies) + self.loose[side])
+        self.loose[side].clear()
+        if isinstance(head, RequestHead):
+            self.depth += 1
+            msg.depth = self.depth
+            msg.pcap_file = self.source
+            if isinstance(head.headers.get("host"), list):
+                msg.anomalies.append("duplicate_host")
+            self.parsing = msg
+            self.unanswered.append(msg)
+            return None
+        request = self._pair(first_ts)
+        if 100 <= head.status < 200 and head.status != 101:
+            if request is not None:
+                request.info_code, request.info_msg = head.status, head.reason
+            msg.depth = -1  # interim: ends without a transaction
+        else:
+            if request is not None:
+                self.unanswered.remove(request)
+            connect = request is not None and getattr(request.head, "method", None) == "CONNECT"
+            if head.status == 101 or (connect and 200 <= head.status < 300):
+                self.tunnel = True
+                self.client.state = State.TUNNEL
+        msg.pcap_file = request.pcap_file if request is not None else self.source
+        if msg.depth == 0:
+            msg.depth = request.depth if request is not None else self._next_depth()
+        self.response = msg
+        self.answering = request
+        if request is None or not isinstance(request.head, RequestHead):
+            return None
+        return request.head.method
+
+    def on_end(self, parser: MessageParser, ts: float) -> None:
+        if parser.is_request:
+            msg = self.parsing
+            self.parsing = None
+            if msg is None:
+                return
+            msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
+            msg.gap, msg.truncated = parser.gap_in_message, parser.truncated
+            return
+        resp = self.response
+        self.response = None
+        if resp is None:
+            return
+        resp.last_ts, resp.body_len, resp.done = parser.last_ts, parser.body_len, True
+        resp.gap, resp.truncated = parser.gap_in_message, parser.truncated
+        if resp.depth < 0:
+            return
+        request = self.answering
+        self.out.append(Transaction(self.endpoints, request, resp, None if request else "no_request",
+                                    self.tunnel))
+
+    def on_anomaly(self, parser: MessageParser, name: str) -> None:
+        self.anomaly_counts[name] += 1
+        msg = self.parsing if parser.is_request else self.response
+        if msg is not None and parser.in_message:
+            msg.anomalies.append(name)
+        else:
+            self.loose[0 if parser.is_request else 1].append(name)
+
+    def on_gap(self, parser: MessageParser, n: int, ts: float) -> None:
+        if not parser.is_request:
+            self.server_gap = True
+
+    def headless_response(self) -> bool:
+        return bool(self.unanswered) and getattr(self.unanswered[0].head, "version", None) == "0.9"
+
+    # Pairing ------------------------------------------------------------------------------------
+
+    def _pair(self, first_ts: float) -> Message | None:
+        pending = self.unanswered
+        if not pending:
+            return None
+        if self.server_gap:
+            self.server_gap = False
+            candidates = [m for m in pending if m.first_ts <= first_ts]
+            if not candidates:
+                return None
+            chosen = candidates[-1]
+            while pending[0] is not chosen:  # their responses were lost in the gap
+                lost = pending.popleft()
+                lost.gap = True
+                self._emit_unanswered(lost, "gap")
+            return chosen
+        if pending[0].first_ts > first_ts:
+            return None
+        return pending[0]
+
+    def _next_depth(self) -> int:
+        self.depth += 1
+        return self.depth
+
+    def _emit_unanswered(self, request: Message, reason: str) -> None:
+        if self.parsing is request:
+            request.last_ts = self.client.last_ts
+            request.body_len = self.client.body_len
+        self.out.append(Transaction(self.endpoints, request, None, reason, self.tunnel))
+
+    # Lifecycle ----------------------------------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """The connection is over (streams already delivered their end): flush what is unanswered."""
+        while self.unanswered:
+            self._emit_unanswered(self.unanswered.popleft(), reason)
+
+    def is_http(self) -> bool:
+        """False once the client is known not to speak HTTP (its first bytes were something else)."""
+        return self.client.state != State.NOT_HTTP

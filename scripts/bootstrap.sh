@@ -1,0 +1,45 @@
+# Sourced by scripts/run and scripts/test: make sure the machine has what pcapwatch and its tests
+# need, then (re)build the virtualenv in .venv when setup.cfg changed. Idempotent and quick when
+# nothing changed.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+PY=${PYTHON:-python3}
+
+# Debian packages: the real programs the integration tests drive, and what the README uses.
+DEBS=(tcpdump tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps)
+need_debs() {
+  local missing=()
+  for p in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  echo "${missing[@]:-}"
+}
+if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+  missing=$(need_debs)
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "bootstrap: installing Debian packages: $missing" >&2
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -q >&2
+      # shellcheck disable=SC2086
+      apt-get install -y -q --no-install-recommends $missing >&2
+    else
+      echo "bootstrap: not root, so not installing: $missing (tests that need them will skip)" >&2
+    fi
+  fi
+fi
+
+stamp="$VENV/.pcapwatch-setup"
+want=$(cat "$ROOT/setup.cfg" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing pcapwatch and its dependencies into $VENV" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" >&2
+  echo "$want" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,140 @@
+"""The `pcapwatch` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+
+EXIT_OK = 0
+EXIT_INPUT_ERRORS = 1
+EXIT_USAGE = 2
+EXIT_OUTPUT = 3
+
+DESCRIPTION = """\
+pcapwatch turns packet captures of web traffic into one JSON record per HTTP
+transaction (client, method, host, URI, status, sizes, latency), reading the
+files tcpdump writes. It needs no privileges: capture stays in tcpdump."""
+
+READ_EPILOG = """\
+examples:
+  pcapwatch read cap.pcap                       records on stdout
+  pcapwatch read /var/spool/pcapwatch -o out.jsonl --stats
+                                                a whole tcpdump ring, in the order written
+  tcpdump -i any -w - port 80 | pcapwatch read -
+                                                straight from tcpdump
+  pcapwatch read cap.pcap | jq 'select(.status_code >= 500)'
+
+The files are read as ONE capture, in the order given (a directory expands to
+its capture files ordered by their first packet): a connection that continues
+from one rotation file into the next is stitched. Files may be pcap (µs or ns,
+either byte order), pcapng, or gzip-compressed (tcpdump -z gzip).
+
+Each record has: ts uid trans_depth src_ip src_port dst_ip dst_port method host
+uri version user_agent referrer request_body_len status_code status_msg
+info_code response_body_len response_content_type ttfb_ms duration_ms flags
+anomalies reason pcap_file. `flags` lists gap, midstream, no_response,
+no_request, truncated, tunnel; `reason` says why a response is missing.
+
+exit status:
+  0  every input was read completely
+  1  some input could not be read or is corrupt: one line on stderr names each
+     file, the byte offset and the problem; everything readable was processed
+  2  bad command line
+  3  the output could not be written"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pcapwatch", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser("read", help="read capture files, write one JSON record per HTTP transaction",
+                       description="Read capture files and write one JSON line per HTTP transaction.",
+                       epilog=READ_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("inputs", nargs="+", metavar="FILE",
+                   help="capture file, directory of rotation files, or - for stdin")
+    r.add_argument("-o", "--output", metavar="OUT", help="write records here instead of stdout")
+    r.add_argument("--stats", nargs="?", const="text", choices=("text", "json"),
+                   help="print counters to stderr at the end (default when stderr is a terminal)")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress line on stderr (default: when stderr is a terminal and input is large)")
+    r.add_argument("--max-connections", type=_positive_int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                   help="connections tracked at once; past it the least active are evicted "
+                        "(default %(default)s)")
+    r.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                   help="close connections idle this long in capture time (default %(default)s)")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "read":
+        return _read(args)
+    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+
+
+def _read(args: argparse.Namespace) -> int:
+    from watcher.readjob import read_captures
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch read f | head` ends quietly
+    try:
+        out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    except OSError as e:
+        sys.stderr.write(f"pcapwatch: error: cannot write {args.output}: {e.strerror}\n")
+        return EXIT_OUTPUT
+    tty = sys.stderr.isatty()
+    progress = tty if args.progress is None else args.progress
+    try:
+        result = read_captures(args.inputs, out, sys.stderr, progress=progress,
+                               max_connections=args.max_connections, idle_timeout=args.idle_timeout)
+        if out is not sys.stdout:
+            out.close()
+    except OSError as e:
+        sys.stderr.write(f"pcapwatch: error: writing records failed: {e.strerror or e}\n")
+        return EXIT_OUTPUT
+    stats = args.stats or ("text" if tty else None)
+    if stats == "json":
+        sys.stderr.write(json.dumps(result.stats, sort_keys=True) + "\n")
+    elif stats == "text":
+        sys.stderr.write(format_summary(result.stats))
+    return EXIT_INPUT_ERRORS if result.files_failed else EXIT_OK
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The end-of-run counters, for a human."""
+    c, t = s["connections"], s["tcp"]
+    skipped = ", ".join(f"{k} {v:,}" for k, v in s["frames_skipped"].items()) or "none"
+    anomalies = ", ".join(f"{k} {v:,}" for k, v in s["anomalies"].items()) or "none"
+    lines = [
+        ("files", f"{s['files']:,} ({s['files_failed']:,} with errors), {s['bytes'] / 1e6:,.1f} MB"),
+        ("frames", f"{s['frames']:,} (skipped: {skipped})"),
+        ("connections", f"{c['connections']:,} (midstream {c['midstream']:,}, closed {c['closed']:,}, "
+                        f"reset {c['reset']:,}, idle {c['idle_timeouts']:,}, evicted {c['evicted']:,}, "
+                        f"not HTTP {c['not_http']:,})"),
+        ("transactions", f"{s['transactions']:,}"),
+        ("tcp", f"retransmitted {t['retransmitted_segments']:,}, out of order {t['out_of_order_segments']:,}, "
+                f"overlaps {t['overlap_segments']:,} ({t['overlap_mismatch_segments']:,} differing), "
+                f"gaps {t['gaps']:,} ({t['gap_bytes']:,} bytes), buffer flushes "
+                f"{t['stream_buffer_flushes'] + t['global_buffer_flushes']:,}"),
+        ("anomalies", anomalies),
+    ]
+    return "".join(f"  {k:<13} {v}\n" for k, v in lines)

@@ -1,0 +1,45 @@
+"""A one-line progress display on a terminal's stderr for long offline reads."""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+# Below this much input a read takes a second or two: a progress line would only flicker.
+PROGRESS_MIN_BYTES = 64 << 20
+REFRESH_SECONDS = 0.5
+
+
+class Progress:
+    def __init__(self, total_bytes: int, stream: TextIO, enabled: bool) -> None:
+        self.total = total_bytes
+        self.stream = stream
+        self.enabled = enabled and total_bytes >= PROGRESS_MIN_BYTES
+        self.start = time.monotonic()
+        self.next_draw = self.start + REFRESH_SECONDS
+        self.shown = False
+
+    def update(self, done_bytes: int, transactions: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now < self.next_draw:
+            return
+        self.next_draw = now + REFRESH_SECONDS
+        elapsed = max(now - self.start, 1e-6)
+        rate = done_bytes / elapsed
+        pct = min(100.0, 100.0 * done_bytes / self.total) if self.total else 0.0
+        eta = (self.total - done_bytes) / rate if rate > 0 else 0.0
+        self.stream.write(f"\r{_mb(done_bytes)} / {_mb(self.total)}  {pct:5.1f}%  {rate / 1e6:6.1f} MB/s"
+                          f"  ETA {eta:4.0f}s  {transactions:,} transactions ")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB"
