@@ -54,7 +54,7 @@ def _noop_eof(ts: float) -> None:
 
 
 class Connection:
-    __slots__ = ("keys", "streams", "client_dir", "first_ts", "last_ts", "conv", "ignored", "syn", "fins")
+    __slots__ = ("client_dir", "conv", "fins", "first_ts", "ignored", "keys", "last_ts", "streams", "syn")
 
     def __init__(self, keys: tuple[tuple[bytes, int, bytes, int], ...], client_dir: int, ts: float,
                  counters: TcpCounters, syn: bool) -> None:
@@ -144,7 +144,7 @@ class FlowTable:
             self.sweep(ts)
 
     def _open(self, d: Decoded, ts: float) -> tuple[Connection, int]:
-        src, dst, sport, dport, seq, ack, flags, payload = d
+        src, dst, sport, dport, _seq, _ack, flags, payload = d
         if self.active >= self.max_connections:
             self._evict()
         if flags & SYN:

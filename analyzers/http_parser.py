@@ -78,8 +78,22 @@ class MessageSink(Protocol):
 class MessageParser:
     """One direction's message framing. `is_request` chooses the start-line grammar."""
 
-    __slots__ = ("is_request", "sink", "state", "buf", "remaining", "body_len", "first_ts", "last_ts",
-                 "gap_in_message", "truncated", "messages", "skipped_bytes", "line_checked", "in_message")
+    __slots__ = (
+        "body_len",
+        "buf",
+        "first_ts",
+        "gap_in_message",
+        "in_message",
+        "is_request",
+        "last_ts",
+        "line_checked",
+        "messages",
+        "remaining",
+        "sink",
+        "skipped_bytes",
+        "state",
+        "truncated",
+    )
 
     def __init__(self, is_request: bool, sink: MessageSink, resync: bool = False) -> None:
         self.is_request = is_request
@@ -214,7 +228,7 @@ class MessageParser:
                 if not looks_like_request_line(line) and self.messages == 0 and _binary(line):
                     return self._not_http(n)
                 return self._complete_head(nl + 1, old, pos, ts)
-            if not self.is_request and not line[:5].upper() == b"HTTP/":
+            if not self.is_request and line[:5].upper() != b"HTTP/":
                 self.sink.on_anomaly(self, "bad_status_line")
                 self.in_message = False
                 self._start_resync()

@@ -50,8 +50,19 @@ class Stream:
     time of the packet that made the bytes deliverable.
     """
 
-    __slots__ = ("counters", "deliver", "gap", "eof", "base", "offset", "pending", "pending_bytes",
-                 "fin_offset", "finished", "midstream")
+    __slots__ = (
+        "base",
+        "counters",
+        "deliver",
+        "eof",
+        "fin_offset",
+        "finished",
+        "gap",
+        "midstream",
+        "offset",
+        "pending",
+        "pending_bytes",
+    )
 
     def __init__(self, counters: TcpCounters, deliver: Deliver, gap: Gap, eof: Eof) -> None:
         self.counters = counters

@@ -60,8 +60,22 @@ class Transaction:
 class Conversation:
     """The HTTP side of one TCP connection: both parsers and the pairing between them."""
 
-    __slots__ = ("client", "server", "endpoints", "unanswered", "parsing", "response", "depth", "out",
-                 "server_gap", "loose", "anomaly_counts", "source", "tunnel", "answering")
+    __slots__ = (
+        "anomaly_counts",
+        "answering",
+        "client",
+        "depth",
+        "endpoints",
+        "loose",
+        "out",
+        "parsing",
+        "response",
+        "server",
+        "server_gap",
+        "source",
+        "tunnel",
+        "unanswered",
+    )
 
     def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False) -> None:
         self.endpoints = endpoints
