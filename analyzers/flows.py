@@ -13,10 +13,12 @@ import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 
-from analyzers.frames import ACK, FIN, RST, SYN, Decoded
+from analyzers.frames import ACK, FIN, RST, SYN, Address, Decoded
 from analyzers.http_head import looks_like_request_line
 from analyzers.reassembly import SEQ_MOD, Stream, TcpCounters
 from analyzers.transactions import Conversation, Endpoints, Transaction
+
+Key = tuple[Address, int, Address, int]
 
 # 100,000 connections keep the table near 100 MB at worst (about 1 KB each with HTTP state), far
 # more than one web server's concurrent clients; SYN floods and scans are what pushes past it.
@@ -31,8 +33,6 @@ WELL_KNOWN_HTTP_PORTS = frozenset({80, 81, 443, 591, 3128, 8000, 8008, 8080, 808
 
 @dataclass(slots=True)
 class FlowCounters:
-    packets: int = 0
-    payload_bytes: int = 0
     connections: int = 0
     midstream: int = 0
     closed: int = 0
@@ -56,7 +56,7 @@ def _noop_eof(ts: float) -> None:
 class Connection:
     __slots__ = ("client_dir", "conv", "fins", "first_ts", "ignored", "keys", "last_ts", "streams", "syn")
 
-    def __init__(self, keys: tuple[tuple[bytes, int, bytes, int], ...], client_dir: int, ts: float,
+    def __init__(self, keys: tuple[Key, Key], client_dir: int, ts: float,
                  counters: TcpCounters, syn: bool) -> None:
         self.keys = keys
         self.client_dir = client_dir  # packets in direction 0 are keyed keys[0]; 1 the reverse
@@ -77,19 +77,19 @@ class FlowTable:
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
-        self.table: dict[tuple[bytes, int, bytes, int], tuple[Connection, int]] = {}
+        self.table: dict[Key, tuple[Connection, int]] = {}
         self.active = 0
         self.tcp = TcpCounters()
         self.counters = FlowCounters()
         self.anomalies: Counter[str] = Counter()
         self.out: list[Transaction] = []
+        self.payload_bytes = 0
         self.source: str | None = None
         self.next_sweep = 0.0
 
     def packet(self, ts: float, d: Decoded) -> None:
         """One decoded TCP packet."""
         src, dst, sport, dport, seq, ack, flags, payload = d
-        self.counters.packets += 1
         entry = self.table.get((src, sport, dst, dport))
         if entry is None:
             if not payload and not flags & SYN:
@@ -98,6 +98,31 @@ class FlowTable:
             entry = self._open(d, ts)
         conn, direction = entry
         conn.last_ts = ts
+        if conn.ignored or flags & (SYN | FIN | RST):
+            self._control(conn, direction, d, ts)
+            return
+        stream = conn.streams[direction]
+        if payload:
+            self.payload_bytes += len(payload)
+            if conn.conv is None:
+                self._start_http(conn, payload)
+            stream.segment(seq, payload, False, ts)
+        if flags & ACK:
+            other = conn.streams[1 - direction]
+            if other.pending:
+                other.acked(ack, ts)
+                if other.finished and stream.finished:
+                    self._finish(conn, "closed")
+                    return
+        conv = conn.conv
+        if conv is not None and (conv.out or conv.not_http):
+            self._collect(conn, conv)
+        if ts >= self.next_sweep:
+            self.sweep(ts)
+
+    def _control(self, conn: Connection, direction: int, d: Decoded, ts: float) -> None:
+        """Packets with SYN, FIN or RST, and packets of connections that are not HTTP."""
+        seq, ack, flags, payload = d[4:]
         if conn.ignored:
             self.counters.ignored_packets += 1
             if flags & FIN:
@@ -119,29 +144,27 @@ class FlowTable:
             self._finish(conn, "reset")
             return
         if payload:
-            self.counters.payload_bytes += len(payload)
+            self.payload_bytes += len(payload)
             if conn.conv is None:
-                self._start_http(conn, direction, payload, ts)
-                if conn.ignored:
-                    return
+                self._start_http(conn, payload)
+        if payload or flags & FIN:
             stream.segment(seq, payload, bool(flags & FIN), ts)
-        elif flags & FIN:
-            stream.segment(seq, payload, True, ts)
         if flags & ACK:
             other = conn.streams[1 - direction]
             if other.pending:
                 other.acked(ack, ts)
         conv = conn.conv
         if conv is not None:
-            if conv.out:
-                self.out += conv.out
-                conv.out.clear()
-            if not conv.is_http():
-                self._ignore(conn)
+            self._collect(conn, conv)
         if conn.streams[0].finished and conn.streams[1].finished:
             self._finish(conn, "closed")
-        if ts >= self.next_sweep:
-            self.sweep(ts)
+
+    def _collect(self, conn: Connection, conv: Conversation) -> None:
+        if conv.out:
+            self.out += conv.out
+            conv.out.clear()
+        if conv.not_http and not conn.ignored:
+            self._ignore(conn)
 
     def _open(self, d: Decoded, ts: float) -> tuple[Connection, int]:
         src, dst, sport, dport, _seq, _ack, flags, payload = d
@@ -162,12 +185,13 @@ class FlowTable:
             self.counters.midstream += 1
         return conn, 0
 
-    def _start_http(self, conn: Connection, direction: int, payload: bytes, ts: float) -> None:
+    def _start_http(self, conn: Connection, payload: bytes) -> None:
         """First payload of a connection: set up HTTP parsing, client first in `Endpoints`."""
         key = conn.keys[conn.client_dir]
         client_ip, client_port, server_ip, server_port = key
         endpoints = Endpoints(_uid(key, conn.first_ts), str(ipaddress.ip_address(client_ip)), client_port,
                               str(ipaddress.ip_address(server_ip)), server_port, not conn.syn)
+        # (ip_address takes an IPv4 int or IPv6 bytes, the two forms frames.py produces)
         conv = Conversation(endpoints, self.anomalies, resync=not conn.syn)
         conv.source = self.source
         conn.conv = conv
@@ -252,10 +276,10 @@ def _guess_client_dir(sport: int, dport: int, payload: bytes) -> int:
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def _uid(key: tuple[bytes, int, bytes, int], first_ts: float) -> str:
+def _uid(key: Key, first_ts: float) -> str:
     """Zeek-style connection id: stable for the same connection in the same capture."""
     h = hashlib.blake2b(digest_size=12)
-    h.update(b"%b|%d|%b|%d|%.6f" % (key[0], key[1], key[2], key[3], first_ts))
+    h.update(("%r|%d|%r|%d|%.6f" % (key[0], key[1], key[2], key[3], first_ts)).encode())
     n = int.from_bytes(h.digest(), "big")
     out = []
     for _ in range(17):

@@ -2,7 +2,8 @@
 
 One call per packet, no object per layer: `FrameDecoder.decode` returns a plain tuple
 ``(src, dst, sport, dport, seq, ack, flags, payload)`` or ``None`` after counting why the frame
-was skipped. Addresses stay raw bytes (4 or 16) until a record is written.
+was skipped. Addresses stay raw until a record is written: an IPv4 address is an int (cheaper to
+unpack and hash than a bytes slice), an IPv6 address its 16 bytes.
 """
 
 from __future__ import annotations
@@ -47,11 +48,15 @@ PROTO_TCP = 6
 _u16 = struct.Struct("!H").unpack_from
 _u32le = struct.Struct("<I").unpack_from
 _u32be = struct.Struct("!I").unpack_from
-_ipv4 = struct.Struct("!BxHxxHxB").unpack_from  # ver/ihl, total length, flags/fragment, protocol
+_ipv4 = struct.Struct("!BxHxxHxB2xII").unpack_from  # ver/ihl, total length, flags/frag, protocol, src, dst
 _ipv6 = struct.Struct("!4xHBx").unpack_from  # payload length, next header
 _tcp = struct.Struct("!HHIIBB").unpack_from  # sport, dport, seq, ack, data offset, flags
+# The frame nearly every capture is made of, in one unpack: Ethernet, IPv4 without options, TCP.
+_eth_ipv4_tcp = struct.Struct("!12xHBxHxxHxB2xIIHHIIBB").unpack_from
+_ETH_IPV4_TCP_LEN = 14 + 20 + 20
 
-Decoded = tuple[bytes, bytes, int, int, int, int, int, bytes]
+Address = int | bytes  # IPv4 as an int, IPv6 as 16 bytes
+Decoded = tuple[Address, Address, int, int, int, int, int, bytes]
 
 # TCP flag bits.
 FIN = 0x01
@@ -77,13 +82,18 @@ class FrameDecoder:
             LINKTYPE_IPV4: self._raw,
             LINKTYPE_IPV6: self._raw,
         }
+        self._ethernet_general = self._general(self._ethernet)
 
     def link_decoder(self, linktype: int) -> Callable[[bytes], Decoded | None]:
         """Return the per-frame decode function for one link type (chosen once per batch)."""
         link = self._link.get(linktype)
         if link is None:
             return self._unsupported
+        if linktype == LINKTYPE_ETHERNET:
+            return self._ethernet_fast
+        return self._general(link)
 
+    def _general(self, link: Callable[[bytes], tuple[int, int]]) -> Callable[[bytes], Decoded | None]:
         def decode(data: bytes) -> Decoded | None:
             try:
                 ethertype, off = link(data)
@@ -98,6 +108,19 @@ class FrameDecoder:
                 return None
 
         return decode
+
+    def _ethernet_fast(self, data: bytes) -> Decoded | None:
+        """Ethernet + IPv4 (no options, not a fragment) + TCP in one unpack; anything else goes the
+        general way. Same result as the general path, about three times cheaper."""
+        if len(data) >= _ETH_IPV4_TCP_LEN:
+            (ethertype, ver_ihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
+             flags) = _eth_ipv4_tcp(data, 0)
+            if ethertype == ETH_IPV4 and ver_ihl == 0x45 and proto == PROTO_TCP and not frag & 0x3FFF:
+                end = 14 + total
+                hlen = 34 + (doff >> 4) * 4
+                if total >= 40 and doff >= 0x50 and end <= len(data) and hlen <= end:
+                    return src, dst, sport, dport, seq, ack, flags, data[hlen:end]
+        return self._ethernet_general(data)
 
     def decode(self, linktype: int, data: bytes) -> Decoded | None:
         """Decode one frame (convenience for tests; the hot path uses `link_decoder`)."""
@@ -145,7 +168,7 @@ class FrameDecoder:
 
     # Network and transport layers.
     def _ipv4(self, data: bytes, off: int) -> Decoded | None:
-        ver_ihl, total, frag, proto = _ipv4(data, off)
+        ver_ihl, total, frag, proto, src, dst = _ipv4(data, off)
         if ver_ihl >> 4 != 4:
             self.skipped["bad_ip_version"] += 1
             return None
@@ -163,7 +186,7 @@ class FrameDecoder:
         if end > len(data):
             # Snapped by -s, or TSO on the capturing host wrote total length 0: use what is there.
             end = len(data)
-        return self._tcp(data, off + ihl, end, data[off + 12:off + 16], data[off + 16:off + 20])
+        return self._tcp(data, off + ihl, end, src, dst)
 
     def _ipv6(self, data: bytes, off: int) -> Decoded | None:
         if data[off] >> 4 != 6:
@@ -193,7 +216,7 @@ class FrameDecoder:
         self.skipped["ipv6_header_chain_too_long"] += 1
         return None
 
-    def _tcp(self, data: bytes, off: int, end: int, src: bytes, dst: bytes) -> Decoded | None:
+    def _tcp(self, data: bytes, off: int, end: int, src: Address, dst: Address) -> Decoded | None:
         sport, dport, seq, ack, doff, flags = _tcp(data, off)
         hlen = (doff >> 4) * 4
         if hlen < 20 or off + hlen > end:

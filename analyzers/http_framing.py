@@ -24,23 +24,39 @@ class Framing(IntEnum):
     UNKNOWN = 5  # cannot tell where the body ends: resynchronise at the next message
 
 
-def body_framing(head: RequestHead | ResponseHead, request_method: str | None) -> tuple[Framing, int, list[str]]:
+FramingResult = tuple[Framing, int, tuple[str, ...]]  # framing, content length, anomalies
+
+
+def body_framing(head: RequestHead | ResponseHead, request_method: str | None) -> FramingResult:
     """Return (framing, content length, anomalies) for a parsed head.
 
     `request_method` is the method of the request a response answers (None if unknown).
     """
-    anomalies: list[str] = []
-    is_response = isinstance(head, ResponseHead)
-    if is_response:
+    return message_framing(head, request_method) or header_framing(head)
+
+
+def message_framing(head: RequestHead | ResponseHead, request_method: str | None) -> FramingResult | None:
+    """RFC 9112 6.3 steps 1 and 2: what the status and the request's method decide, or None.
+
+    Split from `header_framing` because that part depends only on the head's bytes and is cached.
+    """
+    if isinstance(head, ResponseHead):
         status = head.status
         if status == 101:
-            return Framing.TUNNEL, 0, anomalies
-        if request_method == "HEAD" or 100 <= status < 200 or status in (204, 304):  # 6.3 step 1
-            return Framing.NONE, 0, anomalies
+            return Framing.TUNNEL, 0, ()
+        if request_method == "HEAD" or 100 <= status < 200 or status in (204, 304):  # step 1
+            return Framing.NONE, 0, ()
         if request_method == "CONNECT" and 200 <= status < 300:  # step 2
-            return Framing.TUNNEL, 0, anomalies
-    elif head.version == "0.9":
-        return Framing.NONE, 0, anomalies
+            return Framing.TUNNEL, 0, ()
+    return None
+
+
+def header_framing(head: RequestHead | ResponseHead) -> FramingResult:
+    """RFC 9112 6.3 steps 3 to 7: what Transfer-Encoding and Content-Length decide."""
+    anomalies: list[str] = []
+    is_response = isinstance(head, ResponseHead)
+    if not is_response and head.version == "0.9":
+        return Framing.NONE, 0, ()
     headers = head.headers
     te = _values(headers, "transfer-encoding")
     cl = _values(headers, "content-length")
@@ -51,9 +67,9 @@ def body_framing(head: RequestHead | ResponseHead, request_method: str | None) -
         if codings and codings[-1] == "chunked":
             if codings.count("chunked") > 1:
                 anomalies.append("chunked_applied_twice")
-            return Framing.CHUNKED, 0, anomalies
+            return Framing.CHUNKED, 0, tuple(anomalies)
         anomalies.append("transfer_encoding_not_chunked")
-        return (Framing.CLOSE if is_response else Framing.UNKNOWN), 0, anomalies
+        return (Framing.CLOSE if is_response else Framing.UNKNOWN), 0, tuple(anomalies)
     if cl:  # steps 4 and 5
         lengths = {v.strip() for raw in cl for v in raw.split(",")}
         if len(cl) > 1 or any("," in v for v in cl):
@@ -63,14 +79,14 @@ def body_framing(head: RequestHead | ResponseHead, request_method: str | None) -
             if text.isdigit() and text.isascii():
                 n = int(text)
                 if n <= MAX_CONTENT_LENGTH:
-                    return (Framing.LENGTH if n else Framing.NONE), n, anomalies
+                    return (Framing.LENGTH if n else Framing.NONE), n, tuple(anomalies)
                 anomalies.append("content_length_overflow")
             else:
                 anomalies.append("bad_content_length")
-        return (Framing.CLOSE if is_response else Framing.UNKNOWN), 0, anomalies
+        return (Framing.CLOSE if is_response else Framing.UNKNOWN), 0, tuple(anomalies)
     if is_response:  # step 7
-        return Framing.CLOSE, 0, anomalies
-    return Framing.NONE, 0, anomalies  # step 6
+        return Framing.CLOSE, 0, ()
+    return Framing.NONE, 0, ()  # step 6
 
 
 def _values(headers: Headers, name: str) -> list[str]:

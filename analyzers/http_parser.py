@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
+from functools import lru_cache
 from typing import Protocol
 
-from analyzers.http_framing import Framing, body_framing
+from analyzers.http_framing import Framing, FramingResult, header_framing, message_framing
 from analyzers.http_head import (
     RequestHead,
     ResponseHead,
@@ -31,6 +32,10 @@ MAX_LINE_BYTES = 8 * 1024
 RESYNC_KEEP_BYTES = 8 * 1024
 # A chunk size with more hex digits than this overflows 64 bits.
 MAX_CHUNK_SIZE_DIGITS = 16
+
+# Distinct heads remembered with their parse. Clients repeat the same head over and over (same
+# headers, same cookies), so most heads are parsed once; the cache stays a few MB at most.
+HEAD_CACHE_SIZE = 4096
 
 _METHODS = (rb"GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE"
             rb"|LOCK|UNLOCK|REPORT|SEARCH|QUERY|PURGE|SUBSCRIBE|NOTIFY|MKCALENDAR|LINK|UNLINK")
@@ -212,6 +217,10 @@ class MessageParser:
             if not self._plausible_start(data[pos]):
                 return pos
             self._begin(ts)
+            end = _head_end(data, pos)
+            if end >= 0 and self._start_line_ok(data[pos:data.index(b"\n", pos)]):
+                # The usual case: the whole head is in this segment; no copy into the buffer.
+                return self._complete_head(data[pos:end], end, ts)
         scan = max(0, len(buf) - 3)
         old = len(buf)
         buf += data[pos:] if pos else data
@@ -227,7 +236,7 @@ class MessageParser:
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 if not looks_like_request_line(line) and self.messages == 0 and _binary(line):
                     return self._not_http(n)
-                return self._complete_head(nl + 1, old, pos, ts)
+                return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
             if not self.is_request and line[:5].upper() != b"HTTP/":
                 self.sink.on_anomaly(self, "bad_status_line")
                 self.in_message = False
@@ -239,25 +248,32 @@ class MessageParser:
             if len(buf) > MAX_HEAD_BYTES:
                 self._oversized()
             return n
-        return self._complete_head(end, old, pos, ts)
+        return self._complete_head(bytes(buf[:end]), pos + end - old, ts)
 
-    def _complete_head(self, end: int, old: int, pos: int, ts: float) -> int:
-        head = bytes(self.buf[:end])
+    def _start_line_ok(self, line: bytes) -> bool:
+        """Whether a head can take the no-copy path: a versioned request line or a status line."""
+        if self.is_request:
+            return _VERSIONED_LINE.search(line.rstrip(b"\r")) is not None
+        return line[:5].upper() == b"HTTP/"
+
+    def _complete_head(self, head: bytes, consumed: int, ts: float) -> int:
+        """Parse a complete head, report it, and set up its body's framing. Returns `consumed`."""
         self.buf = bytearray()
         self.line_checked = False
-        consumed = pos + end - old
         self.messages += 1
         if self.is_request:
-            parsed: RequestHead | ResponseHead | None = parse_request_head(head)
+            parsed, framed = _request_head(head)
+            self.sink.on_head(self, parsed, self.first_ts, ts)
         else:
-            parsed = parse_response_head(head)
-            if parsed is None:
+            response, framed = _response_head(head)
+            if response is None:
                 self.sink.on_anomaly(self, "bad_status_line")
                 self.in_message = False
                 self._start_resync()
                 return consumed
-        method = self.sink.on_head(self, parsed, self.first_ts, ts)
-        framing, length, anomalies = body_framing(parsed, method)
+            method = self.sink.on_head(self, response, self.first_ts, ts)
+            framed = message_framing(response, method) or framed
+        framing, length, anomalies = framed
         for name in anomalies:
             self.sink.on_anomaly(self, name)
         self.last_ts = ts
@@ -394,7 +410,19 @@ class MessageParser:
         return n
 
 
-def _head_end(buf: bytearray, scan: int) -> int:
+@lru_cache(maxsize=HEAD_CACHE_SIZE)
+def _request_head(head: bytes) -> tuple[RequestHead, FramingResult]:
+    parsed = parse_request_head(head)
+    return parsed, header_framing(parsed)
+
+
+@lru_cache(maxsize=HEAD_CACHE_SIZE)
+def _response_head(head: bytes) -> tuple[ResponseHead | None, FramingResult]:
+    parsed = parse_response_head(head)
+    return parsed, (header_framing(parsed) if parsed is not None else (Framing.UNKNOWN, 0, ()))
+
+
+def _head_end(buf: bytearray | bytes, scan: int) -> int:
     """Offset just past the blank line ending a head (CRLF or bare LF lines), or -1."""
     crlf = buf.find(b"\n\r\n", scan)
     lf = buf.find(b"\n\n", scan)

@@ -58,7 +58,8 @@ class Pipeline:
         return {
             "frames": self.frames_seen,
             "frames_skipped": dict(sorted(self.decoder.skipped.items())),
-            "tcp_packets": f.counters.packets,
+            "tcp_packets": self.frames_seen - sum(self.decoder.skipped.values()),
+            "tcp_payload_bytes": f.payload_bytes,
             "transactions": self.transactions,
             "connections": {**asdict(f.counters), "active": f.active},
             "tcp": asdict(f.tcp),

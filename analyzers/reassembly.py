@@ -92,6 +92,16 @@ class Stream:
 
     def segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
         """Take one segment's payload (possibly empty) and deliver what has become contiguous."""
+        base = self.base
+        if base is not None and not fin and not self.pending and not self.finished:
+            off = self.offset
+            if (seq - base - off) & 0xFFFFFFFF == 0:  # the common case: next in order, nothing waiting
+                self.offset = off + len(payload)
+                self.deliver(payload, ts)
+                return
+        self._segment(seq, payload, fin, ts)
+
+    def _segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
         if self.finished:
             return
         if self.base is None:
@@ -102,7 +112,7 @@ class Stream:
         if fin:
             self.fin_offset = start + n
         if n:
-            if start == self.offset:  # the common case: next in order
+            if start == self.offset:
                 self.offset += n
                 self.deliver(payload, ts)
                 if self.pending:
@@ -111,6 +121,9 @@ class Stream:
                 self._behind(start, payload, ts)
             else:
                 self._ahead(start, payload, ts)
+        self._check_fin(ts)
+
+    def _check_fin(self, ts: float) -> None:
         if self.fin_offset is not None and self.offset >= self.fin_offset and not self.pending:
             self.finished = True
             self.eof(ts)
@@ -175,6 +188,7 @@ class Stream:
             return
         if self._rel(ack) >= self.pending[0][0]:
             self.flush(ts)
+            self._check_fin(ts)
 
     def flush(self, ts: float) -> None:
         """Give up waiting: report each hole as a gap and deliver everything buffered."""

@@ -67,6 +67,7 @@ class Conversation:
         "depth",
         "endpoints",
         "loose",
+        "not_http",
         "out",
         "parsing",
         "response",
@@ -92,6 +93,7 @@ class Conversation:
         self.source: str | None = None  # capture file being read, for records
         self.tunnel = False
         self.answering: Message | None = None  # the request the response being parsed answers
+        self.not_http = False  # the client's first bytes were another protocol: stop parsing
 
     # MessageSink --------------------------------------------------------------------------------
 
@@ -153,6 +155,8 @@ class Conversation:
 
     def on_anomaly(self, parser: MessageParser, name: str) -> None:
         self.anomaly_counts[name] += 1
+        if name == "not_http" and parser.is_request:
+            self.not_http = True
         msg = self.parsing if parser.is_request else self.response
         if msg is not None and parser.in_message:
             msg.anomalies.append(name)
@@ -203,7 +207,3 @@ class Conversation:
         """The connection is over (streams already delivered their end): flush what is unanswered."""
         while self.unanswered:
             self._emit_unanswered(self.unanswered.popleft(), reason)
-
-    def is_http(self) -> bool:
-        """False once the client is known not to speak HTTP (its first bytes were something else)."""
-        return self.client.state != State.NOT_HTTP
