@@ -8,6 +8,7 @@ parser then looks for the next message start).
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import lru_cache
 
 from analyzers.http_head import Headers, RequestHead, ResponseHead
 
@@ -32,15 +33,18 @@ def body_framing(head: RequestHead | ResponseHead, request_method: str | None) -
 
     `request_method` is the method of the request a response answers (None if unknown).
     """
-    return message_framing(head, request_method) or header_framing(head)
+    return message_framing(head, request_method) or header_framing(head.headers, isinstance(head, ResponseHead))
 
 
 def message_framing(head: RequestHead | ResponseHead, request_method: str | None) -> FramingResult | None:
     """RFC 9112 6.3 steps 1 and 2: what the status and the request's method decide, or None.
 
-    Split from `header_framing` because that part depends only on the head's bytes and is cached.
+    Split from `header_framing`, which depends only on two header values and is cached.
     """
-    if isinstance(head, ResponseHead):
+    if isinstance(head, RequestHead):
+        if head.version == "0.9":
+            return Framing.NONE, 0, ()
+    else:
         status = head.status
         if status == 101:
             return Framing.TUNNEL, 0, ()
@@ -51,15 +55,15 @@ def message_framing(head: RequestHead | ResponseHead, request_method: str | None
     return None
 
 
-def header_framing(head: RequestHead | ResponseHead) -> FramingResult:
+def header_framing(headers: Headers, is_response: bool) -> FramingResult:
     """RFC 9112 6.3 steps 3 to 7: what Transfer-Encoding and Content-Length decide."""
+    return _te_cl_framing(tuple(_values(headers, "transfer-encoding")),
+                          tuple(_values(headers, "content-length")), is_response)
+
+
+@lru_cache(maxsize=1024)
+def _te_cl_framing(te: tuple[str, ...], cl: tuple[str, ...], is_response: bool) -> FramingResult:
     anomalies: list[str] = []
-    is_response = isinstance(head, ResponseHead)
-    if not is_response and head.version == "0.9":
-        return Framing.NONE, 0, ()
-    headers = head.headers
-    te = _values(headers, "transfer-encoding")
-    cl = _values(headers, "content-length")
     if te:  # step 3
         if cl:
             anomalies.append("content_length_and_transfer_encoding")

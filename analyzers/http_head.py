@@ -12,10 +12,16 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import dpkt.http
 
 Headers = dict[str, "str | list[str]"]
+
+# Distinct header blocks remembered with their parse. A client repeats the same headers (same
+# user agent, cookies, accept lists) request after request, so most blocks are parsed once by dpkt.
+# Parsed header dicts are shared between messages: treat them as read-only.
+HEADER_CACHE_SIZE = 4096
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/(\d+\.\d+)\Z", re.IGNORECASE)
@@ -87,13 +93,12 @@ def parse_request_head(head: bytes) -> RequestHead:
     """Parse a request head (start line through the blank line)."""
     line, _, block = head.partition(b"\n")
     method, uri, version = parse_request_line(line.rstrip(b"\r"))
-    anomalies: list[str] = []
+    headers, anomalies = parse_header_block(block)
     if method is None:
-        anomalies.append("bad_request_line")
+        anomalies = ("bad_request_line", *anomalies)
     elif len(line.split()) > 3:
-        anomalies.append("space_in_request_target")
-    headers = parse_headers(block, anomalies)
-    return RequestHead(method, uri, version, headers, tuple(anomalies))
+        anomalies = ("space_in_request_target", *anomalies)
+    return RequestHead(method, uri, version, headers, anomalies)
 
 
 def parse_response_head(head: bytes) -> ResponseHead | None:
@@ -102,10 +107,17 @@ def parse_response_head(head: bytes) -> ResponseHead | None:
     m = _STATUS.match(line.rstrip(b"\r"))
     if not m:
         return None
+    headers, anomalies = parse_header_block(block)
+    version = m.group(1)[5:].decode("ascii")
+    return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, anomalies)
+
+
+@lru_cache(maxsize=HEADER_CACHE_SIZE)
+def parse_header_block(block: bytes) -> tuple[Headers, tuple[str, ...]]:
+    """Parse the header lines of a head (cached): (headers, anomalies)."""
     anomalies: list[str] = []
     headers = parse_headers(block, anomalies)
-    version = m.group(1)[5:].decode("ascii")
-    return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, tuple(anomalies))
+    return headers, tuple(anomalies)
 
 
 def parse_headers(block: bytes, anomalies: list[str]) -> Headers:

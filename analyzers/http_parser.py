@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
-from functools import lru_cache
 from typing import Protocol
 
-from analyzers.http_framing import Framing, FramingResult, header_framing, message_framing
+from analyzers.http_framing import Framing, body_framing
 from analyzers.http_head import (
     RequestHead,
     ResponseHead,
@@ -32,10 +31,6 @@ MAX_LINE_BYTES = 8 * 1024
 RESYNC_KEEP_BYTES = 8 * 1024
 # A chunk size with more hex digits than this overflows 64 bits.
 MAX_CHUNK_SIZE_DIGITS = 16
-
-# Distinct heads remembered with their parse. Clients repeat the same head over and over (same
-# headers, same cookies), so most heads are parsed once; the cache stays a few MB at most.
-HEAD_CACHE_SIZE = 4096
 
 _METHODS = (rb"GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE"
             rb"|LOCK|UNLOCK|REPORT|SEARCH|QUERY|PURGE|SUBSCRIBE|NOTIFY|MKCALENDAR|LINK|UNLINK")
@@ -262,18 +257,17 @@ class MessageParser:
         self.line_checked = False
         self.messages += 1
         if self.is_request:
-            parsed, framed = _request_head(head)
-            self.sink.on_head(self, parsed, self.first_ts, ts)
+            parsed: RequestHead | ResponseHead | None = parse_request_head(head)
+            method = self.sink.on_head(self, parsed, self.first_ts, ts)  # type: ignore[arg-type]
         else:
-            response, framed = _response_head(head)
-            if response is None:
+            parsed = parse_response_head(head)
+            if parsed is None:
                 self.sink.on_anomaly(self, "bad_status_line")
                 self.in_message = False
                 self._start_resync()
                 return consumed
-            method = self.sink.on_head(self, response, self.first_ts, ts)
-            framed = message_framing(response, method) or framed
-        framing, length, anomalies = framed
+            method = self.sink.on_head(self, parsed, self.first_ts, ts)
+        framing, length, anomalies = body_framing(parsed, method)  # type: ignore[arg-type]
         for name in anomalies:
             self.sink.on_anomaly(self, name)
         self.last_ts = ts
@@ -408,18 +402,6 @@ class MessageParser:
         self.in_message = False
         self.state = State.NOT_HTTP
         return n
-
-
-@lru_cache(maxsize=HEAD_CACHE_SIZE)
-def _request_head(head: bytes) -> tuple[RequestHead, FramingResult]:
-    parsed = parse_request_head(head)
-    return parsed, header_framing(parsed)
-
-
-@lru_cache(maxsize=HEAD_CACHE_SIZE)
-def _response_head(head: bytes) -> tuple[ResponseHead | None, FramingResult]:
-    parsed = parse_response_head(head)
-    return parsed, (header_framing(parsed) if parsed is not None else (Framing.UNKNOWN, 0, ()))
 
 
 def _head_end(buf: bytearray | bytes, scan: int) -> int:
