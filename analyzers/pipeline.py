@@ -17,22 +17,35 @@ class Pipeline:
     """Decodes frames, tracks connections and parses HTTP; returns finished transactions."""
 
     def __init__(self, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, shard: int = 0, shards: int = 1) -> None:
+        """With `shards` > 1 this pipeline keeps only the connections of shard number `shard`: one
+        of several workers that each see every frame and own a share of the connections."""
         self.decoder = FrameDecoder()
         self.flows = FlowTable(max_connections, idle_timeout)
         self.frames_seen = 0
         self.transactions = 0
+        self.shard = shard
+        self.shards = shards
 
     def feed(self, linktype: int, frames: Iterable[Frame]) -> list[Transaction]:
         """Process one batch of frames of one link type."""
         decode = self.decoder.link_decoder(linktype)
         packet = self.flows.packet
         n = 0
-        for _off, ts, data in frames:
-            n += 1
-            d = decode(data)
-            if d is not None:
-                packet(ts, d)
+        if self.shards == 1:
+            for _off, ts, data in frames:
+                n += 1
+                d = decode(data)
+                if d is not None:
+                    packet(ts, d)
+        else:
+            shard, shards = self.shard, self.shards
+            for _off, ts, data in frames:
+                n += 1
+                d = decode(data)
+                # The sum of the ports is the same in both directions: a connection has one owner.
+                if d is not None and (d[2] + d[3]) % shards == shard:
+                    packet(ts, d)
         self.frames_seen += n
         return self._take()
 

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-connections", type=_positive_int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                    help="connections tracked at once; past it the least active are evicted "
                         "(default %(default)s)")
+    r.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="processes sharing the work (default: 2 for inputs over 32 MB on a multi-core "
+                        "machine, else 1); records of one connection stay in order either way")
     r.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close connections idle this long in capture time (default %(default)s)")
     return p
@@ -105,7 +108,8 @@ def _read(args: argparse.Namespace) -> int:
     progress = tty if args.progress is None else args.progress
     try:
         result = read_captures(args.inputs, out, sys.stderr, progress=progress,
-                               max_connections=args.max_connections, idle_timeout=args.idle_timeout)
+                               max_connections=args.max_connections, idle_timeout=args.idle_timeout,
+                               workers=args.workers)
         if out is not sys.stdout:
             out.close()
     except OSError as e:

@@ -1,6 +1,7 @@
 """`pcapwatch read`: capture files, in order, as one continuous capture, to JSON lines.
 
 The one module that wires `watcher` (files to frames) to `analyzers` (frames to transactions).
+A large input is split over worker processes by connection (see `watcher/workers.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from watcher.pcapfile import CaptureError
 from watcher.progress import Progress
 from watcher.sources import Capture, expand
 
+# Below this much input, starting a second process costs more than it saves.
+PARALLEL_MIN_BYTES = 32 << 20
+
 
 @dataclass
 class ReadResult:
@@ -26,8 +30,13 @@ class ReadResult:
 
 
 def read_captures(paths: list[str], out: TextIO, err: TextIO, *, progress: bool = False,
-                  max_connections: int | None = None, idle_timeout: float | None = None) -> ReadResult:
-    """Read every input as one capture; write records to `out`, one-line problems to `err`."""
+                  max_connections: int | None = None, idle_timeout: float | None = None,
+                  workers: int | None = None) -> ReadResult:
+    """Read every input as one capture; write records to `out`, one-line problems to `err`.
+
+    `workers`: processes sharing the connections; None chooses (several for a large input on a
+    multi-core machine, one otherwise). Stdin is always read by one process.
+    """
     files, notes = expand(paths)
     for note in notes:
         err.write(f"pcapwatch: {note}\n")
@@ -36,7 +45,20 @@ def read_captures(paths: list[str], out: TextIO, err: TextIO, *, progress: bool 
         kw["max_connections"] = max_connections
     if idle_timeout is not None:
         kw["idle_timeout"] = idle_timeout
-    pipeline = Pipeline(**kw)
+    total = sum(_size(p) for p in files)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 2) if total >= PARALLEL_MIN_BYTES else 1
+    if "-" in files:
+        workers = 1
+    if workers > 1:
+        from watcher.workers import read_parallel
+
+        return read_parallel(files, out, err, workers, progress, kw)
+    return analyze_files(files, out, err, progress, Pipeline(**kw))
+
+
+def analyze_files(files: list[str], out: TextIO, err: TextIO, progress: bool, pipeline: Pipeline) -> ReadResult:
+    """The read loop: every file in order through one pipeline."""
     writer = JsonLinesWriter(out)
     result = ReadResult()
     total = sum(_size(p) for p in files)
