@@ -25,6 +25,7 @@ HEADER_CACHE_SIZE = 4096
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/(\d+\.\d+)\Z", re.IGNORECASE)
+_OBS_FOLD = re.compile(rb"\r?\n[ \t]+")
 _STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+(\d{3})(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
 # Bytes that cannot go to a log as they are: controls, DEL, non-ASCII, and the backslash itself
 # (so that an escape in the output always means a byte on the wire). Head blocks keep CR, LF, TAB.
@@ -68,6 +69,22 @@ class ResponseHead:
     anomalies: tuple[str, ...]
 
 
+# The shapes of a request line, which decide how much of the stream is the head.
+VERSIONED = 0  # METHOD target HTTP/x.y: headers follow, up to a blank line
+SHORT = 1  # METHOD target: HTTP/0.9, the line is the whole request
+BAD = 2  # anything else: the line is all we can take as this request
+
+
+def request_line_kind(line: bytes) -> int:
+    """VERSIONED, SHORT or BAD for a request line without its line end."""
+    parts = line.split()
+    if len(parts) >= 2 and parts[-1][:5].upper() == b"HTTP/":
+        return VERSIONED
+    if len(parts) == 2 and _TOKEN.match(parts[0]):
+        return SHORT
+    return BAD
+
+
 def looks_like_request_line(line: bytes) -> bool:
     """True when `line` (without its line end) has the shape ``METHOD target [HTTP/x.y]``."""
     parts = line.split()
@@ -76,29 +93,38 @@ def looks_like_request_line(line: bytes) -> bool:
     return len(parts) == 2 and parts[0].isupper() and bool(_TOKEN.match(parts[0]))
 
 
-def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None]:
-    """Split a request line; (None, None, None) when it is not one."""
+def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None, tuple[str, ...]]:
+    """Split a request line into (method, uri, version, anomalies), keeping what can be kept.
+
+    Like Zeek, a line with a malformed version or a missing target still gives its method and
+    target, with the anomaly named; only a line of neither shape gives (None, None, None).
+    """
     parts = line.split()
-    if len(parts) >= 3 and _TOKEN.match(parts[0]):
-        m = _VERSION.match(parts[-1])
-        if m:
-            uri = b" ".join(parts[1:-1])  # spaces inside the target: keep them, flag elsewhere
-            return escape(parts[0]), escape(uri), m.group(1).decode("ascii")
-    if len(parts) == 2 and _TOKEN.match(parts[0]):
-        return escape(parts[0]), escape(parts[1]), "0.9"
-    return None, None, None
+    kind = request_line_kind(line)
+    if kind == SHORT:
+        return escape(parts[0]), escape(parts[1]), "0.9", ()
+    if kind == BAD:
+        return None, None, None, ("bad_request_line",)
+    anomalies = []
+    if not _TOKEN.match(parts[0]):
+        anomalies.append("bad_method")
+    if len(parts) == 2:
+        anomalies.append("missing_request_target")
+    elif len(parts) > 3:
+        anomalies.append("space_in_request_target")  # spaces inside the target: keep them
+    m = _VERSION.match(parts[-1])
+    if m is None:
+        anomalies.append("bad_http_version")
+    version = m.group(1).decode("ascii") if m else None
+    return escape(parts[0]), escape(b" ".join(parts[1:-1])), version, tuple(anomalies)
 
 
 def parse_request_head(head: bytes) -> RequestHead:
     """Parse a request head (start line through the blank line)."""
     line, _, block = head.partition(b"\n")
-    method, uri, version = parse_request_line(line.rstrip(b"\r"))
+    method, uri, version, line_anomalies = parse_request_line(line.rstrip(b"\r"))
     headers, anomalies = parse_header_block(block)
-    if method is None:
-        anomalies = ("bad_request_line", *anomalies)
-    elif len(line.split()) > 3:
-        anomalies = ("space_in_request_target", *anomalies)
-    return RequestHead(method, uri, version, headers, anomalies)
+    return RequestHead(method, uri, version, headers, line_anomalies + anomalies)
 
 
 def parse_response_head(head: bytes) -> ResponseHead | None:
@@ -123,6 +149,11 @@ def parse_header_block(block: bytes) -> tuple[Headers, tuple[str, ...]]:
 def parse_headers(block: bytes, anomalies: list[str]) -> Headers:
     """Header block to {lower-case name: value or list of values}, via dpkt."""
     block = _escape_block(block)
+    if b"\n " in block or b"\n\t" in block:
+        # obs-fold (RFC 9112 5.2): a line starting with white space continues the previous one.
+        # dpkt would take it for a header of its own; unfold as a lenient server does, and say so.
+        anomalies.append("obs_fold")
+        block = _OBS_FOLD.sub(b" ", block)
     try:
         return dict(dpkt.http.parse_headers(io.BytesIO(block)))
     except dpkt.UnpackError:

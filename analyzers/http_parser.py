@@ -15,11 +15,14 @@ from typing import Protocol
 
 from analyzers.http_framing import Framing, body_framing
 from analyzers.http_head import (
+    VERSIONED,
+    Headers,
     RequestHead,
     ResponseHead,
-    looks_like_request_line,
+    parse_header_block,
     parse_request_head,
     parse_response_head,
+    request_line_kind,
 )
 
 # A head larger than this is not a web client's (browsers and servers stop at 8-64 KiB).
@@ -36,7 +39,11 @@ _METHODS = (rb"GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PROPFIND|PRO
             rb"|LOCK|UNLOCK|REPORT|SEARCH|QUERY|PURGE|SUBSCRIBE|NOTIFY|MKCALENDAR|LINK|UNLINK")
 _REQUEST_START = re.compile(rb"(?<![A-Za-z])(?:" + _METHODS + rb") [^\s]+ HTTP/\d\.\d\r?\n")
 _RESPONSE_START = re.compile(rb"HTTP/\d\.\d \d{3}[ \r\n]")
-_VERSIONED_LINE = re.compile(rb"\s+HTTP/\d+\.\d+\s*\Z", re.IGNORECASE)
+# Bytes a client may send before its first request is found, before we call it another protocol.
+NOT_HTTP_PROBE_BYTES = 4096
+# First bytes of a TLS record (handshake, alert, change cipher spec, application data) or of an
+# SSLv2 hello: certainly not HTTP, decided at once.
+_TLS_FIRST_BYTES = frozenset({0x14, 0x15, 0x16, 0x17, 0x80})
 _TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -53,6 +60,8 @@ class State(IntEnum):
     TUNNEL = 8
     NOT_HTTP = 9
     DONE = 10
+    PEEK_STATUS = 11  # answer to a one-line request: a status line, or HTTP/0.9's bare body?
+    LATE_HEADERS = 12  # header lines after a one-line request: they belong to it
 
 
 class MessageSink(Protocol):
@@ -72,7 +81,11 @@ class MessageSink(Protocol):
         """`n` bytes of this direction were not captured."""
 
     def headless_response(self) -> bool:
-        """True when the next response answers an HTTP/0.9 request (no status line, body to close)."""
+        """True when the next response answers a one-line (HTTP/0.9) request: it may have no
+        status line, its body then running to the close."""
+
+    def on_late_headers(self, parser: MessageParser, headers: Headers, anomalies: tuple[str, ...]) -> None:
+        """Header lines followed a one-line request line: they are that request's headers."""
 
 
 class MessageParser:
@@ -88,6 +101,7 @@ class MessageParser:
         "last_ts",
         "line_checked",
         "messages",
+        "one_line",
         "remaining",
         "sink",
         "skipped_bytes",
@@ -110,6 +124,7 @@ class MessageParser:
         self.skipped_bytes = 0  # bytes passed over while resynchronising
         self.line_checked = False
         self.in_message = False
+        self.one_line = False  # the last request was a single line: header lines may follow
 
     # Input --------------------------------------------------------------------------------------
 
@@ -144,6 +159,10 @@ class MessageParser:
                 pos = self._line(data, pos, ts)
             elif st == State.RESYNC:
                 pos = self._resync(data, pos, ts)
+            elif st == State.PEEK_STATUS:
+                pos = self._peek_status(data, pos, ts)
+            elif st == State.LATE_HEADERS:
+                pos = self._late_headers(data, pos, ts)
             else:  # TUNNEL, NOT_HTTP, DONE: not ours to parse
                 pos = n
 
@@ -154,6 +173,9 @@ class MessageParser:
         st = self.state
         if st in (State.TUNNEL, State.NOT_HTTP, State.DONE):
             return
+        if st == State.PEEK_STATUS:
+            self._headless(ts)
+            st = self.state
         if st == State.CLOSE_BODY:
             self.gap_in_message = True
             self.body_len += n
@@ -184,7 +206,10 @@ class MessageParser:
     def eof(self, ts: float) -> None:
         """The stream ended (FIN, RST, eviction or end of capture)."""
         st = self.state
-        if st == State.CLOSE_BODY:
+        if st == State.PEEK_STATUS:
+            self._headless(ts)
+            self._end(ts)
+        elif st == State.CLOSE_BODY:
             self._end(ts)
         elif st == State.HEAD and self.buf:
             self.sink.on_anomaly(self, "incomplete_head")
@@ -206,8 +231,10 @@ class MessageParser:
                 return pos
             if not self.is_request and self.sink.headless_response():
                 self._begin(ts)
-                self.sink.on_head(self, ResponseHead("0.9", 0, "", {}, ()), ts, ts)
-                self.state = State.CLOSE_BODY
+                self.state = State.PEEK_STATUS
+                return pos
+            if self.one_line and self.is_request:
+                self.state = State.LATE_HEADERS
                 return pos
             if not self._plausible_start(data[pos]):
                 return pos
@@ -227,17 +254,14 @@ class MessageParser:
                 return n
             self.line_checked = True
             line = bytes(buf[:nl]).rstrip(b"\r")
-            if self.is_request and not _VERSIONED_LINE.search(line):
+            if self.is_request and request_line_kind(line) != VERSIONED:
+                if self.messages == 0 and _binary(line):
+                    return self._junk(bytes(buf), ts)
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
-                if not looks_like_request_line(line) and self.messages == 0 and _binary(line):
-                    return self._not_http(n)
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
             if not self.is_request and line[:5].upper() != b"HTTP/":
                 self.sink.on_anomaly(self, "bad_status_line")
-                self.in_message = False
-                self._start_resync()
-                self._resync(bytes(buf), 0, ts)
-                return n
+                return self._junk(bytes(buf), ts)
         end = _head_end(buf, scan)
         if end < 0:
             if len(buf) > MAX_HEAD_BYTES:
@@ -248,8 +272,70 @@ class MessageParser:
     def _start_line_ok(self, line: bytes) -> bool:
         """Whether a head can take the no-copy path: a versioned request line or a status line."""
         if self.is_request:
-            return _VERSIONED_LINE.search(line.rstrip(b"\r")) is not None
+            return request_line_kind(line.rstrip(b"\r")) == VERSIONED
         return line[:5].upper() == b"HTTP/"
+
+    def _junk(self, data: bytes, ts: float) -> int:
+        """What should have been a message start is not one: look for the next one in it."""
+        self.in_message = False
+        self._start_resync()
+        self._resync(data, 0, ts)
+        return len(data)
+
+    def _peek_status(self, data: bytes, pos: int, ts: float) -> int:
+        """After a one-line request: a reply starting ``HTTP/`` has a head; anything else is an
+        HTTP/0.9 body running to the close. Decided on the first five bytes, however they arrive."""
+        take = min(5 - len(self.buf), len(data) - pos)
+        self.buf += data[pos:pos + take]
+        pos += take
+        got = bytes(self.buf).upper()
+        if got == b"HTTP/":
+            self.state = State.HEAD
+            self.line_checked = False
+        elif not b"HTTP/".startswith(got):
+            self._headless(ts)
+        return pos
+
+    def _headless(self, ts: float) -> None:
+        self.sink.on_head(self, ResponseHead("0.9", 0, "", {}, ()), self.first_ts, ts)
+        self.state = State.CLOSE_BODY
+        self.body_len = len(self.buf)
+        self.buf = bytearray()
+
+    def _late_headers(self, data: bytes, pos: int, ts: float) -> int:
+        """After a one-line request: header lines (``Name:``) belong to it; anything else is the
+        next request. Decided on the first byte that is not a token character."""
+        scan = max(0, len(self.buf) - 3)
+        old = len(self.buf)
+        self.buf += data[pos:]
+        buf = self.buf
+        if self.line_checked is False:
+            i = 0
+            while i < len(buf) and buf[i] in _TOKEN_BYTES:
+                i += 1
+            if i == len(buf):
+                return len(data)  # still a token: header name or method, cannot tell yet
+            if buf[i] != 0x3A or i == 0:  # not "Name:": a new message starts here
+                self.one_line = False
+                rest = bytes(buf)
+                self.buf = bytearray()
+                self.state = State.HEAD
+                self.data(rest, ts)
+                return len(data)
+            self.line_checked = True
+        end = _head_end(buf, scan)
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                self.one_line = False
+                self._oversized()
+            return len(data)
+        headers, anomalies = parse_header_block(bytes(buf[:end]))
+        self.sink.on_late_headers(self, headers, ("headers_after_short_request_line", *anomalies))
+        self.one_line = False
+        self.line_checked = False
+        self.buf = bytearray()
+        self.state = State.HEAD
+        return pos + end - old
 
     def _complete_head(self, head: bytes, consumed: int, ts: float) -> int:
         """Parse a complete head, report it, and set up its body's framing. Returns `consumed`."""
@@ -258,6 +344,7 @@ class MessageParser:
         self.messages += 1
         if self.is_request:
             parsed: RequestHead | ResponseHead | None = parse_request_head(head)
+            self.one_line = head.count(b"\n") <= 1
             method = self.sink.on_head(self, parsed, self.first_ts, ts)  # type: ignore[arg-type]
         else:
             parsed = parse_response_head(head)
@@ -341,7 +428,11 @@ class MessageParser:
             if len(buf) > keep:
                 self.skipped_bytes += len(buf) - keep
                 del buf[:-keep]
+            if self.is_request and self.messages == 0 and self.skipped_bytes + len(buf) > NOT_HTTP_PROBE_BYTES:
+                self._not_http(0)
             return len(data)
+        if self.messages == 0 and m.start() + self.skipped_bytes:
+            self.sink.on_anomaly(self, "junk_before_first_message")
         self.skipped_bytes += m.start()
         rest = bytes(buf[m.start():])
         self.buf = bytearray()
@@ -388,11 +479,13 @@ class MessageParser:
             return True
         if not self.is_request and first in b"Hh":
             return True
-        if self.messages == 0 and self.is_request:
-            self._not_http(0)
+        if self.is_request and self.messages == 0:
+            if first in _TLS_FIRST_BYTES:
+                self._not_http(0)
+                return False
         else:
             self.sink.on_anomaly(self, "bad_request_line" if self.is_request else "bad_status_line")
-            self._start_resync()
+        self._start_resync()
         return False
 
     def _not_http(self, n: int) -> int:

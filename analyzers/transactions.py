@@ -9,9 +9,9 @@ request sent before it (the ones in between lost their responses to the gap).
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from analyzers.http_head import RequestHead, ResponseHead
+from analyzers.http_head import Headers, RequestHead, ResponseHead
 from analyzers.http_parser import MessageParser, State
 
 
@@ -166,6 +166,14 @@ class Conversation:
     def on_gap(self, parser: MessageParser, n: int, ts: float) -> None:
         if not parser.is_request:
             self.server_gap = True
+
+    def on_late_headers(self, parser: MessageParser, headers: Headers, anomalies: tuple[str, ...]) -> None:
+        for name in anomalies:
+            self.anomaly_counts[name] += 1
+        request = self.unanswered[-1] if self.unanswered else None
+        if request is not None and isinstance(request.head, RequestHead):
+            request.head = replace(request.head, headers=headers)
+            request.anomalies.extend(anomalies)
 
     def headless_response(self) -> bool:
         return bool(self.unanswered) and getattr(self.unanswered[0].head, "version", None) == "0.9"
