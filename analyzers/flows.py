@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from analyzers.frames import ACK, FIN, RST, SYN, Address, Decoded
 from analyzers.http_head import looks_like_request_line
-from analyzers.reassembly import SEQ_MOD, Stream, TcpCounters
+from analyzers.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
 from analyzers.transactions import Conversation, Endpoints, Transaction
 
 Key = tuple[Address, int, Address, int]
@@ -27,6 +27,12 @@ DEFAULT_MAX_CONNECTIONS = 100_000
 DEFAULT_IDLE_TIMEOUT = 300.0
 # How often (capture seconds) to look for idle connections; a sweep walks the whole table.
 SWEEP_INTERVAL = 10.0
+# A closed connection's packets can trail its FIN or RST (the rest of an aborted download, final
+# ACKs): remember its keys this long so they do not open a phantom midstream connection. A new
+# connection on the same ports starts with a SYN and is let through. Linux's TIME_WAIT is 60 s.
+LINGER_SECONDS = 60.0
+# Closed connections remembered at most; the oldest are forgotten first.
+MAX_LINGERING = 65_536
 # Ports where the side listening is almost surely the server, for connections picked up midstream.
 WELL_KNOWN_HTTP_PORTS = frozenset({80, 81, 443, 591, 3128, 8000, 8008, 8080, 8081, 8088, 8443, 8888})
 
@@ -42,6 +48,7 @@ class FlowCounters:
     port_reuse: int = 0
     not_http: int = 0
     untracked_packets: int = 0  # pure ACK/FIN/RST of a connection we never saw start or data of
+    late_packets: int = 0  # packets of a connection after its FIN/RST closed it
     ignored_packets: int = 0  # packets of connections that are not HTTP
 
 
@@ -83,6 +90,7 @@ class FlowTable:
         self.counters = FlowCounters()
         self.anomalies: Counter[str] = Counter()
         self.out: list[Transaction] = []
+        self.lingering: dict[Key, float] = {}  # keys of recently closed connections -> close time
         self.payload_bytes = 0
         self.source: str | None = None
         self.next_sweep = 0.0
@@ -90,8 +98,12 @@ class FlowTable:
     def packet(self, ts: float, d: Decoded) -> None:
         """One decoded TCP packet."""
         src, dst, sport, dport, seq, ack, flags, payload = d
+        if payload:
+            self.payload_bytes += len(payload)
         entry = self.table.get((src, sport, dst, dport))
         if entry is None:
+            if self.lingering and self._late((src, sport, dst, dport), flags, ts):
+                return
             if not payload and not flags & SYN:
                 self.counters.untracked_packets += 1
                 return
@@ -102,18 +114,17 @@ class FlowTable:
             self._control(conn, direction, d, ts)
             return
         stream = conn.streams[direction]
-        if payload:
-            self.payload_bytes += len(payload)
-            if conn.conv is None:
-                self._start_http(conn, payload)
-            stream.segment(seq, payload, False, ts)
-        if flags & ACK:
+        if payload and conn.conv is None:
+            self._start_http(conn, payload)
+        if flags & ACK:  # first: a loss it proves on the other side must be known before our data
             other = conn.streams[1 - direction]
-            if other.pending:
+            if other.pending or ack_ahead(other, ack):
                 other.acked(ack, ts)
                 if other.finished and stream.finished:
                     self._finish(conn, "closed")
                     return
+        if payload:
+            stream.segment(seq, payload, False, ts)
         conv = conn.conv
         if conv is not None and (conv.out or conv.not_http):
             self._collect(conn, conv)
@@ -132,8 +143,7 @@ class FlowTable:
             return
         stream = conn.streams[direction]
         if flags & SYN:
-            if (not flags & ACK and stream.base is not None and conn.conv is not None
-                    and (seq + 1) % SEQ_MOD != stream.base):
+            if not flags & ACK and stream.base is not None and (seq + 1) % SEQ_MOD != stream.base:
                 self.counters.port_reuse += 1
                 self._finish(conn, "port_reuse")
                 conn, direction = self._open(d, ts)
@@ -143,16 +153,14 @@ class FlowTable:
         if flags & RST:
             self._finish(conn, "reset")
             return
-        if payload:
-            self.payload_bytes += len(payload)
-            if conn.conv is None:
-                self._start_http(conn, payload)
-        if payload or flags & FIN:
-            stream.segment(seq, payload, bool(flags & FIN), ts)
+        if payload and conn.conv is None:
+            self._start_http(conn, payload)
         if flags & ACK:
             other = conn.streams[1 - direction]
-            if other.pending:
+            if other.pending or ack_ahead(other, ack):
                 other.acked(ack, ts)
+        if payload or flags & FIN:
+            stream.segment(seq, payload, bool(flags & FIN), ts)
         conv = conn.conv
         if conv is not None:
             self._collect(conn, conv)
@@ -200,6 +208,10 @@ class FlowTable:
             stream.deliver = parser.data
             stream.gap = parser.gap
             stream.eof = parser.eof
+            if stream.offset:
+                # Bytes were already skipped as lost (an ACK proved it) before this first
+                # payload: the whole first request, typically. HTTP must hear of it.
+                parser.gap(stream.offset, conn.last_ts)
 
     def _ignore(self, conn: Connection) -> None:
         conn.ignored = True
@@ -230,10 +242,34 @@ class FlowTable:
         del self.table[conn.keys[0]]
         del self.table[conn.keys[1]]
         self.active -= 1
+        if reason in ("closed", "reset", "port_reuse"):
+            lingering = self.lingering
+            for key in conn.keys:
+                lingering.pop(key, None)
+                lingering[key] = conn.last_ts
+            while len(lingering) > MAX_LINGERING:
+                del lingering[next(iter(lingering))]
+
+    def _late(self, key: Key, flags: int, ts: float) -> bool:
+        """Whether a packet with no connection belongs to one that closed moments ago."""
+        closed_at = self.lingering.get(key)
+        if closed_at is None:
+            return False
+        if flags & SYN or ts - closed_at > LINGER_SECONDS:
+            del self.lingering[key]
+            return False
+        self.counters.late_packets += 1
+        return True
 
     def sweep(self, ts: float) -> None:
         """Close connections idle for longer than the idle timeout (capture time)."""
         self.next_sweep = ts + SWEEP_INTERVAL
+        lingering = self.lingering
+        while lingering:
+            key = next(iter(lingering))
+            if ts - lingering[key] <= LINGER_SECONDS:
+                break
+            del lingering[key]
         limit = ts - self.idle_timeout
         idle = [c for c, d in self.table.values() if d == 0 and c.last_ts < limit]
         for conn in idle:

@@ -163,7 +163,7 @@ class FrameDecoder:
 
     @staticmethod
     def _raw(data: bytes) -> tuple[int, int]:
-        version = data[0] >> 4 if data else 0
+        version = data[0] >> 4  # IndexError on an empty frame: counted as truncated
         return (ETH_IPV4 if version == 4 else ETH_IPV6 if version == 6 else 0), 0
 
     # Network and transport layers.
@@ -173,6 +173,8 @@ class FrameDecoder:
             self.skipped["bad_ip_version"] += 1
             return None
         ihl = (ver_ihl & 0x0F) * 4
+        if total == 0:  # written by a host doing TCP segmentation offload: the frame is the packet
+            total = len(data) - off
         if ihl < 20 or total < ihl:
             self.skipped["bad_ipv4_header"] += 1
             return None
@@ -182,11 +184,7 @@ class FrameDecoder:
         if proto != PROTO_TCP:
             self.skipped["not_tcp"] += 1
             return None
-        end = off + total
-        if end > len(data):
-            # Snapped by -s, or TSO on the capturing host wrote total length 0: use what is there.
-            end = len(data)
-        return self._tcp(data, off + ihl, end, src, dst)
+        return self._tcp(data, off + ihl, off + total, src, dst)
 
     def _ipv6(self, data: bytes, off: int) -> Decoded | None:
         if data[off] >> 4 != 6:
@@ -196,10 +194,8 @@ class FrameDecoder:
         src = data[off + 8:off + 24]
         dst = data[off + 24:off + 40]
         end = off + 40 + plen if plen else len(data)  # 0 is a jumbogram or TSO: take the rest
-        if end > len(data):
-            end = len(data)
         pos = off + 40
-        for _ in range(MAX_IPV6_EXT_HEADERS):
+        for _ in range(MAX_IPV6_EXT_HEADERS + 1):
             if nxt == PROTO_TCP:
                 return self._tcp(data, pos, end, src, dst)
             if nxt in IPV6_EXT_HEADERS:
@@ -217,12 +213,16 @@ class FrameDecoder:
         return None
 
     def _tcp(self, data: bytes, off: int, end: int, src: Address, dst: Address) -> Decoded | None:
+        """`end` is where the IP header says the packet ends; the capture may hold less (-s)."""
         sport, dport, seq, ack, doff, flags = _tcp(data, off)
         hlen = (doff >> 4) * 4
-        if hlen < 20 or off + hlen > end:
-            self.skipped["bad_tcp_header"] += 1
+        have = min(end, len(data))
+        if hlen < 20 or off + hlen > have:
+            # A frame cut short by the capture is `truncated`; a header that does not fit in
+            # the packet the IP header describes is bad.
+            self.skipped["truncated_frame" if hlen >= 20 and off + hlen <= end else "bad_tcp_header"] += 1
             return None
-        return src, dst, sport, dport, seq, ack, flags, data[off + hlen:end]
+        return src, dst, sport, dport, seq, ack, flags, data[off + hlen:have]
 
 
 def _family(family: int) -> int:

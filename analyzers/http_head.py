@@ -26,6 +26,11 @@ HEADER_CACHE_SIZE = 4096
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/(\d+\.\d+)\Z", re.IGNORECASE)
 _OBS_FOLD = re.compile(rb"\r?\n[ \t]+")
+# A header line with white space before its colon (RFC 9112 5.1: a smuggling probe, servers must
+# reject it) or with no colon at all.
+_BAD_HEADER_LINE = re.compile(rb"^(?:[^:\r\n]*[ \t]:|[^:\r\n]+\r?$)", re.MULTILINE)
+# White space that may sit inside a value but must not reach a log raw.
+_VALUE_CONTROL = re.compile(rb"\t|\r(?!\n)")
 _STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+(\d{3})(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
 # Bytes that cannot go to a log as they are: controls, DEL, non-ASCII, and the backslash itself
 # (so that an escape in the output always means a byte on the wire). Head blocks keep CR, LF, TAB.
@@ -154,23 +159,33 @@ def parse_headers(block: bytes, anomalies: list[str]) -> Headers:
         # dpkt would take it for a header of its own; unfold as a lenient server does, and say so.
         anomalies.append("obs_fold")
         block = _OBS_FOLD.sub(b" ", block)
+    if _BAD_HEADER_LINE.search(block):
+        # dpkt keeps `Name : v` as a header named "name " and a line without colon as a header
+        # with no value: name the anomaly, keep `Name` and drop colon-less lines.
+        anomalies.append("bad_header_line")
+        block = b"\n".join(_repair_line(ln) for ln in block.split(b"\n") if b":" in ln or not ln.strip())
     try:
-        return dict(dpkt.http.parse_headers(io.BytesIO(block)))
+        headers: Headers = dict(dpkt.http.parse_headers(io.BytesIO(block)))
     except dpkt.UnpackError:
-        pass
-    # dpkt refuses the whole block for one line whose name holds white space (or an obs-fold
-    # continuation); drop those lines, name the anomaly, keep the rest.
-    anomalies.append("bad_header_line")
-    kept = []
-    for ln in block.split(b"\n"):
-        name = ln.split(b":", 1)[0].strip()
-        if ln[:1] in (b" ", b"\t") or len(name.split()) != 1:
-            continue
-        kept.append(ln)
-    try:
-        return dict(dpkt.http.parse_headers(io.BytesIO(b"\n".join(kept) + b"\n\n")))
-    except dpkt.UnpackError:  # pragma: no cover - every line left has a one-word name
-        return {}
+        # dpkt refuses the whole block for one line whose name holds white space: drop those.
+        if "bad_header_line" not in anomalies:
+            anomalies.append("bad_header_line")
+        kept = [ln for ln in block.split(b"\n") if len(ln.split(b":", 1)[0].split()) == 1 or not ln.strip()]
+        headers = dict(dpkt.http.parse_headers(io.BytesIO(b"\n".join(kept))))
+    if _VALUE_CONTROL.search(block):
+        headers = {k: _escape_value(v) for k, v in headers.items()}
+    return headers
+
+
+def _repair_line(line: bytes) -> bytes:
+    name, colon, value = line.partition(b":")
+    return name.strip() + colon + value if colon else line
+
+
+def _escape_value(v: str | list[str]) -> str | list[str]:
+    if isinstance(v, list):
+        return [_escape_value(x) for x in v]  # type: ignore[misc]
+    return v.replace("\t", "\\x09").replace("\r", "\\x0d")
 
 
 def header(headers: Headers, name: str) -> str | None:

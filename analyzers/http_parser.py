@@ -37,7 +37,7 @@ MAX_CHUNK_SIZE_DIGITS = 16
 
 _METHODS = (rb"GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE"
             rb"|LOCK|UNLOCK|REPORT|SEARCH|QUERY|PURGE|SUBSCRIBE|NOTIFY|MKCALENDAR|LINK|UNLINK")
-_REQUEST_START = re.compile(rb"(?<![A-Za-z])(?:" + _METHODS + rb") [^\s]+ HTTP/\d\.\d\r?\n")
+_REQUEST_START = re.compile(rb"(?:" + _METHODS + rb") [^\s]+ HTTP/\d\.\d\r?\n")
 _RESPONSE_START = re.compile(rb"HTTP/\d\.\d \d{3}[ \r\n]")
 # Bytes a client may send before its first request is found, before we call it another protocol.
 NOT_HTTP_PROBE_BYTES = 4096
@@ -78,7 +78,7 @@ class MessageSink(Protocol):
         """Something a strict peer would reject; counted and attached to the message."""
 
     def on_gap(self, parser: MessageParser, n: int, ts: float) -> None:
-        """`n` bytes of this direction were not captured."""
+        """`n` bytes of this direction were not captured where whole messages may have been."""
 
     def headless_response(self) -> bool:
         """True when the next response answers a one-line (HTTP/0.9) request: it may have no
@@ -102,6 +102,7 @@ class MessageParser:
         "line_checked",
         "messages",
         "one_line",
+        "probing",
         "remaining",
         "sink",
         "skipped_bytes",
@@ -125,6 +126,7 @@ class MessageParser:
         self.line_checked = False
         self.in_message = False
         self.one_line = False  # the last request was a single line: header lines may follow
+        self.probing = False  # junk at a client's start: give up as not HTTP past a budget
 
     # Input --------------------------------------------------------------------------------------
 
@@ -169,7 +171,6 @@ class MessageParser:
     def gap(self, n: int, ts: float) -> None:
         """`n` bytes were lost in capture here. Bodies of known length absorb the gap; otherwise
         the current message is cut short and the parser resynchronises."""
-        self.sink.on_gap(self, n, ts)
         st = self.state
         if st in (State.TUNNEL, State.NOT_HTTP, State.DONE):
             return
@@ -192,15 +193,15 @@ class MessageParser:
                         self.state = State.CHUNK_END
                 return
             self.body_len += self.remaining
-            if st == State.BODY:  # the rest of this body and the start of what followed
-                self.remaining = 0
-                self._end(ts)
-                self._start_resync()
-                return
+            self.remaining = 0
+        if st == State.HEAD and self.in_message:
+            self.sink.on_anomaly(self, "head_cut_by_gap")  # that message is lost: say so
         if self.in_message:
             self.gap_in_message = True
-            self.truncated = True
+            self.truncated = st != State.BODY  # a Content-Length body was complete, gap or not
             self._end(ts)
+        # Whole messages may have been lost with these bytes: the pairing must know.
+        self.sink.on_gap(self, n, ts)
         self._start_resync()
 
     def eof(self, ts: float) -> None:
@@ -241,6 +242,8 @@ class MessageParser:
             self._begin(ts)
             end = _head_end(data, pos)
             if end >= 0 and self._start_line_ok(data[pos:data.index(b"\n", pos)]):
+                if end - pos > MAX_HEAD_BYTES:
+                    return self._oversized(data[pos:], ts)
                 # The usual case: the whole head is in this segment; no copy into the buffer.
                 return self._complete_head(data[pos:end], end, ts)
         scan = max(0, len(buf) - 3)
@@ -250,7 +253,7 @@ class MessageParser:
             nl = buf.find(b"\n")
             if nl < 0:
                 if len(buf) > MAX_HEAD_BYTES:
-                    self._oversized()
+                    return self._oversized(bytes(buf), ts)
                 return n
             self.line_checked = True
             line = bytes(buf[:nl]).rstrip(b"\r")
@@ -263,9 +266,9 @@ class MessageParser:
                 self.sink.on_anomaly(self, "bad_status_line")
                 return self._junk(bytes(buf), ts)
         end = _head_end(buf, scan)
+        if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
+            return self._oversized(bytes(buf), ts)
         if end < 0:
-            if len(buf) > MAX_HEAD_BYTES:
-                self._oversized()
             return n
         return self._complete_head(bytes(buf[:end]), pos + end - old, ts)
 
@@ -278,6 +281,7 @@ class MessageParser:
     def _junk(self, data: bytes, ts: float) -> int:
         """What should have been a message start is not one: look for the next one in it."""
         self.in_message = False
+        self.probing = self.is_request and self.messages == 0
         self._start_resync()
         self._resync(data, 0, ts)
         return len(data)
@@ -324,10 +328,10 @@ class MessageParser:
                 return len(data)
             self.line_checked = True
         end = _head_end(buf, scan)
+        if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
+            self.one_line = False
+            return self._oversized(bytes(buf), ts) and len(data)
         if end < 0:
-            if len(buf) > MAX_HEAD_BYTES:
-                self.one_line = False
-                self._oversized()
             return len(data)
         headers, anomalies = parse_header_block(bytes(buf[:end]))
         self.sink.on_late_headers(self, headers, ("headers_after_short_request_line", *anomalies))
@@ -378,11 +382,15 @@ class MessageParser:
     def _line(self, data: bytes, pos: int, ts: float) -> int:
         """Chunk-size lines, the CRLF after chunk data, and trailer lines."""
         nl = data.find(b"\n", pos)
+        if (nl < 0 and len(self.buf) + len(data) - pos > MAX_LINE_BYTES) or len(self.buf) + nl - pos > MAX_LINE_BYTES:
+            # Like an oversized head: resync resumes after the first MAX_LINE_BYTES of the line.
+            rest = (bytes(self.buf) + data[pos:])[MAX_LINE_BYTES:]
+            self.sink.on_anomaly(self, "oversized_chunk_line")
+            self._cut_short(ts)
+            self._resync(rest, 0, ts)
+            return len(data)
         if nl < 0:
             self.buf += data[pos:]
-            if len(self.buf) > MAX_LINE_BYTES:
-                self.sink.on_anomaly(self, "oversized_chunk_line")
-                self._cut_short(ts)
             return len(data)
         line = bytes(self.buf) + data[pos:nl] if self.buf else data[pos:nl]
         self.buf = bytearray()
@@ -428,10 +436,11 @@ class MessageParser:
             if len(buf) > keep:
                 self.skipped_bytes += len(buf) - keep
                 del buf[:-keep]
-            if self.is_request and self.messages == 0 and self.skipped_bytes + len(buf) > NOT_HTTP_PROBE_BYTES:
+            if self.probing and self.skipped_bytes + len(buf) > NOT_HTTP_PROBE_BYTES:
                 self._not_http(0)
             return len(data)
-        if self.messages == 0 and m.start() + self.skipped_bytes:
+        if self.probing:
+            self.probing = False
             self.sink.on_anomaly(self, "junk_before_first_message")
         self.skipped_bytes += m.start()
         rest = bytes(buf[m.start():])
@@ -467,11 +476,16 @@ class MessageParser:
         self.buf = bytearray()
         self.line_checked = False
 
-    def _oversized(self) -> None:
+    def _oversized(self, head: bytes, ts: float) -> int:
+        """A head over the limit: dropped. Resync resumes right after its first MAX_HEAD_BYTES
+        bytes, wherever the segments happened to end, so the outcome does not depend on them."""
         self.sink.on_anomaly(self, "oversized_head")
-        self.skipped_bytes += len(self.buf)
+        self.skipped_bytes += MAX_HEAD_BYTES
         self.in_message = False
+        self.probing = False  # it had the shape of a message: this is HTTP
         self._start_resync()
+        self._resync(head[MAX_HEAD_BYTES:], 0, ts)
+        return len(head)
 
     def _plausible_start(self, first: int) -> bool:
         """A message starts with a token character (request) or 'H' (status line)."""
@@ -483,6 +497,7 @@ class MessageParser:
             if first in _TLS_FIRST_BYTES:
                 self._not_http(0)
                 return False
+            self.probing = True  # junk where the first request should be: HTTP, or not?
         else:
             self.sink.on_anomaly(self, "bad_request_line" if self.is_request else "bad_status_line")
         self._start_resync()

@@ -43,8 +43,9 @@ class Pipeline:
             for _off, ts, data in frames:
                 n += 1
                 d = decode(data)
-                # The sum of the ports is the same in both directions: a connection has one owner.
-                if d is not None and (d[2] + d[3]) % shards == shard:
+                # The ports' XOR is the same both ways, so a connection has one owner; multiplying
+                # by a large odd constant mixes its bits (Linux picks even client ports only).
+                if d is not None and ((d[2] ^ d[3]) * 0x9E3779B1 >> 16) % shards == shard:
                     packet(ts, d)
         self.frames_seen += n
         return self._take()

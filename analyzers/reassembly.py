@@ -18,6 +18,15 @@ SEQ_HALF = 1 << 31
 # within a window (a retransmission or the peer's ACK proves the bytes were lost in capture);
 # 1 MiB covers a full default Linux receive window at gigabit RTTs.
 MAX_PENDING_BYTES_PER_STREAM = 1 << 20
+# An ACK further ahead than this is not about this stream's data (garbage, or a mix-up after
+# sequence numbers were lost track of); a real window is far smaller.
+MAX_ACK_AHEAD = 1 << 30
+
+
+def ack_ahead(stream: Stream, ack: int) -> bool:
+    """Cheap test, per packet: does `ack` acknowledge bytes of `stream` not delivered yet?"""
+    base = stream.base
+    return base is not None and 0 < (ack - base - stream.offset) % SEQ_MOD < MAX_ACK_AHEAD
 
 
 @dataclass(slots=True)
@@ -93,7 +102,7 @@ class Stream:
     def segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
         """Take one segment's payload (possibly empty) and deliver what has become contiguous."""
         base = self.base
-        if base is not None and not fin and not self.pending and not self.finished:
+        if base is not None and payload and not fin and not self.pending and not self.finished:
             off = self.offset
             if (seq - base - off) & 0xFFFFFFFF == 0:  # the common case: next in order, nothing waiting
                 self.offset = off + len(payload)
@@ -112,15 +121,18 @@ class Stream:
         if fin:
             self.fin_offset = start + n
         if n:
-            if start == self.offset:
-                self.offset += n
+            if start < self.offset:
+                start, payload = self._trim_old(start, payload)
+            if not payload:
+                pass
+            elif self.pending:  # may overlap bytes already buffered: those came first and win
+                self._insert(start, payload, ts)
+                self._drain(ts)
+            elif start == self.offset:
+                self.offset += len(payload)
                 self.deliver(payload, ts)
-                if self.pending:
-                    self._drain(ts)
-            elif start < self.offset:
-                self._behind(start, payload, ts)
             else:
-                self._ahead(start, payload, ts)
+                self._insert(start, payload, ts)
         self._check_fin(ts)
 
     def _check_fin(self, ts: float) -> None:
@@ -128,24 +140,23 @@ class Stream:
             self.finished = True
             self.eof(ts)
 
-    def _behind(self, start: int, payload: bytes, ts: float) -> None:
+    def _trim_old(self, start: int, payload: bytes) -> tuple[int, bytes]:
+        """Drop the part of a segment that was already delivered (a retransmission)."""
         old = self.offset - start
         c = self.counters
         if old >= len(payload):
             c.retransmitted_segments += 1
             c.retransmitted_bytes += len(payload)
-            return
+            return self.offset, b""
         c.overlap_segments += 1
         c.overlap_bytes += old
-        payload = payload[old:]
-        self.offset += len(payload)
-        self.deliver(payload, ts)
-        if self.pending:
-            self._drain(ts)
+        return self.offset, payload[old:]
 
-    def _ahead(self, start: int, payload: bytes, ts: float) -> None:
+    def _insert(self, start: int, payload: bytes, ts: float) -> None:
+        """Buffer a segment, keeping bytes already buffered where they overlap (first wins)."""
         c = self.counters
-        c.out_of_order_segments += 1
+        if start > self.offset:
+            c.out_of_order_segments += 1
         end = start + len(payload)
         pieces = [(start, payload)]
         for pstart, pdata in self.pending:
@@ -180,14 +191,24 @@ class Stream:
             self.deliver(data, ts)
 
     def acked(self, ack: int, ts: float) -> None:
-        """The peer acknowledged up to `ack`: bytes it received that we never saw are lost in capture.
+        """The peer acknowledged up to `ack`: bytes it received that we never saw were lost by the
+        capture, not the network, and will not come again. Report them now rather than at close.
 
-        Called only while out-of-order data waits, so it costs nothing on clean streams.
+        The caller checks first that `ack` is ahead of what was delivered (see `ack_ahead`).
         """
-        if self.base is None or not self.pending:
+        if self.base is None or self.finished:
             return
-        if self._rel(ack) >= self.pending[0][0]:
-            self.flush(ts)
+        rel = self._rel(ack)
+        if self.pending:
+            if rel >= self.pending[0][0]:
+                self.flush(ts)
+                self._check_fin(ts)
+            return
+        ahead = rel - self.offset
+        if self.fin_offset is not None:
+            ahead = min(ahead, self.fin_offset - self.offset)  # the FIN takes a number too
+        if 0 < ahead < MAX_ACK_AHEAD:
+            self._gap(ahead, ts)
             self._check_fin(ts)
 
     def flush(self, ts: float) -> None:

@@ -64,8 +64,10 @@ class Conversation:
         "anomaly_counts",
         "answering",
         "client",
+        "client_gap",
         "depth",
         "endpoints",
+        "held",
         "loose",
         "not_http",
         "out",
@@ -88,7 +90,9 @@ class Conversation:
         self.response: Message | None = None
         self.depth = 0
         self.out: list[Transaction] = []
+        self.held: list[Transaction] = []  # answered while the request was still being sent
         self.server_gap = False
+        self.client_gap: int | None = None
         self.loose: tuple[list[str], list[str]] = ([], [])  # anomalies seen between messages
         self.source: str | None = None  # capture file being read, for records
         self.tunnel = False
@@ -102,16 +106,22 @@ class Conversation:
         side = 0 if parser.is_request else 1
         msg = Message(head, first_ts, ts, ts, anomalies=list(head.anomalies) + self.loose[side])
         self.loose[side].clear()
+        for name in head.anomalies:
+            self.anomaly_counts[name] += 1
         if isinstance(head, RequestHead):
             self.depth += 1
             msg.depth = self.depth
             msg.pcap_file = self.source
             if isinstance(head.headers.get("host"), list):
                 msg.anomalies.append("duplicate_host")
+                self.anomaly_counts["duplicate_host"] += 1
             self.parsing = msg
             self.unanswered.append(msg)
             return None
+        suspect = self.client_gap is not None
         request = self._pair(first_ts)
+        if request is None and suspect:
+            msg.gap = True  # most likely the answer to a request lost in the client's gap
         if 100 <= head.status < 200 and head.status != 101:
             if request is not None:
                 request.info_code, request.info_msg = head.status, head.reason
@@ -139,24 +149,39 @@ class Conversation:
             if msg is None:
                 return
             msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
-            msg.gap, msg.truncated = parser.gap_in_message, parser.truncated
+            msg.gap, msg.truncated = msg.gap or parser.gap_in_message, parser.truncated
+            if self.held:
+                self.out += self.held
+                self.held.clear()
             return
         resp = self.response
         self.response = None
         if resp is None:
             return
         resp.last_ts, resp.body_len, resp.done = parser.last_ts, parser.body_len, True
-        resp.gap, resp.truncated = parser.gap_in_message, parser.truncated
+        resp.gap, resp.truncated = resp.gap or parser.gap_in_message, parser.truncated
         if resp.depth < 0:
             return
         request = self.answering
-        self.out.append(Transaction(self.endpoints, request, resp, None if request else "no_request",
-                                    self.tunnel))
+        tx = Transaction(self.endpoints, request, resp, None if request else "no_request", self.tunnel)
+        if request is not None and request is self.parsing:
+            # Answered before it was all sent (an early 4xx, 100-continue refused): its body
+            # length and timing are final only when it ends, so the record waits for that.
+            self.held.append(tx)
+        else:
+            self.out.append(tx)
 
     def on_anomaly(self, parser: MessageParser, name: str) -> None:
         self.anomaly_counts[name] += 1
         if name == "not_http" and parser.is_request:
             self.not_http = True
+        elif name == "bad_status_line" and not self.server_gap and self.unanswered:
+            # The server answered the oldest request with something that is not HTTP: that
+            # request has had its answer, and the next response belongs to the next request.
+            request = self.unanswered.popleft()
+            request.anomalies.append(name)
+            self._emit_unanswered(request, "bad_response")
+            return
         msg = self.parsing if parser.is_request else self.response
         if msg is not None and parser.in_message:
             msg.anomalies.append(name)
@@ -164,7 +189,9 @@ class Conversation:
             self.loose[0 if parser.is_request else 1].append(name)
 
     def on_gap(self, parser: MessageParser, n: int, ts: float) -> None:
-        if not parser.is_request:
+        if parser.is_request:
+            self.client_gap = self.depth  # requests after this one may be paired wrongly
+        else:
             self.server_gap = True
 
     def on_late_headers(self, parser: MessageParser, headers: Headers, anomalies: tuple[str, ...]) -> None:
@@ -183,6 +210,7 @@ class Conversation:
     def _pair(self, first_ts: float) -> Message | None:
         pending = self.unanswered
         if not pending:
+            self.client_gap = None  # the answer to a request lost in the client's gap
             return None
         if self.server_gap:
             self.server_gap = False
@@ -196,7 +224,16 @@ class Conversation:
                 self._emit_unanswered(lost, "gap")
             return chosen
         if pending[0].first_ts > first_ts:
+            # It started before any request we have: its request was lost. Then the client
+            # is not pipelining here, and the FIFO is trustworthy again.
+            self.client_gap = None
             return None
+        if self.client_gap is not None and pending[0].depth > self.client_gap:
+            # Requests pipelined behind bytes lost on the client's side may have vanished, so
+            # this pairing is a guess: flag it, until every request seen has been answered.
+            pending[0].gap = True
+            if len(pending) == 1 and not self.client.in_message:
+                self.client_gap = None
         return pending[0]
 
     def _next_depth(self) -> int:
@@ -213,5 +250,8 @@ class Conversation:
 
     def close(self, reason: str) -> None:
         """The connection is over (streams already delivered their end): flush what is unanswered."""
+        if self.held:
+            self.out += self.held
+            self.held.clear()
         while self.unanswered:
             self._emit_unanswered(self.unanswered.popleft(), reason)

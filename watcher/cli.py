@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from watcher.jsonlines import OutputError
 
 EXIT_OK = 0
 EXIT_INPUT_ERRORS = 1
@@ -49,8 +50,22 @@ exit status:
   3  the output could not be written"""
 
 
+MAIN_EPILOG = """\
+examples:
+  pcapwatch read cap.pcap                  one JSON record per HTTP transaction
+  pcapwatch read /var/spool/pcapwatch --stats
+                                           a tcpdump ring, oldest file first, with counters
+  pcapwatch read --help                    the record's fields, inputs, limits
+
+exit status:
+  0  every input was read completely
+  1  some input could not be read or is corrupt (each named on stderr)
+  2  bad command line
+  3  the output could not be written"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pcapwatch", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="pcapwatch", description=DESCRIPTION, epilog=MAIN_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("read", help="read capture files, write one JSON record per HTTP transaction",
@@ -112,8 +127,9 @@ def _read(args: argparse.Namespace) -> int:
                                workers=args.workers)
         if out is not sys.stdout:
             out.close()
-    except OSError as e:
-        sys.stderr.write(f"pcapwatch: error: writing records failed: {e.strerror or e}\n")
+    except (OutputError, OSError) as e:
+        reason = e.strerror if isinstance(e, OSError) else e
+        sys.stderr.write(f"pcapwatch: error: writing records failed: {reason}\n")
         return EXIT_OUTPUT
     stats = args.stats or ("text" if tty else None)
     if stats == "json":

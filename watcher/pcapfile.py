@@ -27,6 +27,8 @@ RECORD_HEADER_LEN = 16
 MAX_CAPLEN = 262_144
 # A pcapng block carries at most one such packet plus options.
 MAX_BLOCK_LEN = MAX_CAPLEN + 64 * 1024
+# Smallest valid length of each pcapng block type: its fixed fields plus the trailing length.
+PCAPNG_MIN_BLOCK = {0x0A0D0D0A: 28, 1: 20, 2: 32, 3: 16, 6: 32}
 # Only the low 16 bits of the pcap header's link type field are the link type; the upper bits
 # carry the FCS length and reserved flags.
 LINKTYPE_MASK = 0xFFFF
@@ -73,12 +75,17 @@ class CaptureParser:
     _order: str = "<"
     _interfaces: list[_Interface] = field(default_factory=list)
     _last_ts: float = 0.0
+    _error: CaptureError | None = None  # found after good records: raised on the next call
 
     def parse(self, buf: bytes, offset: int, base: int = 0) -> tuple[list[tuple[int, list[Frame]]], int]:
         """Parse complete records in `buf` from `offset`; return batches and the offset reached.
 
         `base` is the file position of buf[0], so offsets in frames and errors are file offsets.
+        A problem found after some good records is raised on the next call, so those records
+        are never lost with it.
         """
+        if self._error is not None:
+            raise self._error
         if self.kind is None:
             if len(buf) - offset < 4:
                 return [], offset
@@ -114,12 +121,11 @@ class CaptureParser:
         append = frames.append
         while off + RECORD_HEADER_LEN <= end:
             sec, frac, caplen, _origlen = unpack(buf, off)
-            if caplen > limit:
-                raise CaptureError(base + off, f"record claims {caplen} captured bytes, more than the "
-                                   f"{limit} a capture can hold: the file is corrupt")
-            if frac >= frac_limit:
-                raise CaptureError(base + off, "record timestamp fraction %d out of range: the file is "
-                                   "corrupt" % frac)
+            if caplen > limit or frac >= frac_limit:
+                problem = (f"record claims {caplen} captured bytes, more than the {limit} a capture can "
+                           "hold: the file is corrupt" if caplen > limit else
+                           "record timestamp fraction %d out of range: the file is corrupt" % frac)
+                return self._stop(CaptureError(base + off, problem), frames, off)
             data_end = off + RECORD_HEADER_LEN + caplen
             if data_end > end:
                 break
@@ -127,44 +133,59 @@ class CaptureParser:
             off = data_end
         return ([(self.linktype, frames)] if frames else []), off
 
+    def _stop(self, error: CaptureError, frames: list[Frame],
+              off: int) -> tuple[list[tuple[int, list[Frame]]], int]:
+        if not frames:
+            raise error
+        self._error = error
+        return [(self.linktype, frames)], off
+
     # pcapng -------------------------------------------------------------------------------------
 
     def _pcapng(self, buf: bytes, off: int, base: int) -> tuple[list[tuple[int, list[Frame]]], int]:
         batches: list[tuple[int, list[Frame]]] = []
-        frames: list[Frame] = []
-        cur_link = -2
         end = len(buf)
         while off + 12 <= end:
-            if buf[off:off + 4] == PCAPNG_SHB:
-                bom = buf[off + 8:off + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    self._order = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    self._order = ">"
-                else:
-                    raise CaptureError(base + off, "pcapng section header has a bad byte-order magic")
-            o = self._order
-            btype, blen = struct.unpack_from(o + "II", buf, off)
-            if blen < 12 or blen % 4 or blen > MAX_BLOCK_LEN:
-                raise CaptureError(base + off, f"pcapng block length {blen} is invalid: the file is corrupt")
-            if off + blen > end:
+            try:
+                blen = self._block(buf, off, end, base, batches)
+            except CaptureError as e:
+                if not batches:
+                    raise
+                self._error = e
                 break
-            body = off + 8
-            if btype == 0x0A0D0D0A:
-                self._interfaces = []
-            elif btype == 1:
-                self._interfaces.append(self._idb(buf, body, off + blen - 4, o))
-            elif btype in (6, 2, 3):
-                frame = self._packet(btype, buf, body, off + blen - 4, o, base + off)
-                if frame is not None:
-                    link, item = frame
-                    if link != cur_link:
-                        frames = []
-                        batches.append((link, frames))
-                        cur_link = link
-                    frames.append(item)
+            if not blen:
+                break
             off += blen
         return batches, off
+
+    def _block(self, buf: bytes, off: int, end: int, base: int, batches: list[tuple[int, list[Frame]]]) -> int:
+        """Parse the block at `off` into `batches`; its length, or 0 when it is not all there."""
+        if buf[off:off + 4] == PCAPNG_SHB:
+            bom = buf[off + 8:off + 12]
+            if bom == b"\x4d\x3c\x2b\x1a":
+                self._order = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                self._order = ">"
+            else:
+                raise CaptureError(base + off, "pcapng section header has a bad byte-order magic")
+        o = self._order
+        btype, blen = struct.unpack_from(o + "II", buf, off)
+        if blen < PCAPNG_MIN_BLOCK.get(btype, 12) or blen % 4 or blen > MAX_BLOCK_LEN:
+            raise CaptureError(base + off, f"pcapng block of type {btype} with length {blen} is invalid: "
+                               "the file is corrupt")
+        if off + blen > end:
+            return 0
+        body = off + 8
+        if btype == 0x0A0D0D0A:
+            self._interfaces = []
+        elif btype == 1:
+            self._interfaces.append(self._idb(buf, body, off + blen - 4, o))
+        elif btype in (6, 2, 3):
+            link, item = self._packet(btype, buf, body, off + blen - 4, o, base + off)
+            if not batches or batches[-1][0] != link:
+                batches.append((link, []))
+            batches[-1][1].append(item)
+        return blen
 
     def _idb(self, buf: bytes, body: int, end: int, o: str) -> _Interface:
         linktype = struct.unpack_from(o + "H", buf, body)[0]
@@ -183,8 +204,7 @@ class CaptureParser:
             pos = val + (length + 3) // 4 * 4
         return iface
 
-    def _packet(self, btype: int, buf: bytes, body: int, end: int, o: str,
-                at: int) -> tuple[int, Frame] | None:
+    def _packet(self, btype: int, buf: bytes, body: int, end: int, o: str, at: int) -> tuple[int, Frame]:
         if btype == 3:  # simple packet block: interface 0, no timestamp
             (origlen,) = struct.unpack_from(o + "I", buf, body)
             ifid, caplen, data = 0, min(origlen, end - body - 4), body + 4

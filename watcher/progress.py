@@ -11,8 +11,10 @@ REFRESH_SECONDS = 0.5
 
 
 class Progress:
-    def __init__(self, total_bytes: int, stream: TextIO, enabled: bool) -> None:
+    def __init__(self, total_bytes: int, stream: TextIO, enabled: bool, count_transactions: bool = True) -> None:
+        """`count_transactions` off when this process sees only a share of them (a worker)."""
         self.total = total_bytes
+        self.count_transactions = count_transactions
         self.stream = stream
         self.enabled = enabled and total_bytes >= PROGRESS_MIN_BYTES
         self.start = time.monotonic()
@@ -30,8 +32,9 @@ class Progress:
         rate = done_bytes / elapsed
         pct = min(100.0, 100.0 * done_bytes / self.total) if self.total else 0.0
         eta = (self.total - done_bytes) / rate if rate > 0 else 0.0
+        count = f"  {transactions:,} transactions " if self.count_transactions else " "
         self.stream.write(f"\r{_mb(done_bytes)} / {_mb(self.total)}  {pct:5.1f}%  {rate / 1e6:6.1f} MB/s"
-                          f"  ETA {eta:4.0f}s  {transactions:,} transactions ")
+                          f"  ETA {eta:4.0f}s{count}")
         self.stream.flush()
         self.shown = True
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from analyzers.pipeline import Pipeline
-from watcher.jsonlines import JsonLinesWriter
+from watcher.jsonlines import JsonLinesWriter, TextSink
 from watcher.pcapfile import CaptureError
 from watcher.progress import Progress
 from watcher.sources import Capture, expand
@@ -29,7 +29,7 @@ class ReadResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def read_captures(paths: list[str], out: TextIO, err: TextIO, *, progress: bool = False,
+def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: bool = False,
                   max_connections: int | None = None, idle_timeout: float | None = None,
                   workers: int | None = None) -> ReadResult:
     """Read every input as one capture; write records to `out`, one-line problems to `err`.
@@ -57,12 +57,16 @@ def read_captures(paths: list[str], out: TextIO, err: TextIO, *, progress: bool 
     return analyze_files(files, out, err, progress, Pipeline(**kw))
 
 
-def analyze_files(files: list[str], out: TextIO, err: TextIO, progress: bool, pipeline: Pipeline) -> ReadResult:
-    """The read loop: every file in order through one pipeline."""
+def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, pipeline: Pipeline) -> ReadResult:
+    """The read loop: every file in order through one pipeline.
+
+    A failing output raises `OutputError` out of here; problems of an input are reported and the
+    loop goes on with the next file.
+    """
     writer = JsonLinesWriter(out)
     result = ReadResult()
     total = sum(_size(p) for p in files)
-    bar = Progress(total, err, progress)
+    bar = Progress(total, err, progress, count_transactions=pipeline.shards == 1)
     done_before = 0
     for path in files:
         result.files += 1

@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, TextIO
 
 from analyzers.pipeline import Pipeline
+from watcher.jsonlines import OutputError, TextSink
 from watcher.readjob import ReadResult, analyze_files
 
 # Lines are sent in blocks this large: few messages, little latency, little memory.
@@ -59,7 +60,7 @@ def _worker(files: list[str], shard: int, shards: int, conn: Connection, progres
     conn.close()
 
 
-def read_parallel(files: list[str], out: TextIO, err: TextIO, shards: int, progress: bool,
+def read_parallel(files: list[str], out: TextSink, err: TextIO, shards: int, progress: bool,
                   kw: dict[str, Any]) -> ReadResult:
     """Run `shards` workers over `files`; merge their records into `out` and their counters."""
     ctx = multiprocessing.get_context("fork")
@@ -88,7 +89,12 @@ def read_parallel(files: list[str], out: TextIO, err: TextIO, shards: int, progr
                 del conns[c]
                 continue
             if msg[:1] == b"L":
-                out.write(msg[1:].decode("ascii"))
+                try:
+                    out.write(msg[1:].decode("ascii"))
+                except OSError as e:
+                    for p in procs:
+                        p.kill()
+                    raise OutputError(e.strerror or str(e)) from e
             else:
                 finals[conns[c]] = json.loads(msg[1:])
     for p in procs:
