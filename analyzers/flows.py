@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from analyzers.frames import ACK, FIN, RST, SYN, Address, Decoded
 from analyzers.http_head import looks_like_request_line
 from analyzers.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
-from analyzers.transactions import Conversation, Endpoints, Transaction
+from analyzers.transactions import Conversation, Cursor, Endpoints, Transaction
 
 Key = tuple[Address, int, Address, int]
 
@@ -61,11 +61,12 @@ def _noop_eof(ts: float) -> None:
 
 
 class Connection:
-    __slots__ = ("client_dir", "conv", "fins", "first_ts", "ignored", "keys", "last_ts", "streams", "syn")
+    __slots__ = ("client_dir", "conv", "fins", "first_pos", "first_ts", "ignored", "keys", "last_ts", "streams", "syn")
 
     def __init__(self, keys: tuple[Key, Key], client_dir: int, ts: float,
-                 counters: TcpCounters, syn: bool) -> None:
+                 counters: TcpCounters, syn: bool, pos: int) -> None:
         self.keys = keys
+        self.first_pos = pos
         self.client_dir = client_dir  # packets in direction 0 are keyed keys[0]; 1 the reverse
         self.first_ts = ts
         self.last_ts = ts
@@ -91,6 +92,7 @@ class FlowTable:
         self.anomalies: Counter[str] = Counter()
         self.out: list[Transaction] = []
         self.lingering: dict[Key, float] = {}  # keys of recently closed connections -> close time
+        self.cursor = Cursor()  # input position of the packet being processed
         self.payload_bytes = 0
         self.source: str | None = None
         self.next_sweep = 0.0
@@ -184,7 +186,7 @@ class FlowTable:
             client_dir = _guess_client_dir(sport, dport, payload)
         key = (src, sport, dst, dport)
         rkey = (dst, dport, src, sport)
-        conn = Connection((key, rkey), client_dir, ts, self.tcp, bool(flags & SYN))
+        conn = Connection((key, rkey), client_dir, ts, self.tcp, bool(flags & SYN), self.cursor.pos)
         self.table[key] = (conn, 0)
         self.table[rkey] = (conn, 1)
         self.active += 1
@@ -200,7 +202,8 @@ class FlowTable:
         endpoints = Endpoints(_uid(key, conn.first_ts), str(ipaddress.ip_address(client_ip)), client_port,
                               str(ipaddress.ip_address(server_ip)), server_port, not conn.syn)
         # (ip_address takes an IPv4 int or IPv6 bytes, the two forms frames.py produces)
-        conv = Conversation(endpoints, self.anomalies, resync=not conn.syn)
+        conv = Conversation(endpoints, self.anomalies, resync=not conn.syn, cursor=self.cursor,
+                            pin=conn.first_pos)
         conv.source = self.source
         conn.conv = conv
         for d, stream in enumerate(conn.streams):
@@ -288,6 +291,19 @@ class FlowTable:
         for conn, d in self.table.values():
             if d == 0 and conn.conv is not None:
                 conn.conv.source = name
+
+    def pin(self) -> int | None:
+        """The earliest input position a restart must replay from to rebuild every connection
+        that has unfinished work (None when there is none). Connections between requests do not
+        pin: after a restart they are picked up again at their next request."""
+        best = None
+        for conn, d in self.table.values():
+            if d or conn.ignored:
+                continue
+            p = conn.first_pos if conn.conv is None else conn.conv.pin
+            if p is not None and (best is None or p < best):
+                best = p
+        return best
 
     def close_all(self, reason: str = "capture_end") -> None:
         """End of input: finish every connection."""

@@ -71,6 +71,9 @@ class MessageSink(Protocol):
                 ts: float) -> str | None:
         """A head is complete. For a response, return the method of the request it answers."""
 
+    def on_begin(self, parser: MessageParser) -> None:
+        """The first byte of a message: unfinished work starts here."""
+
     def on_end(self, parser: MessageParser, ts: float) -> None:
         """The current message is complete (or cut short: see `parser.truncated`)."""
 
@@ -452,6 +455,7 @@ class MessageParser:
     # Helpers ------------------------------------------------------------------------------------
 
     def _begin(self, ts: float) -> None:
+        self.sink.on_begin(self)
         self.in_message = True
         self.first_ts = ts
         self.last_ts = ts

@@ -27,21 +27,25 @@ class Pipeline:
         self.shard = shard
         self.shards = shards
 
-    def feed(self, linktype: int, frames: Iterable[Frame]) -> list[Transaction]:
-        """Process one batch of frames of one link type."""
+    def feed(self, linktype: int, frames: Iterable[Frame], base: int = 0) -> list[Transaction]:
+        """Process one batch of frames of one link type. A frame's input position is `base` plus
+        its file offset (see `Cursor`)."""
         decode = self.decoder.link_decoder(linktype)
         packet = self.flows.packet
+        cursor = self.flows.cursor
         n = 0
         if self.shards == 1:
-            for _off, ts, data in frames:
+            for off, ts, data in frames:
                 n += 1
+                cursor.pos = base + off
                 d = decode(data)
                 if d is not None:
                     packet(ts, d)
         else:
             shard, shards = self.shard, self.shards
-            for _off, ts, data in frames:
+            for off, ts, data in frames:
                 n += 1
+                cursor.pos = base + off
                 d = decode(data)
                 # The ports' XOR is the same both ways, so a connection has one owner; multiplying
                 # by a large odd constant mixes its bits (Linux picks even client ports only).
@@ -49,6 +53,10 @@ class Pipeline:
                     packet(ts, d)
         self.frames_seen += n
         return self._take()
+
+    def pin(self) -> int | None:
+        """See FlowTable.pin."""
+        return self.flows.pin()
 
     def set_source(self, name: str) -> None:
         self.flows.set_source(name)

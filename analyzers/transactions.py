@@ -16,6 +16,17 @@ from analyzers.http_parser import MessageParser, State
 
 
 @dataclass(slots=True)
+class Cursor:
+    """Where in the input the analyzer is: the position of the record being processed.
+
+    Positions are opaque increasing ints chosen by the caller (the service uses generation index
+    << 40 | file offset); they make transactions traceable to the input and replays deduplicable.
+    """
+
+    pos: int = 0
+
+
+@dataclass(slots=True)
 class Message:
     """One request or response as it is being parsed."""
 
@@ -32,6 +43,8 @@ class Message:
     pcap_file: str | None = None
     info_code: int | None = None
     info_msg: str | None = None
+    pos: int = 0  # input position of the record that completed the head
+    pos_index: int = 0  # heads completed before this one on the same connection in that record
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,7 @@ class Transaction:
     response: Message | None
     reason: str | None = None
     tunnel: bool = False
+    done_pos: int = 0  # input position of the record whose processing completed the transaction
 
 
 class Conversation:
@@ -65,13 +79,17 @@ class Conversation:
         "answering",
         "client",
         "client_gap",
+        "cursor",
         "depth",
         "endpoints",
+        "head_pos",
+        "heads_at_pos",
         "held",
         "loose",
         "not_http",
         "out",
         "parsing",
+        "pin",
         "response",
         "server",
         "server_gap",
@@ -80,8 +98,15 @@ class Conversation:
         "unanswered",
     )
 
-    def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False) -> None:
+    def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False,
+                 cursor: Cursor | None = None, pin: int | None = None) -> None:
         self.endpoints = endpoints
+        self.cursor = cursor if cursor is not None else Cursor()
+        # Position where this connection's unfinished work began, None while it has none: a
+        # restart must replay from there to rebuild it (see FlowTable.pin).
+        self.pin = pin
+        self.head_pos = -1
+        self.heads_at_pos = 0
         self.anomaly_counts = anomaly_counts
         self.client = MessageParser(True, self, resync)
         self.server = MessageParser(False, self, resync)
@@ -106,6 +131,12 @@ class Conversation:
         side = 0 if parser.is_request else 1
         msg = Message(head, first_ts, ts, ts, anomalies=list(head.anomalies) + self.loose[side])
         self.loose[side].clear()
+        pos = self.cursor.pos
+        if pos == self.head_pos:
+            self.heads_at_pos += 1
+        else:
+            self.head_pos, self.heads_at_pos = pos, 0
+        msg.pos, msg.pos_index = pos, self.heads_at_pos
         for name in head.anomalies:
             self.anomaly_counts[name] += 1
         if isinstance(head, RequestHead):
@@ -142,6 +173,16 @@ class Conversation:
             return None
         return request.head.method
 
+    def on_begin(self, parser: MessageParser) -> None:
+        if self.pin is None:
+            self.pin = self.cursor.pos
+
+    def _maybe_idle(self) -> None:
+        """Nothing unfinished left: a restart need not replay this connection's past."""
+        if not (self.unanswered or self.held or self.parsing or self.response
+                or self.client.in_message or self.server.in_message):
+            self.pin = None
+
     def on_end(self, parser: MessageParser, ts: float) -> None:
         if parser.is_request:
             msg = self.parsing
@@ -153,6 +194,7 @@ class Conversation:
             if self.held:
                 self.out += self.held
                 self.held.clear()
+                self._maybe_idle()
             return
         resp = self.response
         self.response = None
@@ -163,13 +205,15 @@ class Conversation:
         if resp.depth < 0:
             return
         request = self.answering
-        tx = Transaction(self.endpoints, request, resp, None if request else "no_request", self.tunnel)
+        tx = Transaction(self.endpoints, request, resp, None if request else "no_request", self.tunnel,
+                         self.cursor.pos)
         if request is not None and request is self.parsing:
             # Answered before it was all sent (an early 4xx, 100-continue refused): its body
             # length and timing are final only when it ends, so the record waits for that.
             self.held.append(tx)
         else:
             self.out.append(tx)
+            self._maybe_idle()
 
     def on_anomaly(self, parser: MessageParser, name: str) -> None:
         self.anomaly_counts[name] += 1
@@ -244,7 +288,7 @@ class Conversation:
         if self.parsing is request:
             request.last_ts = self.client.last_ts
             request.body_len = self.client.body_len
-        self.out.append(Transaction(self.endpoints, request, None, reason, self.tunnel))
+        self.out.append(Transaction(self.endpoints, request, None, reason, self.tunnel, self.cursor.pos))
 
     # Lifecycle ----------------------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ class Recorder:
         self.events.append(("head", head.status, head.reason, head.version, list(head.anomalies), first_ts, ts))
         return self.methods.popleft() if self.methods else None
 
+    def on_begin(self, parser: MessageParser) -> None:
+        pass
+
     def on_end(self, parser: MessageParser, ts: float) -> None:
         self.events.append(("end", parser.body_len, parser.gap_in_message, parser.truncated, ts))
 
