@@ -86,7 +86,117 @@ def build_parser() -> argparse.ArgumentParser:
                         "machine, else 1); records of one connection stay in order either way")
     r.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close connections idle this long in capture time (default %(default)s)")
+    c = sub.add_parser("check", help="validate a configuration file and print the effective configuration",
+                       description="Validate a configuration file and print the effective configuration:\n"
+                                   "every key, defaults filled in, paths absolute.",
+                       epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("-c", "--config", metavar="FILE",
+                   help="the configuration file (default: $PCAPWATCH_CONFIG, else the first that exists of "
+                        "conf/pcapwatch.yaml beside the package, PREFIX/share/pcapwatch/pcapwatch.yaml, "
+                        "/etc/pcapwatch/pcapwatch.yaml)")
+    _add_run_parser(sub)
     return p
+
+
+RUN_EPILOG = """\
+examples:
+  pcapwatch run                         the default configuration (conf/pcapwatch.yaml)
+  pcapwatch run -c /etc/pcapwatch/pcapwatch.yaml
+  pcapwatch run --spool /var/spool/pcapwatch --output /var/log/pcapwatch/http.jsonl
+  pcapwatch run --capture eth0 --bpf 'tcp port 80'
+                                        also start tcpdump with a -C/-W ring into the spool
+
+Run tcpdump beside it, e.g.
+  tcpdump -i eth0 -w /var/spool/pcapwatch/cap.pcap -C 100 -W 10 -U 'tcp port 80'
+pcapwatch reads the files in the order tcpdump wrote them, tails the current one,
+and keeps its place in the state directory: a restart resumes there, and after a
+clean stop (SIGTERM) no record is lost or written twice. After a crash, records of
+the last few seconds may be written again with the same event_id.
+
+signals: TERM/INT stop cleanly; HUP reloads the configuration (an invalid one is
+refused and the running one kept) and reopens output files; USR1 logs a status
+line (lag behind tcpdump, files, losses, connections, gaps).
+
+exit status:
+  0  stopped by a signal after a clean shutdown
+  1  stopped by a failure (an output could not be written, the reader failed)
+  2  bad command line or configuration"""
+
+
+def _add_run_parser(sub: Any) -> None:
+    r = sub.add_parser("run", help="the service: follow tcpdump's rotating files, write records as they come",
+                       description="Follow the capture files tcpdump writes into the spool directory and write "
+                                   "one JSON record per HTTP transaction as they happen.",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("-c", "--config", metavar="FILE", help="configuration file (default: as for `check`)")
+    r.add_argument("--spool", metavar="DIR", help="the directory tcpdump writes into (overrides spool.dir)")
+    r.add_argument("--state", metavar="DIR", help="where the checkpoint is kept (overrides state.dir)")
+    r.add_argument("--output", metavar="FILE", help="write records here, - for stdout (replaces the outputs)")
+    r.add_argument("--capture", metavar="IFACE", help="also run tcpdump on this interface with a ring into the "
+                                                    "spool (needs root or CAP_NET_RAW)")
+    r.add_argument("--bpf", metavar="EXPR", help="capture filter for --capture (default: capture.bpf)")
+
+
+CHECK_EPILOG = """\
+Relative paths in the file are relative to the file's own directory. Every
+problem is reported, one line each: FILE:LINE: KEY: found ..., expected ...;
+and what to do (unknown keys name the closest valid one).
+
+exit status:
+  0  the configuration is valid; it is printed on stdout as YAML
+  2  bad command line, or the configuration is not valid: one line per problem
+     on stderr, nothing on stdout"""
+
+
+def _check(args: argparse.Namespace) -> int:
+    from watcher.config import ConfigError, default_config_path, load, render
+
+    path = args.config or default_config_path()
+    try:
+        config = load(path)
+    except ConfigError as e:
+        sys.stderr.write("".join(f"{line}\n" for line in e.errors))
+        return EXIT_USAGE
+    sys.stdout.write(f"# {config.source}: valid; effective configuration (defaults filled in, paths absolute)\n")
+    sys.stdout.write(render(config))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from watcher.capture import CaptureSupervisor, tcpdump_command
+    from watcher.config import ConfigError, JsonlOutputConfig, default_config_path, load
+    from watcher.service import Service, log
+
+    path = str(args.config or default_config_path())
+    try:
+        config = load(path)
+    except ConfigError as e:
+        sys.stderr.write("".join(f"{line}\n" for line in e.errors))
+        return EXIT_USAGE
+    if args.spool:
+        config = dataclasses.replace(config, spool=dataclasses.replace(config.spool, dir=Path(args.spool).resolve()))
+    if args.state:
+        config = dataclasses.replace(config, state=dataclasses.replace(config.state, dir=Path(args.state).resolve()))
+    if args.output:
+        out = None if args.output == "-" else Path(args.output).resolve()
+        config = dataclasses.replace(config, outputs=(JsonlOutputConfig("output", "jsonl", out),))
+    capture = None
+    if args.capture:
+        tcpdump = CaptureSupervisor.available()
+        if tcpdump is None:
+            sys.stderr.write("pcapwatch: error: --capture needs tcpdump (apt-get install tcpdump)\n")
+            return EXIT_USAGE
+        config.spool.dir.mkdir(parents=True, exist_ok=True)
+        capture = CaptureSupervisor(tcpdump_command(args.capture, str(config.spool.dir), config.capture, args.bpf,
+                                                    tcpdump), log)
+    try:
+        return Service(config, path, capture).run()
+    except OSError as e:
+        sys.stderr.write(f"pcapwatch: error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}\n")
+        return EXIT_INPUT_ERRORS
 
 
 def _positive_int(text: str) -> int:
@@ -107,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "read":
         return _read(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "run":
+        return _run(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,0 +1,383 @@
+"""`pcapwatch run`: the service beside tcpdump.
+
+Threads: the reader (watcher/reader.py) turns the spool into frame batches on a bounded queue;
+this module's main loop analyses them, writes records, checkpoints, and handles signals. Signal
+handlers only write a byte to a socketpair; the loop turns that into terminate, reload or status
+(the daemon model of nobodd). Everything the loop waits on is a file descriptor.
+
+Exactly-once across restarts rests on input positions (see watcher/checkpoint.py): a restart
+replays from the checkpoint's `resume` mark and suppresses the transactions completed at or before
+its `emitted` mark. `event_id` derives from where a transaction's request head is in the input, so
+a record written twice after kill -9 carries the same id both times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from analyzers.pipeline import Pipeline
+from analyzers.records import to_record
+from analyzers.transactions import Transaction
+from watcher import checkpoint as ckpt
+from watcher.config import Config, ConfigError, JsonlOutputConfig
+from watcher.config import load as load_config
+from watcher.outputs import JsonlOutput
+from watcher.reader import Batch, Reader
+from watcher.sdnotify import Notifier
+from watcher.spool import Spool
+
+POS_BITS = 40  # a position is generation index << 40 | content offset (files up to 1 TB)
+POS_MASK = (1 << POS_BITS) - 1
+STATUS_SECONDS = 60.0
+LAG_WARN_EVERY_SECONDS = 60.0
+# Batches analysed per turn of the loop before signals and timers are looked at again.
+BATCHES_PER_TURN = 8
+# After SIGTERM the reader thread gets this long to notice; it is a daemon thread either way.
+READER_JOIN_SECONDS = 2.0
+
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
+_LEVELS = {"error": 3, "warning": 4, "notice": 5, "info": 6}
+
+
+def log(level: str, message: str) -> None:
+    """One line to stderr; under systemd with its syslog priority prefix for the journal."""
+    prefix = f"<{_LEVELS.get(level, 6)}>" if os.environ.get("JOURNAL_STREAM") else ""
+    sys.stderr.write(f"{prefix}pcapwatch: {level}: {message}\n")
+    sys.stderr.flush()
+
+
+def event_id(fp: str, offset: int, index: int) -> str:
+    """Stable id of a transaction: where its request head was completed in the input."""
+    return hashlib.blake2b(f"{fp}:{offset}:{index}".encode(), digest_size=10).hexdigest()
+
+
+@dataclass
+class Counters:
+    batches: int = 0
+    frames: int = 0
+    records: int = 0
+    suppressed: int = 0  # replayed after a restart, written by the previous run already
+    checkpoints: int = 0
+    checkpoint_errors: int = 0
+    output_errors: int = 0
+    reloads: int = 0
+    reload_errors: int = 0
+
+
+class Service:
+    def __init__(self, config: Config, config_path: str | None, capture: Any = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.capture = capture
+        self.counters = Counters()
+        self.notifier = Notifier()
+        self.outputs = self._open_outputs(config)
+        lim = config.limits
+        self.pipeline = Pipeline(max_connections=lim.max_connections, idle_timeout=lim.idle_timeout)
+        self.batches: queue.Queue[Batch] = queue.Queue(maxsize=lim.queue_batches)
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sig_r, self.sig_w = socket.socketpair()
+        self.sig_r.setblocking(False)
+        self.sig_w.setblocking(False)
+        self.spool = Spool(str(config.spool.dir), config.spool.pattern)
+        self.state_dir = str(config.state.dir)
+        self.saved, warning = ckpt.load(self.state_dir)
+        if warning:
+            log("warning", warning)
+        self.emitted = self.saved.emitted if self.saved else None
+        self.emitted_pos: int | None = None
+        self.last_pos: int | None = None  # position of the last record analysed
+        self.next_pos: int | None = None  # where reading continues after it
+        self.last_ts = 0.0  # capture time of the last record analysed
+        self.last_progress = time.monotonic()
+        self.stop = False
+        self.new_file = False
+        self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
+                             self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
+
+    # The loop -----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal)
+                    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)}
+        try:
+            return self._run()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _run(self) -> int:
+        os.makedirs(self.state_dir, exist_ok=True)
+        if self.capture is not None:
+            self.capture.start()
+        self.reader.start()
+        where = f"resuming at {self.saved.resume.name or self.saved.resume.fp} offset " \
+                f"{self.saved.resume.offset}" if self.saved else "starting from the oldest capture"
+        log("info", f"watching {self.config.spool.dir} ({where}); records to "
+                    f"{', '.join(o.name for o in self.outputs)}")
+        self.notifier.ready("watching " + str(self.config.spool.dir))
+        now = time.monotonic()
+        next_checkpoint = now + self.config.state.checkpoint_seconds
+        next_status = now + STATUS_SECONDS
+        watchdog = self.notifier.watchdog_interval()
+        next_ping = now
+        next_lag_warn = 0.0
+        exit_code = 0
+        while not self.stop:
+            timeout = max(0.0, min(next_checkpoint, next_status, next_ping if watchdog else next_status)
+                          - time.monotonic())
+            readable, _, _ = select.select([self.sig_r.fileno(), self.wake_r], [], [], timeout)
+            if self.sig_r.fileno() in readable:
+                self._signals()
+                if self.stop:
+                    break
+            if self.wake_r in readable:
+                _drain(self.wake_r)
+            try:
+                self._analyse()
+            except OSError as e:
+                log("error", f"writing records failed: {e.strerror or e}; stopping so that systemd restarts "
+                             "pcapwatch (the checkpoint keeps what was not written)")
+                exit_code = 1
+                break
+            if self.reader.error is not None:
+                log("error", "the reader thread stopped; exiting so that the service is restarted")
+                exit_code = 1
+                break
+            if self.capture is not None:
+                self.capture.poll()
+            now = time.monotonic()
+            if now >= next_checkpoint or self.new_file:
+                # Also on reaching a new capture file: a restart then never resumes in a file that
+                # tcpdump's ring is about to reuse.
+                self._checkpoint()
+                self.new_file = False
+                next_checkpoint = now + self.config.state.checkpoint_seconds
+            if now >= next_status:
+                self.notifier.status(self.status_line())
+                next_status = now + STATUS_SECONDS
+            if watchdog and now >= next_ping:
+                if self._making_progress(now, watchdog):
+                    self.notifier.watchdog()
+                next_ping = now + watchdog
+            if now >= next_lag_warn and self._lagging():
+                next_lag_warn = now + LAG_WARN_EVERY_SECONDS
+        self.notifier.stopping("stopping")
+        self.reader.stop()
+        self.reader.join(READER_JOIN_SECONDS)
+        self._flush()
+        self._checkpoint()
+        for out in self.outputs:
+            out.close()
+        if self.capture is not None:
+            self.capture.stop()
+        log("info", f"stopped: {self.counters.records:,} records written, {self.counters.suppressed:,} replayed "
+                    "records suppressed")
+        return exit_code
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        with contextlib.suppress(OSError):  # a full socketpair: that signal is pending already
+            self.sig_w.send(bytes([signum]))
+
+    def _signals(self) -> None:
+        try:
+            got = self.sig_r.recv(64)
+        except BlockingIOError:
+            return
+        for signum in got:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.stop = True
+            elif signum == signal.SIGHUP:
+                self.reload()
+            elif signum == signal.SIGUSR1:
+                log("info", self.status_line())
+
+    # Analysis -----------------------------------------------------------------------------------
+
+    def _analyse(self) -> None:
+        for _ in range(BATCHES_PER_TURN):
+            try:
+                batch = self.batches.get_nowait()
+            except queue.Empty:
+                return
+            base = batch.gen << POS_BITS
+            if self.next_pos is not None and batch.gen != self.next_pos >> POS_BITS:
+                self.new_file = True
+            txs = self.pipeline.feed(batch.linktype, batch.frames, base)
+            self.counters.batches += 1
+            self.counters.frames += len(batch.frames)
+            if batch.frames:
+                self.last_pos = base + batch.frames[-1][0]
+                self.last_ts = batch.frames[-1][1]
+            self.next_pos = base + batch.end
+            self.last_progress = time.monotonic()
+            if txs:
+                self._write(batch.gen, txs)
+        self._flush()
+
+    def _write(self, gen: int, txs: list[Transaction]) -> None:
+        lines = []
+        for tx in txs:
+            if self._suppressed(gen, tx):
+                self.counters.suppressed += 1
+                continue
+            lines.append(_encode(self.record(tx)))
+        if lines:
+            for out in self.outputs:
+                out.write(lines)
+            self.counters.records += len(lines)
+
+    def _suppressed(self, gen: int, tx: Transaction) -> bool:
+        """Whether `tx` was written before the restart (completed at or before `emitted`)."""
+        mark = self.emitted
+        if mark is None:
+            return False
+        if self.emitted_pos is None:
+            g = self.reader.generations[gen]
+            if g.fp == mark.fp:
+                self.emitted_pos = (gen << POS_BITS) | mark.offset
+            elif g.first_ts > mark.first_ts:
+                self.emitted_pos = (gen << POS_BITS) - 1  # its generation is gone: all is newer
+            else:
+                return True  # still in a generation before it
+        if tx.done_pos <= self.emitted_pos:
+            return True
+        if tx.done_pos >> POS_BITS > self.emitted_pos >> POS_BITS:
+            self.emitted = None  # past it for good
+        return False
+
+    def record(self, tx: Transaction) -> dict[str, Any]:
+        rec = to_record(tx)
+        msg = tx.request if tx.request is not None else tx.response
+        assert msg is not None
+        g = self.reader.generations.get(msg.pos >> POS_BITS)
+        rec["event_id"] = event_id(g.fp, msg.pos & POS_MASK, msg.pos_index) if g else None
+        if g is not None:
+            rec["pcap_file"] = g.name
+        return rec
+
+    def _flush(self) -> None:
+        for out in self.outputs:
+            out.flush()
+
+    # Checkpoints, status, reload ----------------------------------------------------------------
+
+    def _mark(self, pos: int) -> ckpt.Mark | None:
+        g = self.reader.generations.get(pos >> POS_BITS)
+        return ckpt.Mark(g.fp, g.first_ts, pos & POS_MASK, g.name) if g else None
+
+    def _checkpoint(self) -> None:
+        if self.next_pos is None:
+            return  # nothing analysed in this run: the saved checkpoint still holds
+        self._flush()
+        pin = self.pipeline.pin()
+        resume = self._mark(min(pin, self.next_pos) if pin is not None else self.next_pos)
+        emitted = self._mark(self.last_pos) if self.last_pos is not None else None
+        if resume is None:
+            return
+        try:
+            ckpt.save(self.state_dir, ckpt.Checkpoint(resume, emitted, time.time()))
+            self.counters.checkpoints += 1
+        except OSError as e:
+            self.counters.checkpoint_errors += 1
+            log("error", f"cannot write the checkpoint in {self.state_dir}: {e.strerror}; a restart would "
+                         "repeat more records")
+
+    def lag(self) -> tuple[int, float]:
+        """(bytes, seconds) behind tcpdump: unread capture on disk, and the age of the last record
+        analysed while anything is unread."""
+        unread = self.spool.unread_bytes() + sum(len(f[2]) for b in list(self.batches.queue) for f in b.frames)
+        behind = unread > 0 and not (self.reader.caught_up and self.batches.empty())
+        return unread, (max(time.time() - self.last_ts, 0.0) if behind and self.last_ts else 0.0)
+
+    def _lagging(self) -> bool:
+        ring = self.config.spool.ring_bytes or self.spool.ring_bytes()
+        unread, seconds = self.lag()
+        if ring and unread > self.config.spool.lag_warn_fraction * ring:
+            log("warning", f"{unread:,} bytes of capture unread ({unread / ring:.0%} of tcpdump's ring, "
+                           f"{seconds:.0f} s behind): if this reaches 100%, tcpdump overwrites files before "
+                           "they are read")
+            return True
+        return False
+
+    def _making_progress(self, now: float, interval: float) -> bool:
+        """The watchdog is fed only while the pipeline moves: batches analysed lately, or nothing
+        waiting to be analysed and a live reader."""
+        return (now - self.last_progress < 2 * interval or self.batches.empty()) and self.reader.is_alive()
+
+    def status_line(self) -> str:
+        unread, seconds = self.lag()
+        st = self.pipeline.stats()
+        sp = self.spool.counters
+        c = self.counters
+        return (f"records {c.records:,}, lag {unread:,} bytes / {seconds:.1f} s, queue {self.batches.qsize()}/"
+                f"{self.batches.maxsize}, files done {sp.done:,}, lost {sp.lost:,} ({sp.lost_bytes:,} bytes), "
+                f"connections {st['connections']['active']:,} (evicted {st['connections']['evicted']:,}), "
+                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config (keep the running one if the new one is invalid) and reopen
+        the outputs (logrotate)."""
+        self.notifier.reloading("reloading")
+        self.counters.reloads += 1
+        try:
+            new = load_config(self.config_path) if self.config_path else self.config
+        except ConfigError as e:
+            self.counters.reload_errors += 1
+            log("error", f"reload: the new configuration is not valid, keeping the running one: {e}")
+            self.notifier.ready("reload refused: invalid configuration")
+            return
+        for what, old_v, new_v in (("spool.dir", self.config.spool.dir, new.spool.dir),
+                                   ("state.dir", self.config.state.dir, new.state.dir)):
+            if old_v != new_v:
+                log("warning", f"reload: {what} changed from {old_v} to {new_v}; that takes a restart")
+        self._flush()
+        for out in self.outputs:
+            out.close()
+        self.outputs = self._open_outputs(new)
+        self.pipeline.flows.max_connections = new.limits.max_connections
+        self.pipeline.flows.idle_timeout = new.limits.idle_timeout
+        self.config = new
+        log("info", "reloaded the configuration and reopened the outputs")
+        self.notifier.ready("reloaded")
+
+    @staticmethod
+    def _open_outputs(config: Config) -> list[JsonlOutput]:
+        outs = []
+        for o in config.outputs:
+            if isinstance(o, JsonlOutputConfig):
+                outs.append(JsonlOutput(o.name, o.path))
+        return outs
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _dir_watcher(directory: str) -> Any:
+    """inotify hints when available; the reader rescans on a timer either way."""
+    try:
+        from watcher.inotify import DirWatcher
+    except ImportError as e:  # pragma: no cover - pyinotify is a dependency
+        log("warning", f"inotify unavailable ({e}); relying on periodic rescans")
+        return None
+    try:
+        return DirWatcher(directory)
+    except OSError as e:
+        log("warning", f"inotify watch on {directory} failed ({e}); relying on periodic rescans")
+        return None
