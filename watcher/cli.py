@@ -135,6 +135,13 @@ def _add_run_parser(sub: Any) -> None:
     r.add_argument("--capture", metavar="IFACE", help="also run tcpdump on this interface with a ring into the "
                                                     "spool (needs root or CAP_NET_RAW)")
     r.add_argument("--bpf", metavar="EXPR", help="capture filter for --capture (default: capture.bpf)")
+    d = sub.add_parser("demo", help="see it work: a local server, tcpdump and the service on loopback",
+                       description="Start a small HTTP server on 127.0.0.1, tcpdump writing a ring into "
+                                   "SPOOL/demo, and the service on the configuration's outputs; send requests of "
+                                   "different kinds; stop once they are all recorded. Needs root and tcpdump.",
+                       epilog="exit status: 0 every request was recorded; 1 some were not; 2 no root or "
+                              "tcpdump, or a bad configuration")
+    d.add_argument("-c", "--config", metavar="FILE", help="configuration file (default: as for `check`)")
 
 
 CHECK_EPILOG = """\
@@ -199,6 +206,19 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INPUT_ERRORS
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from watcher.config import ConfigError, default_config_path, load
+    from watcher.demo import run_demo
+
+    path = str(args.config or default_config_path())
+    try:
+        config = load(path)
+    except ConfigError as e:
+        sys.stderr.write("".join(f"{line}\n" for line in e.errors))
+        return EXIT_USAGE
+    return run_demo(config, path)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -221,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "demo":
+        return _demo(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

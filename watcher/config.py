@@ -294,8 +294,8 @@ def _dump(key: Key, value: object) -> object:
 
 def _syntax_error(name: str, text: str, e: yaml.YAMLError) -> str:
     """One line for a file that is not YAML: where, and the parser's own words."""
-    if isinstance(e, yaml.MarkedYAMLError) and (e.problem_mark or e.context_mark):
-        mark = e.problem_mark or e.context_mark
+    mark = (e.problem_mark or e.context_mark) if isinstance(e, yaml.MarkedYAMLError) else None
+    if isinstance(e, yaml.MarkedYAMLError) and mark is not None:
         problem = e.problem or e.context
         if e.problem and e.context and e.context_mark is not None:  # PyYAML's order: context, then problem
             problem = f"{e.context} (line {e.context_mark.line + 1}), {e.problem}"
@@ -418,8 +418,10 @@ class _Checker:
             raise ConfigError([text for _, text in sorted(self.errors, key=lambda e: e[0])])
         return Config(**values, source=self.source)  # type: ignore[arg-type]
 
-    def _mapping(self, raw: object, path: tuple[object, ...], expected: str) -> dict[object, object]:
-        if raw is None or raw is _INVALID:
+    def _mapping(self, raw: object, path: tuple[object, ...], expected: str,
+                 null_ok: bool = True) -> dict[object, object]:
+        """`raw` if it is a mapping; else {} and an error (null is an empty section where null_ok)."""
+        if (raw is None and null_ok) or raw is _INVALID:
             return {}
         if not isinstance(raw, dict):
             self.error(path, f"found {_describe(raw)}, expected {expected}")
@@ -460,7 +462,7 @@ class _Checker:
             ipath = (*path, _Index(i))
             values = self._mapping(item, ipath, f"a mapping with the keys of one {spec.item} "
                                                 f"({', '.join(k.name for k in spec.common)}, ...); "
-                                                f"write e.g. {example}")
+                                                f"write e.g. {example}", null_ok=False)
             if not isinstance(item, dict):
                 continue
             kind = values.get("type")
