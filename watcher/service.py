@@ -45,6 +45,9 @@ LAG_WARN_EVERY_SECONDS = 60.0
 BATCHES_PER_TURN = 8
 # After SIGTERM the reader thread gets this long to notice; it is a daemon thread either way.
 READER_JOIN_SECONDS = 2.0
+# Checkpoints at new capture files come at most this often: each one walks the connection table
+# and fsyncs, and tiny rotation files on a busy link could otherwise ask for hundreds a second.
+MIN_CHECKPOINT_SECONDS = 1.0
 
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
 _LEVELS = {"error": 3, "warning": 4, "notice": 5, "info": 6}
@@ -129,6 +132,7 @@ class Service:
         self.notifier.ready("watching " + str(self.config.spool.dir))
         now = time.monotonic()
         next_checkpoint = now + self.config.state.checkpoint_seconds
+        last_checkpoint = now
         next_status = now + STATUS_SECONDS
         watchdog = self.notifier.watchdog_interval()
         next_ping = now
@@ -158,11 +162,12 @@ class Service:
             if self.capture is not None:
                 self.capture.poll()
             now = time.monotonic()
-            if now >= next_checkpoint or self.new_file:
+            if now >= next_checkpoint or (self.new_file and now >= last_checkpoint + MIN_CHECKPOINT_SECONDS):
                 # Also on reaching a new capture file: a restart then never resumes in a file that
                 # tcpdump's ring is about to reuse.
                 self._checkpoint()
                 self.new_file = False
+                last_checkpoint = now
                 next_checkpoint = now + self.config.state.checkpoint_seconds
             if now >= next_status:
                 self.notifier.status(self.status_line())
