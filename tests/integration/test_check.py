@@ -1,0 +1,93 @@
+"""`pcapwatch check` as a user runs it: the shipped default is valid and printed whole; a broken file gets
+its exact error lines on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import REPO
+
+SCRIPT = Path(sys.executable).parent / "pcapwatch"
+PCAPWATCH = [str(SCRIPT)] if SCRIPT.exists() else [
+    sys.executable, "-c", "import sys; from watcher.cli import main; sys.exit(main())"]
+SHIPPED = REPO / "conf" / "pcapwatch.yaml"
+
+
+def check(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "PCAPWATCH_CONFIG"}
+    return subprocess.run([*PCAPWATCH, "check", *map(str, args)], capture_output=True, text=True, timeout=60,
+                          cwd=cwd, env={**base, **(env or {})})
+
+
+def effective(stdout: str, source: Path) -> Any:
+    header, _, body = stdout.partition("\n")
+    assert header == f"# {source}: valid; effective configuration (defaults filled in, paths absolute)"
+    return yaml.safe_load(body)
+
+
+def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
+    p = check(cwd=tmp_path)  # no -c, no $PCAPWATCH_CONFIG: the repo's conf/pcapwatch.yaml, whatever the cwd
+    assert (p.stderr, p.returncode) == ("", 0)
+    assert effective(p.stdout, SHIPPED) == {
+        "spool": {"dir": str(REPO / "spool"), "pattern": "*", "rescan_seconds": 2.0, "ring_bytes": None,
+                  "lag_warn_fraction": 0.5},
+        "state": {"dir": str(REPO / "state"), "checkpoint_seconds": 5.0},
+        "outputs": [{"name": "stdout", "type": "jsonl", "path": "-"}],
+        "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16},
+        "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "tcp", "user": None},
+    }
+
+
+def test_environment_variable_and_relative_c(tmp_path: Path) -> None:
+    conf = tmp_path / "etc" / "p.yaml"
+    conf.parent.mkdir()
+    conf.write_text("spool:\n  dir: spool\noutputs:\n  - {name: file, type: jsonl, path: ../out.jsonl}\n")
+    by_env = check(cwd=REPO, env={"PCAPWATCH_CONFIG": str(conf)})
+    by_c = check("-c", "etc/p.yaml", cwd=tmp_path)
+    for p in (by_env, by_c):
+        assert (p.stderr, p.returncode) == ("", 0)
+        got = effective(p.stdout, conf)
+        assert got["spool"]["dir"] == str(tmp_path / "etc" / "spool")
+        assert got["outputs"] == [{"name": "file", "type": "jsonl", "path": str(tmp_path / "out.jsonl")}]
+        assert got["state"] == {"dir": "/var/lib/pcapwatch", "checkpoint_seconds": 5.0}
+
+
+def test_broken_file_exact_lines_exit_2(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.yaml"
+    conf.write_text("spool:\n  dir: /x\n  rescan_second: 1\nlimits:\n  queue_batches: 0\n"
+                    "outputs:\n  - {name: a, type: jsonl}\n  - {name: a, type: jsonl}\n")
+    p = check("-c", conf, cwd=tmp_path)
+    assert (p.stdout, p.returncode) == ("", 2)
+    assert p.stderr.splitlines() == [
+        f"{conf}:3: spool.rescan_second: found unknown key 'rescan_second', expected one of dir, pattern, "
+        "rescan_seconds, ring_bytes, lag_warn_fraction; did you mean 'rescan_seconds'?",
+        f"{conf}:5: limits.queue_batches: found 0 (a whole number), expected a whole number >= 1; correct the "
+        "value, or delete the key to use the default (16)",
+        f"{conf}:8: outputs[1].name: found 'a', expected a name no other output has (outputs[0] at line 7 is "
+        "also 'a'); rename one of them",
+    ]
+
+
+def test_bad_yaml_and_missing_file_exit_2(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.yaml"
+    conf.write_text("spool:\n  dir: [a\nstate: {}\n")
+    p = check("-c", "bad.yaml", cwd=tmp_path)
+    assert (p.stdout, p.returncode) == ("", 2)
+    assert p.stderr == ("bad.yaml:3:6: invalid YAML: while parsing a flow sequence (line 2), expected ',' or ']', "
+                        "but got ':'\n")
+    p = check("-c", tmp_path / "none.yaml", cwd=tmp_path)
+    assert (p.stdout, p.stderr, p.returncode) == (
+        "", f"{tmp_path / 'none.yaml'}: cannot read the configuration: No such file or directory\n", 2)
+
+
+def test_help_documents_exit_status(tmp_path: Path) -> None:
+    p = check("--help", cwd=tmp_path)
+    assert (p.stderr, p.returncode) == ("", 0)
+    assert ("exit status:\n  0  the configuration is valid; it is printed on stdout as YAML\n"
+            "  2  bad command line, or the configuration is not valid: one line per problem\n"
+            "     on stderr, nothing on stdout\n") in p.stdout
