@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from watcher.capture import CaptureSupervisor, tcpdump_command
-    from watcher.config import ConfigError, JsonlOutputConfig, default_config_path, load
+    from watcher.config import Config, ConfigError, JsonlOutputConfig, default_config_path, load
     from watcher.service import Service, log
 
     path = str(args.config or default_config_path())
@@ -183,13 +183,20 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         sys.stderr.write("".join(f"{line}\n" for line in e.errors))
         return EXIT_USAGE
-    if args.spool:
-        config = dataclasses.replace(config, spool=dataclasses.replace(config.spool, dir=Path(args.spool).resolve()))
-    if args.state:
-        config = dataclasses.replace(config, state=dataclasses.replace(config.state, dir=Path(args.state).resolve()))
-    if args.output:
-        out = None if args.output == "-" else Path(args.output).resolve()
-        config = dataclasses.replace(config, outputs=(JsonlOutputConfig("output", "jsonl", out),))
+    def overrides(config: Config) -> Config:
+        """The command line wins over the file, at start and at every reload."""
+        if args.spool:
+            config = dataclasses.replace(config, spool=dataclasses.replace(config.spool,
+                                                                           dir=Path(args.spool).resolve()))
+        if args.state:
+            config = dataclasses.replace(config, state=dataclasses.replace(config.state,
+                                                                           dir=Path(args.state).resolve()))
+        if args.output:
+            out = None if args.output == "-" else Path(args.output).resolve()
+            config = dataclasses.replace(config, outputs=(JsonlOutputConfig("output", "jsonl", out),))
+        return config
+
+    config = overrides(config)
     capture = None
     if args.capture:
         tcpdump = CaptureSupervisor.available()
@@ -200,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
         capture = CaptureSupervisor(tcpdump_command(args.capture, str(config.spool.dir), config.capture, args.bpf,
                                                     tcpdump), log)
     try:
-        return Service(config, path, capture).run()
+        return Service(config, path, capture, overrides).run()
     except OSError as e:
         sys.stderr.write(f"pcapwatch: error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}\n")
         return EXIT_INPUT_ERRORS

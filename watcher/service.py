@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,9 +80,13 @@ class Counters:
 
 
 class Service:
-    def __init__(self, config: Config, config_path: str | None, capture: Any = None) -> None:
+    def __init__(self, config: Config, config_path: str | None, capture: Any = None,
+                 overrides: Callable[[Config], Config] | None = None) -> None:
+        """`overrides` re-applies command-line options (--spool, --output...) to a config reloaded
+        on SIGHUP, so a reload does not quietly drop them."""
         self.config = config
         self.config_path = config_path
+        self.overrides = overrides or (lambda c: c)
         self.capture = capture
         self.counters = Counters()
         self.notifier = Notifier()
@@ -337,7 +342,7 @@ class Service:
         self.notifier.reloading("reloading")
         self.counters.reloads += 1
         try:
-            new = load_config(self.config_path) if self.config_path else self.config
+            new = self.overrides(load_config(self.config_path)) if self.config_path else self.config
         except ConfigError as e:
             self.counters.reload_errors += 1
             log("error", f"reload: the new configuration is not valid, keeping the running one: {e}")
