@@ -14,6 +14,8 @@ cannot be read is reported and ignored: the service then starts from the oldest 
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import time
@@ -49,6 +51,9 @@ def path_in(state_dir: str) -> str:
 def load(state_dir: str) -> tuple[Checkpoint | None, str | None]:
     """The saved checkpoint, or (None, a one-line warning) when there is none usable."""
     path = path_in(state_dir)
+    for stale in glob.glob(glob.escape(path) + ".tmp.*"):  # left by a run killed while saving
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
@@ -74,13 +79,18 @@ def save(state_dir: str, checkpoint: Checkpoint) -> None:
     data: dict[str, Any] = {"version": VERSION, "written_at": checkpoint.written_at or time.time(),
                             "resume": asdict(checkpoint.resume),
                             "emitted": asdict(checkpoint.emitted) if checkpoint.emitted else None}
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, json.dumps(data, indent=1).encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(data, indent=1).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)

@@ -27,6 +27,8 @@ from watcher.tail import GenerationReader, Rewritten
 ROTATION_GRACE_SECONDS = 1.0
 # While tailing, how long to sleep between looks when inotify is unavailable.
 POLL_SECONDS = 0.2
+# A capture file that vanished may reappear compressed (tcpdump -z gzip): how long to wait for it.
+GZIP_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class Reader(threading.Thread):
             if reader is None or reader.gen is not gen:
                 if reader is not None:
                     reader.close()
-                reader = self._open(gen, start.pop(gen.fp, 0))
+                reader = self._open(gen, start.pop(gen.fp, gen.read_offset))
                 if reader is None:
                     continue
             try:
@@ -96,6 +98,7 @@ class Reader(threading.Thread):
                 gen.read_offset = reader.offset
                 gen.size = max(gen.size, reader.size())
             except Rewritten:
+                self._scan()  # the ring's current sizes make the estimate of what was lost
                 self.spool.lose(gen, max(gen.size, reader.offset), "rewritten by tcpdump's ring while being read")
                 reader.close()
                 reader = None
@@ -136,6 +139,15 @@ class Reader(threading.Thread):
         try:
             reader = GenerationReader(gen, start)
         except FileNotFoundError:
+            # tcpdump -z: gzip deletes the plain file once its .gz is written; the .gz becomes
+            # this generation's file when the next scan finds it settled. Wait for that a while.
+            now = time.monotonic()
+            if not gen.missing_since:
+                gen.missing_since = now
+            if now - gen.missing_since < GZIP_WAIT_SECONDS:
+                self._wait(POLL_SECONDS)
+                self._scan()
+                return None
             self.spool.lose(gen, gen.size, "deleted before it was read")
             return None
         except OSError as e:
@@ -184,7 +196,7 @@ class Reader(threading.Thread):
         if self.watcher is not None:
             hints = self.watcher.read() if self.watcher.fileno() in readable else []
             hints += self.watcher.poll_dir()
-            if any(h.kind != "modified" for h in hints):
+            if hints:
                 self._scan()
         self._rescan_if_due()
 

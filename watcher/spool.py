@@ -26,6 +26,9 @@ FINGERPRINT_BYTES = 40
 HEAD_BYTES = 300_000
 # A .gz still growing is gzip(1) at work: read it only once it has not changed for this long.
 GZIP_SETTLE_SECONDS = 1.0
+# Files that only grew keep their identity without being read again; every this-many scans all
+# changed files are identified anyway (a file rewritten and regrown between two looks).
+FULL_SCAN_EVERY = 10
 
 
 class State(Enum):
@@ -49,6 +52,8 @@ class Generation:
     state: State = State.PENDING
     read_offset: int = 0  # content bytes consumed (maintained by the reader)
     index: int = -1  # processing order, assigned when reading starts
+    size_at_done: int = 0  # its size when taken for finished: growing past it means it was not
+    missing_since: float = 0.0  # when its file was found missing (waiting for a .gz twin)
     twins: set[str] = field(default_factory=set)  # other paths holding the same content (.gz)
 
     @property
@@ -63,6 +68,7 @@ class SpoolCounters:
     lost: int = 0
     lost_bytes: int = 0
     not_captures: int = 0
+    reopened: int = 0  # taken for finished, then written to again
 
 
 class Spool:
@@ -76,15 +82,22 @@ class Spool:
         self.counters = SpoolCounters()
         self.notes: list[str] = []  # one-line messages for the log, taken by the caller
         self.ignored: set[str] = set()
+        self.largest = 0  # the largest capture file seen: about tcpdump's -C size
+        self.ring_wrapped = False  # a file was rewritten in place: this spool is a -W ring
+        self.scans = 0
+        self.full_scan = False
 
     def scan(self, now: float) -> None:
         """Look at the directory: new generations, rewritten files, compressed twins."""
+        self.scans += 1
+        self.full_scan = self.scans % FULL_SCAN_EVERY == 0
         try:
             entries = list(os.scandir(self.directory))
         except OSError as e:
             self.notes.append(f"warning: cannot list spool {self.directory}: {e.strerror}")
             return
         seen = set()
+        stats = []
         for entry in entries:
             name = entry.name
             if name.startswith(".") or not fnmatch.fnmatch(name, self.pattern):
@@ -93,14 +106,23 @@ class Spool:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            seen.add(entry.path)
+            if stat.S_ISREG(st.st_mode):
+                stats.append((entry.path, st))
+                self.largest = max(self.largest, st.st_size)  # first: loss estimates below use it
+        for path, st in stats:
+            seen.add(path)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            known = self.by_path.get(entry.path)
+            known = self.by_path.get(path)
             if known is not None and known[:4] == key:
                 continue
-            self._examine(entry.path, st, now)
+            if (known is not None and known[4] is not None and known[:2] == key[:2] and st.st_size >= known[2]
+                    and not self.full_scan and self._same_head(path, known[4])):
+                # The same file, grown, still starting with the same bytes: appended to, the same
+                # content. Cheaper than identifying it again, which reads its first record.
+                self.by_path[path] = (*key, known[4])
+                self._grew(known[4], st)
+                continue
+            self._examine(path, st, now)
         for path in list(self.by_path):
             if path not in seen:
                 self._vanished(path)
@@ -128,9 +150,31 @@ class Spool:
                                               st.st_size, st.st_mtime_ns)
             self.counters.generations += 1
         elif gen.path == path:
-            gen.size, gen.mtime_ns = st.st_size, st.st_mtime_ns
+            self._grew(fp, st)
         else:
             gen.twins.add(path)  # the .gz of a plain file (or the reverse): same content
+            if gen.path not in self.by_path:  # its own file is gone already (gzip deleted it)
+                self._move(gen)
+
+    def _same_head(self, path: str, fp: str) -> bool:
+        gen = self.generations.get(fp)
+        if gen is None or gen.compressed:
+            return False
+        try:
+            with open(path, "rb") as f:
+                return f.read(FINGERPRINT_BYTES) == gen.head
+        except OSError:
+            return False
+
+    def _grew(self, fp: str, st: os.stat_result) -> None:
+        gen = self.generations.get(fp)
+        if gen is None:
+            return
+        gen.size, gen.mtime_ns = st.st_size, st.st_mtime_ns
+        if gen.state == State.DONE and not gen.compressed and st.st_size > gen.size_at_done:
+            # Taken for finished (a newer file appeared), yet tcpdump still writes to it: read on.
+            gen.state = State.PENDING
+            self.counters.reopened += 1
 
     def _vanished(self, path: str) -> None:
         """A file is gone: fine if read or if a twin holds its content (gzip did it)."""
@@ -142,9 +186,7 @@ class Spool:
         if gen.path != path:
             return
         if gen.twins:
-            gen.path = min(gen.twins)
-            gen.twins.discard(gen.path)
-            gen.compressed = gen.path.endswith(".gz")
+            self._move(gen)
             return
         if gen.state in (State.PENDING, State.READING):
             # The reader may still hold it open and finish it (an unlinked file stays readable);
@@ -155,26 +197,37 @@ class Spool:
         if gen is None or gen.path != path:
             return
         if gen.twins:
-            gen.path = min(gen.twins)
-            gen.twins.discard(gen.path)
-            gen.compressed = gen.path.endswith(".gz")
+            self._move(gen)
             return
+        self.ring_wrapped = True
         if gen.state in (State.PENDING, State.READING):
             self.lose(gen, gen.size, "rewritten by tcpdump's ring before it was read")
+
+    @staticmethod
+    def _move(gen: Generation) -> None:
+        """The generation now lives in its twin (cap.pcap3 -> cap.pcap3.gz)."""
+        gen.path = min(gen.twins)
+        gen.twins.discard(gen.path)
+        gen.compressed = gen.path.endswith(".gz")
 
     def lose(self, gen: Generation, size: int, why: str) -> None:
         """Count and report a generation whose unread part is gone."""
         if gen.state in (State.DONE, State.LOST):
             return
+        # The file kept growing after the last look: the ring's largest file is the better guess
+        # of how much it held (tcpdump -C fills each file to the same size).
+        size = max(size, self.largest if not gen.compressed else 0)
         lost = max(size - gen.read_offset, 0) if not gen.compressed else max(size, 0)
         gen.state = State.LOST
         self.counters.lost += 1
         self.counters.lost_bytes += lost
         self.notes.append(f"error: {gen.path}: {why}: about {lost:,} bytes of capture lost "
-                          f"(read {gen.read_offset:,}); pcapwatch is falling behind tcpdump")
+                          f"(read {gen.read_offset:,}), more if tcpdump filled other files meanwhile; pcapwatch "
+                          "is falling behind tcpdump")
 
     def done(self, gen: Generation) -> None:
         gen.state = State.DONE
+        gen.size_at_done = max(gen.size, gen.read_offset)
         self.counters.done += 1
 
     def ordered(self) -> list[Generation]:
@@ -207,7 +260,10 @@ class Spool:
                    if g.state in (State.PENDING, State.READING) and not g.compressed)
 
     def ring_bytes(self) -> int:
-        """An estimate of the ring's capacity: the files present times the largest."""
+        """An estimate of the ring's capacity once it has wrapped (the files present times the
+        largest); 0 before that, or for -G rotation, where files are never rewritten."""
+        if not self.ring_wrapped:
+            return 0
         sizes = [v[2] for v in self.by_path.values() if v[4] is not None]
         return len(sizes) * max(sizes) if sizes else 0
 
@@ -230,9 +286,10 @@ def _foreign(path: str) -> bool:
     return len(head) == 4 and capture_kind(head) is None
 
 
-def fingerprint(head: bytes, first_ts: float) -> str:
-    """Identity of a capture file's content: its first bytes and its first packet's time."""
-    return hashlib.blake2b(head[:FINGERPRINT_BYTES] + repr(first_ts).encode(), digest_size=12).hexdigest()
+def fingerprint(head: bytes, first_ts: float, first_packet: bytes = b"") -> str:
+    """Identity of a capture file's content: its first bytes, its first packet and that packet's time."""
+    return hashlib.blake2b(head[:FINGERPRINT_BYTES] + first_packet + repr(first_ts).encode(),
+                           digest_size=12).hexdigest()
 
 
 def _identify(path: str) -> tuple[str, float, bytes, bool] | None:
@@ -251,7 +308,7 @@ def _identify(path: str) -> tuple[str, float, bytes, bool] | None:
         for _link, frames in batches:
             if frames:
                 ts = frames[0][1]
-                return fingerprint(data, ts), ts, data[:FINGERPRINT_BYTES], bool(cap.compressed)
+                return fingerprint(data, ts, frames[0][2]), ts, data[:FINGERPRINT_BYTES], bool(cap.compressed)
     except (CaptureError, OSError):
         return None
     finally:

@@ -82,6 +82,7 @@ class GenerationReader:
                 raise Rewritten(self.gen.path)
             data = os.pread(self.fd, READ_BYTES, self.offset + len(self.pending))
             if not data:
+                yield from self._parse(b"")  # a problem found after good records surfaces now
                 self.eof_partial = len(self.pending)
                 return
             yield from self._parse(data)
