@@ -7,7 +7,7 @@ VENV="$ROOT/.venv"
 PY=${PYTHON:-python3}
 
 # Debian packages: the real programs the integration tests drive, and what the README uses.
-DEBS=(tcpdump tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps systemd)
+DEBS=(tcpdump tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps systemd redis-server rsyslog prometheus)
 need_debs() {
   local missing=()
   for p in "${DEBS[@]}"; do

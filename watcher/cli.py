@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "conf/pcapwatch.yaml beside the package, PREFIX/share/pcapwatch/pcapwatch.yaml, "
                         "/etc/pcapwatch/pcapwatch.yaml)")
     _add_run_parser(sub)
+    _add_tail_parser(sub)
     return p
 
 
@@ -156,7 +157,9 @@ exit status:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from watcher.config import ConfigError, default_config_path, load, render
+    """Validate; print the effective configuration, then the compiled rules as YAML comments (one
+    line each), so the whole output still loads as YAML."""
+    from watcher.config import ConfigError, default_config_path, load, render, rule_lines
 
     path = args.config or default_config_path()
     try:
@@ -166,6 +169,10 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     sys.stdout.write(f"# {config.source}: valid; effective configuration (defaults filled in, paths absolute)\n")
     sys.stdout.write(render(config))
+    lines = rule_lines(config)
+    sys.stdout.write(f"# rules, in order; the first that matches decides unless it continues: {len(lines)}\n"
+                     if lines else "# rules: none\n")
+    sys.stdout.write("".join(f"#   {line}\n" for line in lines))
     return EXIT_OK
 
 
@@ -226,6 +233,43 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(config, path)
 
 
+TAIL_EPILOG = """\
+examples:
+  pcapwatch tail                              every transaction, as it happens
+  pcapwatch tail --filter http.5xx            server errors only
+  pcapwatch tail --filter http.4 --filter http.5
+  pcapwatch tail --json | jq .uri
+  pcapwatch tail --filter in --filter out     each request and response (outputs with per_message: true)
+
+Topics: http.2xx ... http.5xx, http.none (no response), alert; in and out when the
+zmq output has per_message: true. A filter is a topic prefix.
+
+exit status:
+  0  stopped by Ctrl-C or SIGTERM
+  2  bad command line or an address zmq does not accept"""
+
+
+def _add_tail_parser(sub: Any) -> None:
+    from watcher.tailcmd import DEFAULT_CONNECT, DEFAULT_FILTERS
+
+    t = sub.add_parser("tail", help="watch transactions live from the service's zmq output",
+                       description="Subscribe to a zmq output of `pcapwatch run` and print one aligned "
+                                   "access-log line per transaction (colored on a terminal), or its JSON.",
+                       epilog=TAIL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--connect", metavar="ADDR", default=DEFAULT_CONNECT,
+                   help="the zmq output's endpoint (default %(default)s)")
+    t.add_argument("--filter", metavar="TOPIC", action="append", dest="filters",
+                   help=f"topic prefix to receive; repeat for several (default {' '.join(DEFAULT_FILTERS)})")
+    t.add_argument("--json", action="store_true", help="print each message's JSON, one per line")
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from watcher.tailcmd import tail
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch tail | head` ends quietly
+    return tail(args.connect, args.filters or (), args.json)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -250,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "tail":
+        return _tail(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,37 +1,78 @@
-"""The configuration file: a YAML schema declared as data, checked at load, errors that point to the line.
+"""The configuration file: read with YAML safe-load semantics, checked against `schema.SCHEMA`,
+errors that point to the line.
 
-Every key's type, default, range and meaning is written once, in the tables `SCHEMA` and
-`OUTPUT_TYPES` below; loading, the error messages, `render` and the tests all read them, so a new key
-or output type is a new row (pre-commit's clientlib works the same way). The file is read with YAML
-safe-load semantics only (SafeLoader's composer and SafeConstructor), but the node tree is walked
-here so that every value keeps its line, every problem in the file is reported at once, and keys
-that are unknown or written twice are errors instead of being silently dropped.
+Every key's type, default, range and meaning is written once, in watcher/schema.py; loading, the
+error messages, `render` and the tests all read it, so a new key or output type is a new row
+(pre-commit's clientlib works the same way). The file is read with YAML safe-load semantics only
+(SafeLoader's composer and SafeConstructor), but the node tree is walked here so that every value
+keeps its line, every problem in the file is reported at once, and keys that are unknown or
+written twice are errors instead of being silently dropped. Analyzer rules, from the file and from
+rules_dir's files, are checked by analyzers.rule_compile with the same lines and the same style.
 """
 
 from __future__ import annotations
 
-import datetime
 import difflib
-import enum
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from analyzers.redact import REDACTED, Policy
+from analyzers.routes import RouteTemplater
+from analyzers.rule_compile import parse_rules
+from analyzers.rules import RawRule, Rule, RuleError, RuleSet
+from analyzers.rules import describe as _describe
+from watcher.schema import (
+    FORMATS,
+    ITEM_EXPECTED,
+    LIST_KINDS,
+    MAX_SNAPLEN,
+    MIN_SECRET,
+    OUTPUT_TYPES,
+    RULE_KEYS,
+    SCHEMA,
+    CaptureConfig,
+    Config,
+    HeadersConfig,
+    ItemType,
+    JsonlOutputConfig,
+    Key,
+    Kind,
+    LimitsConfig,
+    OutputConfig,
+    PrometheusOutputConfig,
+    RedactConfig,
+    RedisOutputConfig,
+    RoutesConfig,
+    RuleList,
+    Scalar,
+    Section,
+    SpoolConfig,
+    StateConfig,
+    SyslogOutputConfig,
+    TypedList,
+    ZmqOutputConfig,
+    header_name,
+)
+
+__all__ = ["MAX_SNAPLEN", "OUTPUT_TYPES", "SCHEMA", "CaptureConfig", "Config", "ConfigError", "HeadersConfig",
+           "ItemType", "JsonlOutputConfig", "Key", "Kind", "LimitsConfig", "OutputConfig", "PrometheusOutputConfig",
+           "RedactConfig", "RedisOutputConfig", "RoutesConfig", "RuleList", "Scalar", "Section", "SpoolConfig",
+           "StateConfig", "SyslogOutputConfig", "TypedList", "ZmqOutputConfig", "default_config_path", "load",
+           "redact_policy", "render", "rule_lines", "rule_set"]
 
 CONFIG_ENV = "PCAPWATCH_CONFIG"
 CONFIG_NAME = "pcapwatch.yaml"
+RULE_FILES = "*.yaml"
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "conf" / CONFIG_NAME
 _ETC_CONFIG = Path("/etc/pcapwatch") / CONFIG_NAME
 _MAP_TAG, _SEQ_TAG, _MERGE_TAG = (f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "merge"))
-# tcpdump refuses a larger -s (MAXIMUM_SNAPLEN in its sources).
-MAX_SNAPLEN = 262144
+_Error = tuple[int, int, str]  # (file rank, line, text): sorted, files in order and lines within each
 
 
 class ConfigError(Exception):
@@ -40,202 +81,6 @@ class ConfigError(Exception):
     def __init__(self, errors: Sequence[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = tuple(errors)
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolConfig:
-    """Where tcpdump writes its rotating files and how the directory is watched."""
-
-    dir: Path
-    pattern: str
-    rescan_seconds: float
-    ring_bytes: int | None
-    lag_warn_fraction: float
-
-
-@dataclass(frozen=True, slots=True)
-class StateConfig:
-    """Where the read position is checkpointed, and how often."""
-
-    dir: Path
-    checkpoint_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class OutputConfig:
-    """The keys every output has; each output type adds its own in a subclass."""
-
-    name: str
-    type: str
-
-
-@dataclass(frozen=True, slots=True)
-class JsonlOutputConfig(OutputConfig):
-    """One JSON record per line; `path` None means standard output (written `-`)."""
-
-    path: Path | None
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    """Bounds on memory: tracked connections, their idle lifetime, buffered frame batches."""
-
-    max_connections: int
-    idle_timeout: float
-    queue_batches: int
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureConfig:
-    """How `pcapwatch run --capture` starts tcpdump."""
-
-    file_mb: int
-    files: int
-    snaplen: int
-    bpf: str
-    user: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """The whole validated configuration; `source` is the file it came from (absolute)."""
-
-    spool: SpoolConfig
-    state: StateConfig
-    outputs: tuple[OutputConfig, ...]
-    limits: LimitsConfig
-    capture: CaptureConfig
-    source: Path | None = None
-
-
-class Kind(enum.Enum):
-    """What a value must be; the enum's value names it in error messages."""
-
-    INT = "a whole number"
-    FLOAT = "a number"
-    STR = "a string"
-    PATH = "a path"
-    OUTPUT_PATH = "'-' (standard output) or a file path"
-    CHOICE = "one of"
-
-
-@dataclass(frozen=True, slots=True)
-class Key:
-    """One key of the schema: its type, default, allowed range and what it means."""
-
-    name: str
-    kind: Kind
-    default: object
-    doc: str
-    unit: str = ""
-    nullable: bool = False
-    minimum: float | None = None  # inclusive
-    above: float | None = None  # exclusive lower bound
-    maximum: float | None = None  # inclusive
-    choices: tuple[str, ...] = ()
-    required: bool = False
-    allow_empty: bool = False  # strings only
-    hint: str = ""  # what to do when the value is wrong, for keys without a default
-
-    def expected(self) -> str:
-        """The allowed values, as the `expected ...` part of an error line."""
-        if self.kind is Kind.CHOICE:
-            return "one of " + ", ".join(self.choices) + (" or null" if self.nullable else "")
-        text = "a non-empty string" if self.kind is Kind.STR and not self.allow_empty else self.kind.value
-        text += f" of {self.unit}" if self.unit else ""
-        if self.minimum is not None and self.maximum is not None:
-            text += f" from {_num(self.minimum)} to {_num(self.maximum)}"
-        else:
-            bounds = [f">= {_num(self.minimum)}" if self.minimum is not None else "",
-                      f"> {_num(self.above)}" if self.above is not None else "",
-                      f"<= {_num(self.maximum)}" if self.maximum is not None else ""]
-            text += "".join(f" {b}" if i == 0 else f" and {b}" for i, b in enumerate(filter(None, bounds)))
-        if self.kind is Kind.PATH:
-            text += " (relative to the config file's directory)"
-        return text + (" or null" if self.nullable else "")
-
-
-@dataclass(frozen=True, slots=True)
-class Section:
-    """A top-level mapping of fixed keys, built into the dataclass `make`."""
-
-    name: str
-    doc: str
-    keys: tuple[Key, ...]
-    make: Callable[..., object]
-
-
-@dataclass(frozen=True, slots=True)
-class ItemType:
-    """One `type:` of a typed list: the keys it adds to the common ones, and its dataclass."""
-
-    doc: str
-    keys: tuple[Key, ...]
-    make: Callable[..., object]
-
-
-@dataclass(frozen=True, slots=True)
-class TypedList:
-    """A top-level list of named items whose `type` chooses their keys (outputs; later rules)."""
-
-    name: str
-    doc: str
-    item: str  # what one element is called in messages
-    common: tuple[Key, ...]  # keys of every item, `name` and `type` first
-    types: Mapping[str, ItemType]
-    default: tuple[Mapping[str, object], ...]
-
-
-# Output types: issue 4 adds syslog, prometheus, redis, zmq here, each with its keys and dataclass.
-OUTPUT_TYPES: Mapping[str, ItemType] = {
-    "jsonl": ItemType("one JSON record per line, to a file or standard output", (
-        Key("path", Kind.OUTPUT_PATH, "-", "file the records are appended to; '-' is standard output; "
-            "the file is reopened on SIGHUP (for logrotate)"),
-    ), JsonlOutputConfig),
-}
-
-SCHEMA: tuple[Section | TypedList, ...] = (
-    Section("spool", "the directory tcpdump writes into", (
-        Key("dir", Kind.PATH, "/var/spool/pcapwatch", "directory tcpdump -w writes its capture files into"),
-        Key("pattern", Kind.STR, "*", "glob of capture file names in dir (tcpdump's cap.pcap, cap.pcap1, "
-            "cap.pcap00, strftime names, .gz)"),
-        Key("rescan_seconds", Kind.FLOAT, 2.0, "rescan the directory this often; inotify events only hint",
-            unit="seconds", above=0),
-        Key("ring_bytes", Kind.INT, None, "capacity of tcpdump's ring (-C MB x -W N x 1e6); null: estimate "
-            "it from the files seen", unit="bytes", minimum=1, nullable=True),
-        Key("lag_warn_fraction", Kind.FLOAT, 0.5, "warn when the bytes not yet read exceed this fraction "
-            "of the ring (tcpdump would overwrite them next)", above=0, maximum=1),
-    ), SpoolConfig),
-    Section("state", "where the read position survives restarts", (
-        Key("dir", Kind.PATH, "/var/lib/pcapwatch", "directory the checkpoint file lives in"),
-        Key("checkpoint_seconds", Kind.FLOAT, 5.0, "write the checkpoint this often", unit="seconds", above=0),
-    ), StateConfig),
-    TypedList("outputs", "where records go; any number of outputs, each with a unique name", "output", (
-        Key("name", Kind.STR, None, "names the output in logs and counters", required=True,
-            hint="give the output a name no other output has, e.g. name: stdout"),
-        Key("type", Kind.CHOICE, None, "what kind of output", choices=tuple(OUTPUT_TYPES), required=True,
-            hint="set the type, e.g. type: jsonl"),
-    ), OUTPUT_TYPES, ({"name": "stdout", "type": "jsonl", "path": "-"},)),
-    Section("limits", "bounds on memory", (
-        Key("max_connections", Kind.INT, DEFAULT_MAX_CONNECTIONS, "connections tracked at once; past it "
-            "the least recently active are evicted", minimum=1),
-        Key("idle_timeout", Kind.FLOAT, DEFAULT_IDLE_TIMEOUT, "close a connection idle this long (capture time)",
-            unit="seconds", above=0),
-        Key("queue_batches", Kind.INT, 16, "frame batches buffered between the reader thread and the "
-            "analyzer", minimum=1),
-    ), LimitsConfig),
-    Section("capture", "how `pcapwatch run --capture IFACE` runs tcpdump", (
-        Key("file_mb", Kind.INT, 100, "size of each capture file (tcpdump -C)", unit="millions of bytes",
-            minimum=1),
-        Key("files", Kind.INT, 10, "files in the ring (tcpdump -W)", minimum=1),
-        Key("snaplen", Kind.INT, 0, "bytes kept of each packet (tcpdump -s); 0 keeps whole packets",
-            unit="bytes", minimum=0, maximum=MAX_SNAPLEN),
-        Key("bpf", Kind.STR, "tcp", "capture filter (pcap-filter syntax); '' captures everything",
-            allow_empty=True),
-        Key("user", Kind.STR, None, "user tcpdump switches to after opening the device (tcpdump -Z); "
-            "null: tcpdump's default", nullable=True),
-    ), CaptureConfig),
-)
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -251,45 +96,95 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def load(path: str | os.PathLike[str]) -> Config:
-    """Read and validate one configuration file; raise ConfigError listing every problem found."""
+    """Read and validate one configuration file and its rules_dir; raise ConfigError listing every
+    problem found, in file order (the configuration, then the rule files by name) and line order."""
     name = os.fspath(path)
     try:
-        data = Path(name).read_bytes()
-    except OSError as e:
-        raise ConfigError([f"{name}: cannot read the configuration: {e.strerror}"]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ConfigError([f"{name}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                           "save the file as UTF-8"]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        raise ConfigError([_syntax_error(name, text, e)]) from None
-    source = Path(os.path.abspath(name))
+        root = _compose(name, "the configuration")
+    except _FileError as e:
+        raise ConfigError([str(e)]) from None
     reader = _Reader(name)
     raw = reader.value(root, ()) if root is not None else None
-    return _Checker(reader, source).config(raw)
+    return _Checker(reader, Path(os.path.abspath(name))).config(raw)
 
 
-def render(config: Config) -> str:
-    """The effective configuration as YAML: every key, defaults filled in, paths absolute."""
+def rule_set(config: Config) -> RuleSet:
+    """The configuration's rules ready to evaluate; `log: true` means the outputs with default: true."""
+    return RuleSet(config.rules, [o.name for o in config.outputs if o.default])
+
+
+def redact_policy(config: Config) -> Policy:
+    """The headers allow-list, masking, field cap and route templating of the configuration."""
+    return Policy(config.headers.request, config.headers.response, config.redact.headers,
+                  config.redact.query_params, config.redact.secrets, config.redact.max_field_bytes,
+                  RouteTemplater(config.routes.patterns, config.routes.max_routes))
+
+
+def render(config: Config, reveal: bool = False) -> str:
+    """The effective configuration as YAML: every key, defaults filled in, paths absolute. Secrets
+    (redact.secrets, a password in a Redis URL) are masked unless `reveal`. The rules are not
+    repeated: `rule_lines` lists them compiled."""
     data: dict[str, object] = {}
     for entry in SCHEMA:
         value = getattr(config, entry.name)
         if isinstance(entry, Section):
-            data[entry.name] = {k.name: _dump(k, getattr(value, k.name)) for k in entry.keys}
-        else:
-            data[entry.name] = [{k.name: _dump(k, getattr(item, k.name))
+            data[entry.name] = {k.name: _dump(k, getattr(value, k.name), reveal) for k in entry.keys}
+        elif isinstance(entry, TypedList):
+            data[entry.name] = [{k.name: _dump(k, getattr(item, k.name), reveal)
                                  for k in entry.common + entry.types[item.type].keys} for item in value]
+        elif isinstance(entry, Scalar):
+            data[entry.name] = _dump(entry.key, value, reveal)
     return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True))
 
 
-def _dump(key: Key, value: object) -> object:
+def rule_lines(config: Config) -> list[str]:
+    """One line per compiled rule, in evaluation order: name, match, actions, continue, FILE:LINE."""
+    return [f"{i}. {rule.describe()}" for i, rule in enumerate(config.rules, 1)]
+
+
+def _dump(key: Key, value: object, reveal: bool) -> object:
     if key.kind is Kind.OUTPUT_PATH and value is None:
         return "-"
+    if key.kind is Kind.MAPPINGS:
+        return [{k.name: _dump(k, getattr(item, k.name), reveal) for k in key.items} for item in value]  # type: ignore[attr-defined]
+    if key.secret and not reveal:
+        if isinstance(value, tuple):
+            return [REDACTED] * len(value)
+        if isinstance(value, str) and key.kind is Kind.REDIS_URL:
+            return _mask_url_password(value)
+    if isinstance(value, tuple):
+        return list(value)
     return str(value) if isinstance(value, Path) else value
+
+
+def _mask_url_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:{REDACTED}@{host}"
+
+
+class _FileError(Exception):
+    """A file that cannot be read as YAML: one line, already formatted."""
+
+
+def _compose(name: str, what: str) -> yaml.Node | None:
+    """The YAML node tree of a file, or _FileError naming the file, line and problem."""
+    try:
+        data = Path(name).read_bytes()
+    except OSError as e:
+        raise _FileError(f"{name}: cannot read {what}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise _FileError(f"{name}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                         "save the file as UTF-8") from None
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise _FileError(_syntax_error(name, text, e)) from None
 
 
 def _syntax_error(name: str, text: str, e: yaml.YAMLError) -> str:
@@ -310,15 +205,22 @@ def _syntax_error(name: str, text: str, e: yaml.YAMLError) -> str:
 class _Reader:
     """Turns the YAML node tree into plain values, remembering the line of each value and key by path."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, rank: int = 0, errors: list[_Error] | None = None) -> None:
         self.name = name
+        self.rank = rank  # the file's place in error order: 0 the config file, then rules_dir's files
         self.constructor = yaml.constructor.SafeConstructor()
         self.lines: dict[tuple[object, ...], int] = {}  # value lines (1-based)
         self.key_lines: dict[tuple[object, ...], int] = {}
-        self.errors: list[tuple[int, str]] = []
+        self.errors: list[_Error] = [] if errors is None else errors
 
     def error(self, line: int, path: tuple[object, ...], message: str) -> None:
-        self.errors.append((line, f"{self.name}:{line}: {_dotted(path)}: {message}"))
+        self.errors.append((self.rank, line, f"{self.name}:{line}: {_dotted(path)}: {message}"))
+
+    def below(self, prefix: tuple[object, ...]) -> tuple[dict[tuple[object, ...], int], dict[tuple[object, ...], int]]:
+        """The value and key lines under `prefix`, by path relative to it (for a RawRule)."""
+        n = len(prefix)
+        return ({p[n:]: line for p, line in self.lines.items() if p[:n] == prefix},
+                {p[n:]: line for p, line in self.key_lines.items() if p[:n] == prefix})
 
     def value(self, node: yaml.Node, path: tuple[object, ...]) -> object:
         line = node.start_mark.line + 1
@@ -382,6 +284,8 @@ class _Invalid:
 _INVALID: Any = _Invalid()
 
 
+
+
 class _Checker:
     """Checks plain values against SCHEMA, collecting every error, and builds the dataclasses."""
 
@@ -393,7 +297,7 @@ class _Checker:
 
     def error(self, path: tuple[object, ...], message: str, at_key: bool = False) -> None:
         line = self._line(path, at_key)
-        self.errors.append((line, f"{self.reader.name}:{line}: {_dotted(path)}: {message}"))
+        self.errors.append((0, line, f"{self.reader.name}:{line}: {_dotted(path)}: {message}"))
 
     def _line(self, path: tuple[object, ...], at_key: bool) -> int:
         if at_key and path in self.reader.key_lines:
@@ -407,16 +311,20 @@ class _Checker:
         top = self._mapping(raw, (), "a mapping of the sections " + ", ".join(names)
                             + "; start each section at the beginning of a line, e.g. spool:")
         self._unknown(top, (), names, "section")
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for entry in SCHEMA:
             raw_entry, path = top.get(entry.name), (entry.name,)
             if isinstance(entry, Section):
                 values[entry.name] = self._section(entry, raw_entry, path)
-            else:
+            elif isinstance(entry, TypedList):
                 values[entry.name] = self._list(entry, raw_entry, path)
+            elif isinstance(entry, Scalar):
+                values[entry.name] = self._keys((entry.key,), top, ())[entry.name]
+            else:
+                values[entry.name] = self._rules(entry, raw_entry, top.get("rules_dir"), values)
         if self.errors:
-            raise ConfigError([text for _, text in sorted(self.errors, key=lambda e: e[0])])
-        return Config(**values, source=self.source)  # type: ignore[arg-type]
+            raise ConfigError([text for _, _, text in sorted(self.errors, key=lambda e: e[:2])])
+        return Config(**values, source=self.source)
 
     def _mapping(self, raw: object, path: tuple[object, ...], expected: str,
                  null_ok: bool = True) -> dict[object, object]:
@@ -461,7 +369,7 @@ class _Checker:
         for i, item in enumerate(raw):
             ipath = (*path, _Index(i))
             values = self._mapping(item, ipath, f"a mapping with the keys of one {spec.item} "
-                                                f"({', '.join(k.name for k in spec.common)}, ...); "
+                                                f"({', '.join(k.name for k in spec.common[:2])}, ...); "
                                                 f"write e.g. {example}", null_ok=False)
             if not isinstance(item, dict):
                 continue
@@ -484,6 +392,68 @@ class _Checker:
                 items.append(itype.make(**built))
         return tuple(items)
 
+    def _rules(self, entry: RuleList, raw: object, raw_dir: object, values: Mapping[str, Any]) -> tuple[Rule, ...]:
+        """The file's rules, then those of every rules_dir/*.yaml by name, checked together (names
+        are unique across files, outputs must exist)."""
+        raws: list[RawRule] = []
+        if isinstance(raw, list):
+            for i, item in enumerate(raw):
+                lines, key_lines = self.reader.below((entry.name, i))
+                raws.append(RawRule(item, self.reader.name, f"{entry.name}[{i}]", lines, key_lines))
+        elif raw is not None and raw is not _INVALID:
+            self.error((entry.name,), f"found {_describe(raw)}, expected a list of rules, each a mapping with "
+                                      f"{', '.join(RULE_KEYS)}; start each rule with '- '")
+        ranks = {self.reader.name: 0}
+        rules_dir: Path | None = values["rules_dir"]
+        if rules_dir is not None:
+            if rules_dir.is_dir():
+                for rank, path in enumerate(sorted(rules_dir.glob(RULE_FILES)), 1):
+                    ranks[str(path)] = rank
+                    raws.extend(self._rule_file(entry, str(path), rank))
+            elif isinstance(raw_dir, str) and raw_dir:  # written, and valid as a path: a typo must not hide rules
+                self.error(("rules_dir",), f"found {_describe(raw_dir)} ({rules_dir} is not a directory), expected "
+                                           "a directory of *.yaml rule files or null; create it or correct the path")
+        outputs: tuple[OutputConfig, ...] = values["outputs"]
+        try:
+            return parse_rules(raws, [o.name for o in outputs])
+        except RuleError as e:
+            self.errors.extend((ranks.get(p.file, 0), p.line, p.text) for p in e.problems)
+            return ()
+
+    def _rule_file(self, entry: RuleList, name: str, rank: int) -> list[RawRule]:
+        """The rules of one rules_dir file: a mapping whose only key is `rules`."""
+        try:
+            root = _compose(name, "the rule file")
+        except _FileError as e:
+            self.errors.append((rank, 0, str(e)))
+            return []
+        reader = _Reader(name, rank, self.errors)
+        raw = reader.value(root, ()) if root is not None else None
+        if raw is None or raw is _INVALID:
+            return []
+        if not isinstance(raw, dict):
+            reader.error(reader.lines.get((), 1), (), f"found {_describe(raw)}, expected a mapping with the key "
+                                                      "rules: a list of rules")
+            return []
+        for k in raw:
+            if k != entry.name:
+                found = repr(k) if isinstance(k, str) else _describe(k)
+                close = difflib.get_close_matches(k, [entry.name], n=1) if isinstance(k, str) else []
+                todo = "did you mean 'rules'?" if close else "delete it (a rule file holds only rules:)"
+                reader.error(reader.key_lines.get((k,), 1), (k,), f"found unknown key {found}, expected rules; {todo}")
+        rules = raw.get(entry.name)
+        if rules is None:
+            return []
+        if not isinstance(rules, list):
+            reader.error(reader.lines.get((entry.name,), 1), (entry.name,), f"found {_describe(rules)}, expected a "
+                         f"list of rules, each a mapping with {', '.join(RULE_KEYS)}; start each rule with '- '")
+            return []
+        out = []
+        for i, item in enumerate(rules):
+            lines, key_lines = reader.below((entry.name, i))
+            out.append(RawRule(item, name, f"{entry.name}[{i}]", lines, key_lines))
+        return out
+
     def _keys(self, keys: Sequence[Key], raw: Mapping[object, object], path: tuple[object, ...]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key in keys:
@@ -491,21 +461,72 @@ class _Checker:
             if key.name not in raw:
                 if key.required:
                     self.error(kpath, f"found nothing, expected {key.expected()}; {key.hint}")
-                out[key.name] = None if key.required else self._convert(key, key.default)[1]
+                out[key.name] = None if key.required else self._default(key)
                 continue
             value = raw[key.name]
+            if key.kind in LIST_KINDS and isinstance(value, list):
+                out[key.name] = self._items(key, value, kpath)
+                continue
             ok, converted = self._convert(key, value)
-            if not ok:
+            if ok is not True:
                 if value is not _INVALID:
-                    self.error(kpath, f"found {_describe(value)}, expected {key.expected()}; {_todo(key, value)}")
-                converted = self._convert(key, key.default)[1]
+                    why = f" ({ok})" if ok else ""
+                    self.error(kpath, f"found {_describe(value)}, expected {key.expected()}{why}; "
+                                      f"{_todo(key, value)}")
+                converted = self._default(key)
             out[key.name] = converted
         return out
 
-    def _convert(self, key: Key, value: object) -> tuple[bool, object]:
-        """(valid?, the value as the dataclass holds it)."""
+    def _default(self, key: Key) -> object:
+        if isinstance(key.default, tuple):
+            return key.default
+        return self._convert(key, key.default)[1]
+
+    def _items(self, key: Key, value: list[object], path: tuple[object, ...]) -> tuple[object, ...]:
+        """A list-kind value checked element by element, each error at its element."""
+        out: list[object] = []
+        for i, item in enumerate(value):
+            ipath = (*path, _Index(i))
+            if item is _INVALID:
+                continue
+            if key.kind is Kind.MAPPINGS:
+                if not isinstance(item, dict):
+                    self.error(ipath, f"found {_describe(item)}, expected a mapping with "
+                                      f"{', '.join(k.name for k in key.items)}")
+                    continue
+                self._unknown(item, ipath, [k.name for k in key.items], "key")
+                built = self._keys(key.items, item, ipath)
+                if all(built[k.name] is not None for k in key.items if k.required) and key.make is not None:
+                    out.append(key.make(**built))
+                continue
+            if key.kind is Kind.NUM_LIST:
+                ok = isinstance(item, int | float) and not isinstance(item, bool) and math.isfinite(item) \
+                    and item > 0 and (not out or item > out[-1])  # type: ignore[operator]
+                item = float(item) if ok else item  # type: ignore[arg-type]
+            else:
+                ok = isinstance(item, str) and bool(item) and (key.kind is not Kind.HEADER_LIST or header_name(item)) \
+                    and (key.kind is not Kind.SECRET_LIST or len(item) >= MIN_SECRET)
+                if ok and key.kind is Kind.HEADER_LIST and isinstance(item, str):
+                    item = item.lower()
+            if not ok:
+                self.error(ipath, f"found {_describe(item)}, expected {ITEM_EXPECTED[key.kind]}; correct it or "
+                                  "delete it from the list")
+                continue
+            if item not in out:
+                out.append(item)
+        if key.kind is Kind.NUM_LIST and not value:
+            self.error(path, f"found an empty list, expected {key.expected()}; correct the value, or delete the "
+                             f"key to use the default ({_show_default(key)})")
+        return tuple(out)
+
+    def _convert(self, key: Key, value: object) -> tuple[bool | str, object]:
+        """(True if valid, else False or why not; the value as the dataclass holds it)."""
         if value is None:
             return key.nullable, None
+        if key.kind in LIST_KINDS:
+            return False, None  # lists are checked by _items
+        if key.kind is Kind.BOOL:
+            return isinstance(value, bool), value
         if key.kind is Kind.INT:
             if type(value) is not int:  # YAML's true/false are bools, not numbers
                 return False, None
@@ -521,11 +542,25 @@ class _Checker:
             return True, Path(os.path.normpath(self.base / value))
         elif key.kind is Kind.OUTPUT_PATH:
             return True, None
+        elif key.kind in FORMATS:
+            why = FORMATS[key.kind](value)
+            return (True, value) if why is None else (why or False, None)
         if isinstance(value, int | float) and (
                 (key.minimum is not None and value < key.minimum) or (key.above is not None and value <= key.above)
                 or (key.maximum is not None and value > key.maximum)):
             return False, None
         return True, value
+
+
+def _show_default(key: Key) -> str:
+    """The default as YAML spells it."""
+    if key.default is None:
+        return "null"
+    if isinstance(key.default, bool):
+        return str(key.default).lower()
+    if isinstance(key.default, tuple):
+        return "[" + ", ".join(str(x) for x in key.default) + "]"
+    return repr(key.default)
 
 
 def _todo(key: Key, value: object) -> str:
@@ -534,10 +569,16 @@ def _todo(key: Key, value: object) -> str:
         return "put the value in quotes to make it a string"
     if key.kind in (Kind.INT, Kind.FLOAT) and isinstance(value, str) and _numeric(value):
         return f"write a plain number, without quotes (YAML reads {value!r} as text)"
+    if key.kind is Kind.MAPPINGS:
+        example = ", ".join(f"{k.name}: ..." for k in key.items)
+        return f"write a list of mappings, e.g. [{{{example}}}]"
+    if key.kind in LIST_KINDS and isinstance(value, str | int | float):
+        return f"write a list, e.g. [{value}]"
     if key.required:
         return key.hint
-    default = "null" if key.default is None else repr(key.default)
-    return f"correct the value, or delete the key to use the default ({default})"
+    if key.secret:
+        return "correct the value"  # the default of a secret-bearing key is not shown either
+    return f"correct the value, or delete the key to use the default ({_show_default(key)})"
 
 
 def _numeric(text: str) -> bool:
@@ -546,30 +587,6 @@ def _numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _describe(value: object) -> str:
-    """A found value as an error message shows it: the value and its YAML type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, int):
-        return f"{value} (a whole number)"
-    if isinstance(value, float):
-        return f"{value!r} (a number)"
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"{shown!r} (a string)" if value else "'' (an empty string)"
-    if isinstance(value, dict):
-        return "a mapping" if value else "an empty mapping"
-    if isinstance(value, list):
-        return "a list" if value else "an empty list"
-    if isinstance(value, datetime.date):  # a datetime is a date too
-        return f"{value} (a {'timestamp' if isinstance(value, datetime.datetime) else 'date'})"
-    if isinstance(value, bytes):
-        return "binary data"
-    return "a set" if isinstance(value, set) else f"a {type(value).__name__}"
 
 
 def _dotted(path: tuple[object, ...]) -> str:
@@ -581,7 +598,3 @@ def _dotted(path: tuple[object, ...]) -> str:
         else:  # a key; YAML spells the non-string ones true, false, null
             text += "." + (str(part).lower() if part is None or isinstance(part, bool) else str(part))
     return text.lstrip(".") or "(top level)"
-
-
-def _num(v: float | None) -> str:
-    return str(int(v)) if v is not None and float(v).is_integer() else str(v)

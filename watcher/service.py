@@ -14,8 +14,8 @@ a record written twice after kill -9 carries the same id both times.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-import json
 import os
 import queue
 import select
@@ -31,9 +31,10 @@ from analyzers.pipeline import Pipeline
 from analyzers.records import to_record
 from analyzers.transactions import Transaction
 from watcher import checkpoint as ckpt
-from watcher.config import Config, ConfigError, JsonlOutputConfig
+from watcher.config import Config, ConfigError
 from watcher.config import load as load_config
-from watcher.outputs import JsonlOutput
+from watcher.delivery import Delivery
+from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.reader import Batch, Reader
 from watcher.sdnotify import Notifier
 from watcher.spool import Spool
@@ -46,11 +47,15 @@ LAG_WARN_EVERY_SECONDS = 60.0
 BATCHES_PER_TURN = 8
 # After SIGTERM the reader thread gets this long to notice; it is a daemon thread either way.
 READER_JOIN_SECONDS = 2.0
+# Outputs get this long to write what they hold before a checkpoint, and at shutdown.
+FLUSH_SECONDS = 2.0
+CLOSE_SECONDS = 5.0
+# How often the health snapshot for the Prometheus output is refreshed.
+HEALTH_SECONDS = 1.0
 # Checkpoints at new capture files come at most this often: each one walks the connection table
 # and fsyncs, and tiny rotation files on a busy link could otherwise ask for hundreds a second.
 MIN_CHECKPOINT_SECONDS = 1.0
 
-_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
 _LEVELS = {"error": 3, "warning": 4, "notice": 5, "info": 6}
 
 
@@ -90,7 +95,10 @@ class Service:
         self.capture = capture
         self.counters = Counters()
         self.notifier = Notifier()
-        self.outputs = self._open_outputs(config)
+        self.metrics = MetricsModel(buckets_ms=_buckets(config))
+        self.health = Health()
+        self.metrics.set_health(self._health)
+        self.delivery = Delivery(config, self.metrics, log)
         lim = config.limits
         self.pipeline = Pipeline(max_connections=lim.max_connections, idle_timeout=lim.idle_timeout)
         self.batches: queue.Queue[Batch] = queue.Queue(maxsize=lim.queue_batches)
@@ -111,6 +119,7 @@ class Service:
         self.last_progress = time.monotonic()
         self.stop = False
         self.new_file = False
+        self.last_checkpoint_wall = 0.0
         self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
                              self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
 
@@ -133,7 +142,7 @@ class Service:
         where = f"resuming at {self.saved.resume.name or self.saved.resume.fp} offset " \
                 f"{self.saved.resume.offset}" if self.saved else "starting from the oldest capture"
         log("info", f"watching {self.config.spool.dir} ({where}); records to "
-                    f"{', '.join(o.name for o in self.outputs)}")
+                    f"{', '.join(self.delivery.sinks)}")
         self.notifier.ready("watching " + str(self.config.spool.dir))
         now = time.monotonic()
         next_checkpoint = now + self.config.state.checkpoint_seconds
@@ -142,6 +151,7 @@ class Service:
         watchdog = self.notifier.watchdog_interval()
         next_ping = now
         next_lag_warn = 0.0
+        next_health = now
         exit_code = 0
         while not self.stop:
             timeout = max(0.0, min(next_checkpoint, next_status, next_ping if watchdog else next_status)
@@ -183,13 +193,14 @@ class Service:
                 next_ping = now + watchdog
             if now >= next_lag_warn and self._lagging():
                 next_lag_warn = now + LAG_WARN_EVERY_SECONDS
+            if now >= next_health:
+                self._update_health()
+                next_health = now + HEALTH_SECONDS
         self.notifier.stopping("stopping")
         self.reader.stop()
         self.reader.join(READER_JOIN_SECONDS)
-        self._flush()
         self._checkpoint()
-        for out in self.outputs:
-            out.close()
+        self.delivery.close(CLOSE_SECONDS)
         if self.capture is not None:
             self.capture.stop()
         log("info", f"stopped: {self.counters.records:,} records written, {self.counters.suppressed:,} replayed "
@@ -234,19 +245,14 @@ class Service:
             self.last_progress = time.monotonic()
             if txs:
                 self._write(batch.gen, txs)
-        self._flush()
 
     def _write(self, gen: int, txs: list[Transaction]) -> None:
-        lines = []
         for tx in txs:
             if self._suppressed(gen, tx):
                 self.counters.suppressed += 1
                 continue
-            lines.append(_encode(self.record(tx)))
-        if lines:
-            for out in self.outputs:
-                out.write(lines)
-            self.counters.records += len(lines)
+            self.delivery.deliver(self.record(tx), tx)
+            self.counters.records += 1
 
     def _suppressed(self, gen: int, tx: Transaction) -> bool:
         """Whether `tx` was written before the restart (completed at or before `emitted`)."""
@@ -278,8 +284,10 @@ class Service:
         return rec
 
     def _flush(self) -> None:
-        for out in self.outputs:
-            out.flush()
+        """Let the outputs write what they hold before a checkpoint claims it written. A dead
+        output does not hold the checkpoint back: it drops what its buffer cannot keep, counted."""
+        if not self.delivery.flush(FLUSH_SECONDS):
+            self.counters.output_errors += 1
 
     # Checkpoints, status, reload ----------------------------------------------------------------
 
@@ -299,10 +307,19 @@ class Service:
         try:
             ckpt.save(self.state_dir, ckpt.Checkpoint(resume, emitted, time.time()))
             self.counters.checkpoints += 1
+            self.last_checkpoint_wall = time.time()
+            self._forget_generations(min(pin, self.next_pos) if pin is not None else self.next_pos)
         except OSError as e:
             self.counters.checkpoint_errors += 1
             log("error", f"cannot write the checkpoint in {self.state_dir}: {e.strerror}; a restart would "
                          "repeat more records")
+
+    def _forget_generations(self, resume_pos: int) -> None:
+        """Bound memory: generations before the resume point are needed no more."""
+        oldest = resume_pos >> POS_BITS
+        gens = self.reader.generations
+        for index in [i for i in list(gens) if i < oldest - 1]:
+            gens.pop(index, None)
 
     def lag(self) -> tuple[int, float]:
         """(bytes, seconds) behind tcpdump: unread capture on disk, and the age of the last record
@@ -312,7 +329,7 @@ class Service:
         return unread, (max(time.time() - self.last_ts, 0.0) if behind and self.last_ts else 0.0)
 
     def _lagging(self) -> bool:
-        ring = self.config.spool.ring_bytes or self.spool.ring_bytes()
+        ring = self.config.spool.ring_bytes or self.spool.ring_bytes()  # 0: unknown, no percentage
         unread, seconds = self.lag()
         if ring and unread > self.config.spool.lag_warn_fraction * ring:
             log("warning", f"{unread:,} bytes of capture unread ({unread / ring:.0%} of tcpdump's ring, "
@@ -344,31 +361,59 @@ class Service:
         try:
             new = self.overrides(load_config(self.config_path)) if self.config_path else self.config
         except ConfigError as e:
-            self.counters.reload_errors += 1
-            log("error", f"reload: the new configuration is not valid, keeping the running one: {e}")
-            self.notifier.ready("reload refused: invalid configuration")
+            self._refuse("; ".join(e.errors) if getattr(e, "errors", None) else str(e))
             return
         for what, old_v, new_v in (("spool.dir", self.config.spool.dir, new.spool.dir),
                                    ("state.dir", self.config.state.dir, new.state.dir)):
             if old_v != new_v:
                 log("warning", f"reload: {what} changed from {old_v} to {new_v}; that takes a restart")
-        self._flush()
-        for out in self.outputs:
-            out.close()
-        self.outputs = self._open_outputs(new)
+        if new.outputs == self.config.outputs:
+            self.delivery.set_rules(new)
+            self.delivery.reopen()  # logrotate
+        else:
+            self.delivery.close(CLOSE_SECONDS)  # first: a new output may want the same port
+            try:
+                self.delivery = Delivery(new, self.metrics, log)
+            except (OSError, ValueError) as e:
+                log("error", f"reload: cannot open the new outputs ({e}); going back to the running ones")
+                self.delivery = Delivery(self.config, self.metrics, log)
+                self.notifier.ready("reload refused: outputs")
+                return
         self.pipeline.flows.max_connections = new.limits.max_connections
         self.pipeline.flows.idle_timeout = new.limits.idle_timeout
         self.config = new
         log("info", "reloaded the configuration and reopened the outputs")
         self.notifier.ready("reloaded")
 
-    @staticmethod
-    def _open_outputs(config: Config) -> list[JsonlOutput]:
-        outs = []
-        for o in config.outputs:
-            if isinstance(o, JsonlOutputConfig):
-                outs.append(JsonlOutput(o.name, o.path))
-        return outs
+    def _refuse(self, why: str) -> None:
+        self.counters.reload_errors += 1
+        log("error", f"reload: the new configuration is not valid, keeping the running one: {why}")
+        self.notifier.ready("reload refused: invalid configuration")
+
+    def _update_health(self) -> None:
+        """Snapshot the service's health for the Prometheus output (its scrapes read this, not the
+        live structures the main loop is changing)."""
+        unread, seconds = self.lag()
+        sp = self.spool.counters
+        age = time.time() - self.last_checkpoint_wall if self.last_checkpoint_wall else None
+        self.health = Health.from_pipeline(
+            self.pipeline.stats(), files=sp.done, files_lost=sp.lost, lost_bytes=sp.lost_bytes,
+            bytes=sum(g.read_offset for g in list(self.reader.generations.values())),
+            lag_bytes=unread, lag_seconds=seconds,
+            rule_errors=dict(self.delivery.rules.errors), queue_depth=self.batches.qsize(),
+            queue_capacity=self.batches.maxsize, checkpoint_age_seconds=age)
+
+    def _health(self) -> Health:
+        return dataclasses.replace(self.health, outputs=self.delivery.stats())
+
+
+def _buckets(config: Config) -> tuple[float, ...]:
+    from watcher.schema import PrometheusOutputConfig
+
+    for o in config.outputs:
+        if isinstance(o, PrometheusOutputConfig):
+            return tuple(o.buckets_ms)
+    return tuple(DEFAULT_BUCKETS_MS)
 
 
 def _drain(fd: int) -> None:

@@ -1,5 +1,6 @@
-"""`pcapwatch check` as a user runs it: the shipped default is valid and printed whole; a broken file gets
-its exact error lines on stderr and exit status 2, never a traceback."""
+"""`pcapwatch check` as a user runs it: the shipped default is valid and printed whole; the compiled rules
+follow, one comment line each with their file and line; a broken file or rule gets its exact error lines
+(file, line, key) on stderr and exit status 2, never a traceback; secrets are never printed."""
 
 from __future__ import annotations
 
@@ -37,10 +38,20 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
         "spool": {"dir": str(REPO / "spool"), "pattern": "*", "rescan_seconds": 2.0, "ring_bytes": None,
                   "lag_warn_fraction": 0.5},
         "state": {"dir": str(REPO / "state"), "checkpoint_seconds": 5.0},
-        "outputs": [{"name": "stdout", "type": "jsonl", "path": "-"}],
+        "outputs": [{"name": "stdout", "type": "jsonl", "default": True, "buffer": 10000, "path": "-",
+                     "format": "flat"}],
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "tcp", "user": None},
+        "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
+                                "authorization", "cookie"],
+                    "response": ["content-type", "content-length", "location", "server", "set-cookie"]},
+        "redact": {"headers": [], "query_params": ["token", "password", "passwd", "secret", "key", "api_key",
+                                                   "apikey", "access_token", "auth", "signature", "sig"],
+                   "secrets": [], "max_field_bytes": 4096},
+        "routes": {"patterns": [], "max_routes": 1000},
+        "rules_dir": None,
     }
+    assert p.stdout.endswith("rules_dir: null\n# rules: none\n")
 
 
 def test_environment_variable_and_relative_c(tmp_path: Path) -> None:
@@ -53,7 +64,8 @@ def test_environment_variable_and_relative_c(tmp_path: Path) -> None:
         assert (p.stderr, p.returncode) == ("", 0)
         got = effective(p.stdout, conf)
         assert got["spool"]["dir"] == str(tmp_path / "etc" / "spool")
-        assert got["outputs"] == [{"name": "file", "type": "jsonl", "path": str(tmp_path / "out.jsonl")}]
+        assert got["outputs"] == [{"name": "file", "type": "jsonl", "default": True, "buffer": 10000,
+                                   "path": str(tmp_path / "out.jsonl"), "format": "flat"}]
         assert got["state"] == {"dir": "/var/lib/pcapwatch", "checkpoint_seconds": 5.0}
 
 
@@ -91,3 +103,62 @@ def test_help_documents_exit_status(tmp_path: Path) -> None:
     assert ("exit status:\n  0  the configuration is valid; it is printed on stdout as YAML\n"
             "  2  bad command line, or the configuration is not valid: one line per problem\n"
             "     on stderr, nothing on stdout\n") in p.stdout
+
+
+def test_rules_are_printed_compiled_with_file_and_line(tmp_path: Path) -> None:
+    conf = tmp_path / "p.yaml"
+    conf.write_text("outputs:\n  - {name: stdout, type: jsonl}\n  - {name: tap, type: zmq, default: false}\n"
+                    "redact:\n  secrets: [hunter22]\n"
+                    "rules:\n  - name: server-errors\n    match: {status: 5xx, method: [GET, HEAD]}\n"
+                    "    actions: {tag: [error], log: [tap, stdout]}\n    continue: true\n")
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "10-health.yaml").write_text(
+        "rules:\n  # health checks\n  - name: health\n    match:\n      path: '^/healthz$'\n"
+        "    actions:\n      drop: true\n")
+    p = check("-c", conf, cwd=tmp_path)
+    assert (p.stderr, p.returncode) == ("", 0)
+    assert "hunter22" not in p.stdout
+    got = effective(p.stdout, conf)
+    assert got["redact"]["secrets"] == ["<redacted>"]
+    assert got["rules_dir"] == str(tmp_path / "rules.d")
+    assert p.stdout.splitlines()[-3:] == [
+        "# rules, in order; the first that matches decides unless it continues: 2",
+        f"#   1. server-errors: match status 5xx, method GET|HEAD; actions tag [error], log to [tap, stdout]; "
+        f"then continue; at {conf}:7",
+        f"#   2. health: match path ^/healthz$; actions drop; then stop; at {tmp_path}/rules.d/10-health.yaml:3",
+    ]
+
+
+def test_broken_rule_exact_lines_exit_2(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.yaml"
+    conf.write_text("rules:\n  - name: slow\n    match:\n      duration_ms: 500\n    actions:\n"
+                    "      log: [stdot]\n")
+    (tmp_path / "rules.d").mkdir()
+    rule_file = tmp_path / "rules.d" / "x.yaml"
+    rule_file.write_text("rules:\n  - name: slow\n    match: {stauts: 5xx}\n    actions: {tag: error}\n")
+    p = check("-c", "bad.yaml", cwd=tmp_path)
+    assert (p.stdout, p.returncode) == ("", 2)
+    assert p.stderr.splitlines() == [
+        "bad.yaml:4: rules[0].match.duration_ms: found 500 (a whole number), expected a comparison such as '>500', "
+        "'<=100' or a range such as 100-500; quote it (YAML reads a leading > as a folded text block)",
+        "bad.yaml:6: rules[0].actions.log[0]: found unknown output 'stdot', expected one of stdout; did you mean "
+        "'stdout'?",
+        f"{rule_file}:2: rules[0].name: found 'slow', expected a name no other rule has (rules[0] at bad.yaml:2 is "
+        "also 'slow'); rename one of them",
+        f"{rule_file}:3: rules[0].match.stauts: found unknown match key 'stauts', expected one of method, host, "
+        "path, query, status, client, server, client_port, server_port, header, response_header, duration_ms, "
+        "ttfb_ms, request_bytes, response_bytes, flags, anomalies; did you mean 'status'?",
+    ]
+
+
+def test_shipped_example_rules_are_valid(tmp_path: Path) -> None:
+    conf = tmp_path / "p.yaml"
+    conf.write_text(f"rules_dir: {REPO / 'conf' / 'rules.d'}\n")
+    p = check("-c", conf, cwd=tmp_path)
+    assert (p.stderr, p.returncode) == ("", 0)
+    rules = [line for line in p.stdout.splitlines() if line.startswith("#   ")]
+    assert [line.split(":")[0] for line in rules] == [
+        "#   1. health-checks", "#   2. static-assets", "#   3. server-errors", "#   4. client-errors",
+        "#   5. incomplete", "#   6. protocol-anomalies", "#   7. latency-by-route", "#   8. slow-requests",
+        "#   9. auth-endpoints"]
+

@@ -1,0 +1,140 @@
+"""From a transaction's record to the outputs: rules, redaction, routing, metrics and alerts.
+
+    record -> rules.evaluate -> redact.finalize -> the rule's outputs (or the default ones) -> sinks
+                            \\-> metrics (every transaction, dropped or not: traffic is counted)
+                            \\-> alerts (a warning-level record to the rule's outputs)
+
+Sinks never block: a slow or dead output drops what its buffer cannot hold, and counts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from analyzers.redact import Policy, finalize
+from analyzers.rules import RuleSet, TxView
+from analyzers.transactions import Message, Transaction
+from watcher.config import redact_policy, rule_set
+from watcher.metrics import MetricsModel
+from watcher.schema import (
+    Config,
+    JsonlOutputConfig,
+    OutputConfig,
+    PrometheusOutputConfig,
+    RedisOutputConfig,
+    SyslogOutputConfig,
+    ZmqOutputConfig,
+)
+from watcher.sinks import open_sink
+from watcher.sinks.base import Sink
+from watcher.sinks.jsonl import JsonlSinkConfig
+from watcher.sinks.syslog import SyslogSinkConfig
+
+Log = Callable[[str, str], None]
+
+
+def sink_config(output: OutputConfig, metrics: MetricsModel) -> Any:
+    """The sink's own settings for a configured output (the field names are the same)."""
+    if isinstance(output, PrometheusOutputConfig):
+        from watcher.sinks.prometheus_sink import PrometheusSinkConfig
+
+        return _copy(PrometheusSinkConfig, output, metrics=metrics)
+    if isinstance(output, RedisOutputConfig):
+        from watcher.sinks.redis_sink import RedisSinkConfig  # imports redis: only when configured
+
+        return _copy(RedisSinkConfig, output)
+    if isinstance(output, ZmqOutputConfig):
+        from watcher.sinks.zmq_sink import ZmqSinkConfig  # imports zmq: only when configured
+
+        return _copy(ZmqSinkConfig, output)
+    if isinstance(output, SyslogOutputConfig):
+        return _copy(SyslogSinkConfig, output)
+    if isinstance(output, JsonlOutputConfig):
+        return _copy(JsonlSinkConfig, output)
+    raise ValueError(f"output {output.name}: unknown type {output.type}")  # pragma: no cover - config checks
+
+
+def _copy(cls: Any, output: OutputConfig, **extra: Any) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {f.name: getattr(output, f.name) for f in dataclasses.fields(output) if f.name in names}
+    return cls(**values, **extra)
+
+
+def _headers(message: Message | None) -> dict[str, Any]:
+    head = message.head if message is not None else None
+    return dict(getattr(head, "headers", {}))
+
+
+@dataclasses.dataclass
+class DeliveryCounters:
+    records: int = 0  # transactions that went through the rules
+    dropped_by_rules: int = 0  # `drop` or sampled out
+    alerts: int = 0
+    unknown_output: int = 0
+
+
+class Delivery:
+    """The outputs of one configuration, and the rules and redaction policy that feed them."""
+
+    def __init__(self, config: Config, metrics: MetricsModel, log: Log) -> None:
+        self.log = log
+        self.metrics = metrics
+        self.rules: RuleSet = rule_set(config)
+        self.policy: Policy = redact_policy(config)
+        self.outputs = config.outputs
+        self.default = tuple(o.name for o in config.outputs if o.default)
+        self.counters = DeliveryCounters()
+        self.sinks: dict[str, Sink] = {}
+        try:
+            for output in config.outputs:
+                self.sinks[output.name] = open_sink(sink_config(output, metrics), log)
+        except BaseException:
+            self.close(1.0)
+            raise
+
+    def set_rules(self, config: Config) -> None:
+        """A reload that keeps the outputs: new rules and redaction, the same sinks."""
+        self.rules = rule_set(config)
+        self.policy = redact_policy(config)
+
+    def deliver(self, record: dict[str, Any], tx: Transaction) -> None:
+        view = TxView(record, _headers(tx.request), _headers(tx.response))
+        decision = self.rules.evaluate(view)
+        final = finalize(view, decision, self.policy)
+        self.counters.records += 1
+        self.metrics.observe(decision.metrics, final)
+        if decision.drop:
+            self.counters.dropped_by_rules += 1
+        else:
+            self._submit(final, decision.outputs)
+        for alert in decision.alerts:
+            self.counters.alerts += 1
+            self._submit(alert.record(final), alert.outputs or None)
+
+    def _submit(self, record: dict[str, Any], outputs: tuple[str, ...] | None) -> None:
+        for name in self.default if outputs is None else outputs:
+            sink = self.sinks.get(name)
+            if sink is None:
+                self.counters.unknown_output += 1
+                continue
+            sink.submit(record)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait (shared deadline) for the outputs to write what they hold; False if some could not."""
+        ok = True
+        for sink in self.sinks.values():
+            ok = sink.flush(timeout) and ok
+        return ok
+
+    def reopen(self) -> None:
+        for sink in self.sinks.values():
+            sink.reopen()
+
+    def close(self, timeout: float) -> None:
+        for sink in self.sinks.values():
+            sink.close(timeout)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {name: sink.stats() for name, sink in self.sinks.items()}
