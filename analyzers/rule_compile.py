@@ -364,6 +364,10 @@ def _a_pcap(p: _Parser, v: object, err: Err, path: tuple[object, ...], rule: str
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         err(f"found {describe(cap)}, expected a whole number of bytes >= 1", "max_bytes")
     where = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(p.raw.file)), d))
+    # Writing the matching connections' packets needs them kept per connection until the rule
+    # decides; until that is built, a rule asking for it is refused rather than quietly ignored.
+    err("found a pcap action, which this version of pcapwatch does not carry out yet; remove it (the "
+        "transaction's records and the capture files in the spool are still there to extract it from)")
     return {"pcap": Pcap(rule, where, cap)}, f"pcap to {where} (max {cap} bytes)"
 
 

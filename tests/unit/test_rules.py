@@ -18,7 +18,6 @@ from analyzers.rules import (
     Alert,
     Decision,
     Metric,
-    Pcap,
     RawRule,
     RuleError,
     RuleSet,
@@ -225,8 +224,6 @@ ACTIONS: list[tuple[object, TxView, Decision]] = [
     ({"alert": "slow {uri}"}, view(), Decision(rules=("r",), alerts=(Alert("r", "slow {uri}", None),))),
     ({"alert": {"message": "x {{literal}}", "outputs": ["tap"]}}, view(),
      Decision(rules=("r",), alerts=(Alert("r", "x {{literal}}", ("tap",)),))),
-    ({"pcap": {"dir": "/var/lib/pcapwatch/pcap", "max_bytes": 1000}}, view(),
-     Decision(rules=("r",), pcap=(Pcap("r", "/var/lib/pcapwatch/pcap", 1000),))),
     ([{"tag": ["t"]}, {"log": ["redis"]}], view(), Decision(rules=("r",), tags=("t",), outputs=("redis",))),
 ]
 
@@ -241,14 +238,7 @@ def test_action(actions: object, tx: TxView, expected: Decision) -> None:
 def test_every_action_has_rows() -> None:
     from analyzers.rule_compile import ACTIONS as TABLE
     used = {k for a, _, _ in ACTIONS for k in (a if isinstance(a, dict) else {k: 0 for d in a for k in d})}
-    assert used == set(TABLE)
-
-
-def test_pcap_dir_is_relative_to_the_rule_file(tmp_path: Any) -> None:
-    raw = RawRule({"name": "r", "actions": {"pcap": {"dir": "../pcap"}}}, str(tmp_path / "conf" / "x.yaml"),
-                  "rules[0]")
-    rs = compile_rules([raw])
-    assert rs.rules[0].actions.pcap == Pcap("r", str(tmp_path / "pcap"), 100_000_000)
+    assert used == set(TABLE) - {"pcap"}  # pcap is refused (see BAD_ACTIONS)
 
 
 # (actions, the error after "F:1: rules[0].actions.")
@@ -304,10 +294,9 @@ BAD_ACTIONS: list[tuple[object, str]] = [
     ({"alert": {"message": "m", "outputs": ["x"]}}, "alert.outputs[0]: found unknown output 'x', expected one of "
                                                     "stdout, redis, tap; add an output with that name under "
                                                     "outputs:"),
-    ({"pcap": {"max_bytes": 5}}, "pcap.dir: found nothing, expected the directory pcap files are written to "
-                                 "(relative to the rule's file)"),
-    ({"pcap": {"dir": "d", "max_bytes": 0}}, "pcap.max_bytes: found 0 (a whole number), expected a whole number "
-                                             "of bytes >= 1"),
+    ({"pcap": {"dir": "d", "max_bytes": 5}}, "pcap: found a pcap action, which this version of pcapwatch does not "
+                                             "carry out yet; remove it (the transaction's records and the capture "
+                                             "files in the spool are still there to extract it from)"),
     ({"tga": ["x"]}, "tga: found unknown action 'tga', expected one of log, drop, sample, tag, set, redact, "
                      "metric, alert, pcap; did you mean 'tag'?"),
     ({"drop": True, "log": True}, "log: found log with drop in one rule, expected one of them; a dropped "
