@@ -52,6 +52,8 @@ FLUSH_SECONDS = 2.0
 CLOSE_SECONDS = 5.0
 # How often the health snapshot for the Prometheus output is refreshed.
 HEALTH_SECONDS = 1.0
+# While the capture is silent, how often idle connections are looked for (wall clock).
+IDLE_SWEEP_SECONDS = 5.0
 # Checkpoints at new capture files come at most this often: each one walks the connection table
 # and fsyncs, and tiny rotation files on a busy link could otherwise ask for hundreds a second.
 MIN_CHECKPOINT_SECONDS = 1.0
@@ -152,6 +154,7 @@ class Service:
         next_ping = now
         next_lag_warn = 0.0
         next_health = now
+        next_idle_sweep = now + IDLE_SWEEP_SECONDS
         exit_code = 0
         while not self.stop:
             timeout = max(0.0, min(next_checkpoint, next_status, next_ping if watchdog else next_status)
@@ -196,6 +199,9 @@ class Service:
             if now >= next_health:
                 self._update_health()
                 next_health = now + HEALTH_SECONDS
+            if now >= next_idle_sweep:
+                self._idle_sweep(now)
+                next_idle_sweep = now + IDLE_SWEEP_SECONDS
         self.notifier.stopping("stopping")
         self.reader.stop()
         self.reader.join(READER_JOIN_SECONDS)
@@ -245,6 +251,18 @@ class Service:
             self.last_progress = time.monotonic()
             if txs:
                 self._write(batch.gen, txs)
+
+    def _idle_sweep(self, now: float) -> None:
+        """Capture time only moves with packets: while the capture is silent and everything has
+        been read, let it follow the wall clock, so connections idle past `idle_timeout` are
+        closed and their unanswered requests written."""
+        if self.next_pos is None or not self.reader.caught_up or not self.batches.empty():
+            return
+        flows = self.pipeline.flows
+        flows.sweep(self.last_ts + (now - self.last_progress))
+        if flows.out:
+            txs, flows.out = flows.out, []
+            self._write(self.next_pos >> POS_BITS, txs)
 
     def _write(self, gen: int, txs: list[Transaction]) -> None:
         for tx in txs:
