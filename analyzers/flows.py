@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from analyzers.frames import ACK, FIN, RST, SYN, Address, Decoded
 from analyzers.http_head import looks_like_request_line
+from analyzers.http_parser import MessageParser
 from analyzers.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
 from analyzers.transactions import Conversation, Cursor, Endpoints, Transaction
 
@@ -61,7 +62,8 @@ def _noop_eof(ts: float) -> None:
 
 
 class Connection:
-    __slots__ = ("client_dir", "conv", "fins", "first_pos", "first_ts", "ignored", "keys", "last_ts", "streams", "syn")
+    __slots__ = ("client_dir", "conv", "fins", "first_pos", "first_ts", "ignored", "keys", "last_ts", "parsers",
+                 "streams", "syn")
 
     def __init__(self, keys: tuple[Key, Key], client_dir: int, ts: float,
                  counters: TcpCounters, syn: bool, pos: int) -> None:
@@ -73,6 +75,8 @@ class Connection:
         self.streams = (Stream(counters, _noop_data, _noop_data, _noop_eof),  # type: ignore[arg-type]
                         Stream(counters, _noop_data, _noop_data, _noop_eof))  # type: ignore[arg-type]
         self.conv: Conversation | None = None
+        # Once HTTP is parsed: the parser of each direction (the one `streams[d]` delivers to).
+        self.parsers: tuple[MessageParser, MessageParser] | None = None
         self.ignored = False
         self.syn = syn
         self.fins = 0  # bit per direction that sent FIN, for connections we stopped parsing
@@ -129,6 +133,14 @@ class FlowTable:
             stream.segment(seq, payload, False, ts)
         conv = conn.conv
         if conv is not None and (conv.out or conv.not_http):
+            self._collect(conn, conv)
+        if ts >= self.next_sweep:
+            self.sweep(ts)
+
+    def after_packet(self, conn: Connection, conv: Conversation, ts: float) -> None:
+        """The end of `packet`'s data path, for a caller that did the rest of it inline
+        (`Pipeline.feed_records`): collect finished transactions, sweep when it is time."""
+        if conv.out or conv.not_http:
             self._collect(conn, conv)
         if ts >= self.next_sweep:
             self.sweep(ts)
@@ -206,8 +218,9 @@ class FlowTable:
                             pin=conn.first_pos)
         conv.source = self.source
         conn.conv = conv
+        conn.parsers = (conv.client, conv.server) if conn.client_dir == 0 else (conv.server, conv.client)
         for d, stream in enumerate(conn.streams):
-            parser = conv.client if d == conn.client_dir else conv.server
+            parser = conn.parsers[d]
             stream.deliver = parser.data
             stream.gap = parser.gap
             stream.eof = parser.eof

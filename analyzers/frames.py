@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from collections.abc import Callable
+from typing import NamedTuple
 
 # Link types (https://www.tcpdump.org/linktypes.html).
 LINKTYPE_NULL = 0
@@ -55,7 +56,26 @@ _tcp = struct.Struct("!HHIIBB").unpack_from  # sport, dport, seq, ack, data offs
 _eth_ipv4_tcp = struct.Struct("!12xHBxHxxHxB2xIIHHIIBB").unpack_from
 _ETH_IPV4_TCP_LEN = 14 + 20 + 20
 
+# Link layers with a fixed-length header holding an EtherType: (header length, EtherType offset).
+# Their plain IPv4 + TCP frames have every field at a known offset, which `Pipeline.feed_records`
+# unpacks without a call per layer; it sends any other frame to `FrameDecoder`.
+FIXED_LINK_HEADERS = {LINKTYPE_ETHERNET: (14, 12), LINKTYPE_LINUX_SLL: (16, 14), LINKTYPE_LINUX_SLL2: (20, 0)}
+
 Address = int | bytes  # IPv4 as an int, IPv6 as 16 bytes
+
+
+class RecordLayout(NamedTuple):
+    """How frames lie in a buffer of classic pcap records, as the capture reader read it from the
+    file's header: each frame follows a fixed header (seconds, fraction, captured length, original
+    length). Lets `Pipeline.feed_records` walk the records itself instead of receiving one tuple
+    and one copy per frame."""
+
+    linktype: int
+    header: struct.Struct
+    scale: float  # seconds per unit of the fraction
+    max_fraction: int  # a fraction at or above this means a corrupt record
+    max_caplen: int  # a captured length above this means a corrupt record
+
 Decoded = tuple[Address, Address, int, int, int, int, int, bytes]
 
 # TCP flag bits.

@@ -22,6 +22,9 @@ Headers = dict[str, "str | list[str]"]
 # user agent, cookies, accept lists) request after request, so most blocks are parsed once by dpkt.
 # Parsed header dicts are shared between messages: treat them as read-only.
 HEADER_CACHE_SIZE = 4096
+# Only blocks up to this size are cached: 4096 x 4 KiB keeps the cache under ~20 MB even when a
+# peer sends nothing but large, distinct heads (which could otherwise hold 4096 x 64 KiB).
+CACHED_BLOCK_BYTES = 4096
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/(\d+\.\d+)\Z", re.IGNORECASE)
@@ -143,12 +146,21 @@ def parse_response_head(head: bytes) -> ResponseHead | None:
     return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, anomalies)
 
 
-@lru_cache(maxsize=HEADER_CACHE_SIZE)
 def parse_header_block(block: bytes) -> tuple[Headers, tuple[str, ...]]:
-    """Parse the header lines of a head (cached): (headers, anomalies)."""
+    """Parse the header lines of a head: (headers, anomalies). Blocks of ordinary size are cached;
+    large ones (rare, or an attack) are parsed each time, so the cache stays small whatever comes."""
+    if len(block) <= CACHED_BLOCK_BYTES:
+        return _parse_header_block(block)
+    return _parse_uncached(block)
+
+
+def _parse_uncached(block: bytes) -> tuple[Headers, tuple[str, ...]]:
     anomalies: list[str] = []
     headers = parse_headers(block, anomalies)
     return headers, tuple(anomalies)
+
+
+_parse_header_block = lru_cache(maxsize=HEADER_CACHE_SIZE)(_parse_uncached)
 
 
 def parse_headers(block: bytes, anomalies: list[str]) -> Headers:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from analyzers.frames import RecordLayout
+
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
     b"\xa1\xb2\xc3\xd4": (">", 1e-6),
@@ -100,21 +102,52 @@ class CaptureParser:
 
     # classic pcap -------------------------------------------------------------------------------
 
+    def header(self, buf: bytes, offset: int, base: int = 0) -> int:
+        """Parse only a classic pcap file's header at `offset`; return the offset after it (where
+        the records start), or `offset` when more bytes are needed or the file is not classic pcap.
+        Then `record_layout` tells a caller how to walk the records itself."""
+        if self.kind is None:
+            if len(buf) - offset < 4:
+                return offset
+            kind = capture_kind(buf[offset:offset + 4])
+            if kind != "pcap":
+                return offset
+            self.kind = kind
+        if self.kind != "pcap" or self._record is not None:
+            return offset
+        return self._pcap_header(buf, offset, base)
+
+    def record_layout(self) -> RecordLayout | None:
+        """How this classic pcap's records are laid out, once its header is parsed (else None)."""
+        if self._record is None:
+            return None
+        return RecordLayout(self.linktype, self._record, self._scale, self._frac_limit(), self._snaplimit)
+
+    def _frac_limit(self) -> int:
+        return 1_000_000 if self._scale == 1e-6 else 1_000_000_000
+
+    def _pcap_header(self, buf: bytes, off: int, base: int) -> int:
+        if len(buf) - off < PCAP_HEADER_LEN:
+            return off
+        order, self._scale = PCAP_MAGICS[buf[off:off + 4]]
+        major, _minor, _tz, _sigfigs, snaplen, network = struct.unpack_from(order + "HHiIII", buf, off + 4)
+        if major != 2:
+            raise CaptureError(base + off + 4, f"unsupported pcap version {major}")
+        self.linktype = network & LINKTYPE_MASK
+        self._snaplimit = max(MAX_CAPLEN, min(snaplen, 1 << 24))
+        self._record = struct.Struct(order + "IIII")
+        return off + PCAP_HEADER_LEN
+
     def _pcap(self, buf: bytes, off: int, base: int) -> tuple[list[tuple[int, list[Frame]]], int]:
         if self._record is None:
-            if len(buf) - off < PCAP_HEADER_LEN:
+            start = off
+            off = self._pcap_header(buf, off, base)
+            if off == start:
                 return [], off
-            order, self._scale = PCAP_MAGICS[buf[off:off + 4]]
-            major, _minor, _tz, _sigfigs, snaplen, network = struct.unpack_from(order + "HHiIII", buf, off + 4)
-            if major != 2:
-                raise CaptureError(base + off + 4, f"unsupported pcap version {major}")
-            self.linktype = network & LINKTYPE_MASK
-            self._snaplimit = max(MAX_CAPLEN, min(snaplen, 1 << 24))
-            self._record = struct.Struct(order + "IIII")
-            off += PCAP_HEADER_LEN
+        assert self._record is not None
         unpack = self._record.unpack_from
         scale = self._scale
-        frac_limit = 1_000_000 if scale == 1e-6 else 1_000_000_000
+        frac_limit = self._frac_limit()
         limit = self._snaplimit
         end = len(buf)
         frames: list[Frame] = []

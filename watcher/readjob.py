@@ -7,14 +7,15 @@ A large input is split over worker processes by connection (see `watcher/workers
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from analyzers.pipeline import Pipeline
+from analyzers.pipeline import Pipeline, split_records
 from watcher.jsonlines import JsonLinesWriter, TextSink
 from watcher.pcapfile import CaptureError
 from watcher.progress import Progress
-from watcher.sources import Capture, expand
+from watcher.sources import Batches, Capture, Records, expand
 
 # Below this much input, starting a second process costs more than it saves.
 PARALLEL_MIN_BYTES = 32 << 20
@@ -45,7 +46,7 @@ def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: boo
         kw["max_connections"] = max_connections
     if idle_timeout is not None:
         kw["idle_timeout"] = idle_timeout
-    total = sum(_size(p) for p in files)
+    total = sum(input_size(p) for p in files)
     if workers is None:
         workers = min(os.cpu_count() or 1, 2) if total >= PARALLEL_MIN_BYTES else 1
     if "-" in files:
@@ -58,15 +59,45 @@ def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: boo
 
 
 def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, pipeline: Pipeline) -> ReadResult:
-    """The read loop: every file in order through one pipeline.
+    """The read loop of one process: every file in order through one pipeline.
 
     A failing output raises `OutputError` out of here; problems of an input are reported and the
     loop goes on with the next file.
     """
     writer = JsonLinesWriter(out)
+
+    def consume(item: Batches | Records) -> int:
+        if isinstance(item, Records):
+            offsets, item.used = split_records(item.buf, item.start, len(item.buf), item.layout)
+            writer.write(pipeline.feed_records(item.buf, offsets, item.layout, item.base))
+            return len(offsets)
+        n = 0
+        for linktype, frames in item:
+            writer.write(pipeline.feed(linktype, frames))
+            n += len(frames)
+        return n
+
+    def close() -> None:
+        writer.write(pipeline.close())
+        writer.flush()
+
+    result = read_files(files, err, progress, lambda _path, name: pipeline.set_source(name), consume, close,
+                        lambda: writer.written)
+    result.stats = {"files": result.files, "files_failed": result.files_failed,
+                    "bytes": sum(input_size(p) for p in files), **pipeline.stats()}
+    return result
+
+
+def read_files(files: list[str], err: TextIO, progress: bool, begin: Callable[[str, str], object],
+               consume: Callable[[Batches | Records], int], close: Callable[[], None],
+               written: Callable[[], int] | None = None) -> ReadResult:
+    """Every file in order, as `Capture.read` gives it, to `consume` (which returns how many frames
+    it took); `begin(path, name)` before each file, `close()` after the last. Shared by one process and
+    by the feeder of several (see workers.py). `written` counts records, for the progress line.
+    """
     result = ReadResult()
-    total = sum(_size(p) for p in files)
-    bar = Progress(total, err, progress, count_transactions=pipeline.shards == 1)
+    total = sum(input_size(p) for p in files)
+    bar = Progress(total, err, progress, count_transactions=written is not None)
     done_before = 0
     for path in files:
         result.files += 1
@@ -75,14 +106,13 @@ def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, 
         except OSError as e:
             _fail(result, err, f"{path}: cannot open: {e.strerror or e}")
             continue
-        pipeline.set_source(cap.name)
-        frames_before = pipeline.frames_seen
+        begin(path, cap.name)
+        frames = 0
         try:
-            for batches in cap.batches():
-                for linktype, frames in batches:
-                    writer.write(pipeline.feed(linktype, frames))
-                bar.update(done_before + cap.position(), writer.written)
-            if pipeline.frames_seen == frames_before:
+            for item in cap.read():
+                frames += consume(item)
+                bar.update(done_before + cap.position(), written() if written is not None else 0)
+            if not frames:
                 err.write(f"pcapwatch: {path}: no packets in this file (header only)\n")
         except CaptureError as e:
             bar.done()
@@ -91,14 +121,11 @@ def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, 
             bar.done()
             _fail(result, err, f"{path}: read error: {e.strerror or e}")
         finally:
-            done_before += _size(path)
+            done_before += input_size(path)
             cap.close()
-    writer.write(pipeline.close())
-    writer.flush()
+    close()
     bar.done()
     result.bytes_read = done_before
-    result.stats = {"files": result.files, "files_failed": result.files_failed, "bytes": total,
-                    **pipeline.stats()}
     return result
 
 
@@ -108,7 +135,8 @@ def _fail(result: ReadResult, err: TextIO, line: str) -> None:
     err.write(f"pcapwatch: error: {line}\n")
 
 
-def _size(path: str) -> int:
+def input_size(path: str) -> int:
+    """An input's size in bytes, for progress and counters (0 for stdin or when unknown)."""
     try:
         return os.path.getsize(path) if path != "-" else 0
     except OSError:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import re
 import struct
 import sys
 import zlib
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, cast
 
+from analyzers.frames import RecordLayout
 from watcher.pcapfile import GZIP_MAGIC, CaptureError, CaptureParser, Frame, capture_kind
 
 # Big reads amortise the per-call cost; 4 MiB keeps memory flat whatever the file size.
@@ -122,17 +125,44 @@ class Capture:
 
     def batches(self, chunk: int = READ_CHUNK) -> Iterator[list[tuple[int, list[Frame]]]]:
         """Yield lists of (linktype, frames); raise CaptureError where the file goes bad."""
+        for item in self.read(chunk, records=False):
+            assert not isinstance(item, Records)
+            yield item
+
+    def read(self, chunk: int = READ_CHUNK, records: bool = True) -> Iterator[Batches | Records]:
+        """Like `batches`, but with `records` a classic pcap file's records come as `Records`: the
+        read buffers themselves, for a consumer that walks the records in place (the fast path of
+        `pcapwatch read`). Frames of pcapng files still come as batches.
+
+        A record cut by the end of a read buffer is completed with the start of the next one into
+        a buffer of its own, so no read buffer is copied whole.
+        """
         parser = CaptureParser()
         pending = b""
-        base = 0
+        base = 0  # file position of pending[0], then of data[0]
+        layout: RecordLayout | None = None
         for data in self.chunks(chunk):
+            start = 0
             if pending:
-                data = pending + data
-            batches, off = parser.parse(data, 0, base)
-            if batches:
-                yield batches
-            pending = data[off:]
-            base += off
+                k = _completing(pending, data, layout) if layout is not None else -1
+                if k > 0:
+                    head = pending + data[:k]
+                    used = yield from _consume(parser, head, 0, base, layout)
+                    if used != len(head):  # cannot happen with a complete, valid record: be safe
+                        data = head[used:] + data[k:]
+                        base += used
+                    else:
+                        base += len(pending)
+                        start = k
+                else:
+                    data = pending + data
+                pending = b""
+            if layout is None and records:
+                start = parser.header(data, start, base)
+                layout = parser.record_layout()
+            used = yield from _consume(parser, data, start, base, layout)
+            pending = data[used:]
+            base += used
         while True:  # a problem found after good records is reported by the next call
             batches, off = parser.parse(pending, 0, base)
             if not batches:
@@ -150,6 +180,103 @@ class Capture:
                 raise CaptureError(0, f"pcap header cut short: {len(pending)} of 24 bytes")
             raise CaptureError(base, f"the last record is cut short ({len(pending)} bytes at the end of "
                                "the file): tcpdump was stopped while writing, or the file was truncated")
+
+
+Batches = list[tuple[int, list[Frame]]]
+
+
+class RangeReader:
+    """A capture input's bytes by position, asked for in increasing order: how a worker reads the
+    records another process walked (see workers.py). A plain file is read with `preadv` into one
+    buffer used again and again (a fresh one per read cost a page fault per 4 KiB); a gzip one is
+    decompressed again from its start, as `Capture.read` did (positions are in the decompressed
+    bytes)."""
+
+    def __init__(self, path: str) -> None:
+        self.cap = Capture(path)
+        self.fd = -1 if self.cap.compressed else self.cap.raw.fileno()
+        self.chunks = self.cap.chunks() if self.cap.compressed else None
+        self.buf = b""
+        self.pos = 0  # position of buf[0]
+        # Anonymous memory, not the file mapped: its slices are bytes, as the analyzers want, and
+        # a file cut short under us cannot fault.
+        self.window: mmap.mmap | None = None
+
+    def read(self, pos: int, size: int) -> bytes:
+        """`size` bytes at `pos` (valid until the next call); CaptureError if the file no longer
+        holds them."""
+        if self.chunks is None:
+            if self.window is None or len(self.window) < size:
+                self.window = mmap.mmap(-1, max(size, READ_CHUNK + PEEK_BYTES))
+            got = os.preadv(self.fd, [memoryview(self.window)[:size]], pos)
+            if got != size:
+                raise CaptureError(pos + got, "the file changed while it was read (it is shorter now)")
+            return cast(bytes, self.window)  # slices of an mmap are bytes
+        else:
+            while self.pos + len(self.buf) < pos + size:
+                more = next(self.chunks, b"")
+                if not more:
+                    break
+                drop = min(max(0, pos - self.pos), len(self.buf))  # bytes before `pos` are done with
+                self.buf = self.buf[drop:] + more
+                self.pos += drop
+            if pos < self.pos:
+                raise ValueError(f"position {pos} was read past already")
+            data = self.buf[pos - self.pos:pos - self.pos + size]
+        if len(data) != size:
+            raise CaptureError(pos + len(data), "the file changed while it was read (it is shorter now)")
+        return data
+
+    def close(self) -> None:
+        self.cap.close()
+        if self.window is not None:
+            self.window.close()
+            self.window = None
+
+
+@dataclass(slots=True)
+class Records:
+    """Classic pcap records for a consumer that walks them itself (`Pipeline.feed_records`):
+    `buf[start:]` begins at a record. The consumer sets `used` to the offset of the first record it
+    did not take, usually an incomplete or corrupt one: the capture parser then reports a corrupt
+    record, hands out complete ones as batches, and an incomplete one is carried over to the next
+    read."""
+
+    buf: bytes
+    start: int
+    base: int  # file position of buf[0]
+    layout: RecordLayout
+    used: int = -1
+
+
+def _consume(parser: CaptureParser, buf: bytes, start: int, base: int,
+             layout: RecordLayout | None) -> Generator[Batches | Records, None, int]:
+    """Hand `buf[start:]` out as `Records` (when the file's layout is known) and then to the parser
+    as batches; return the offset of the first byte not consumed."""
+    if layout is not None:
+        r = Records(buf, start, base, layout)
+        yield r
+        if r.used < start:
+            raise ValueError("Records.used was not set by the consumer")
+        start = r.used
+    batches, used = parser.parse(buf, start, base)
+    if batches:
+        yield batches
+    return used
+
+
+def _completing(pending: bytes, data: bytes, layout: RecordLayout) -> int:
+    """How many bytes of `data` complete the record that starts `pending`; -1 when that is not
+    known (its header is corrupt, or `data` is too short to complete it)."""
+    size = layout.header.size
+    head = pending[:size] if len(pending) >= size else pending + data[:size - len(pending)]
+    if len(head) < size:
+        return -1
+    caplen = layout.header.unpack_from(head)[2]
+    if caplen > layout.max_caplen:
+        return -1
+    k = size + caplen - len(pending)
+    return k if 0 < k <= len(data) else -1
 
 
 def _gzip_header(buf: bytes) -> int:

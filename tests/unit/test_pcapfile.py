@@ -478,3 +478,39 @@ def test_records_before_a_corrupt_one_are_returned(fmt: str) -> None:
     got, err = parse_until_error(head + b"".join(good) + bad)
     assert [f[2] for _, f in got] == [b"rec0", b"rec1", b"rec2"]
     assert err is not None and err.offset == len(head) + sum(map(len, good))
+
+
+# header only, for callers that walk the records themselves ------------------------------------
+
+
+@pytest.mark.parametrize("fmt", list(PCAP_FORMATS))
+def test_header_then_record_layout(fmt: str) -> None:
+    """`header` parses the file header alone; `record_layout` then describes every record as
+    `parse` reads it, and `parse` goes on from there as if it had read the header itself."""
+    o, magic, tps = PCAP_FORMATS[fmt]
+    data = pcap_header(o, magic, linktype=RAW, snaplen=1 << 20) + pcap_record(o, EPOCH, tps - 1, b"abc")
+    parser = CaptureParser()
+    assert parser.record_layout() is None
+    assert parser.header(data[:23], 0) == 0 and parser.record_layout() is None  # waits for 24 bytes
+    assert parser.header(data, 0) == 24
+    layout = parser.record_layout()
+    assert layout is not None
+    assert (layout.linktype, layout.header.format, layout.scale, layout.max_fraction, layout.max_caplen) == (
+        RAW, o + "IIII", 1 / tps, tps, 1 << 20)
+    assert layout.header.unpack_from(data, 24) == (EPOCH, tps - 1, 3, 3)
+    assert parser.header(data, 24) == 24  # already read: nothing more to take
+    batches, off = parser.parse(data, 24)
+    assert (flat(batches), off) == ([(RAW, (24, EPOCH + (tps - 1) / tps, b"abc"))], len(data))
+
+
+@pytest.mark.parametrize("head", [b"\x0a\x0d\x0d\x0a", b"\x1f\x8b\x08\x00", b"GET "])
+def test_header_leaves_other_formats_to_parse(head: bytes) -> None:
+    parser = CaptureParser()
+    assert parser.header(head + bytes(40), 0) == 0
+    assert parser.record_layout() is None
+
+
+def test_header_of_an_unsupported_version_raises_like_parse() -> None:
+    with pytest.raises(CaptureError) as e:
+        CaptureParser().header(pcap_header("<", major=1), 0, 100)
+    assert e.value.offset == 104

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from conftest import corpus
 
-from watcher.pcapfile import Frame
-from watcher.sources import Capture, expand
+from analyzers.pipeline import split_records
+from watcher.pcapfile import CaptureError, Frame
+from watcher.sources import Capture, RangeReader, Records, expand
 
 SCRIPT = Path(sys.executable).parent / "pcapwatch"
 PCAPWATCH = [str(SCRIPT)] if SCRIPT.exists() else [
@@ -261,3 +262,141 @@ def test_dir_end_to_end_ring_is_one_capture(tmp_path: Path) -> None:
     # each request names the rotation file its first byte was in
     assert {r["pcap_file"] for r in got} <= {f"cap.pcap{s:02d}" for s in slot_of_part}
     assert got[0]["pcap_file"] == "cap.pcap07"
+
+
+# read: classic pcap records handed out in place ------------------------------------------------
+
+
+def walked(path: Path | str, chunk: int, take: float = 1.0) -> tuple[list[tuple[int, Frame]], Any]:
+    """Frames as a consumer of `Capture.read` sees them, taking a share `take` of each `Records`
+    (the rest comes back as batches), and the error the read ended with, as (offset, problem)."""
+    out: list[tuple[int, Frame]] = []
+    cap = Capture(str(path))
+    try:
+        for item in cap.read(chunk):
+            if isinstance(item, Records):
+                offsets, stop = split_records(item.buf, item.start, len(item.buf), item.layout)
+                keep = int(len(offsets) * take)
+                item.used = offsets[keep] if keep < len(offsets) else stop
+                for off in offsets[:keep]:
+                    sec, frac, caplen, _orig = item.layout.header.unpack_from(item.buf, off)
+                    out.append((item.layout.linktype, (item.base + off, sec + frac * item.layout.scale,
+                                                       item.buf[off + 16:off + 16 + caplen])))
+            else:
+                out += [(link, f) for link, fs in item for f in fs]
+    except CaptureError as e:
+        return out, (e.offset, e.problem)
+    finally:
+        cap.close()
+    return out, None
+
+
+def batched(path: Path | str) -> tuple[list[tuple[int, Frame]], Any]:
+    out: list[tuple[int, Frame]] = []
+    cap = Capture(str(path))
+    try:
+        for batches in cap.batches():
+            out += [(link, f) for link, fs in batches for f in fs]
+    except CaptureError as e:
+        return out, (e.offset, e.problem)
+    finally:
+        cap.close()
+    return out, None
+
+
+def varied(n: int) -> bytes:
+    """A µs pcap whose records differ in size, so that reads end at every kind of place."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i in range(n):
+        payload = bytes([i % 251]) * (i * 37 % 300)
+        out.append(struct.pack("<IIII", 1_700_000_000 + i, i * 1000, len(payload), len(payload)) + payload)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 16, 17, 100, 1000, 4096, 1 << 20])
+@pytest.mark.parametrize("take", [1.0, 0.5, 0.0])
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_read_gives_what_batches_give(tmp_path: Path, chunk: int, take: float, compressed: bool) -> None:
+    """Whatever the read size, however much of each `Records` the consumer takes: the same frames,
+    offsets and times as `batches`. A record cut by a read is put together on its own."""
+    data = varied(60)
+    path = tmp_path / "cap.pcap"
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    want = batched(path)
+    assert len(want[0]) == 60 and want[1] is None
+    assert walked(path, chunk, take) == want
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "cut"])
+@pytest.mark.parametrize("chunk", [7, 333, 1 << 20])
+def test_read_ends_with_the_error_batches_end_with(tmp_path: Path, damage: str, chunk: int) -> None:
+    data = bytearray(varied(30))
+    if damage == "corrupt":
+        rec = 24
+        for _ in range(20):
+            rec += 16 + struct.unpack_from("<I", data, rec + 8)[0]
+        struct.pack_into("<I", data, rec + 8, 0xFFFFFF)  # caplen no capture can have
+    else:
+        del data[-5:]
+    path = tmp_path / "cap.pcap"
+    path.write_bytes(bytes(data))
+    want = batched(path)
+    assert want[1] is not None
+    assert walked(path, chunk) == want
+
+
+def test_read_of_pcapng_comes_as_batches(tmp_path: Path) -> None:
+    path = tmp_path / "cap.pcapng"
+    path.write_bytes(pcapng(1.5, 2.5))
+    cap = Capture(str(path))
+    try:
+        items = list(cap.read())
+    finally:
+        cap.close()
+    assert items and not any(isinstance(i, Records) for i in items)
+    assert walked(path, 1 << 20) == batched(path)
+
+
+def test_records_left_unset_by_the_consumer_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "cap.pcap"
+    path.write_bytes(varied(3))
+    cap = Capture(str(path))
+    try:
+        with pytest.raises(ValueError, match=r"Records\.used"):
+            for _item in cap.read():
+                pass
+    finally:
+        cap.close()
+
+
+# RangeReader: a worker reads what the feeder walked --------------------------------------------
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_range_reader_reads_by_position(tmp_path: Path, compressed: bool) -> None:
+    data = varied(200)
+    path = tmp_path / "cap.pcap"
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    reader = RangeReader(str(path))
+    try:
+        # Increasing starts; a range may begin before the end of the one before (a record read again).
+        for pos, size in [(0, 24), (24, 5000), (4990, 100), (5000, 1), (9000, len(data) - 9000)]:
+            assert reader.read(pos, size)[:size] == data[pos:pos + size]
+        with pytest.raises(CaptureError, match="changed while it was read"):
+            reader.read(len(data) - 10, 20)
+    finally:
+        reader.close()
+
+
+def test_range_reader_of_a_file_cut_since_it_was_walked(tmp_path: Path) -> None:
+    data = varied(50)
+    path = tmp_path / "cap.pcap"
+    path.write_bytes(data)
+    reader = RangeReader(str(path))
+    try:
+        path.write_bytes(data[:1000])  # rewritten shorter, as a tcpdump ring reuses a file name
+        with pytest.raises(CaptureError) as e:
+            reader.read(500, 2000)
+        assert e.value.offset == 1000
+    finally:
+        reader.close()
