@@ -181,15 +181,14 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from watcher.capture import CaptureSupervisor, tcpdump_command
-    from watcher.config import Config, ConfigError, JsonlOutputConfig, default_config_path, load
+    from watcher.config import Config, JsonlOutputConfig
     from watcher.service import Service, log
 
-    path = str(args.config or default_config_path())
-    try:
-        config = load(path)
-    except ConfigError as e:
-        sys.stderr.write("".join(f"{line}\n" for line in e.errors))
+    loaded = _load_config(args)
+    if loaded is None:
         return EXIT_USAGE
+    path, config = loaded
+
     def overrides(config: Config) -> Config:
         """The command line wins over the file, at start and at every reload."""
         if args.spool:
@@ -221,16 +220,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from watcher.config import ConfigError, default_config_path, load
     from watcher.demo import run_demo
+
+    loaded = _load_config(args)
+    if loaded is None:
+        return EXIT_USAGE
+    path, config = loaded
+    return run_demo(config, path)
+
+
+def _load_config(args: argparse.Namespace) -> tuple[str, Any] | None:
+    """(path, config) from -c or the default; None after writing the problems, one per line."""
+    from watcher.config import ConfigError, default_config_path, load
 
     path = str(args.config or default_config_path())
     try:
-        config = load(path)
+        return path, load(path)
     except ConfigError as e:
         sys.stderr.write("".join(f"{line}\n" for line in e.errors))
-        return EXIT_USAGE
-    return run_demo(config, path)
+        return None
 
 
 TAIL_EPILOG = """\
