@@ -17,20 +17,8 @@ def to_record(tx: Transaction) -> dict[str, Any]:
     req, resp, conn = tx.request, tx.response, tx.conn
     rh = req.head if req is not None and isinstance(req.head, RequestHead) else None
     sh = resp.head if resp is not None and isinstance(resp.head, ResponseHead) else None
-    flags: list[str] = []
-    if conn.midstream:
-        flags.append("midstream")
-    if (req is not None and req.gap) or (resp is not None and resp.gap) or tx.reason == "gap":
-        flags.append("gap")
-    if resp is None:
-        flags.append("no_response")
-    if req is None:
-        flags.append("no_request")
-    if (req is not None and req.truncated) or (resp is not None and resp.truncated):
-        flags.append("truncated")
-    if tx.tunnel:
-        flags.append("tunnel")
-    anomalies = (req.anomalies if req is not None else []) + (resp.anomalies if resp is not None else [])
+    flags = record_flags(tx)
+    anomalies = record_anomalies(tx)
     first = req if req is not None else resp
     assert first is not None
     return {
@@ -60,6 +48,31 @@ def to_record(tx: Transaction) -> dict[str, Any]:
         "reason": tx.reason,
         "pcap_file": first.pcap_file,
     }
+
+
+def record_flags(tx: Transaction) -> list[str]:
+    """The record's `flags`, in their documented order (shared with the direct JSON writer)."""
+    req, resp = tx.request, tx.response
+    flags: list[str] = []
+    if tx.conn.midstream:
+        flags.append("midstream")
+    if (req is not None and req.gap) or (resp is not None and resp.gap) or tx.reason == "gap":
+        flags.append("gap")
+    if resp is None:
+        flags.append("no_response")
+    if req is None:
+        flags.append("no_request")
+    if (req is not None and req.truncated) or (resp is not None and resp.truncated):
+        flags.append("truncated")
+    if tx.tunnel:
+        flags.append("tunnel")
+    return flags
+
+
+def record_anomalies(tx: Transaction) -> list[str]:
+    """The request's anomalies, then the response's."""
+    req, resp = tx.request, tx.response
+    return (req.anomalies if req is not None else []) + (resp.anomalies if resp is not None else [])
 
 
 def _first(v: str | list[str] | None) -> str | None:

@@ -8,7 +8,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Generic, Protocol, TypeVar
 
 from analyzers.http_head import Headers, RequestHead, ResponseHead, header
-from analyzers.records import to_record
+from analyzers.records import record_anomalies, record_flags, to_record
 from analyzers.transactions import Endpoints, Transaction
 
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
@@ -51,20 +51,8 @@ def record_line(tx: Transaction) -> str:
     sh = resp.head if resp is not None and isinstance(resp.head, ResponseHead) else None
     first = req if req is not None else resp
     assert first is not None
-    flags = []
-    if conn.midstream:
-        flags.append('"midstream"')
-    if (req is not None and req.gap) or (resp is not None and resp.gap) or tx.reason == "gap":
-        flags.append('"gap"')
-    if resp is None:
-        flags.append('"no_response"')
-    if req is None:
-        flags.append('"no_request"')
-    if (req is not None and req.truncated) or (resp is not None and resp.truncated):
-        flags.append('"truncated"')
-    if tx.tunnel:
-        flags.append('"tunnel"')
-    anomalies = (req.anomalies if req is not None else []) + (resp.anomalies if resp is not None else [])
+    flags = ['"%s"' % f for f in record_flags(tx)]  # flag names are plain ASCII words
+    anomalies = record_anomalies(tx)
     version = rh.version if rh is not None else None
     if not version:
         version = sh.version if sh is not None else None
