@@ -10,6 +10,8 @@ import io
 import json
 import os
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,13 @@ def read_records(*paths: str | Path, **kw: Any) -> tuple[list[dict[str, Any]], R
     result = read_captures([str(p) for p in paths], out, err, **kw)
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     return records, result, err.getvalue()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC for the test (timestamps rendered in local time compare exactly)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import socket
 import subprocess
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import need_tool
+from liveenv import free_port
 
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record
@@ -28,20 +28,6 @@ from watcher.sinks.redis_sink import RedisSink, RedisSinkConfig
 
 START_SECONDS = 10.0
 KEY = "pcapwatch:http"
-
-
-def free_port() -> int:
-    """A free port on 127.0.0.1 below the ephemeral range, so a restart can have it back."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randint(20000, 29999)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:

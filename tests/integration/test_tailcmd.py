@@ -121,13 +121,6 @@ class Tail:
         return code, err if isinstance(err, str) else err.decode()
 
 
-@pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def publish(tap: ZmqSink, records: list[Record]) -> None:

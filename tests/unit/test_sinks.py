@@ -789,13 +789,6 @@ def test_zmq_bind_conflict_is_retried_until_free() -> None:
 # -- tail's lines ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_tail_lines(utc: None) -> None:
