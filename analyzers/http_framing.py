@@ -98,3 +98,26 @@ def _values(headers: Headers, name: str) -> list[str]:
     if v is None:
         return []
     return v if isinstance(v, list) else [v]
+
+
+# Framings remembered (by the identity of the shared head or header dict) before starting over.
+FRAMING_CACHE_SIZE = 1024
+_remembered: dict[int, tuple[object, str | None, FramingResult]] = {}
+
+
+def cached_body_framing(head: RequestHead | ResponseHead, method: str | None) -> FramingResult:
+    """`body_framing`, remembered for the last method seen with each response head and with each
+    request header block: parsed heads and header dicts are shared by the messages that repeat
+    them (see http_head's caches), and framing depends only on them."""
+    key_obj: object = head if isinstance(head, ResponseHead) else head.headers
+    hit = _remembered.get(id(key_obj))
+    if (hit is not None and hit[0] is key_obj and hit[1] == method
+            and (isinstance(head, ResponseHead) or head.version != "0.9")):
+        return hit[2]
+    result = body_framing(head, method)
+    if isinstance(head, RequestHead) and head.version == "0.9":
+        return result
+    if len(_remembered) >= FRAMING_CACHE_SIZE:
+        _remembered.clear()
+    _remembered[id(key_obj)] = (key_obj, method, result)
+    return result

@@ -206,3 +206,38 @@ def header(headers: Headers, name: str) -> str | None:
     if isinstance(v, list):
         return v[-1]
     return v
+
+
+# Distinct response heads remembered with their parse: a busy server repeats a few dozen per second
+# (one per resource and status, changing with the Date header). Heads longer than the size limit
+# are parsed each time, so the cache stays under 4 MB whatever a peer sends.
+RESPONSE_HEAD_CACHE_SIZE = 1024
+RESPONSE_HEAD_CACHE_MAX_BYTES = 4096
+
+
+def parse_response_head_cached(head: bytes) -> ResponseHead | None:
+    """`parse_response_head`, remembered for heads of ordinary size."""
+    return _response_head(head) if len(head) <= RESPONSE_HEAD_CACHE_MAX_BYTES else parse_response_head(head)
+
+
+@lru_cache(maxsize=RESPONSE_HEAD_CACHE_SIZE)
+def _response_head(head: bytes) -> ResponseHead | None:
+    """`parse_response_head`, remembered: a server sends the same head bytes over and over (the
+    same file, the same Date within a second), and a parsed head is immutable."""
+    return parse_response_head(head)
+
+
+def head_end(buf: bytearray | bytes, scan: int) -> int:
+    """Offset just past the blank line ending a head (CRLF or bare LF lines), or -1."""
+    crlf = buf.find(b"\n\r\n", scan)
+    lf = buf.find(b"\n\n", scan)
+    if crlf < 0:
+        return lf + 2 if lf >= 0 else -1
+    if lf < 0 or crlf < lf:
+        return crlf + 3
+    return lf + 2
+
+
+def is_binary(line: bytes) -> bool:
+    """Control characters (but TAB) or non-ASCII bytes: not a text line."""
+    return any(b < 0x20 and b != 0x09 for b in line) or not line.isascii()

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
-from functools import lru_cache
 from typing import Protocol
 
-from analyzers.http_framing import Framing, FramingResult, body_framing
+from analyzers.http_framing import Framing, cached_body_framing
 from analyzers.http_head import (
     VERSIONED,
     Headers,
     RequestHead,
     ResponseHead,
+    head_end,
+    is_binary,
     parse_header_block,
     parse_request_head,
-    parse_response_head,
+    parse_response_head_cached,
     request_line_kind,
 )
 
@@ -35,11 +36,6 @@ MAX_LINE_BYTES = 8 * 1024
 RESYNC_KEEP_BYTES = 8 * 1024
 # A chunk size with more hex digits than this overflows 64 bits.
 MAX_CHUNK_SIZE_DIGITS = 16
-# Distinct response heads remembered with their parse: a busy server repeats a few dozen per second
-# (one per resource and status, changing with the Date header). Heads longer than the size limit
-# are parsed each time, so the cache stays under 4 MB whatever a peer sends.
-RESPONSE_HEAD_CACHE_SIZE = 1024
-RESPONSE_HEAD_CACHE_MAX_BYTES = 4096
 
 _METHODS = (rb"GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE"
             rb"|LOCK|UNLOCK|REPORT|SEARCH|QUERY|PURGE|SUBSCRIBE|NOTIFY|MKCALENDAR|LINK|UNLINK")
@@ -251,7 +247,7 @@ class MessageParser:
                 return 0
         elif (first != 0x48 and first != 0x68) or self.sink.headless_response():  # "H", "h"
             return 0
-        end = _head_end(data, 0)
+        end = head_end(data, 0)
         if end < 0 or end > MAX_HEAD_BYTES:
             return 0
         line = data[:data.index(b"\n")]
@@ -279,7 +275,7 @@ class MessageParser:
             if not self._plausible_start(data[pos]):
                 return pos
             self._begin(ts)
-            end = _head_end(data, pos)
+            end = head_end(data, pos)
             if end >= 0 and self._start_line_ok(data[pos:data.index(b"\n", pos)]):
                 if end - pos > MAX_HEAD_BYTES:
                     return self._oversized(data[pos:], ts)
@@ -297,14 +293,14 @@ class MessageParser:
             self.line_checked = True
             line = bytes(buf[:nl]).rstrip(b"\r")
             if self.is_request and request_line_kind(line) != VERSIONED:
-                if self.messages == 0 and _binary(line):
+                if self.messages == 0 and is_binary(line):
                     return self._junk(bytes(buf), ts)
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
             if not self.is_request and line[:5].upper() != b"HTTP/":
                 self.sink.on_anomaly(self, "bad_status_line")
                 return self._junk(bytes(buf), ts)
-        end = _head_end(buf, scan)
+        end = head_end(buf, scan)
         if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
             return self._oversized(bytes(buf), ts)
         if end < 0:
@@ -366,7 +362,7 @@ class MessageParser:
                 self.data(rest, ts)
                 return len(data)
             self.line_checked = True
-        end = _head_end(buf, scan)
+        end = head_end(buf, scan)
         if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
             self.one_line = False
             return self._oversized(bytes(buf), ts) and len(data)
@@ -391,14 +387,14 @@ class MessageParser:
             self.one_line = head.count(b"\n") <= 1
             method = self.sink.on_head(self, parsed, self.first_ts, ts)  # type: ignore[arg-type]
         else:
-            parsed = _response_head(head) if len(head) <= RESPONSE_HEAD_CACHE_MAX_BYTES else parse_response_head(head)
+            parsed = parse_response_head_cached(head)
             if parsed is None:
                 self.sink.on_anomaly(self, "bad_status_line")
                 self.in_message = False
                 self._start_resync()
                 return consumed
             method = self.sink.on_head(self, parsed, self.first_ts, ts)
-        framing, length, anomalies = _framing(parsed, method)  # type: ignore[arg-type]
+        framing, length, anomalies = cached_body_framing(parsed, method)  # type: ignore[arg-type]
         for name in anomalies:
             self.sink.on_anomaly(self, name)
         self.last_ts = ts
@@ -551,46 +547,3 @@ class MessageParser:
         self.in_message = False
         self.state = State.NOT_HTTP
         return n
-
-
-_framings: dict[int, tuple[object, str | None, FramingResult]] = {}
-
-
-def _framing(head: RequestHead | ResponseHead, method: str | None) -> FramingResult:
-    """`body_framing`, remembered for the last method seen with each response head and with each
-    request header block: parsed heads and header dicts are shared by the messages that repeat
-    them (see `_response_head` and http_head's header cache), and framing depends only on them."""
-    key_obj: object = head if isinstance(head, ResponseHead) else head.headers
-    hit = _framings.get(id(key_obj))
-    if (hit is not None and hit[0] is key_obj and hit[1] == method
-            and (isinstance(head, ResponseHead) or head.version != "0.9")):
-        return hit[2]
-    result = body_framing(head, method)
-    if isinstance(head, RequestHead) and head.version == "0.9":
-        return result
-    if len(_framings) >= RESPONSE_HEAD_CACHE_SIZE:
-        _framings.clear()
-    _framings[id(key_obj)] = (key_obj, method, result)
-    return result
-
-
-@lru_cache(maxsize=RESPONSE_HEAD_CACHE_SIZE)
-def _response_head(head: bytes) -> ResponseHead | None:
-    """`parse_response_head`, remembered: a server sends the same head bytes over and over (the
-    same file, the same Date within a second), and a parsed head is immutable."""
-    return parse_response_head(head)
-
-
-def _head_end(buf: bytearray | bytes, scan: int) -> int:
-    """Offset just past the blank line ending a head (CRLF or bare LF lines), or -1."""
-    crlf = buf.find(b"\n\r\n", scan)
-    lf = buf.find(b"\n\n", scan)
-    if crlf < 0:
-        return lf + 2 if lf >= 0 else -1
-    if lf < 0 or crlf < lf:
-        return crlf + 3
-    return lf + 2
-
-
-def _binary(line: bytes) -> bool:
-    return any(b < 0x20 and b != 0x09 for b in line) or not line.isascii()
