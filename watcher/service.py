@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import queue
 import select
@@ -36,11 +35,10 @@ from watcher.config import load as load_config
 from watcher.delivery import Delivery
 from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.reader import Batch, Reader
+from watcher.replay import POS_BITS, Replay, mark, record_origin
 from watcher.sdnotify import Notifier
 from watcher.spool import Spool
 
-POS_BITS = 40  # a position is generation index << 40 | content offset (files up to 1 TB)
-POS_MASK = (1 << POS_BITS) - 1
 STATUS_SECONDS = 60.0
 LAG_WARN_EVERY_SECONDS = 60.0
 # Batches analysed per turn of the loop before signals and timers are looked at again.
@@ -66,11 +64,6 @@ def log(level: str, message: str) -> None:
     prefix = f"<{_LEVELS.get(level, 6)}>" if os.environ.get("JOURNAL_STREAM") else ""
     sys.stderr.write(f"{prefix}pcapwatch: {level}: {message}\n")
     sys.stderr.flush()
-
-
-def event_id(fp: str, offset: int, index: int) -> str:
-    """Stable id of a transaction: where its request head was completed in the input."""
-    return hashlib.blake2b(f"{fp}:{offset}:{index}".encode(), digest_size=10).hexdigest()
 
 
 @dataclass
@@ -113,8 +106,7 @@ class Service:
         self.saved, warning = ckpt.load(self.state_dir)
         if warning:
             log("warning", warning)
-        self.emitted = self.saved.emitted if self.saved else None
-        self.emitted_pos: int | None = None
+        self.replay = Replay(self.saved.emitted if self.saved else None)
         self.last_pos: int | None = None  # position of the last record analysed
         self.next_pos: int | None = None  # where reading continues after it
         self.last_ts = 0.0  # capture time of the last record analysed
@@ -266,39 +258,17 @@ class Service:
 
     def _write(self, gen: int, txs: list[Transaction]) -> None:
         for tx in txs:
-            if self._suppressed(gen, tx):
+            if self.replay.suppressed(gen, tx, self.reader.generations):
                 self.counters.suppressed += 1
                 continue
             self.delivery.deliver(self.record(tx), tx)
             self.counters.records += 1
 
-    def _suppressed(self, gen: int, tx: Transaction) -> bool:
-        """Whether `tx` was written before the restart (completed at or before `emitted`)."""
-        mark = self.emitted
-        if mark is None:
-            return False
-        if self.emitted_pos is None:
-            g = self.reader.generations[gen]
-            if g.fp == mark.fp:
-                self.emitted_pos = (gen << POS_BITS) | mark.offset
-            elif g.first_ts > mark.first_ts:
-                self.emitted_pos = (gen << POS_BITS) - 1  # its generation is gone: all is newer
-            else:
-                return True  # still in a generation before it
-        if tx.done_pos <= self.emitted_pos:
-            return True
-        if tx.done_pos >> POS_BITS > self.emitted_pos >> POS_BITS:
-            self.emitted = None  # past it for good
-        return False
-
     def record(self, tx: Transaction) -> dict[str, Any]:
         rec = to_record(tx)
-        msg = tx.request if tx.request is not None else tx.response
-        assert msg is not None
-        g = self.reader.generations.get(msg.pos >> POS_BITS)
-        rec["event_id"] = event_id(g.fp, msg.pos & POS_MASK, msg.pos_index) if g else None
-        if g is not None:
-            rec["pcap_file"] = g.name
+        rec["event_id"], name = record_origin(tx, self.reader.generations)
+        if name is not None:
+            rec["pcap_file"] = name
         return rec
 
     def _flush(self) -> None:
@@ -309,17 +279,13 @@ class Service:
 
     # Checkpoints, status, reload ----------------------------------------------------------------
 
-    def _mark(self, pos: int) -> ckpt.Mark | None:
-        g = self.reader.generations.get(pos >> POS_BITS)
-        return ckpt.Mark(g.fp, g.first_ts, pos & POS_MASK, g.name) if g else None
-
     def _checkpoint(self) -> None:
         if self.next_pos is None:
             return  # nothing analysed in this run: the saved checkpoint still holds
         self._flush()
         pin = self.pipeline.pin()
-        resume = self._mark(min(pin, self.next_pos) if pin is not None else self.next_pos)
-        emitted = self._mark(self.last_pos) if self.last_pos is not None else None
+        resume = mark(min(pin, self.next_pos) if pin is not None else self.next_pos, self.reader.generations)
+        emitted = mark(self.last_pos, self.reader.generations) if self.last_pos is not None else None
         if resume is None:
             return
         try:
