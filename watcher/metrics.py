@@ -20,9 +20,10 @@ import contextlib
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from watcher.health import Family, Health, HealthSource, Labels, family_by, family_one, health_families
 
 PREFIX = "pcapwatch_"
 DEFAULT_BUCKETS_MS: tuple[float, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -51,69 +52,6 @@ HEALTH_ERRORS = "pcapwatch_health_errors_total"
 _METRIC_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")  # Prometheus's metric names
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")  # and label names
 
-Labels = tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    """One metric in a snapshot. `samples` for counters and gauges; for histograms `series` holds
-    (label values, cumulative bucket counts ending with +Inf, sum) and `buckets` the upper bounds."""
-
-    name: str
-    kind: str  # "counter" | "gauge" | "histogram"
-    help: str
-    labels: Labels = ()
-    samples: tuple[tuple[Labels, float], ...] = ()
-    buckets: tuple[float, ...] = ()
-    series: tuple[tuple[Labels, tuple[int, ...], float], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """The service's own state at scrape time, from the owner's callback."""
-
-    files: int = 0  # capture files read to the end
-    files_lost: int = 0  # overwritten by tcpdump's ring before they were read
-    lost_bytes: int = 0
-    packets: int = 0
-    bytes: int = 0  # capture bytes read
-    lag_bytes: int = 0  # capture on disk not read yet
-    lag_seconds: float = 0.0  # age of the last packet analysed while anything is unread
-    connections: int = 0  # TCP connections tracked since start
-    connections_active: int = 0
-    connections_evicted: int = 0
-    gaps: int = 0  # holes in TCP streams (lost packets)
-    routes: int = 0  # distinct route labels handed out (analyzers.routes.RouteTemplater.stats)
-    route_overflow: int = 0  # request targets sent to the `other` route past the cap
-    anomalies: Mapping[str, int] = field(default_factory=dict)  # by name
-    outputs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # Sink.stats() by output name
-    rule_errors: Mapping[str, int] = field(default_factory=dict)  # by rule name
-    queue_depth: int = 0  # frame batches between the reader thread and the analyser
-    queue_capacity: int = 0
-    checkpoint_age_seconds: float | None = None  # None: no checkpoint written yet
-
-    @classmethod
-    def from_pipeline(cls, stats: Mapping[str, Any], **rest: Any) -> Health:
-        """The pipeline's share from `Pipeline.stats()`; the service adds the rest by keyword."""
-        conns = stats.get("connections", {})
-        return cls(packets=stats.get("frames", 0), connections=conns.get("connections", 0),
-                   connections_active=conns.get("active", 0), connections_evicted=conns.get("evicted", 0),
-                   gaps=stats.get("tcp", {}).get("gaps", 0), anomalies=dict(stats.get("anomalies", {})), **rest)
-
-
-HealthSource = Callable[[], Health]
-
-# Sink.stats() keys -> (metric, kind, help).
-OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
-    "submitted": ("pcapwatch_output_submitted_total", "counter", "Records handed to the output."),
-    "written": ("pcapwatch_output_written_total", "counter", "Records the output delivered."),
-    "dropped": ("pcapwatch_output_dropped_total", "counter",
-                "Records dropped because the output's buffer was full."),
-    "retries": ("pcapwatch_output_retries_total", "counter", "Delivery attempts repeated after a failure."),
-    "errors": ("pcapwatch_output_errors_total", "counter", "Delivery failures of the output."),
-    "reconnects": ("pcapwatch_output_reconnects_total", "counter", "Connections the output re-established."),
-    "buffered": ("pcapwatch_output_buffered", "gauge", "Records waiting in the output's buffer."),
-}
 
 
 def status_class(code: Any) -> str:
@@ -377,9 +315,9 @@ class MetricsModel:
         with self._lock:
             out = [_family(m) for m in (self._tx, self._duration, self._ttfb, self._req_bytes, self._resp_bytes)]
             out += [_family(m) for m in self._rule_metrics()]
-            out.append(_by(LABEL_OVERFLOW, "counter", "Observations whose new label set was past the metric's "
+            out.append(family_by(LABEL_OVERFLOW, "counter", "Observations whose new label set was past the metric's "
                            "cap and went to the 'other' label set.", "metric", self.overflow))
-            out.append(_by(METRIC_ERRORS, "counter", "Rule metric observations refused: invalid or conflicting "
+            out.append(family_by(METRIC_ERRORS, "counter", "Rule metric observations refused: invalid or conflicting "
                            "declaration, or a non-numeric field.", "metric", self.errors))
         source = self._health
         if source is not None:
@@ -388,7 +326,7 @@ class MetricsModel:
             except Exception:  # a failing callback must not cost the scrape its other metrics
                 with self._lock:
                     self.health_errors += 1
-            out.append(_one(HEALTH_ERRORS, "counter", "Scrapes whose service-health callback failed.",
+            out.append(family_one(HEALTH_ERRORS, "counter", "Scrapes whose service-health callback failed.",
                             self.health_errors))
         return out
 
@@ -419,54 +357,6 @@ def _family(m: _Metric) -> Family:
             cum.append(n)
         series.append((k, tuple(cum), float(h[-1])))
     return Family(m.name, "histogram", m.help, m.labels, buckets=m.bounds, series=tuple(series))
-
-
-def _by(name: str, kind: str, help_: str, label: str, values: Mapping[str, float]) -> Family:
-    return Family(name, kind, help_, (label,), samples=tuple(((k,), float(v)) for k, v in sorted(values.items())))
-
-
-def _one(name: str, kind: str, help_: str, value: float) -> Family:
-    return Family(name, kind, help_, samples=(((), float(value)),))
-
-
-def health_families(h: Health) -> list[Family]:
-    """The service's health as metric families (every family present even without samples)."""
-    out = [
-        _one("pcapwatch_capture_files_total", "counter", "Capture files read to the end.", h.files),
-        _one("pcapwatch_capture_files_lost_total", "counter", "Capture files tcpdump's ring overwrote before "
-             "pcapwatch read them.", h.files_lost),
-        _one("pcapwatch_capture_lost_bytes_total", "counter", "Bytes of the capture files lost that way.",
-             h.lost_bytes),
-        _one("pcapwatch_capture_packets_total", "counter", "Packets (capture records) analysed.", h.packets),
-        _one("pcapwatch_capture_bytes_total", "counter", "Capture file bytes read.", h.bytes),
-        _one("pcapwatch_lag_bytes", "gauge", "Capture bytes tcpdump has written that pcapwatch has not read yet.",
-             h.lag_bytes),
-        _one("pcapwatch_lag_seconds", "gauge", "How far behind tcpdump pcapwatch is: age of the last packet "
-             "analysed while capture is unread, else 0.", h.lag_seconds),
-        _one("pcapwatch_connections_total", "counter", "TCP connections tracked.", h.connections),
-        _one("pcapwatch_connections_active", "gauge", "TCP connections tracked now.", h.connections_active),
-        _one("pcapwatch_connections_evicted_total", "counter", "Connections evicted at the connection limit "
-             "(limits.max_connections).", h.connections_evicted),
-        _one("pcapwatch_tcp_gaps_total", "counter", "Holes in TCP streams: bytes never captured.", h.gaps),
-        _one("pcapwatch_routes", "gauge", "Distinct route labels in use (capped by routes.max_routes).", h.routes),
-        _one("pcapwatch_route_overflow_total", "counter", "Request targets labelled route 'other' because the "
-             "route cap was reached.", h.route_overflow),
-        _by("pcapwatch_http_anomalies_total", "counter", "HTTP protocol anomalies seen, by name.", "name",
-            h.anomalies),
-        _by("pcapwatch_rule_errors_total", "counter", "Rule evaluations that raised and were skipped, by rule.",
-            "rule", h.rule_errors),
-        _one("pcapwatch_queue_batches", "gauge", "Frame batches waiting between the reader thread and the "
-             "analyser.", h.queue_depth),
-        _one("pcapwatch_queue_capacity_batches", "gauge", "Capacity of that queue (limits.queue_batches).",
-             h.queue_capacity),
-    ]
-    for key, (name, kind, help_) in OUTPUT_STATS.items():
-        out.append(_by(name, kind, help_, "output", {o: s[key] for o, s in h.outputs.items() if key in s}))
-    age = h.checkpoint_age_seconds
-    out.append(Family("pcapwatch_checkpoint_age_seconds", "gauge", "Seconds since the last checkpoint was "
-                      "written (absent before the first one).",
-                      samples=(((), float(age)),) if age is not None else ()))
-    return out
 
 
 # Names a rule's metric must not take: the model's own and the health families.

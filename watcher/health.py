@@ -1,0 +1,122 @@
+"""The service's own health as metric families: what it read, lost and dropped, and how far it is
+behind tcpdump. The service fills a `Health` on its main loop; the Prometheus output reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Labels = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric in a snapshot. `samples` for counters and gauges; for histograms `series` holds
+    (label values, cumulative bucket counts ending with +Inf, sum) and `buckets` the upper bounds."""
+
+    name: str
+    kind: str  # "counter" | "gauge" | "histogram"
+    help: str
+    labels: Labels = ()
+    samples: tuple[tuple[Labels, float], ...] = ()
+    buckets: tuple[float, ...] = ()
+    series: tuple[tuple[Labels, tuple[int, ...], float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The service's own state at scrape time, from the owner's callback."""
+
+    files: int = 0  # capture files read to the end
+    files_lost: int = 0  # overwritten by tcpdump's ring before they were read
+    lost_bytes: int = 0
+    packets: int = 0
+    bytes: int = 0  # capture bytes read
+    lag_bytes: int = 0  # capture on disk not read yet
+    lag_seconds: float = 0.0  # age of the last packet analysed while anything is unread
+    connections: int = 0  # TCP connections tracked since start
+    connections_active: int = 0
+    connections_evicted: int = 0
+    gaps: int = 0  # holes in TCP streams (lost packets)
+    routes: int = 0  # distinct route labels handed out (analyzers.routes.RouteTemplater.stats)
+    route_overflow: int = 0  # request targets sent to the `other` route past the cap
+    anomalies: Mapping[str, int] = field(default_factory=dict)  # by name
+    outputs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # Sink.stats() by output name
+    rule_errors: Mapping[str, int] = field(default_factory=dict)  # by rule name
+    queue_depth: int = 0  # frame batches between the reader thread and the analyser
+    queue_capacity: int = 0
+    checkpoint_age_seconds: float | None = None  # None: no checkpoint written yet
+
+    @classmethod
+    def from_pipeline(cls, stats: Mapping[str, Any], **rest: Any) -> Health:
+        """The pipeline's share from `Pipeline.stats()`; the service adds the rest by keyword."""
+        conns = stats.get("connections", {})
+        return cls(packets=stats.get("frames", 0), connections=conns.get("connections", 0),
+                   connections_active=conns.get("active", 0), connections_evicted=conns.get("evicted", 0),
+                   gaps=stats.get("tcp", {}).get("gaps", 0), anomalies=dict(stats.get("anomalies", {})), **rest)
+
+
+HealthSource = Callable[[], Health]
+
+# Sink.stats() keys -> (metric, kind, help).
+OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
+    "submitted": ("pcapwatch_output_submitted_total", "counter", "Records handed to the output."),
+    "written": ("pcapwatch_output_written_total", "counter", "Records the output delivered."),
+    "dropped": ("pcapwatch_output_dropped_total", "counter",
+                "Records dropped because the output's buffer was full."),
+    "retries": ("pcapwatch_output_retries_total", "counter", "Delivery attempts repeated after a failure."),
+    "errors": ("pcapwatch_output_errors_total", "counter", "Delivery failures of the output."),
+    "reconnects": ("pcapwatch_output_reconnects_total", "counter", "Connections the output re-established."),
+    "buffered": ("pcapwatch_output_buffered", "gauge", "Records waiting in the output's buffer."),
+}
+
+
+def family_by(name: str, kind: str, help_: str, label: str, values: Mapping[str, float]) -> Family:
+    return Family(name, kind, help_, (label,), samples=tuple(((k,), float(v)) for k, v in sorted(values.items())))
+
+
+def family_one(name: str, kind: str, help_: str, value: float) -> Family:
+    return Family(name, kind, help_, samples=(((), float(value)),))
+
+
+def health_families(h: Health) -> list[Family]:
+    """The service's health as metric families (every family present even without samples)."""
+    out = [
+        family_one("pcapwatch_capture_files_total", "counter", "Capture files read to the end.", h.files),
+        family_one("pcapwatch_capture_files_lost_total", "counter", "Capture files tcpdump's ring overwrote before "
+             "pcapwatch read them.", h.files_lost),
+        family_one("pcapwatch_capture_lost_bytes_total", "counter", "Bytes of the capture files lost that way.",
+             h.lost_bytes),
+        family_one("pcapwatch_capture_packets_total", "counter", "Packets (capture records) analysed.", h.packets),
+        family_one("pcapwatch_capture_bytes_total", "counter", "Capture file bytes read.", h.bytes),
+        family_one("pcapwatch_lag_bytes", "gauge", "Capture bytes tcpdump has written that pcapwatch has not read yet.",
+             h.lag_bytes),
+        family_one("pcapwatch_lag_seconds", "gauge", "How far behind tcpdump pcapwatch is: age of the last packet "
+             "analysed while capture is unread, else 0.", h.lag_seconds),
+        family_one("pcapwatch_connections_total", "counter", "TCP connections tracked.", h.connections),
+        family_one("pcapwatch_connections_active", "gauge", "TCP connections tracked now.", h.connections_active),
+        family_one("pcapwatch_connections_evicted_total", "counter", "Connections evicted at the connection limit "
+             "(limits.max_connections).", h.connections_evicted),
+        family_one("pcapwatch_tcp_gaps_total", "counter", "Holes in TCP streams: bytes never captured.", h.gaps),
+        family_one("pcapwatch_routes", "gauge", "Distinct route labels in use (capped by routes.max_routes).",
+                   h.routes),
+        family_one("pcapwatch_route_overflow_total", "counter", "Request targets labelled route 'other' because the "
+             "route cap was reached.", h.route_overflow),
+        family_by("pcapwatch_http_anomalies_total", "counter", "HTTP protocol anomalies seen, by name.", "name",
+            h.anomalies),
+        family_by("pcapwatch_rule_errors_total", "counter", "Rule evaluations that raised and were skipped, by rule.",
+            "rule", h.rule_errors),
+        family_one("pcapwatch_queue_batches", "gauge", "Frame batches waiting between the reader thread and the "
+             "analyser.", h.queue_depth),
+        family_one("pcapwatch_queue_capacity_batches", "gauge", "Capacity of that queue (limits.queue_batches).",
+             h.queue_capacity),
+    ]
+    for key, (name, kind, help_) in OUTPUT_STATS.items():
+        out.append(family_by(name, kind, help_, "output", {o: s[key] for o, s in h.outputs.items() if key in s}))
+    age = h.checkpoint_age_seconds
+    out.append(Family("pcapwatch_checkpoint_age_seconds", "gauge", "Seconds since the last checkpoint was "
+                      "written (absent before the first one).",
+                      samples=(((), float(age)),) if age is not None else ()))
+    return out
