@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from analyzers.frames import ACK, FIN, RST, SYN, Address, Decoded
 from analyzers.http_head import looks_like_request_line
 from analyzers.http_parser import MessageParser
+from analyzers.packet_keep import Kept, KeptUpTo, PacketKeep
 from analyzers.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
 from analyzers.transactions import Conversation, Cursor, Endpoints, Transaction
 
@@ -62,8 +63,8 @@ def _noop_eof(ts: float) -> None:
 
 
 class Connection:
-    __slots__ = ("client_dir", "conv", "fins", "first_pos", "first_ts", "ignored", "keys", "last_ts", "parsers",
-                 "streams", "syn")
+    __slots__ = ("client_dir", "conv", "fins", "first_pos", "first_ts", "ignored", "kept", "keys", "last_ts",
+                 "parsers", "streams", "syn")
 
     def __init__(self, keys: tuple[Key, Key], client_dir: int, ts: float,
                  counters: TcpCounters, syn: bool, pos: int) -> None:
@@ -80,6 +81,7 @@ class Connection:
         self.ignored = False
         self.syn = syn
         self.fins = 0  # bit per direction that sent FIN, for connections we stopped parsing
+        self.kept: Kept | None = None  # its packets, while rules want them (FlowTable.keep)
 
 
 class FlowTable:
@@ -100,6 +102,11 @@ class FlowTable:
         self.payload_bytes = 0
         self.source: str | None = None
         self.next_sweep = 0.0
+        # Packets kept for rules' pcap actions (None: none wanted). The caller sets `frame` to the
+        # bytes of each frame before handing over its decoded packet, `linktype` to their link type.
+        self.keep: PacketKeep | None = None
+        self.linktype = 0
+        self.frame = b""
 
     def packet(self, ts: float, d: Decoded) -> None:
         """One decoded TCP packet."""
@@ -116,6 +123,8 @@ class FlowTable:
             entry = self._open(d, ts)
         conn, direction = entry
         conn.last_ts = ts
+        if self.keep is not None and not conn.ignored:
+            conn.kept = self.keep.add(conn.kept, ts, self.linktype, self.frame, conn.syn)
         if conn.ignored or flags & (SYN | FIN | RST):
             self._control(conn, direction, d, ts)
             return
@@ -183,8 +192,7 @@ class FlowTable:
 
     def _collect(self, conn: Connection, conv: Conversation) -> None:
         if conv.out:
-            self.out += conv.out
-            conv.out.clear()
+            self._take(conn, conv)
         if conv.not_http and not conn.ignored:
             self._ignore(conn)
 
@@ -229,11 +237,23 @@ class FlowTable:
                 # payload: the whole first request, typically. HTTP must hear of it.
                 parser.gap(stream.offset, conn.last_ts)
 
+    def _take(self, conn: Connection, conv: Conversation) -> None:
+        """The connection's finished transactions, with its packets so far when they are kept."""
+        if self.keep is not None and conn.kept is not None:
+            upto = KeptUpTo(conn.kept, conn.kept.serial)
+            self.out += [replace(t, packets=upto) for t in conv.out]
+        else:
+            self.out += conv.out
+        conv.out.clear()
+
     def _ignore(self, conn: Connection) -> None:
         conn.ignored = True
         self.counters.not_http += 1
         for s in conn.streams:
             s.release()
+        if self.keep is not None:
+            self.keep.forget(conn.kept)
+        conn.kept = None
 
     def _finish(self, conn: Connection, reason: str) -> None:
         """End a connection: deliver what is buffered, flush unanswered requests, forget it."""
@@ -251,10 +271,12 @@ class FlowTable:
             conn.streams[1 - conn.client_dir].close(ts)
             conn.streams[conn.client_dir].close(ts)
             conv.close(reason)
-            self.out += conv.out
-            conv.out.clear()
+            self._take(conn, conv)
         for s in conn.streams:
             s.release()
+        if self.keep is not None:
+            self.keep.forget(conn.kept)
+        conn.kept = None
         del self.table[conn.keys[0]]
         del self.table[conn.keys[1]]
         self.active -= 1

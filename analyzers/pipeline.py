@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Callable, Iterable, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -28,6 +28,7 @@ from analyzers.frames import (
     RecordLayout,
 )
 from analyzers.http_parser import State
+from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
 from analyzers.reassembly import MAX_ACK_AHEAD, SEQ_MOD
 from analyzers.transactions import Transaction
 
@@ -75,6 +76,15 @@ def _ipv4_tcp(link_len: int, type_off: int) -> struct.Struct:
     """From a record's start: EtherType, then IPv4 (no options) and TCP up to the flags, in network
     order, in one unpack."""
     return struct.Struct(f"!{16 + type_off}xH{link_len - type_off - 2}xBxHxxHxB2xIIHHIIBB")
+
+
+def _frames(buf: bytes, offsets: Sequence[int], layout: RecordLayout) -> Iterator[Frame]:
+    """The records at `offsets` as `feed`'s frames."""
+    unpack_header = _time_and_length(layout.header.format[0]).unpack_from
+    size, scale = layout.header.size, layout.scale
+    for off in offsets:
+        sec, frac, caplen = unpack_header(buf, off)
+        yield off, sec + frac * scale, bytes(buf[off + size:off + size + caplen])
 
 
 def split_records(buf: bytes, start: int, end: int, layout: RecordLayout) -> tuple[array[int], int]:
@@ -228,14 +238,17 @@ class Pipeline:
         """Process one batch of frames of one link type. A frame's input position is `base` plus
         its file offset (see `Cursor`)."""
         decode = self.decoder.link_decoder(linktype)
-        packet = self.flows.packet
-        cursor = self.flows.cursor
+        flows = self.flows
+        flows.linktype = linktype
+        packet = flows.packet
+        cursor = flows.cursor
         n = 0
         for off, ts, data in frames:
             n += 1
             cursor.pos = base + off
             d = decode(data)
             if d is not None:
+                flows.frame = data
                 packet(ts, d)
         self.frames_seen += n
         return self._take()
@@ -257,6 +270,8 @@ class Pipeline:
         agree.
         """
         flows = self.flows
+        if flows.keep is not None:  # packets are kept for rules: each needs its frame's bytes
+            return self.feed(layout.linktype, _frames(buf, offsets, layout), base)
         table_get = flows.table.get
         packet = flows.packet
         cursor = flows.cursor
@@ -343,6 +358,18 @@ class Pipeline:
     def set_source(self, name: str) -> None:
         self.flows.set_source(name)
 
+    def keep_packets(self, connection_bytes: int | None, total_bytes: int = DEFAULT_TOTAL_BYTES) -> None:
+        """Keep each connection's packets within these bounds (see analyzers.packet_keep), so that
+        transactions carry them; `connection_bytes` None stops. Packets already kept stay kept
+        when only the bounds change."""
+        flows = self.flows
+        if connection_bytes is None:
+            flows.keep = None
+        elif flows.keep is None:
+            flows.keep = PacketKeep(connection_bytes, total_bytes)
+        else:
+            flows.keep.connection_bytes, flows.keep.total_bytes = connection_bytes, total_bytes
+
     def close(self) -> list[Transaction]:
         """End of input: every open connection is finished and its transactions returned."""
         self.flows.close_all()
@@ -368,4 +395,5 @@ class Pipeline:
             "connections": {**asdict(f.counters), "active": f.active},
             "tcp": asdict(f.tcp),
             "anomalies": dict(sorted(f.anomalies.items())),
+            **({"packets_kept": asdict(f.keep.counters)} if f.keep is not None else {}),
         }

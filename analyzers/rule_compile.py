@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from analyzers.rule_match import MATCH_KEYS, Err, show, strings
 from analyzers.rules import (
     DEFAULT_PCAP_MAX_BYTES,
+    DEFAULT_PCAP_MAX_FILE_BYTES,
     LABEL_FIELDS,
     METRIC_TYPES,
     NUMERIC_FIELDS,
@@ -41,6 +42,8 @@ _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A pcap file's global header and one small packet.
+MIN_PCAP_BYTES = 1000
 
 
 class _Abandon(Exception):
@@ -354,21 +357,22 @@ def _a_alert(p: _Parser, v: object, err: Err, path: tuple[object, ...], rule: st
 
 def _a_pcap(p: _Parser, v: object, err: Err, path: tuple[object, ...], rule: str) -> ActionResult:
     if not isinstance(v, dict):
-        err(f"found {describe(v)}, expected a mapping {{dir, max_bytes}}, e.g. {{dir: /var/lib/pcapwatch/"
-            "pcap, max_bytes: 100000000}")
-    p.unknown(v, path, ("dir", "max_bytes"), "key")
-    d, cap = v.get("dir"), v.get("max_bytes", DEFAULT_PCAP_MAX_BYTES)
+        err(f"found {describe(v)}, expected a mapping {{dir, max_bytes, max_file_bytes}}, e.g. {{dir: "
+            "/var/lib/pcapwatch/pcap, max_bytes: 100000000}")
+    p.unknown(v, path, ("dir", "max_bytes", "max_file_bytes"), "key")
+    d = v.get("dir")
     if not isinstance(d, str) or not d:
         err(f"found {describe(d) if 'dir' in v else 'nothing'}, expected the directory pcap files are "
             "written to (relative to the rule's file)", "dir")
-    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-        err(f"found {describe(cap)}, expected a whole number of bytes >= 1", "max_bytes")
+    caps = []
+    for key, default in (("max_bytes", DEFAULT_PCAP_MAX_BYTES), ("max_file_bytes", DEFAULT_PCAP_MAX_FILE_BYTES)):
+        cap = v.get(key, default)
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < MIN_PCAP_BYTES:
+            err(f"found {describe(cap)}, expected a whole number of bytes >= {MIN_PCAP_BYTES}", key)
+        caps.append(cap)
     where = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(p.raw.file)), d))
-    # Writing the matching connections' packets needs them kept per connection until the rule
-    # decides; until that is built, a rule asking for it is refused rather than quietly ignored.
-    err("found a pcap action, which this version of pcapwatch does not carry out yet; remove it (the "
-        "transaction's records and the capture files in the spool are still there to extract it from)")
-    return {"pcap": Pcap(rule, where, cap)}, f"pcap to {where} (max {cap} bytes)"
+    return ({"pcap": Pcap(rule, where, caps[0], caps[1])},
+            f"pcap to {where} (files up to {caps[1]} bytes, {caps[0]} in all)")
 
 
 ACTIONS: dict[str, Callable[[_Parser, object, Err, tuple[object, ...], str], ActionResult]] = {

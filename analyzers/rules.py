@@ -38,8 +38,10 @@ LABEL_FIELDS = ("method", "host", "status_code", "status_class", "route", "versi
                 "response_content_type", "reason", "info_code")
 NUMERIC_FIELDS = ("duration_ms", "ttfb_ms", "request_body_len", "response_body_len")
 METRIC_TYPES = ("counter", "histogram")
-# The pcap action's size cap when none is given: a few hundred connections' worth for Wireshark.
+# The pcap action's directory cap when none is given: a few hundred connections' worth for Wireshark.
 DEFAULT_PCAP_MAX_BYTES = 100_000_000
+# One connection's file at most: enough for its requests and responses, short of a big download.
+DEFAULT_PCAP_MAX_FILE_BYTES = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +88,13 @@ class _Fields(dict[str, Any]):
 
 @dataclass(frozen=True, slots=True)
 class Pcap:
-    """A rule's `pcap` action, recorded for the service: write the connection's packets under `dir`."""
+    """A rule's `pcap` action, recorded for the service: write the connection's packets to a file
+    under `dir`, each file at most `max_file_bytes`, the directory at most `max_bytes`."""
 
     rule: str
     dir: str
     max_bytes: int
+    max_file_bytes: int = DEFAULT_PCAP_MAX_FILE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,11 @@ class RuleSet:
         self.errors: Counter[str] = Counter()  # evaluation errors by rule name
         self.last_error: dict[str, str] = {}  # the latest error of each rule, for the log
         self._compiled = tuple((r, tuple(c.test for c in r.conditions)) for r in self.rules)
+
+    @property
+    def pcaps(self) -> tuple[Pcap, ...]:
+        """Every rule's pcap action: while there is one, connections' packets must be kept."""
+        return tuple(r.actions.pcap for r in self.rules if r.actions.pcap is not None)
 
     def evaluate(self, view: TxView) -> Decision:
         """The decision for one transaction; a rule that raises is counted and skipped."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from analyzers.http_head import Headers, RequestHead, ResponseHead
 from analyzers.http_parser import MessageParser, State
+from analyzers.packet_keep import KeptUpTo
 
 
 @dataclass(slots=True)
@@ -69,6 +70,8 @@ class Transaction:
     reason: str | None = None
     tunnel: bool = False
     done_pos: int = 0  # input position of the record whose processing completed the transaction
+    # The connection's packets up to here, when rules want them (analyzers.packet_keep).
+    packets: KeptUpTo | None = field(default=None, compare=False, repr=False)
 
 
 class Conversation:

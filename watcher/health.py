@@ -48,14 +48,21 @@ class Health:
     queue_depth: int = 0  # frame batches between the reader thread and the analyser
     queue_capacity: int = 0
     checkpoint_age_seconds: float | None = None  # None: no checkpoint written yet
+    kept_bytes: int = 0  # packets kept for pcap actions (analyzers.packet_keep)
+    kept_let_go: Mapping[str, int] = field(default_factory=dict)  # packets let go, by the bound that did
+    delivery: Mapping[str, int] = field(default_factory=dict)  # watcher.delivery.DeliveryCounters
 
     @classmethod
     def from_pipeline(cls, stats: Mapping[str, Any], **rest: Any) -> Health:
         """The pipeline's share from `Pipeline.stats()`; the service adds the rest by keyword."""
         conns = stats.get("connections", {})
+        kept = stats.get("packets_kept") or {}
         return cls(packets=stats.get("frames", 0), connections=conns.get("connections", 0),
                    connections_active=conns.get("active", 0), connections_evicted=conns.get("evicted", 0),
-                   gaps=stats.get("tcp", {}).get("gaps", 0), anomalies=dict(stats.get("anomalies", {})), **rest)
+                   gaps=stats.get("tcp", {}).get("gaps", 0), anomalies=dict(stats.get("anomalies", {})),
+                   kept_bytes=kept.get("held_bytes", 0),
+                   kept_let_go={"connection_bytes": kept.get("let_go", 0), "total_bytes": kept.get("evicted", 0)},
+                   **rest)
 
 
 HealthSource = Callable[[], Health]
@@ -70,6 +77,17 @@ OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
     "errors": ("pcapwatch_output_errors_total", "counter", "Delivery failures of the output."),
     "reconnects": ("pcapwatch_output_reconnects_total", "counter", "Connections the output re-established."),
     "buffered": ("pcapwatch_output_buffered", "gauge", "Records waiting in the output's buffer."),
+}
+# The pcap writers' own counters (watcher.sinks.pcap_sink.COUNTS), by writer (`pcap:DIR`).
+PCAP_STATS: Mapping[str, tuple[str, str]] = {
+    "files_written": ("pcapwatch_pcap_files_written_total", "pcap files a rule's pcap action started."),
+    "packets_written": ("pcapwatch_pcap_packets_written_total", "Packets written to pcap files."),
+    "files_removed": ("pcapwatch_pcap_files_removed_total", "Oldest pcap files removed to keep the directory "
+                      "under its max_bytes."),
+    "packets_capped": ("pcapwatch_pcap_packets_capped_total", "Packets not written: their file reached "
+                       "max_file_bytes."),
+    "packets_other_linktype": ("pcapwatch_pcap_packets_other_linktype_total", "Packets not written: another "
+                               "link type than their file's."),
 }
 
 
@@ -115,6 +133,16 @@ def health_families(h: Health) -> list[Family]:
     ]
     for key, (name, kind, help_) in OUTPUT_STATS.items():
         out.append(family_by(name, kind, help_, "output", {o: s[key] for o, s in h.outputs.items() if key in s}))
+    for key, (name, help_) in PCAP_STATS.items():
+        out.append(family_by(name, "counter", help_, "output", {o: s[key] for o, s in h.outputs.items() if key in s}))
+    out.append(family_by("pcapwatch_delivery_total", "counter", "What the rules made of transactions: records "
+                         "(every one), dropped_by_rules (drop or sample), alerts, unknown_output (a rule named an "
+                         "output that is gone), pcap_without_packets (a pcap rule matched, no packet was kept).",
+                         "event", h.delivery))
+    out.append(family_one("pcapwatch_pcap_kept_bytes", "gauge", "Packets kept for rules' pcap actions "
+                          "(limits.pcap_total_bytes bounds it).", h.kept_bytes))
+    out.append(family_by("pcapwatch_pcap_packets_let_go_total", "counter", "Kept packets let go before a rule "
+                         "could write them, by the bound that let them go.", "bound", h.kept_let_go))
     age = h.checkpoint_age_seconds
     out.append(Family("pcapwatch_checkpoint_age_seconds", "gauge", "Seconds since the last checkpoint was "
                       "written (absent before the first one).",

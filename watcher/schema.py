@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES
 from analyzers.redact import (
     DEFAULT_MAX_FIELD_BYTES,
     DEFAULT_QUERY_PARAMS,
@@ -119,6 +120,8 @@ class LimitsConfig:
     max_connections: int
     idle_timeout: float
     queue_batches: int
+    pcap_connection_bytes: int
+    pcap_total_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +441,12 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
             unit="seconds", above=0),
         Key("queue_batches", Kind.INT, 16, "frame batches buffered between the reader thread and the "
             "analyzer", minimum=1),
+        Key("pcap_connection_bytes", Kind.INT, DEFAULT_CONNECTION_BYTES, "packets kept per connection for rules "
+            "with a pcap action (only then); past it the oldest are let go, the handshake kept", unit="bytes",
+            minimum=1),
+        Key("pcap_total_bytes", Kind.INT, DEFAULT_TOTAL_BYTES, "packets kept for pcap actions, all connections "
+            "together; past it the least recently active connection's are let go (counted)", unit="bytes",
+            minimum=1),
     ), LimitsConfig),
     Section("capture", "how `pcapwatch run --capture IFACE` runs tcpdump", (
         Key("file_mb", Kind.INT, 100, "size of each capture file (tcpdump -C)", unit="millions of bytes",

@@ -96,6 +96,7 @@ class Service:
         self.delivery = Delivery(config, self.metrics, log)
         lim = config.limits
         self.pipeline = Pipeline(max_connections=lim.max_connections, idle_timeout=lim.idle_timeout)
+        self._keep_packets(config)
         self.batches: queue.Queue[Batch] = queue.Queue(maxsize=lim.queue_batches)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.sig_r, self.sig_w = socket.socketpair()
@@ -135,8 +136,10 @@ class Service:
         self.reader.start()
         where = f"resuming at {self.saved.resume.name or self.saved.resume.fp} offset " \
                 f"{self.saved.resume.offset}" if self.saved else "starting from the oldest capture"
+        pcap = f"; packets of matching connections to {', '.join(self.delivery.pcap_writers)}" \
+            if self.delivery.pcap_writers else ""
         log("info", f"watching {self.config.spool.dir} ({where}); records to "
-                    f"{', '.join(self.delivery.sinks)}")
+                    f"{', '.join(self.delivery.sinks)}{pcap}")
         self.notifier.ready("watching " + str(self.config.spool.dir))
         now = time.monotonic()
         next_checkpoint = now + self.config.state.checkpoint_seconds
@@ -356,18 +359,26 @@ class Service:
             self.delivery.reopen()  # logrotate
         else:
             self.delivery.close(CLOSE_SECONDS)  # first: a new output may want the same port
+            counters = self.delivery.counters  # they count on across the change
             try:
-                self.delivery = Delivery(new, self.metrics, log)
+                self.delivery = Delivery(new, self.metrics, log, counters)
             except (OSError, ValueError) as e:
                 log("error", f"reload: cannot open the new outputs ({e}); going back to the running ones")
-                self.delivery = Delivery(self.config, self.metrics, log)
+                self.delivery = Delivery(self.config, self.metrics, log, counters)
                 self.notifier.ready("reload refused: outputs")
                 return
         self.pipeline.flows.max_connections = new.limits.max_connections
         self.pipeline.flows.idle_timeout = new.limits.idle_timeout
+        self._keep_packets(new)
         self.config = new
         log("info", "reloaded the configuration and reopened the outputs")
         self.notifier.ready("reloaded")
+
+    def _keep_packets(self, config: Config) -> None:
+        """Connections' packets are kept while, and only while, some rule has a pcap action."""
+        lim = config.limits
+        wanted = bool(self.delivery.rules.pcaps)
+        self.pipeline.keep_packets(lim.pcap_connection_bytes if wanted else None, lim.pcap_total_bytes)
 
     def _refuse(self, why: str) -> None:
         self.counters.reload_errors += 1
@@ -388,7 +399,8 @@ class Service:
             queue_capacity=self.batches.maxsize, checkpoint_age_seconds=age)
 
     def _health(self) -> Health:
-        return dataclasses.replace(self.health, outputs=self.delivery.stats())
+        return dataclasses.replace(self.health, outputs=self.delivery.stats(),
+                                   delivery=dataclasses.asdict(self.delivery.counters))
 
 
 def _buckets(config: Config) -> tuple[float, ...]:

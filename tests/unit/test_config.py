@@ -110,6 +110,10 @@ BAD_VALUES = [
                                      f"{defaults_todo('16')}"),
     ("limits", "queue_batches", '"16"', "found '16' (a string), expected a whole number >= 1; "
                                         "write a plain number, without quotes (YAML reads '16' as text)"),
+    ("limits", "pcap_connection_bytes", "0", "found 0 (a whole number), expected a whole number of bytes >= 1; "
+                                             f"{defaults_todo('2000000')}"),
+    ("limits", "pcap_total_bytes", "1.5", "found 1.5 (a number), expected a whole number of bytes >= 1; "
+                                          f"{defaults_todo('64000000')}"),
     ("capture", "file_mb", "0", "found 0 (a whole number), expected a whole number of millions of bytes >= 1; "
                                 f"{defaults_todo('100')}"),
     ("capture", "file_mb", "100MB", "found '100MB' (a string), expected a whole number of millions of bytes "
@@ -363,7 +367,8 @@ UNKNOWN_KEYS = [
     ("spool:\n  dir: x\n  rescan_secs: 1\n", "F:3: spool.rescan_secs: found unknown key 'rescan_secs', expected "
      "one of dir, pattern, rescan_seconds, ring_bytes, lag_warn_fraction; did you mean 'rescan_seconds'?"),
     ("limits:\n  max_conections: 5\n", "F:2: limits.max_conections: found unknown key 'max_conections', expected "
-     "one of max_connections, idle_timeout, queue_batches; did you mean 'max_connections'?"),
+     "one of max_connections, idle_timeout, queue_batches, pcap_connection_bytes, pcap_total_bytes; did you mean "
+     "'max_connections'?"),
     ("capture:\n  zzz: 1\n", "F:2: capture.zzz: found unknown key 'zzz', expected one of file_mb, files, snaplen, "
                              "bpf, user; delete it or correct its spelling"),
     ("state:\n  3: x\n", "F:2: state.3: found unknown key 3 (a whole number), expected one of dir, "
@@ -442,7 +447,8 @@ DEFAULTS = Config(
                       lag_warn_fraction=0.5),
     state=StateConfig(dir=Path("/var/lib/pcapwatch"), checkpoint_seconds=5.0),
     outputs=(JsonlOutputConfig(name="stdout", type="jsonl", path=None),),
-    limits=LimitsConfig(max_connections=100_000, idle_timeout=300.0, queue_batches=16),
+    limits=LimitsConfig(max_connections=100_000, idle_timeout=300.0, queue_batches=16,
+                        pcap_connection_bytes=2_000_000, pcap_total_bytes=64_000_000),
     capture=CaptureConfig(file_mb=100, files=10, snaplen=0, bpf="tcp", user=None),
 )
 
@@ -459,12 +465,14 @@ def test_valid_values_at_the_edges(tmp_path: Path) -> None:
     """Bounds are inclusive where documented; YAML 1.1 numbers (0x, _) read as safe_load reads them."""
     p = write(tmp_path, "spool:\n  rescan_seconds: 1\n  ring_bytes: 1_000_000_000\n  lag_warn_fraction: 1\n"
                         "limits:\n  max_connections: 0x10\n  idle_timeout: 0.001\n  queue_batches: 1\n"
+                        "  pcap_connection_bytes: 1\n  pcap_total_bytes: 1\n"
                         "capture:\n  file_mb: 1\n  files: 1\n  snaplen: 262144\n  bpf: ''\n  user: nobody\n")
     c = load(p)
     assert c.spool == dataclasses.replace(DEFAULTS.spool, rescan_seconds=1.0, ring_bytes=1_000_000_000,
                                           lag_warn_fraction=1.0)
     assert type(c.spool.rescan_seconds) is float
-    assert c.limits == LimitsConfig(max_connections=16, idle_timeout=0.001, queue_batches=1)
+    assert c.limits == LimitsConfig(max_connections=16, idle_timeout=0.001, queue_batches=1, pcap_connection_bytes=1,
+                                    pcap_total_bytes=1)
     assert c.capture == CaptureConfig(file_mb=1, files=1, snaplen=262144, bpf="", user="nobody")
     assert yaml.safe_load(p.read_text())["limits"]["max_connections"] == 16
 
@@ -607,7 +615,8 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
                     {"name": "r", "type": "redis", "default": False, "buffer": 10000,
                      "url": "redis://:<redacted>@h:6379/1", "mode": "stream", "key": "pcapwatch:http",
                      "maxlen": 100000, "batch": 100, "backoff_max_seconds": 30.0}],
-        "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16},
+        "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
+                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "", "user": "nobody"},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
                                 "authorization", "cookie"],

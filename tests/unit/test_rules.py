@@ -8,6 +8,7 @@ numbers are checked through the configuration loader (tests/unit/test_config.py,
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from analyzers.rules import (
     Alert,
     Decision,
     Metric,
+    Pcap,
     RawRule,
     RuleError,
     RuleSet,
@@ -225,6 +227,10 @@ ACTIONS: list[tuple[object, TxView, Decision]] = [
     ({"alert": {"message": "x {{literal}}", "outputs": ["tap"]}}, view(),
      Decision(rules=("r",), alerts=(Alert("r", "x {{literal}}", ("tap",)),))),
     ([{"tag": ["t"]}, {"log": ["redis"]}], view(), Decision(rules=("r",), tags=("t",), outputs=("redis",))),
+    ({"pcap": {"dir": "/var/x/../pcap"}}, view(), Decision(rules=("r",), pcap=(Pcap("r", "/var/pcap", 100_000_000,
+                                                                               10_000_000),))),
+    ({"pcap": {"dir": "p", "max_bytes": 5000, "max_file_bytes": 1000}}, view(),
+     Decision(rules=("r",), pcap=(Pcap("r", os.path.abspath("p"), 5000, 1000),))),  # relative to the rule's file
 ]
 
 
@@ -238,7 +244,7 @@ def test_action(actions: object, tx: TxView, expected: Decision) -> None:
 def test_every_action_has_rows() -> None:
     from analyzers.rule_compile import ACTIONS as TABLE
     used = {k for a, _, _ in ACTIONS for k in (a if isinstance(a, dict) else {k: 0 for d in a for k in d})}
-    assert used == set(TABLE) - {"pcap"}  # pcap is refused (see BAD_ACTIONS)
+    assert used == set(TABLE)
 
 
 # (actions, the error after "F:1: rules[0].actions.")
@@ -294,9 +300,16 @@ BAD_ACTIONS: list[tuple[object, str]] = [
     ({"alert": {"message": "m", "outputs": ["x"]}}, "alert.outputs[0]: found unknown output 'x', expected one of "
                                                     "stdout, redis, tap; add an output with that name under "
                                                     "outputs:"),
-    ({"pcap": {"dir": "d", "max_bytes": 5}}, "pcap: found a pcap action, which this version of pcapwatch does not "
-                                             "carry out yet; remove it (the transaction's records and the capture "
-                                             "files in the spool are still there to extract it from)"),
+    ({"pcap": {"dir": "d", "max_bytes": 5}}, "pcap.max_bytes: found 5 (a whole number), expected a whole number "
+                                             "of bytes >= 1000"),
+    ({"pcap": {"dir": "d", "max_file_bytes": True}}, "pcap.max_file_bytes: found true (a boolean), expected a whole "
+                                                     "number of bytes >= 1000"),
+    ({"pcap": {"max_bytes": 5000}}, "pcap.dir: found nothing, expected the directory pcap files are written to "
+                                    "(relative to the rule's file)"),
+    ({"pcap": "/tmp/x"}, "pcap: found '/tmp/x' (a string), expected a mapping {dir, max_bytes, max_file_bytes}, "
+                         "e.g. {dir: /var/lib/pcapwatch/pcap, max_bytes: 100000000}"),
+    ({"pcap": {"dir": "d", "max_byte": 1}}, "pcap.max_byte: found unknown key 'max_byte', expected one of dir, "
+                                            "max_bytes, max_file_bytes; did you mean 'max_bytes'?"),
     ({"tga": ["x"]}, "tga: found unknown action 'tga', expected one of log, drop, sample, tag, set, redact, "
                      "metric, alert, pcap; did you mean 'tag'?"),
     ({"drop": True, "log": True}, "log: found log with drop in one rule, expected one of them; a dropped "
@@ -478,7 +491,8 @@ def test_example_rules(tmp_path: Any) -> None:
         metrics=(Metric("http_server_errors", "counter", ("host", "route", "status_code"), None),
                  latency, Metric("http_slow_requests", "counter", ("route",), None)),
         alerts=(Alert("server-errors", "{status_code} {status_msg} for {method} {host}{route} from {src_ip} in "
-                                       "{duration_ms} ms", None),))
+                                       "{duration_ms} ms", None),),
+        pcap=(Pcap("server-errors", "/var/lib/pcapwatch/pcap", 500_000_000, 10_000_000),))
     auth = rs.evaluate(view(uri="/oauth2/callback?code=x", status_code=404, flags=["gap"], anomalies=["a"]))
     assert auth.rules == ("client-errors", "incomplete", "protocol-anomalies", "latency-by-route", "auth-endpoints")
     assert (auth.tags, auth.set_fields, auth.redact_headers, auth.redact_query) == (
