@@ -18,6 +18,8 @@ import dpkt.http
 
 Headers = dict[str, "str | list[str]"]
 
+# A head larger than this is not a web client's (browsers and servers stop at 8-64 KiB).
+MAX_HEAD_BYTES = 64 * 1024
 # Distinct header blocks remembered with their parse. A client repeats the same headers (same
 # user agent, cookies, accept lists) request after request, so most blocks are parsed once by dpkt.
 # Parsed header dicts are shared between messages: treat them as read-only.

@@ -4,17 +4,16 @@ Fed bytes, gaps and end-of-stream in stream order (`data`, `gap`, `eof`); report
 message ends and anomalies to a `MessageSink` (the conversation that pairs requests with
 responses). It keeps no body bytes: bodies are counted. A parser never raises on input: what a
 strict server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for
-the next message start (resync) and counts what it skipped.
+the next message start and counts what it skipped (that recovery is in http_resync).
 """
 
 from __future__ import annotations
 
-import re
-from enum import IntEnum
 from typing import Protocol
 
 from analyzers.http_framing import Framing, cached_body_framing
 from analyzers.http_head import (
+    MAX_HEAD_BYTES,
     VERSIONED,
     Headers,
     RequestHead,
@@ -26,44 +25,15 @@ from analyzers.http_head import (
     parse_response_head_cached,
     request_line_kind,
 )
+from analyzers.http_resync import bad_start, junk, oversized, resync, start_resync
+from analyzers.http_state import State
 
-# A head larger than this is not a web client's (browsers and servers stop at 8-64 KiB).
-MAX_HEAD_BYTES = 64 * 1024
 # Chunk-size and trailer lines are short; a longer one is garbage or an attack on the parser.
 MAX_LINE_BYTES = 8 * 1024
-# While resynchronising, keep this much of the unmatched tail so a message start split across
-# packets is still found.
-RESYNC_KEEP_BYTES = 8 * 1024
 # A chunk size with more hex digits than this overflows 64 bits.
 MAX_CHUNK_SIZE_DIGITS = 16
-
-_METHODS = (rb"GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE"
-            rb"|LOCK|UNLOCK|REPORT|SEARCH|QUERY|PURGE|SUBSCRIBE|NOTIFY|MKCALENDAR|LINK|UNLINK")
-_REQUEST_START = re.compile(rb"(?:" + _METHODS + rb") [^\s]+ HTTP/\d\.\d\r?\n")
-_RESPONSE_START = re.compile(rb"HTTP/\d\.\d \d{3}[ \r\n]")
-# Bytes a client may send before its first request is found, before we call it another protocol.
-NOT_HTTP_PROBE_BYTES = 4096
-# First bytes of a TLS record (handshake, alert, change cipher spec, application data) or of an
-# SSLv2 hello: certainly not HTTP, decided at once.
-_TLS_FIRST_BYTES = frozenset({0x14, 0x15, 0x16, 0x17, 0x80})
 _TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
-class State(IntEnum):
-    HEAD = 0
-    BODY = 1
-    CHUNK_SIZE = 2
-    CHUNK_DATA = 3
-    CHUNK_END = 4
-    TRAILER = 5
-    CLOSE_BODY = 6
-    RESYNC = 7
-    TUNNEL = 8
-    NOT_HTTP = 9
-    DONE = 10
-    PEEK_STATUS = 11  # answer to a one-line request: a status line, or HTTP/0.9's bare body?
-    LATE_HEADERS = 12  # header lines after a one-line request: they belong to it
 
 
 # The members the per-segment paths compare with, as plain names: looking one up on its enum class
@@ -175,7 +145,7 @@ class MessageParser:
             elif st == State.CHUNK_SIZE or st == State.CHUNK_END or st == State.TRAILER:
                 pos = self._line(data, pos, ts)
             elif st == State.RESYNC:
-                pos = self._resync(data, pos, ts)
+                pos = resync(self, data, pos, ts)
             elif st == State.PEEK_STATUS:
                 pos = self._peek_status(data, pos, ts)
             elif st == State.LATE_HEADERS:
@@ -217,7 +187,7 @@ class MessageParser:
             self._end(ts)
         # Whole messages may have been lost with these bytes: the pairing must know.
         self.sink.on_gap(self, n, ts)
-        self._start_resync()
+        start_resync(self)
 
     def eof(self, ts: float) -> None:
         """The stream ended (FIN, RST, eviction or end of capture)."""
@@ -272,13 +242,15 @@ class MessageParser:
             if self.one_line and self.is_request:
                 self.state = State.LATE_HEADERS
                 return pos
-            if not self._plausible_start(data[pos]):
+            first = data[pos]
+            if not (first in _TOKEN_BYTES if self.is_request else first in b"Hh"):
+                bad_start(self, first)
                 return pos
             self._begin(ts)
             end = head_end(data, pos)
             if end >= 0 and self._start_line_ok(data[pos:data.index(b"\n", pos)]):
                 if end - pos > MAX_HEAD_BYTES:
-                    return self._oversized(data[pos:], ts)
+                    return oversized(self, data[pos:], ts)
                 # The usual case: the whole head is in this segment; no copy into the buffer.
                 return self._complete_head(data[pos:end], end, ts)
         scan = max(0, len(buf) - 3)
@@ -288,21 +260,21 @@ class MessageParser:
             nl = buf.find(b"\n")
             if nl < 0:
                 if len(buf) > MAX_HEAD_BYTES:
-                    return self._oversized(bytes(buf), ts)
+                    return oversized(self, bytes(buf), ts)
                 return n
             self.line_checked = True
             line = bytes(buf[:nl]).rstrip(b"\r")
             if self.is_request and request_line_kind(line) != VERSIONED:
                 if self.messages == 0 and is_binary(line):
-                    return self._junk(bytes(buf), ts)
+                    return junk(self, bytes(buf), ts)
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
             if not self.is_request and line[:5].upper() != b"HTTP/":
                 self.sink.on_anomaly(self, "bad_status_line")
-                return self._junk(bytes(buf), ts)
+                return junk(self, bytes(buf), ts)
         end = head_end(buf, scan)
         if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
-            return self._oversized(bytes(buf), ts)
+            return oversized(self, bytes(buf), ts)
         if end < 0:
             return n
         return self._complete_head(bytes(buf[:end]), pos + end - old, ts)
@@ -312,14 +284,6 @@ class MessageParser:
         if self.is_request:
             return request_line_kind(line.rstrip(b"\r")) == VERSIONED
         return line[:5].upper() == b"HTTP/"
-
-    def _junk(self, data: bytes, ts: float) -> int:
-        """What should have been a message start is not one: look for the next one in it."""
-        self.in_message = False
-        self.probing = self.is_request and self.messages == 0
-        self._start_resync()
-        self._resync(data, 0, ts)
-        return len(data)
 
     def _peek_status(self, data: bytes, pos: int, ts: float) -> int:
         """After a one-line request: a reply starting ``HTTP/`` has a head; anything else is an
@@ -365,7 +329,7 @@ class MessageParser:
         end = head_end(buf, scan)
         if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
             self.one_line = False
-            return self._oversized(bytes(buf), ts) and len(data)
+            return oversized(self, bytes(buf), ts) and len(data)
         if end < 0:
             return len(data)
         headers, anomalies = parse_header_block(bytes(buf[:end]))
@@ -391,7 +355,7 @@ class MessageParser:
             if parsed is None:
                 self.sink.on_anomaly(self, "bad_status_line")
                 self.in_message = False
-                self._start_resync()
+                start_resync(self)
                 return consumed
             method = self.sink.on_head(self, parsed, self.first_ts, ts)
         framing, length, anomalies = cached_body_framing(parsed, method)  # type: ignore[arg-type]
@@ -412,7 +376,7 @@ class MessageParser:
             self.state = State.TUNNEL
         else:
             self._end(ts)
-            self._start_resync()
+            start_resync(self)
         return consumed
 
     def _line(self, data: bytes, pos: int, ts: float) -> int:
@@ -423,7 +387,7 @@ class MessageParser:
             rest = (bytes(self.buf) + data[pos:])[MAX_LINE_BYTES:]
             self.sink.on_anomaly(self, "oversized_chunk_line")
             self._cut_short(ts)
-            self._resync(rest, 0, ts)
+            resync(self, rest, 0, ts)
             return len(data)
         if nl < 0:
             self.buf += data[pos:]
@@ -462,29 +426,6 @@ class MessageParser:
             else:
                 self.state = State.TRAILER
 
-    def _resync(self, data: bytes, pos: int, ts: float) -> int:
-        buf = self.buf
-        buf += data[pos:] if pos else data
-        pattern = _REQUEST_START if self.is_request else _RESPONSE_START
-        m = pattern.search(buf)
-        if m is None:
-            keep = RESYNC_KEEP_BYTES if self.is_request else 16
-            if len(buf) > keep:
-                self.skipped_bytes += len(buf) - keep
-                del buf[:-keep]
-            if self.probing and self.skipped_bytes + len(buf) > NOT_HTTP_PROBE_BYTES:
-                self._not_http(0)
-            return len(data)
-        if self.probing:
-            self.probing = False
-            self.sink.on_anomaly(self, "junk_before_first_message")
-        self.skipped_bytes += m.start()
-        rest = bytes(buf[m.start():])
-        self.buf = bytearray()
-        self.state = State.HEAD
-        self.data(rest, ts)
-        return len(data)
-
     # Helpers ------------------------------------------------------------------------------------
 
     def _begin(self, ts: float) -> None:
@@ -506,44 +447,4 @@ class MessageParser:
     def _cut_short(self, ts: float) -> None:
         self.truncated = True
         self._end(ts)
-        self._start_resync()
-
-    def _start_resync(self) -> None:
-        self.state = State.RESYNC
-        self.buf = bytearray()
-        self.line_checked = False
-
-    def _oversized(self, head: bytes, ts: float) -> int:
-        """A head over the limit: dropped. Resync resumes right after its first MAX_HEAD_BYTES
-        bytes, wherever the segments happened to end, so the outcome does not depend on them."""
-        self.sink.on_anomaly(self, "oversized_head")
-        self.skipped_bytes += MAX_HEAD_BYTES
-        self.in_message = False
-        self.probing = False  # it had the shape of a message: this is HTTP
-        self._start_resync()
-        self._resync(head[MAX_HEAD_BYTES:], 0, ts)
-        return len(head)
-
-    def _plausible_start(self, first: int) -> bool:
-        """A message starts with a token character (request) or 'H' (status line)."""
-        if self.is_request and first in _TOKEN_BYTES:
-            return True
-        if not self.is_request and first in b"Hh":
-            return True
-        if self.is_request and self.messages == 0:
-            if first in _TLS_FIRST_BYTES:
-                self._not_http(0)
-                return False
-            self.probing = True  # junk where the first request should be: HTTP, or not?
-        else:
-            self.sink.on_anomaly(self, "bad_request_line" if self.is_request else "bad_status_line")
-        self._start_resync()
-        return False
-
-    def _not_http(self, n: int) -> int:
-        """The first bytes of a client are not HTTP (TLS, SSH, ...): stop parsing this direction."""
-        self.sink.on_anomaly(self, "not_http")
-        self.buf = bytearray()
-        self.in_message = False
-        self.state = State.NOT_HTTP
-        return n
+        start_resync(self)

@@ -4,10 +4,11 @@ errors that point to the line.
 Every key's type, default, range and meaning is written once, in watcher/schema.py; loading, the
 error messages, `render` and the tests all read it, so a new key or output type is a new row
 (pre-commit's clientlib works the same way). The file is read with YAML safe-load semantics only
-(SafeLoader's composer and SafeConstructor), but the node tree is walked here so that every value
-keeps its line, every problem in the file is reported at once, and keys that are unknown or
-written twice are errors instead of being silently dropped. Analyzer rules, from the file and from
-rules_dir's files, are checked by analyzers.rule_compile with the same lines and the same style.
+(SafeLoader's composer and SafeConstructor), but the node tree is walked by watcher.config_yaml so
+that every value keeps its line, every problem in the file is reported at once, and keys that are
+unknown or written twice are errors instead of being silently dropped (watcher.config_check).
+Analyzer rules, from the file and from rules_dir's files, are checked by analyzers.rule_compile
+with the same lines and the same style.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 from analyzers.redact import REDACTED, Policy
 from analyzers.routes import RouteTemplater
 from analyzers.rules import RuleSet
-from watcher.config_check import ConfigError, _Checker, _compose, _FileError, _Reader
+from watcher.config_check import ConfigError, _Checker
+from watcher.config_yaml import FileError, Reader, compose
 from watcher.schema import (
     MAX_SNAPLEN,
     OUTPUT_TYPES,
@@ -77,10 +79,10 @@ def load(path: str | os.PathLike[str]) -> Config:
     problem found, in file order (the configuration, then the rule files by name) and line order."""
     name = os.fspath(path)
     try:
-        root = _compose(name, "the configuration")
-    except _FileError as e:
+        root = compose(name, "the configuration")
+    except FileError as e:
         raise ConfigError([str(e)]) from None
-    reader = _Reader(name)
+    reader = Reader(name)
     raw = reader.value(root, ()) if root is not None else None
     return _Checker(reader, Path(os.path.abspath(name))).config(raw)
 

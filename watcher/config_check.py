@@ -1,5 +1,5 @@
-"""Checking a configuration file against the schema: YAML nodes to values with their lines, then
-each value to its typed field, every problem one line naming the file, line and key.
+"""Checking a configuration file against the schema: each value (read with its line by
+`watcher.config_yaml`) to its typed field, every problem one line naming the file, line and key.
 
 `watcher.config` is the public face (load, render, defaults); this module is how `load` checks.
 """
@@ -18,6 +18,7 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 from analyzers.rule_compile import parse_rules
 from analyzers.rules import RawRule, Rule, RuleError
 from analyzers.rules import describe as _describe
+from watcher.config_yaml import INVALID, FileError, Index, Reader, compose, dotted
 from watcher.schema import (
     FORMATS,
     ITEM_EXPECTED,
@@ -37,8 +38,6 @@ from watcher.schema import (
 )
 
 RULE_FILES = "*.yaml"
-_MAP_TAG, _SEQ_TAG, _MERGE_TAG = (f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "merge"))
-_Error = tuple[int, int, str]  # (file rank, line, text): sorted, files in order and lines within each
 
 
 class ConfigError(Exception):
@@ -49,132 +48,10 @@ class ConfigError(Exception):
         self.errors = tuple(errors)
 
 
-
-class _FileError(Exception):
-    """A file that cannot be read as YAML: one line, already formatted."""
-
-
-def _compose(name: str, what: str) -> yaml.Node | None:
-    """The YAML node tree of a file, or _FileError naming the file, line and problem."""
-    try:
-        data = Path(name).read_bytes()
-    except OSError as e:
-        raise _FileError(f"{name}: cannot read {what}: {e.strerror}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise _FileError(f"{name}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                         "save the file as UTF-8") from None
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        raise _FileError(_syntax_error(name, text, e)) from None
-
-
-def _syntax_error(name: str, text: str, e: yaml.YAMLError) -> str:
-    """One line for a file that is not YAML: where, and the parser's own words."""
-    mark = (e.problem_mark or e.context_mark) if isinstance(e, yaml.MarkedYAMLError) else None
-    if isinstance(e, yaml.MarkedYAMLError) and mark is not None:
-        problem = e.problem or e.context
-        if e.problem and e.context and e.context_mark is not None:  # PyYAML's order: context, then problem
-            problem = f"{e.context} (line {e.context_mark.line + 1}), {e.problem}"
-        return f"{name}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}"
-    if isinstance(e, yaml.reader.ReaderError) and isinstance(e.position, int):
-        before = text[:e.position]
-        line, column = before.count("\n") + 1, e.position - (before.rfind("\n") + 1) + 1
-        return f"{name}:{line}:{column}: invalid YAML: {e.reason} (character U+{int(e.character):04X})"
-    return f"{name}: invalid YAML: {' '.join(str(e).split())}"
-
-
-class _Reader:
-    """Turns the YAML node tree into plain values, remembering the line of each value and key by path."""
-
-    def __init__(self, name: str, rank: int = 0, errors: list[_Error] | None = None) -> None:
-        self.name = name
-        self.rank = rank  # the file's place in error order: 0 the config file, then rules_dir's files
-        self.constructor = yaml.constructor.SafeConstructor()
-        self.lines: dict[tuple[object, ...], int] = {}  # value lines (1-based)
-        self.key_lines: dict[tuple[object, ...], int] = {}
-        self.errors: list[_Error] = [] if errors is None else errors
-
-    def error(self, line: int, path: tuple[object, ...], message: str) -> None:
-        self.errors.append((self.rank, line, f"{self.name}:{line}: {_dotted(path)}: {message}"))
-
-    def below(self, prefix: tuple[object, ...]) -> tuple[dict[tuple[object, ...], int], dict[tuple[object, ...], int]]:
-        """The value and key lines under `prefix`, by path relative to it (for a RawRule)."""
-        n = len(prefix)
-        return ({p[n:]: line for p, line in self.lines.items() if p[:n] == prefix},
-                {p[n:]: line for p, line in self.key_lines.items() if p[:n] == prefix})
-
-    def value(self, node: yaml.Node, path: tuple[object, ...]) -> object:
-        line = node.start_mark.line + 1
-        self.lines[path] = line
-        if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
-            return [self.value(item, (*path, _Index(i))) for i, item in enumerate(node.value)]
-        return self._construct(node, path)
-
-    def _construct(self, node: yaml.Node, path: tuple[object, ...]) -> object:
-        """A scalar (or a set, omap, ...) exactly as yaml.safe_load builds it."""
-        try:
-            return self.constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
-            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
-            why = "not a type safe YAML builds" if isinstance(e, yaml.YAMLError) else str(e)
-            found = repr(node.value) if isinstance(node, yaml.ScalarNode) else _describe(node.value)
-            self.error(node.start_mark.line + 1, path, f"found {found} tagged {tag} ({why}), "
-                                                       "expected a plain value; remove the tag")
-            return _INVALID
-
-    def _mapping(self, node: yaml.MappingNode, path: tuple[object, ...]) -> dict[object, object]:
-        own = {id(k) for k, _ in node.value if k.tag != _MERGE_TAG}
-        try:
-            self.constructor.flatten_mapping(node)  # `<<: *anchor` merges, as safe_load does
-        except yaml.YAMLError as e:
-            self.error(node.start_mark.line + 1, path, f"found a bad merge ({getattr(e, 'problem', e)}), "
-                                                       "expected a mapping or list of mappings after <<")
-        result: dict[object, object] = {}
-        first: dict[tuple[str, object], int] = {}  # by type too: YAML's `on` (True) is not `1`
-        for knode, vnode in node.value:
-            kline = knode.start_mark.line + 1
-            if not isinstance(knode, yaml.ScalarNode):
-                found = "a list" if isinstance(knode, yaml.SequenceNode) else "a mapping"
-                self.error(kline, path, f"found {found} used as a key, expected a key name; write key: value")
-                continue
-            key = self._construct(knode, path)
-            if key is _INVALID:
-                continue
-            if id(knode) in own:
-                typed = (type(key).__name__, key)
-                if typed in first:
-                    self.error(kline, (*path, key), f"found {key!r} a second time, expected each key once "
-                                                    f"(first at line {first[typed]}); delete one of them")
-                    continue
-                first[typed] = kline
-            self.key_lines[(*path, key)] = kline
-            result[key] = self.value(vnode, (*path, key))
-        return result
-
-
-class _Index(int):
-    """A position in a YAML list, told apart from a mapping key that happens to be a number."""
-
-
-class _Invalid:
-    """A value the reader could not construct (already reported); every check rejects it silently."""
-
-
-_INVALID: Any = _Invalid()
-
-
-
-
 class _Checker:
     """Checks plain values against SCHEMA, collecting every error, and builds the dataclasses."""
 
-    def __init__(self, reader: _Reader, source: Path) -> None:
+    def __init__(self, reader: Reader, source: Path) -> None:
         self.reader = reader
         self.source = source
         self.base = source.parent
@@ -182,7 +59,7 @@ class _Checker:
 
     def error(self, path: tuple[object, ...], message: str, at_key: bool = False) -> None:
         line = self._line(path, at_key)
-        self.errors.append((0, line, f"{self.reader.name}:{line}: {_dotted(path)}: {message}"))
+        self.errors.append((0, line, f"{self.reader.name}:{line}: {dotted(path)}: {message}"))
 
     def _line(self, path: tuple[object, ...], at_key: bool) -> int:
         if at_key and path in self.reader.key_lines:
@@ -214,7 +91,7 @@ class _Checker:
     def _mapping(self, raw: object, path: tuple[object, ...], expected: str,
                  null_ok: bool = True) -> dict[object, object]:
         """`raw` if it is a mapping; else {} and an error (null is an empty section where null_ok)."""
-        if (raw is None and null_ok) or raw is _INVALID:
+        if (raw is None and null_ok) or raw is INVALID:
             return {}
         if not isinstance(raw, dict):
             self.error(path, f"found {_describe(raw)}, expected {expected}")
@@ -241,7 +118,7 @@ class _Checker:
 
     def _list(self, spec: TypedList, raw: object, path: tuple[object, ...]) -> tuple[object, ...]:
         example = "- " + str(yaml.safe_dump(dict(spec.default[0]), default_flow_style=True, sort_keys=False)).strip()
-        if raw is None or raw is _INVALID:
+        if raw is None or raw is INVALID:
             raw = [dict(item) for item in spec.default]
         elif not isinstance(raw, list):
             self.error(path, f"found {_describe(raw)}, expected a list of {spec.name}, each a mapping; "
@@ -252,7 +129,7 @@ class _Checker:
         items: list[object] = []
         names: dict[object, tuple[int, int]] = {}
         for i, item in enumerate(raw):
-            ipath = (*path, _Index(i))
+            ipath = (*path, Index(i))
             values = self._mapping(item, ipath, f"a mapping with the keys of one {spec.item} "
                                                 f"({', '.join(k.name for k in spec.common[:2])}, ...); "
                                                 f"write e.g. {example}", null_ok=False)
@@ -285,7 +162,7 @@ class _Checker:
             for i, item in enumerate(raw):
                 lines, key_lines = self.reader.below((entry.name, i))
                 raws.append(RawRule(item, self.reader.name, f"{entry.name}[{i}]", lines, key_lines))
-        elif raw is not None and raw is not _INVALID:
+        elif raw is not None and raw is not INVALID:
             self.error((entry.name,), f"found {_describe(raw)}, expected a list of rules, each a mapping with "
                                       f"{', '.join(RULE_KEYS)}; start each rule with '- '")
         ranks = {self.reader.name: 0}
@@ -308,13 +185,13 @@ class _Checker:
     def _rule_file(self, entry: RuleList, name: str, rank: int) -> list[RawRule]:
         """The rules of one rules_dir file: a mapping whose only key is `rules`."""
         try:
-            root = _compose(name, "the rule file")
-        except _FileError as e:
+            root = compose(name, "the rule file")
+        except FileError as e:
             self.errors.append((rank, 0, str(e)))
             return []
-        reader = _Reader(name, rank, self.errors)
+        reader = Reader(name, rank, self.errors)
         raw = reader.value(root, ()) if root is not None else None
-        if raw is None or raw is _INVALID:
+        if raw is None or raw is INVALID:
             return []
         if not isinstance(raw, dict):
             reader.error(reader.lines.get((), 1), (), f"found {_describe(raw)}, expected a mapping with the key "
@@ -354,7 +231,7 @@ class _Checker:
                 continue
             ok, converted = self._convert(key, value)
             if ok is not True:
-                if value is not _INVALID:
+                if value is not INVALID:
                     why = f" ({ok})" if ok else ""
                     self.error(kpath, f"found {_describe(value)}, expected {key.expected()}{why}; "
                                       f"{_todo(key, value)}")
@@ -371,8 +248,8 @@ class _Checker:
         """A list-kind value checked element by element, each error at its element."""
         out: list[object] = []
         for i, item in enumerate(value):
-            ipath = (*path, _Index(i))
-            if item is _INVALID:
+            ipath = (*path, Index(i))
+            if item is INVALID:
                 continue
             if key.kind is Kind.MAPPINGS:
                 if not isinstance(item, dict):
@@ -472,14 +349,3 @@ def _numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _dotted(path: tuple[object, ...]) -> str:
-    """A key path as users write it: spool.dir, outputs[0].path."""
-    text = ""
-    for part in path:
-        if isinstance(part, _Index):
-            text += f"[{part}]"
-        else:  # a key; YAML spells the non-string ones true, false, null
-            text += "." + (str(part).lower() if part is None or isinstance(part, bool) else str(part))
-    return text.lstrip(".") or "(top level)"

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from analyzers.http_head import Headers, RequestHead, ResponseHead
-from analyzers.http_parser import MAX_HEAD_BYTES, MAX_LINE_BYTES, NOT_HTTP_PROBE_BYTES, MessageParser, State
+from analyzers.http_head import MAX_HEAD_BYTES, Headers, RequestHead, ResponseHead
+from analyzers.http_parser import MAX_LINE_BYTES, MessageParser, State
+from analyzers.http_resync import NOT_HTTP_PROBE_BYTES
 
 Event = tuple[object, ...]
 Op = tuple[str, object, float]  # ("data", bytes, ts) | ("gap", n, ts) | ("eof", None, ts)
