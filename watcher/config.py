@@ -24,33 +24,25 @@ from analyzers.redact import REDACTED, Policy
 from analyzers.routes import RouteTemplater
 from analyzers.rules import RuleSet
 from watcher.config_check import ConfigError, _Checker
-from watcher.config_yaml import FileError, Reader, compose
-from watcher.schema import (
+from watcher.config_types import (
     MAX_SNAPLEN,
-    OUTPUT_TYPES,
-    SCHEMA,
     CaptureConfig,
     Config,
     HeadersConfig,
-    ItemType,
     JsonlOutputConfig,
-    Key,
-    Kind,
     LimitsConfig,
     OutputConfig,
     PrometheusOutputConfig,
     RedactConfig,
     RedisOutputConfig,
     RoutesConfig,
-    RuleList,
-    Scalar,
-    Section,
     SpoolConfig,
     StateConfig,
     SyslogOutputConfig,
-    TypedList,
     ZmqOutputConfig,
 )
+from watcher.config_yaml import FileError, Reader, compose
+from watcher.schema import OUTPUT_TYPES, SCHEMA, ItemType, Key, Kind, RuleList, Scalar, Section, TypedList
 
 __all__ = ["MAX_SNAPLEN", "OUTPUT_TYPES", "SCHEMA", "CaptureConfig", "Config", "ConfigError", "HeadersConfig",
            "ItemType", "JsonlOutputConfig", "Key", "Kind", "LimitsConfig", "OutputConfig", "PrometheusOutputConfig",

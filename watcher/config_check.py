@@ -18,6 +18,7 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 from analyzers.rule_compile import parse_rules
 from analyzers.rules import RawRule, Rule, RuleError
 from analyzers.rules import describe as _describe
+from watcher.config_types import Config, OutputConfig
 from watcher.config_yaml import INVALID, FileError, Index, Reader, compose, dotted
 from watcher.schema import (
     FORMATS,
@@ -26,10 +27,8 @@ from watcher.schema import (
     MIN_SECRET,
     RULE_KEYS,
     SCHEMA,
-    Config,
     Key,
     Kind,
-    OutputConfig,
     RuleList,
     Scalar,
     Section,

@@ -19,8 +19,7 @@ from analyzers.redact import Policy, finalize
 from analyzers.rules import Pcap, RuleSet, TxView
 from analyzers.transactions import Message, Transaction
 from watcher.config import redact_policy, rule_set
-from watcher.metrics import MetricsModel
-from watcher.schema import (
+from watcher.config_types import (
     Config,
     JsonlOutputConfig,
     OutputConfig,
@@ -29,6 +28,7 @@ from watcher.schema import (
     SyslogOutputConfig,
     ZmqOutputConfig,
 )
+from watcher.metrics import MetricsModel
 from watcher.sinks import open_sink
 from watcher.sinks.base import Sink
 from watcher.sinks.jsonl import JsonlSinkConfig

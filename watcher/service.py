@@ -404,7 +404,7 @@ class Service:
 
 
 def _buckets(config: Config) -> tuple[float, ...]:
-    from watcher.schema import PrometheusOutputConfig
+    from watcher.config_types import PrometheusOutputConfig
 
     for o in config.outputs:
         if isinstance(o, PrometheusOutputConfig):
