@@ -1,7 +1,7 @@
-"""watcher/config.py, schema.py and config_types.py: every key's bad values, unknown and repeated keys, every output type,
-headers/redact/routes, rules from the file and from rules_dir (errors with file, line and key), YAML
-syntax, defaults, path resolution, the default file's location, the shipped conf/pcapwatch.yaml and
-`render` (secrets masked).
+"""watcher/config.py, schema.py and config_types.py: every key's bad values, unknown and repeated
+keys, every output type, headers/redact/routes, rules from the file and from rules_dir (errors with
+file, line and key), YAML syntax, defaults, path resolution, the default file's location, the
+shipped conf/pcapwatch.yaml and `render` (secrets masked).
 
 Error lines are asserted whole: file, line, key path, what was found, what was expected, what to do.
 """
