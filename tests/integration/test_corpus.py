@@ -29,13 +29,34 @@ def tshark_requests(requests_tsv: Path) -> collections.Counter[tuple[str, int, s
     return found
 
 
-def nginx_log(access_log: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
-    """nginx's lines keyed by (client ip, client port, request number on the connection)."""
+# (client ip, client port, which connection from that port: 0, 1, ... in time, request number on it)
+Key = tuple[str, int, int, int]
+
+
+def nginx_log(access_log: Path) -> dict[Key, dict[str, Any]]:
+    """nginx's lines by `Key` (a busy capture reuses client ports: nginx's $connection tells apart
+    the connections that shared one)."""
     lines = {}
+    conns: dict[tuple[str, int], list[str]] = collections.defaultdict(list)  # $connection, in order
     for line in access_log.read_text().splitlines():
         f = shlex.split(line)
-        lines[(f[1], int(f[2]), int(f[8]))] = {"request": f[3], "status": int(f[4]), "body": int(f[5])}
+        seen = conns[(f[1], int(f[2]))]
+        if f[7] not in seen:
+            seen.append(f[7])
+        lines[(f[1], int(f[2]), seen.index(f[7]), int(f[8]))] = {"request": f[3], "status": int(f[4]),
+                                                                  "body": int(f[5])}
     return lines
+
+
+def record_keys(records: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """Records by `Key`, the connections from one port told apart by their uid, in time order."""
+    conns: dict[tuple[str, int], list[str]] = collections.defaultdict(list)
+    for r in sorted(records, key=lambda r: r["ts"]):
+        seen = conns[(r["src_ip"], r["src_port"])]
+        if r["uid"] not in seen:
+            seen.append(r["uid"])
+    return {(r["src_ip"], r["src_port"], conns[(r["src_ip"], r["src_port"])].index(r["uid"]), r["trans_depth"]): r
+            for r in records}
 
 
 def check_against_truth(capture: Path, base: Path) -> dict[str, Any]:
@@ -47,8 +68,8 @@ def check_against_truth(capture: Path, base: Path) -> dict[str, Any]:
     assert ours == truth, f"only ours: {ours - truth}; only tshark: {truth - ours}"
 
     nginx = nginx_log(base.with_name(base.name + ".access.log"))
-    by_key = {(r["src_ip"], r["src_port"], r["trans_depth"]): r for r in records}
-    assert len(by_key) == len(records), "two records for one (client, trans_depth)"
+    by_key = record_keys(records)
+    assert len(by_key) == len(records), "two records for one (client, connection, trans_depth)"
     for key, rec in by_key.items():
         assert key in nginx, f"record not in nginx's log: {rec}"
         assert rec["status_code"] == nginx[key]["status"], (rec, nginx[key])
