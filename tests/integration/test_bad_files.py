@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import corpus, need_tool
+from liveenv import split_pcap
 
 from watcher.cli import main
 
@@ -34,17 +35,6 @@ PCAPWATCH = [str(SCRIPT)] if SCRIPT.exists() else [
     sys.executable, "-c", "import sys; from watcher.cli import main; sys.exit(main())"]
 LINE = re.compile(r"^pcapwatch: ")
 Capture = tuple[bytes, list[bytes]]  # (24-byte global header, raw records with their 16-byte headers)
-
-
-def split_pcap(data: bytes) -> Capture:
-    """A little-endian µs pcap split into header and records (independent of watcher/pcapfile.py)."""
-    assert data[:4] == b"\xd4\xc3\xb2\xa1"
-    recs, off = [], 24
-    while off < len(data):
-        (caplen,) = struct.unpack_from("<I", data, off + 8)
-        recs.append(data[off:off + 16 + caplen])
-        off += 16 + caplen
-    return data[:24], recs
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,7 @@ import gzip
 import json
 import re
 import socket
-import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, corpus, need_tool, read_records
+from liveenv import Prometheus, http_get
 
 from analyzers.pipeline import Pipeline
 from analyzers.records import to_record
@@ -54,79 +51,12 @@ RULES = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
 def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.1)
-
-
-class Prometheus:
-    """A Prometheus server on a free loopback port scraping `target` every second; tmp config and storage."""
-
-    def __init__(self, tmp: Path, target: str) -> None:
-        need_tool("prometheus")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-                          "scrape_configs:\n  - job_name: pcapwatch\n    metrics_path: /metrics\n"
-                          f"    static_configs:\n      - targets: ['{target}']\n")
-        self.log = tmp / "prometheus.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-        try:
-            return get(self.url + "/-/ready")[0] == 200
-        except OSError:
-            return False
-
-    def query(self, expr: str) -> dict[str, Any]:
-        """POST /api/v1/query; the whole answer (status, data or error)."""
-        body = urllib.parse.urlencode({"query": expr}).encode()
-        req = urllib.request.Request(self.url + "/api/v1/query", data=body, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return json.load(r)  # type: ignore[no-any-return]
-        except urllib.error.HTTPError as e:
-            return json.load(e)  # type: ignore[no-any-return]
-
-    def vector(self, expr: str, label: str | None = None) -> dict[str | None, float]:
-        """An instant vector as {value of `label` (None without one): value}."""
-        answer = self.query(expr)
-        assert answer["status"] == "success", (expr, answer)
-        return {(s["metric"].get(label) if label else None): float(s["value"][1]) for s in answer["data"]["result"]}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 def headers(message: Any) -> dict[str, Any]:
@@ -163,7 +93,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         wait_for("prometheus to be ready", prom.ready)
         wait_for("the first scrape", lambda: prom.vector('up{job="pcapwatch"}') == {None: 1.0})
         observed, checkpoints = feed_capture(path, model, sink, prom, len(records))
-        text = get(sink.url)[2].decode()
+        text = http_get(sink.url)[2].decode()
         yield Run(records, result.stats, observed, checkpoints, prom, sink, text)
     finally:
         prom.stop()
@@ -405,7 +335,7 @@ def served() -> Iterator[PrometheusSink]:
 
 
 def test_exposition_exact(served: PrometheusSink) -> None:
-    status, headers, body = get(served.url)
+    status, headers, body = http_get(served.url)
     assert status == 200
     assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     lines = body.decode().splitlines()
@@ -427,16 +357,16 @@ def test_exposition_exact(served: PrometheusSink) -> None:
 
 def test_only_the_configured_path(served: PrometheusSink) -> None:
     base = served.url.rsplit("/", 1)[0]
-    assert get(base + "/")[0] == 404
-    assert get(base + "/metricsx")[0] == 404
-    assert get(served.url + "?name[]=x")[0] == 200
-    status, headers, body = get(served.url, method="HEAD")
+    assert http_get(base + "/")[0] == 404
+    assert http_get(base + "/metricsx")[0] == 404
+    assert http_get(served.url + "?name[]=x")[0] == 200
+    status, headers, body = http_get(served.url, method="HEAD")
     assert (status, body) == (200, b"") and int(headers["Content-Length"]) > 1000
 
 
 def test_gzip_when_asked(served: PrometheusSink) -> None:
-    plain = get(served.url)[2]
-    status, headers, body = get(served.url, {"Accept-Encoding": "gzip"})
+    plain = http_get(served.url)[2]
+    status, headers, body = http_get(served.url, {"Accept-Encoding": "gzip"})
     assert status == 200 and headers["Content-Encoding"] == "gzip"
     strip = re.compile(rb"^process_.*$", re.M)  # CPU time and memory move between two scrapes
     assert strip.sub(b"", gzip.decompress(body)) == strip.sub(b"", plain)
@@ -447,7 +377,7 @@ def test_failing_health_callback_still_serves(served: PrometheusSink) -> None:
         raise RuntimeError("no state")
 
     served.metrics.set_health(broken)
-    status, _, body = get(served.url)
+    status, _, body = http_get(served.url)
     text = body.decode()
     assert status == 200
     assert "pcapwatch_health_errors_total 1.0" in text.splitlines()
@@ -476,11 +406,11 @@ def test_close_frees_the_port_and_ipv6() -> None:
     sink = PrometheusSink("prom", MetricsModel(), "[::1]:0").start()
     port = sink.address[1]
     assert sink.url == f"http://[::1]:{port}/metrics"
-    assert get(sink.url)[0] == 200
+    assert http_get(sink.url)[0] == 200
     sink.close(5)
     again = PrometheusSink("prom", MetricsModel(), f"[::1]:{port}", path="/m").start()
     try:
-        assert get(f"http://[::1]:{port}/m")[0] == 200
+        assert http_get(f"http://[::1]:{port}/m")[0] == 200
     finally:
         again.close(5)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from conftest import need_tool
-from liveenv import free_port
+from liveenv import RedisServer, stream_ids
 
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record
 from watcher.sinks.redis_sink import RedisSink, RedisSinkConfig
 
-START_SECONDS = 10.0
 KEY = "pcapwatch:http"
 
 
@@ -35,42 +32,6 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     while not cond():
         assert time.monotonic() < end, "condition not reached in time"
         time.sleep(0.01)
-
-
-class RedisServer:
-    """redis-server with an append-only file fsynced per write, so a stop and start keeps the stream."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-             "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = self.client()
-        end = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.exceptions.RedisError:
-                assert self.proc.poll() is None, (self.dir / "redis.log").read_text()
-                assert time.monotonic() < end, "redis-server did not start"
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
-            self.proc.wait(10)
-        self.proc = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=1)
 
 
 @pytest.fixture
@@ -89,10 +50,6 @@ def record(i: int) -> Record:
             "src_port": 40000 + i % 20000, "dst_ip": "192.0.2.80", "dst_port": 80, "method": "GET",
             "host": "shop.test", "uri": f"/item/{i}", "status_code": 200, "duration_ms": 1.0, "flags": [],
             "anomalies": [], "event_id": f"ev{i:07d}"}
-
-
-def stream_ids(srv: RedisServer, key: str = KEY) -> list[str]:
-    return [json.loads(f[b"json"])["event_id"] for _, f in srv.client().xrange(key)]  # type: ignore[index,union-attr]
 
 
 def sink(srv: RedisServer, **kw: Any) -> RedisSink:

@@ -8,114 +8,20 @@ we sent; over TCP, rsyslog stopped and started again loses nothing.
 from __future__ import annotations
 
 import os
-import random
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import need_tool
+from liveenv import Rsyslog
 
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record, encode
 from watcher.sinks.ecs import timestamp
 from watcher.sinks.syslog import SyslogSink, SyslogSinkConfig, structured_data
 
-START_SECONDS = 10.0
 HOSTNAME = "web-1"
-FIELDS = ("%syslogfacility-text%|%syslogseverity-text%|%timereported:::date-rfc3339%|%hostname%|%app-name%|"
-          "%procid%|%msgid%|%structured-data%|%msg%\\n")
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1, below the ephemeral range."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randint(20000, 29999)
-        try:
-            with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                t.bind(("127.0.0.1", port))
-                u.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port in 20000-29999")
-
-
-class Rsyslog:
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
-        self.sock = workdir / "log.sock"
-        self.out = workdir / "messages"
-        self.udp, self.tcp = free_port(), free_port()
-        self.conf = workdir / "rsyslog.conf"
-        self.conf.write_text(f"""
-global(workDirectory="{workdir}" maxMessageSize="256k")
-module(load="imuxsock" SysSock.Use="off")
-module(load="imudp")
-module(load="imtcp")
-input(type="imuxsock" Socket="{self.sock}" UseSpecialParser="off" ParseHostname="on"
-      IgnoreTimestamp="off")
-input(type="imudp" address="127.0.0.1" port="{self.udp}" rcvbufSize="16m")
-input(type="imtcp" address="127.0.0.1" port="{self.tcp}")
-template(name="fields" type="string" string="{FIELDS}")
-if $app-name == "pcapwatch" then action(type="omfile" file="{self.out}" template="fields")
-""")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        rsyslogd = "/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else "rsyslogd"
-        self.proc = subprocess.Popen([rsyslogd, "-n", "-f", str(self.conf), "-i", str(self.dir / "pid")],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        end = time.monotonic() + START_SECONDS
-        while True:
-            assert self.proc.poll() is None, self.proc.communicate()[0].decode()
-            if self.sock.exists() and self._tcp_up() and self._udp_up():
-                return
-            assert time.monotonic() < end, "rsyslogd did not start"
-            time.sleep(0.05)
-
-    def _tcp_up(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.tcp), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def _udp_up(self) -> bool:
-        """Bound once binding the port ourselves fails."""
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", self.udp))
-            except OSError:
-                return True
-        return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
-
-    def lines(self) -> list[str]:
-        return self.out.read_text().splitlines() if self.out.exists() else []
-
-    def wait_lines(self, n: int, timeout: float = 20.0) -> list[str]:
-        """Wait until n lines are written, then a little longer to see no more come."""
-        end = time.monotonic() + timeout
-        while len(self.lines()) < n and time.monotonic() < end:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        return self.lines()
 
 
 @pytest.fixture

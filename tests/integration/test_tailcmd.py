@@ -7,27 +7,18 @@ address zmq refuses gets one line and status 2.
 
 from __future__ import annotations
 
-import os
-import pty
-import select
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any
 
 import pytest
+from liveenv import PCAPWATCH, Tail
 
 from watcher.sinks.base import Record, encode
 from watcher.sinks.zmq_sink import ZmqSink, ZmqSinkConfig
 from watcher.tailcmd import format_line
 
-SCRIPT = Path(sys.executable).parent / "pcapwatch"
-PCAPWATCH = [str(SCRIPT)] if SCRIPT.exists() else [
-    sys.executable, "-c", "import sys; from watcher.cli import main; sys.exit(main())"]
 RUN = 2000  # records in a run
 RATE = 2000.0  # records per second while publishing
 
@@ -57,70 +48,6 @@ def tap() -> Iterator[ZmqSink]:
         yield s
     finally:
         s.close(2)
-
-
-class Tail:
-    """`pcapwatch tail` in a subprocess; its stdout lines gathered by a thread."""
-
-    def __init__(self, *args: str, tty: bool = False) -> None:
-        env = {**os.environ, "TZ": "UTC"}
-        env.pop("NO_COLOR", None)
-        self.lines: list[str] = []
-        self.master = -1
-        stdout: Any = subprocess.PIPE
-        if tty:
-            self.master, slave = pty.openpty()
-            stdout = slave
-        self.proc = subprocess.Popen([*PCAPWATCH, "tail", *args], stdout=stdout, stderr=subprocess.PIPE,
-                                     env=env, text=not tty)
-        if tty:
-            os.close(slave)
-        self.reader = threading.Thread(target=self._read_pty if tty else self._read_pipe, daemon=True)
-        self.reader.start()
-
-    def _read_pipe(self) -> None:
-        out: IO[str] | None = self.proc.stdout
-        assert out is not None
-        for line in out:
-            self.lines.append(line.rstrip("\n"))
-
-    def _read_pty(self) -> None:
-        buf = b""
-        while True:
-            r, _, _ = select.select([self.master], [], [], 0.2)
-            if not r:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            buf += data
-            *done, buf = buf.split(b"\r\n")  # the terminal turns \n into \r\n
-            self.lines.extend(d.decode() for d in done)
-
-    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str]:
-        self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(10)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.reader.join(5)
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read()
-        self.proc.stderr.close()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if self.master >= 0:
-            os.close(self.master)
-        return code, err if isinstance(err, str) else err.decode()
-
-
 
 
 def publish(tap: ZmqSink, records: list[Record]) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 import pcapgen as g
 import pytest
 from conftest import CORPUS
+from liveenv import Conn
 from pcapgen import Segment
 
-from analyzers.frames import ACK, FIN, RST, SYN, RecordLayout
+from analyzers.frames import ACK, RecordLayout
 from analyzers.pipeline import Pipeline, Router, split_records
 from analyzers.transactions import Transaction
 from watcher.jsonlines import record_line
@@ -30,49 +31,6 @@ from watcher.pcapfile import CaptureParser, Frame
 
 PSH = 0x08
 T0 = 1_700_000_000 * 10**9
-MSS = 1448
-
-
-class Conn:
-    """One TCP connection's segments, sequence numbers kept for both sides."""
-
-    def __init__(self, out: list[Segment], n: int, server_port: int = 80) -> None:
-        self.out = out
-        self.c = bytes([10, 0, n >> 8 & 0xFF, n & 0xFF])
-        self.s = bytes([10, 1, 0, 1])
-        self.cp, self.sp = 30000 + 2 * n, server_port
-        self.cseq, self.sseq = 1000 * n + 7, 5000 * n + 11
-
-    def _seg(self, t: int, client: bool, flags: int, payload: bytes = b"") -> None:
-        if client:
-            self.out.append(Segment(t, self.c, self.s, self.cp, self.sp, self.cseq, self.sseq, flags, payload))
-            self.cseq = (self.cseq + len(payload) + (1 if flags & (SYN | FIN) else 0)) % (1 << 32)
-        else:
-            self.out.append(Segment(t, self.s, self.c, self.sp, self.cp, self.sseq, self.cseq, flags, payload))
-            self.sseq = (self.sseq + len(payload) + (1 if flags & (SYN | FIN) else 0)) % (1 << 32)
-
-    def open(self, t: int) -> None:
-        self._seg(t, True, SYN)
-        self._seg(t + 1000, False, SYN | ACK)
-        self._seg(t + 2000, True, ACK)
-
-    def send(self, t: int, client: bool, data: bytes, mss: int = MSS) -> int:
-        """`data` in segments of at most `mss` bytes, a bare ACK back every other one."""
-        for i in range(0, len(data), mss):
-            self._seg(t, client, ACK | PSH, data[i:i + mss])
-            t += 1000
-            if i // mss % 2:
-                self._seg(t, not client, ACK)
-                t += 1000
-        return t
-
-    def close(self, t: int, reset: bool = False) -> None:
-        if reset:
-            self._seg(t, False, RST | ACK)
-            return
-        self._seg(t, True, FIN | ACK)
-        self._seg(t + 1000, False, FIN | ACK)
-        self._seg(t + 2000, True, ACK)
 
 
 def get(uri: str, extra: bytes = b"") -> bytes:
