@@ -11,6 +11,7 @@ Sinks never block: a slow or dead output drops what its buffer cannot hold, and 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -167,10 +168,12 @@ class Delivery:
             sink.submit(record)
 
     def flush(self, timeout: float) -> bool:
-        """Wait (shared deadline) for the outputs to write what they hold; False if some could not."""
+        """Wait for the outputs to write what they hold, all within `timeout` (dead outputs must not
+        add up to stall the pipeline); False if some could not."""
+        deadline = time.monotonic() + timeout
         ok = True
         for sink in self._all():
-            ok = sink.flush(timeout) and ok
+            ok = sink.flush(max(deadline - time.monotonic(), 0.0)) and ok
         return ok
 
     def reopen(self) -> None:

@@ -115,6 +115,7 @@ class Service:
         self.stop = False
         self.new_file = False
         self.last_checkpoint_wall = 0.0
+        self.forgotten_bytes = 0  # read from generations no longer tracked
         self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
                              self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
 
@@ -306,7 +307,9 @@ class Service:
         oldest = resume_pos >> POS_BITS
         gens = self.reader.generations
         for index in [i for i in list(gens) if i < oldest - 1]:
-            gens.pop(index, None)
+            gen = gens.pop(index, None)
+            if gen is not None:
+                self.forgotten_bytes += gen.read_offset  # the bytes counter must not go down
 
     def lag(self) -> tuple[int, float]:
         """(bytes, seconds) behind tcpdump: unread capture on disk, and the age of the last record
@@ -393,7 +396,7 @@ class Service:
         age = time.time() - self.last_checkpoint_wall if self.last_checkpoint_wall else None
         self.health = Health.from_pipeline(
             self.pipeline.stats(), files=sp.done, files_lost=sp.lost, lost_bytes=sp.lost_bytes,
-            bytes=sum(g.read_offset for g in list(self.reader.generations.values())),
+            bytes=self.forgotten_bytes + sum(g.read_offset for g in list(self.reader.generations.values())),
             lag_bytes=unread, lag_seconds=seconds,
             rule_errors=dict(self.delivery.rules.errors), queue_depth=self.batches.qsize(),
             queue_capacity=self.batches.maxsize, checkpoint_age_seconds=age)

@@ -13,7 +13,7 @@ record flows, prometheus):
   bursts larger than its buffer with Redis up, counted the same way). PromQL gives exactly the status
   classes `pcapwatch read` finds in the capture, and Prometheus held the service's count after every
   file; rsyslog, the stream and the tail hold every record of the jsonl output, in its order.
-  (pcapwatch_capture_bytes_total going down after checkpoints is a known bug: an xfail here.)
+  pcapwatch_capture_bytes_total ends at every byte of the spool and never goes down.
 - the redaction run: a capture crafted here whose requests and responses carry credentials,
   cookies, secret query parameters, a secret API-key header and a configured `redact.secrets`
   literal. No secret reaches the raw bytes of any output nor the service's log; what is not secret
@@ -361,8 +361,6 @@ def test_prometheus_scraped_while_the_files_were_processed(corpus_run: CorpusRun
     assert counts[-1] == len(corpus_run.records)
 
 
-@pytest.mark.xfail(strict=True, reason="pcapwatch bug: watcher/service.py _update_health sums read_offset over "
-                   "reader.generations only, and _forget_generations drops the older ones at each checkpoint")
 def test_capture_bytes_counter_counts_every_file_and_never_goes_down(corpus_run: CorpusRun) -> None:
     """pcapwatch_capture_bytes_total is a counter: it must end at every byte read, never decrease."""
     run = corpus_run
