@@ -5,6 +5,7 @@ turned back into frames of any link type the decoder supports (over IPv4 or IPv6
 extension headers or IPv4 options) and written as pcap (µs/ns, either byte order), pcapng or a
 set of rotation files. Impairments (re-segmentation, duplicates, reordering, loss, cuts) act on
 segment lists with a seeded `random.Random`, so every generated file is reproducible.
+`Conn` scripts one connection segment by segment; `split_pcap` cuts a pcap into its records.
 
 Only the stdlib and the project's `watcher.sources` / `analyzers.frames` are used: the frames are
 built here field by field, so a test reads what each byte is.
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from analyzers.frames import FIN, RST, SYN, Decoded, FrameDecoder
+from analyzers.frames import ACK, FIN, RST, SYN, Decoded, FrameDecoder
 from watcher.sources import Capture
 
 # Link types written here (numbers from the tcpdump/libpcap link-type registry).
@@ -126,6 +127,53 @@ def connections(segments: Iterable[Segment]) -> dict[ConnKey, list[int]]:
     for i, s in enumerate(segments):
         conns.setdefault(conn_key(s), []).append(i)
     return conns
+
+
+# Scripted connections ---------------------------------------------------------------------------
+
+MSS = 1448  # segment payload size Conn.send cuts data into, as Ethernet gives it
+
+
+class Conn:
+    """One TCP connection's segments, sequence numbers kept for both sides."""
+
+    def __init__(self, out: list[Segment], n: int, server_port: int = 80) -> None:
+        self.out = out
+        self.c = bytes([10, 0, n >> 8 & 0xFF, n & 0xFF])
+        self.s = bytes([10, 1, 0, 1])
+        self.cp, self.sp = 30000 + 2 * n, server_port
+        self.cseq, self.sseq = 1000 * n + 7, 5000 * n + 11
+
+    def _seg(self, t: int, client: bool, flags: int, payload: bytes = b"") -> None:
+        if client:
+            self.out.append(Segment(t, self.c, self.s, self.cp, self.sp, self.cseq, self.sseq, flags, payload))
+            self.cseq = (self.cseq + len(payload) + (1 if flags & (SYN | FIN) else 0)) % (1 << 32)
+        else:
+            self.out.append(Segment(t, self.s, self.c, self.sp, self.cp, self.sseq, self.cseq, flags, payload))
+            self.sseq = (self.sseq + len(payload) + (1 if flags & (SYN | FIN) else 0)) % (1 << 32)
+
+    def open(self, t: int) -> None:
+        self._seg(t, True, SYN)
+        self._seg(t + 1000, False, SYN | ACK)
+        self._seg(t + 2000, True, ACK)
+
+    def send(self, t: int, client: bool, data: bytes, mss: int = MSS) -> int:
+        """`data` in segments of at most `mss` bytes, a bare ACK back every other one."""
+        for i in range(0, len(data), mss):
+            self._seg(t, client, ACK | PSH, data[i:i + mss])
+            t += 1000
+            if i // mss % 2:
+                self._seg(t, not client, ACK)
+                t += 1000
+        return t
+
+    def close(self, t: int, reset: bool = False) -> None:
+        if reset:
+            self._seg(t, False, RST | ACK)
+            return
+        self._seg(t, True, FIN | ACK)
+        self._seg(t + 1000, False, FIN | ACK)
+        self._seg(t + 2000, True, ACK)
 
 
 # Addresses --------------------------------------------------------------------------------------
@@ -354,6 +402,20 @@ def write_rotation(directory: str | Path, name: str, parts: Sequence[Sequence[Se
     d = Path(directory)
     return [write_pcap(d / (name + (str(i) if i else "")), LINKS[link].linktype, frames(part, link))
             for i, part in enumerate(parts)]
+
+
+PcapRecords = tuple[bytes, list[bytes]]  # (24-byte global header, raw records with their 16-byte headers)
+
+
+def split_pcap(data: bytes) -> PcapRecords:
+    """A little-endian µs pcap split into header and records (independent of watcher/pcapfile.py)."""
+    assert data[:4] == b"\xd4\xc3\xb2\xa1"
+    recs, off = [], 24
+    while off < len(data):
+        (caplen,) = struct.unpack_from("<I", data, off + 8)
+        recs.append(data[off:off + 16 + caplen])
+        off += 16 + caplen
+    return data[:24], recs
 
 
 # Impairments ------------------------------------------------------------------------------------

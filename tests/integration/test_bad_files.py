@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import corpus, need_tool
-from liveenv import split_pcap
+from pcapgen import split_pcap
 
 from watcher.cli import main
 

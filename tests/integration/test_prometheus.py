@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, corpus, need_tool, read_records
-from liveenv import Prometheus, http_get
+from outputservers import Prometheus, http_get
 
 from analyzers.pipeline import Pipeline
 from analyzers.records import to_record

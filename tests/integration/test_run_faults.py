@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import read_records
-from liveenv import Clients, Live, key, live_env, request_plan, sent_keys, wait_until
+from liveenv import Live, live_env, wait_until
+from traffic import Clients, key, request_plan, sent_keys
 
 SMALL = (("GET", "/1k.bin"), ("GET", "/10k.bin"), ("GET", "/missing.html"))
 BIG = (("GET", "/100k.bin"),)

@@ -1,199 +1,55 @@
 """Every output type through the running service: `pcapwatch run` as a subprocess, real servers behind it.
 
-One module-wide set of servers: a real Prometheus scraping the service's prometheus output every
-second, a real redis-server, a real rsyslogd. Two services run against them, each with an output of
-every type (jsonl flat and ecs, syslog, redis, zmq with `pcapwatch tail --json` subscribed before any
-record flows, prometheus):
+One module-wide set of servers (outputservers.py): a real Prometheus scraping the service's
+prometheus output every second, a real redis-server, a real rsyslogd. The service has an output of
+every type (jsonl flat and ecs, syslog, redis, zmq with `pcapwatch tail --json` subscribed before
+any record flows, prometheus), and runs the corpus capture local/mix.pcap cut into four files, put
+into the spool one at a time, each processed before the next.
 
-- the corpus run: the corpus capture local/mix.pcap cut into four files, put into the spool one at
-  a time, each processed before the next. Redis is stopped before the second file and started after
-  it: the redis output with the default buffer loses nothing; a second redis output with a buffer of
-  SMALL_BUFFER drops, and its drop counter (the service's metrics, and PromQL) is exactly what its
-  stream misses: during the outage, everything past its first SMALL_BUFFER records (it also drops
-  bursts larger than its buffer with Redis up, counted the same way). PromQL gives exactly the status
-  classes `pcapwatch read` finds in the capture, and Prometheus held the service's count after every
-  file; rsyslog, the stream and the tail hold every record of the jsonl output, in its order.
-  pcapwatch_capture_bytes_total ends at every byte of the spool and never goes down.
-- the redaction run: a capture crafted here whose requests and responses carry credentials,
-  cookies, secret query parameters, a secret API-key header and a configured `redact.secrets`
-  literal. No secret reaches the raw bytes of any output nor the service's log; what is not secret
-  (the schemes, cookie names, parameter names, the transactions) does.
+Redis is stopped before the second file and started after it: the redis output with the default
+buffer loses nothing; a second redis output with a buffer of SMALL_BUFFER drops, and its drop
+counter (the service's metrics, and PromQL) is exactly what its stream misses: during the outage,
+everything past its first SMALL_BUFFER records (it also drops bursts larger than its buffer with
+Redis up, counted the same way). PromQL gives exactly the status classes `pcapwatch read` finds in
+the capture, and Prometheus held the service's count after every file; rsyslog, the stream and the
+tail hold every record of the jsonl output, in its order. pcapwatch_capture_bytes_total ends at
+every byte of the spool and never goes down. (Secrets in no output: test_run_redaction.)
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import pcapgen as g
 import pytest
-import yaml
-from conftest import corpus, need_tool, read_records
-from liveenv import (
-    Conn,
-    Prometheus,
-    RedisServer,
-    Rsyslog,
-    Service,
-    Tail,
-    free_port,
-    http_get,
-    read_jsonl,
-    service,
-    split_pcap,
-    stream_ids,
-    wait_until,
-)
-from pcapgen import Segment
-from prometheus_client.parser import text_string_to_metric_families
+from conftest import corpus, read_records
+from liveenv import Service, free_port, read_jsonl, service, wait_for
+from outputrun import Metrics, output_stats, outputs_config, put, scrape, settled, write_yaml
+from outputservers import Prometheus, Servers, output_servers, start_tail, stream_ids, syslog_messages
+from pcapgen import split_pcap
 
-WAIT_SECONDS = 30.0  # for a server to start, the service to process a file, Prometheus to scrape a value
 SMALL_BUFFER = 50  # records the small redis output holds while Redis is down
 CUTS = 4  # mix.pcap goes into the spool as this many files
 OUTAGE_PART = 1  # Redis is down while the service processes this file (0-based)
-SETTLE_SECONDS = 0.5  # after tail's TCP connection: its subscription reaches the publisher
 OUTPUTS = ("records", "ecs", "syslog", "redis", "redis_small", "tap", "metrics")
-MAIN_HOST, REDACT_HOST = "corpus-run", "redaction-run"  # syslog HOSTNAME of each run's messages
+MAIN_HOST = "corpus-run"  # syslog HOSTNAME of the run's messages
 TOTAL = "sum(pcapwatch_http_transactions_total)"
 SMALL_DROPPED = 'pcapwatch_output_dropped_total{output="redis_small"}'
 PACKETS = "pcapwatch_capture_packets_total"
-
-Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> None:
-    assert wait_until(check, timeout, 0.1), f"timed out after {timeout:.0f} s waiting for {what}"
 
 
 def status_class(code: int | None) -> str:
     return "none" if code is None else f"{code // 100}xx"
 
 
-# The service's side ----------------------------------------------------------------------------
-
-
-def scrape(port: int) -> Metrics:
-    """The service's /metrics, every sample by (name, sorted labels)."""
-    status, _, body = http_get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(body.decode()) for s in f.samples}
-
-
-def output_stats(m: Metrics, output: str) -> dict[str, int]:
-    """One output's counters from the metrics (Sink.stats() keys)."""
-    names = {"submitted": "pcapwatch_output_submitted_total", "written": "pcapwatch_output_written_total",
-             "dropped": "pcapwatch_output_dropped_total", "retries": "pcapwatch_output_retries_total",
-             "errors": "pcapwatch_output_errors_total", "reconnects": "pcapwatch_output_reconnects_total",
-             "buffered": "pcapwatch_output_buffered"}
-    return {k: int(m[(n, (("output", output),))]) for k, n in names.items()}
-
-
-def settled(port: int, outputs: tuple[str, ...] = OUTPUTS) -> bool:
-    """Every output has written or dropped all it was given."""
-    m = scrape(port)
-    return all((s := output_stats(m, o))["buffered"] == 0 and s["written"] + s["dropped"] == s["submitted"]
-               for o in outputs)
-
-
-def connected(port: int) -> bool:
-    """An established TCP connection to 127.0.0.1:port exists (/proc/net/tcp, the client's side)."""
-    want = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp") as f:
-        return any(cols[2] == want and cols[3] == "01" for cols in (line.split() for line in f.readlines()[1:]))
-
-
-def put(spool: Path, name: str, data: bytes) -> None:
-    """A whole capture file appears in the spool at once (written beside it, then renamed in)."""
-    tmp = spool.parent / f".{name}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, spool / name)
-
-
-def write_yaml(path: Path, cfg: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def outputs_config(base: Path, servers: Servers, *, syslog: str, hostname: str, key: str, zmq_port: int,
-                   metrics_port: int) -> list[dict[str, Any]]:
-    """One output of every type."""
-    return [
-        {"name": "records", "type": "jsonl", "path": str(base / "records.jsonl")},
-        {"name": "ecs", "type": "jsonl", "path": str(base / "ecs.jsonl"), "format": "ecs"},
-        {"name": "syslog", "type": "syslog", "address": syslog, "facility": "local3", "hostname": hostname},
-        {"name": "redis", "type": "redis", "url": servers.redis.url, "key": key, "backoff_max_seconds": 0.5},
-        {"name": "tap", "type": "zmq", "bind": f"tcp://127.0.0.1:{zmq_port}"},
-        {"name": "metrics", "type": "prometheus", "listen": f"127.0.0.1:{metrics_port}"},
-    ]
-
-
-def syslog_messages(rsyslog: Rsyslog, hostname: str) -> list[str]:
-    """The message (the record's JSON) of every line rsyslog wrote for one run. No field before it
-    holds `|{"`: facility to msgid are tokens, and structured data escapes every `"`."""
-    out = []
-    for line in rsyslog.lines():
-        fields, sep, msg = line.partition('|{"')
-        if sep and fields.split("|")[3] == hostname:
-            out.append('{"' + msg)
-    return out
-
-
-def start_tail(zmq_port: int) -> Tail:
-    """`pcapwatch tail --json` subscribed to the service's zmq output before any record flows."""
-    tail = Tail("--json", "--connect", f"tcp://127.0.0.1:{zmq_port}")
-    try:
-        wait_for("pcapwatch tail to connect", lambda: connected(zmq_port) or tail.proc.poll() is not None, 10)
-        assert tail.proc.poll() is None, tail.stop()
-        time.sleep(SETTLE_SECONDS)
-    except BaseException:
-        tail.stop()
-        raise
-    return tail
-
-
-# Servers ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Servers:
-    base: Path
-    prom: Prometheus
-    redis: RedisServer
-    rsyslog: Rsyslog
-    metrics_port: int  # the corpus run's prometheus output, which Prometheus scrapes
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    need_tool("prometheus", "redis-server", "rsyslogd")
-    base = tmp_path_factory.mktemp("outputs")
-    metrics_port = free_port()
-    for d in ("prometheus", "redis", "rsyslog"):
-        (base / d).mkdir()
-    started: list[Prometheus | RedisServer | Rsyslog] = []
-    try:
-        prom = Prometheus(base / "prometheus", f"127.0.0.1:{metrics_port}")
-        started.append(prom)
-        redis_server = RedisServer(base / "redis")
-        redis_server.start()
-        started.append(redis_server)
-        rsyslog = Rsyslog(base / "rsyslog")
-        rsyslog.start()
-        started.append(rsyslog)
-        wait_for("prometheus to be ready", prom.ready)
-        yield Servers(base, prom, redis_server, rsyslog, metrics_port)
-    finally:
-        for s in reversed(started):
-            s.stop()
+    with output_servers(tmp_path_factory.mktemp("outputs"), prometheus=True) as started:
+        yield started
 
 
 # The corpus run --------------------------------------------------------------------------------
@@ -253,7 +109,7 @@ class Feeder:
     def settle(self, prom: Prometheus, n: int) -> tuple[int, float]:
         """Wait until every output has delivered (or dropped) the records so far and Prometheus has
         scraped their count, and the packets behind them (the health, refreshed every second)."""
-        wait_for(f"the outputs to deliver {n} records", lambda: settled(self.port))
+        wait_for(f"the outputs to deliver {n} records", lambda: settled(self.port, OUTPUTS))
         packets = {None: self.analysed()}
         wait_for(f"Prometheus to scrape {n} transactions", lambda: prom.vector(TOTAL) == {None: float(n)}
                  and prom.vector(PACKETS) == packets)
@@ -280,6 +136,7 @@ def corpus_run(servers: Servers) -> Iterator[CorpusRun]:
         "outputs": outputs,
     })
     prom = servers.prom
+    assert prom is not None
     feeder = Feeder(spool, servers.metrics_port, *split_pcap(path.read_bytes()))
     with service(config, base / "pcapwatch.stderr") as svc:
         tail = start_tail(zmq_port)
@@ -427,209 +284,3 @@ def test_ecs_output_has_every_record(corpus_run: CorpusRun) -> None:
     assert [d["event"]["id"] for d in run.ecs] == [r["event_id"] for r in run.records]
     assert [d["http"]["response"].get("status_code") for d in run.ecs] == [r["status_code"] for r in run.records]
     assert [d.get("url", {}).get("original") for d in run.ecs] == [r["uri"] for r in run.records]
-
-
-# The redaction run -----------------------------------------------------------------------------
-
-LITERAL = "s3cr3t-XYZ-123"  # configured in redact.secrets
-BASIC = base64.b64encode(b"alice:s3cr3t-BASIC-9001").decode()
-SECRETS = {
-    "basic": BASIC,
-    "bearer": "s3cr3t-BEARER-eyJhbGciOi.e30.x",
-    "cookie": "s3cr3t-COOKIE-1234",
-    "set-cookie": "s3cr3t-SETCOOKIE-5678",
-    "token": "s3cr3t-TOKEN-4711",
-    "password": "s3cr3t-PASSWORD-0815",
-    "api-key": "s3cr3t-APIKEY-42",
-    "literal": LITERAL,
-}
-R = "<redacted>"
-T0 = 1_700_000_000 * 10**9
-
-
-def request(method: str, uri: str, *headers: str) -> bytes:
-    return "\r\n".join([f"{method} {uri} HTTP/1.1", "Host: vault.test", *headers, "", ""]).encode()
-
-
-def response(status: str, *headers: str, body: bytes = b"ok\n") -> bytes:
-    head = [f"HTTP/1.1 {status}", "Content-Type: text/plain", f"Content-Length: {len(body)}", *headers, "", ""]
-    return "\r\n".join(head).encode() + body
-
-
-S = SECRETS
-
-
-class Exchange(NamedTuple):
-    """One transaction on the wire, and what the records must show of it."""
-
-    request: bytes
-    response: bytes
-    uri: str
-    status: int
-    request_headers: dict[str, str]  # the logged ones but host
-    response_headers: dict[str, str]  # set-cookie and location
-
-
-# By connection.
-EXCHANGES: list[list[Exchange]] = [
-    [
-        Exchange(request("GET", f"/login?token={S['token']}&password={S['password']}&page=2",
-                         f"Authorization: Basic {BASIC}"),
-                 response("200 OK", f"Set-Cookie: id={S['set-cookie']}; Path=/; HttpOnly"),
-                 f"/login?token={R}&password={R}&page=2", 200, {"authorization": f"Basic {R}"},
-                 {"set-cookie": f"id={R}; Path=/; HttpOnly"}),
-        Exchange(request("GET", "/account", f"Authorization: Bearer {S['bearer']}",
-                         f"Cookie: session={S['cookie']}; theme=dark"),
-                 response("200 OK"), "/account", 200,
-                 {"authorization": f"Bearer {R}", "cookie": f"session={R}; theme={R}"}, {}),
-        Exchange(request("GET", f"/vault/{LITERAL}/open", f"User-Agent: probe/1.0 ({LITERAL})"),
-                 response("404 Not Found"), f"/vault/{R}/open", 404, {"user-agent": f"probe/1.0 ({R})"}, {}),
-    ],
-    [
-        Exchange(request("POST", "/api/items", f"X-Api-Key: {S['api-key']}", "Content-Length: 2",
-                         f"Referer: http://vault.test/login?token={S['token']}") + b"{}",
-                 response("302 Found", f"Location: /items?password={S['password']}&x=1", body=b""),
-                 "/api/items", 302,
-                 {"x-api-key": R, "content-length": "2", "referer": f"http://vault.test/login?token={R}"},
-                 {"location": f"/items?password={R}&x=1"}),
-        Exchange(request("GET", f"/files/{LITERAL}.txt?password={S['password']}", f"Cookie: session={S['cookie']}"),
-                 response("200 OK", f"Set-Cookie: id={S['set-cookie']}"), f"/files/{R}.txt?password={R}", 200,
-                 {"cookie": f"session={R}"}, {"set-cookie": f"id={R}"}),
-    ],
-]
-EXPECTED = [e for conn in EXCHANGES for e in conn]
-# Not secret, so in every output that carries the headers (as compact JSON, the way they are written).
-VISIBLE = [b'"authorization":"Basic <redacted>"', b'"authorization":"Bearer <redacted>"',
-           b'"cookie":"session=<redacted>; theme=<redacted>"', b'"set-cookie":"id=<redacted>; Path=/; HttpOnly"',
-           b"token=<redacted>&password=<redacted>&page=2", b"/vault/<redacted>/open", b'"x-api-key":"<redacted>"']
-
-
-def secret_capture() -> bytes:
-    """The exchanges on two keep-alive connections, interleaved in time, each closed with FIN."""
-    segments: list[Segment] = []
-    for n, exchanges in enumerate(EXCHANGES):
-        out: list[Segment] = []
-        c = Conn(out, n + 1)
-        t = T0 + n * 500_000
-        c.open(t)
-        t += 1_000_000
-        for e in exchanges:
-            t = c.send(t, True, e.request) + 1_000_000
-            t = c.send(t, False, e.response) + 1_000_000
-        c.close(t)
-        segments += out
-    segments.sort(key=lambda s: s.ts_ns)
-    return g.pcap_bytes(g.LINKTYPE_ETHERNET, g.frames(segments))
-
-
-@dataclass
-class RedactionRun:
-    outputs: dict[str, bytes]  # raw bytes of every output and of the service's log, by name
-    records: list[dict[str, Any]]
-    lines: list[str]
-    ecs: list[dict[str, Any]]
-    stream: list[str]
-    syslog: list[str]
-    tail: list[str]
-    tail_exit: tuple[int, str]
-    metrics: Metrics
-    exit_code: int
-
-
-def stream_bytes(srv: RedisServer, key: str) -> bytes:
-    """Every entry of a stream as stored, one a line."""
-    entries: Any = srv.client().xrange(key)  # redis-py's reply type is a union of sync and async
-    return b"\n".join(f[b"json"] for _, f in entries)
-
-
-@pytest.fixture(scope="module")
-def redaction_run(servers: Servers) -> RedactionRun:
-    """The crafted capture through a service with every output; the service stopped (its log complete)."""
-    base = servers.base / "redaction"
-    spool = base / "spool"
-    spool.mkdir(parents=True)
-    zmq_port, metrics_port = free_port(), free_port()
-    outputs = outputs_config(base, servers, syslog=f"unix:{servers.rsyslog.sock}", hostname=REDACT_HOST,
-                             key="pcapwatch:redaction", zmq_port=zmq_port, metrics_port=metrics_port)
-    config = write_yaml(base / "pcapwatch.yaml", {
-        "spool": {"dir": str(spool), "rescan_seconds": 0.5},
-        "state": {"dir": str(base / "state"), "checkpoint_seconds": 1.0},
-        "outputs": outputs,
-        "headers": {"request": ["host", "user-agent", "referer", "content-length", "authorization", "cookie",
-                                "x-api-key"]},
-        "redact": {"headers": ["x-api-key"], "secrets": [LITERAL]},
-    })
-    n = len(EXPECTED)
-    stderr = base / "pcapwatch.stderr"
-    names = tuple(o["name"] for o in outputs)
-    records = base / "records.jsonl"
-    with service(config, stderr) as svc:
-        tail = start_tail(zmq_port)
-        try:
-            put(spool, "cap.pcap", secret_capture())
-            wait_for("the records", lambda: len(read_jsonl(records)) >= n)
-            wait_for("the outputs to deliver", lambda: settled(metrics_port, names))
-            wait_for("rsyslog to write every record", lambda: len(syslog_messages(servers.rsyslog, REDACT_HOST)) >= n)
-            wait_for("pcapwatch tail to print every record", lambda: len(tail.lines) >= n)
-            time.sleep(0.5)  # and nothing more
-            svc.send(signal.SIGUSR1)  # the status line goes to the log too
-            assert svc.wait_log(f"info: records {n}, ")
-            metrics_text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")[2]
-            metrics = scrape(metrics_port)
-        finally:
-            tail_exit = tail.stop()
-    return RedactionRun(
-        outputs={"jsonl flat": records.read_bytes(), "jsonl ecs": (base / "ecs.jsonl").read_bytes(),
-                 "rsyslog file": servers.rsyslog.out.read_bytes(),
-                 "redis stream": stream_bytes(servers.redis, "pcapwatch:redaction"),
-                 "pcapwatch tail": "\n".join(tail.lines).encode(), "prometheus /metrics": metrics_text,
-                 "service log": stderr.read_bytes()},
-        records=read_jsonl(records), lines=records.read_text().splitlines(), ecs=read_jsonl(base / "ecs.jsonl"),
-        stream=stream_ids(servers.redis, "pcapwatch:redaction"), syslog=syslog_messages(servers.rsyslog, REDACT_HOST),
-        tail=list(tail.lines), tail_exit=tail_exit, metrics=metrics, exit_code=svc.proc.returncode)
-
-
-def test_the_crafted_capture_carries_the_secrets(tmp_path: Path) -> None:
-    """The secrets are on the wire: `pcapwatch read` (no redaction) shows them, in every transaction."""
-    data = secret_capture()
-    assert all(s.encode() in data for s in SECRETS.values())
-    path = tmp_path / "secrets.pcap"
-    path.write_bytes(data)
-    records, _, _ = read_records(path)
-    assert sorted((r["method"], r["status_code"]) for r in records) == sorted(
-        (e.request.split(b" ", 1)[0].decode(), e.status) for e in EXPECTED)
-    assert LITERAL in json.dumps(records) and S["token"] in json.dumps(records)
-
-
-def test_no_secret_in_any_output(redaction_run: RedactionRun) -> None:
-    outputs = redaction_run.outputs
-    assert [name for name, raw in outputs.items() if not raw] == []
-    leaks = {name: [k for k, s in SECRETS.items() if s.encode() in raw] for name, raw in outputs.items()}
-    assert leaks == {name: [] for name in outputs}
-    assert [name for name, raw in outputs.items() if b"s3cr3t" in raw] == []  # not even a part of one
-    assert redaction_run.exit_code == 0
-
-
-def test_what_is_not_secret_is_in_every_output(redaction_run: RedactionRun) -> None:
-    carrying_headers = ("jsonl flat", "jsonl ecs", "rsyslog file", "redis stream", "pcapwatch tail")
-    missing = {name: [v.decode() for v in VISIBLE if v not in redaction_run.outputs[name]] for name in carrying_headers}
-    assert missing == {name: [] for name in carrying_headers}
-    metrics = redaction_run.outputs["prometheus /metrics"].decode()
-    assert 'route="/vault/<redacted>/open"' in metrics and 'host="vault.test"' in metrics
-    assert "pcapwatch: info: records 5, " in redaction_run.outputs["service log"].decode()
-
-
-def test_every_transaction_is_in_every_output(redaction_run: RedactionRun) -> None:
-    run = redaction_run
-    got = {r["uri"]: (r["status_code"], {k: v for k, v in r["request_headers"].items() if k != "host"},
-                      {k: v for k, v in r["response_headers"].items() if k in ("set-cookie", "location")})
-           for r in run.records}
-    assert got == {e.uri: (e.status, e.request_headers, e.response_headers) for e in EXPECTED}
-    assert len(run.records) == len(EXPECTED)
-    ids = [r["event_id"] for r in run.records]
-    assert [d["event"]["id"] for d in run.ecs] == ids
-    assert run.stream == ids
-    assert run.syslog == run.lines
-    assert run.tail == run.lines and run.tail_exit == (0, "")
-    assert sum(v for (name, labels), v in run.metrics.items()
-               if name == "pcapwatch_http_transactions_total" and ("host", "vault.test") in labels) == len(ids)

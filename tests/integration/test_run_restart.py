@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from liveenv import Clients, Live, Service, key, live_env, request_plan, sent_keys, service, wait_until
+from liveenv import Live, Service, live_env, service, wait_until
+from traffic import Clients, key, request_plan, sent_keys
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from liveenv import Clients, Live, key, live_env, request_plan, sent_keys, tshark_transactions
+from liveenv import Live, live_env
+from traffic import Clients, key, request_plan, sent_keys, tshark_transactions
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import need_tool
-from liveenv import RedisServer, stream_ids
+from outputservers import RedisServer, stream_ids
 
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record

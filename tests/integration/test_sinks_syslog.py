@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from liveenv import Rsyslog
+from outputservers import Rsyslog
 
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record, encode

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from liveenv import PCAPWATCH, Tail
+from liveenv import PCAPWATCH
+from outputservers import Tail
 
 from watcher.sinks.base import Record, encode
 from watcher.sinks.zmq_sink import ZmqSink, ZmqSinkConfig

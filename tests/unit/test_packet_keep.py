@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pcapgen as g
 import pytest
-from liveenv import Conn
-from pcapgen import Segment
+from pcapgen import Conn, Segment
 
 from analyzers.frames import FrameDecoder
 from analyzers.packet_keep import PACKET_OVERHEAD, Kept, PacketKeep

@@ -20,8 +20,7 @@ from typing import Any
 import pcapgen as g
 import pytest
 from conftest import CORPUS
-from liveenv import Conn
-from pcapgen import Segment
+from pcapgen import Conn, Segment
 
 from analyzers.frames import ACK, RecordLayout
 from analyzers.pipeline import Pipeline, Router, split_records
