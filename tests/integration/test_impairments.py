@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import impair
 import pcapgen as g
 import pytest
 from conftest import corpus, read_records
@@ -111,7 +112,7 @@ def spanning(segs: list[Segment], at: int) -> int:
 @pytest.mark.parametrize("capture", CAPTURES)
 def test_resegmented_into_1_to_50_bytes(tmp_path: Path, capture: str) -> None:
     records, segs = original(capture)
-    resegmented = g.resegment(segs, random.Random(1), 1, 50)
+    resegmented = impair.resegment(segs, random.Random(1), 1, 50)
     assert max(len(s.payload) for s in resegmented) == 50
     got, stats = read_impaired(tmp_path, [resegmented])
     assert record_diffs(by_key(records), by_key(got)) == []
@@ -121,7 +122,7 @@ def test_resegmented_into_1_to_50_bytes(tmp_path: Path, capture: str) -> None:
 @pytest.mark.parametrize("capture", CAPTURES)
 def test_five_percent_duplicated(tmp_path: Path, capture: str) -> None:
     records, segs = original(capture)
-    duplicated = g.duplicate(segs, random.Random(2), 0.05)
+    duplicated = impair.duplicate(segs, random.Random(2), 0.05)
     assert len(duplicated) - len(segs) == round(len(segs) * 0.05)
     got, stats = read_impaired(tmp_path, [duplicated])
     assert record_diffs(by_key(records), by_key(got)) == []
@@ -132,7 +133,7 @@ def test_five_percent_duplicated(tmp_path: Path, capture: str) -> None:
 def test_reordered_within_windows(tmp_path: Path, capture: str) -> None:
     """Same transactions; timing moves by at most a window's span, and only where packets moved."""
     records, segs = original(capture)
-    reordered, moved = g.reorder(segs, random.Random(3), REORDER_WINDOW, REORDER_SPAN_NS)
+    reordered, moved = impair.reorder(segs, random.Random(3), REORDER_WINDOW, REORDER_SPAN_NS)
     assert moved > len(segs) // 20
     got, _stats = read_impaired(tmp_path, [reordered])
     want, have = by_key(records), by_key(got)
@@ -148,7 +149,7 @@ def test_reordered_within_windows(tmp_path: Path, capture: str) -> None:
 def test_reordering_loses_no_bytes(tmp_path: Path, capture: str) -> None:
     """Reordered segments are all there: the analyzer must not report a gap or open extra connections."""
     _records, segs, base = _original(capture)
-    reordered, _moved = g.reorder(segs, random.Random(3), REORDER_WINDOW, REORDER_SPAN_NS)
+    reordered, _moved = impair.reorder(segs, random.Random(3), REORDER_WINDOW, REORDER_SPAN_NS)
     _got, stats = read_impaired(tmp_path, [reordered])
     assert stats["tcp"]["out_of_order_segments"] > 0
     assert (stats["tcp"]["gaps"], stats["tcp"]["gap_bytes"]) == (0, 0)
@@ -170,7 +171,7 @@ def test_cut_into_three_rotation_files_mid_connection(tmp_path: Path, capture: s
     records, segs = original(capture)
     cuts = mid_connection_cuts(segs)
     assert all(spanning(segs, at) >= 1 for at in cuts)
-    got, _stats = read_impaired(tmp_path, g.cut(segs, cuts))
+    got, _stats = read_impaired(tmp_path, impair.cut(segs, cuts))
     assert {r["pcap_file"] for r in got} == {"cap.pcap", "cap.pcap1", "cap.pcap2"}
     assert record_diffs(by_key(records), by_key(got)) == []
 
@@ -179,13 +180,13 @@ def test_cut_into_three_rotation_files_mid_connection(tmp_path: Path, capture: s
 def test_all_impairments_combined(tmp_path: Path, capture: str) -> None:
     records, segs = original(capture)
     rng = random.Random(4)
-    impaired = g.resegment(segs, rng, 1, 50)
-    impaired = g.duplicate(impaired, rng, 0.05)
-    impaired, moved = g.reorder(impaired, rng, REORDER_WINDOW, REORDER_SPAN_NS)
+    impaired = impair.resegment(segs, rng, 1, 50)
+    impaired = impair.duplicate(impaired, rng, 0.05)
+    impaired, moved = impair.reorder(impaired, rng, REORDER_WINDOW, REORDER_SPAN_NS)
     assert moved > len(segs) // 20
     cuts = mid_connection_cuts(impaired)
     assert all(spanning(impaired, at) >= 1 for at in cuts)
-    got, _stats = read_impaired(tmp_path, g.cut(impaired, cuts))
+    got, _stats = read_impaired(tmp_path, impair.cut(impaired, cuts))
     assert record_diffs(by_key(records), by_key(got), REORDER_SPAN_NS / 1e9) == []
 
 
@@ -197,7 +198,8 @@ def test_one_byte_at_a_time(tmp_path: Path, capture: str) -> None:
     conns = g.connections(segs)
     small = {k for k, idx in conns.items() if sum(len(segs[i].payload) for i in idx) <= 16384}
     assert len(small) > 300
-    one = g.resegment(segs, random.Random(5), 1, 1, select=lambda s: len(s.payload) <= 512 or g.conn_key(s) in small)
+    one = impair.resegment(segs, random.Random(5), 1, 1,
+                           select=lambda s: len(s.payload) <= 512 or g.conn_key(s) in small)
     assert max(len(s.payload) for s in one if g.conn_key(s) in small) == 1
     got, stats = read_impaired(tmp_path, [one])
     assert record_diffs(by_key(records), by_key(got)) == []
@@ -383,7 +385,7 @@ def loss_scenario(capture: str) -> tuple[dict[Key, Record], dict[Key, Record], d
                 touched[(uid, k)] = any(s[0] == 0 and s[1] <= q.start and s[2] >= q.head_end for s in hits)
     assert len(touched) >= 6
     with tempfile.TemporaryDirectory() as tmp:
-        got, _stats = read_impaired(Path(tmp), [g.drop(segs, [i for v in drops.values() for i in v])])
+        got, _stats = read_impaired(Path(tmp), [impair.drop(segs, [i for v in drops.values() for i in v])])
     return by_key(records), by_key(got), touched
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import impair
 import pcapgen as g
 import pytest
 from conftest import CORPUS, read_records
@@ -99,7 +100,7 @@ def test_one_pcap(tmp_path: Path, shards: int) -> None:
 
 def test_rotation_files_of_every_format(tmp_path: Path) -> None:
     """Connections continue from one file into the next: big-endian pcap, gzip, pcapng, SLL."""
-    parts = g.cut(traffic(), [300, 700, 1100])
+    parts = impair.cut(traffic(), [300, 700, 1100])
     paths = [
         g.write_pcap(tmp_path / "a.pcap", g.LINKTYPE_ETHERNET, g.frames(parts[0]), big_endian=True),
         tmp_path / "b.pcap.gz",
@@ -115,7 +116,7 @@ def test_rotation_files_of_every_format(tmp_path: Path) -> None:
 def test_a_corrupt_file_among_good_ones(tmp_path: Path) -> None:
     """Reported once, as one process reports it; the records before the damage and the other
     files are all there."""
-    parts = g.cut(traffic(), [500])
+    parts = impair.cut(traffic(), [500])
     packets = g.frames(parts[0])
     damaged = bytearray(g.pcap_bytes(g.LINKTYPE_ETHERNET, packets))
     at = 24 + sum(16 + len(frame) for _ts, frame in packets[:len(packets) // 2])
@@ -150,7 +151,7 @@ def test_a_worker_that_dies_stops_the_read(tmp_path: Path, monkeypatch: pytest.M
 def test_a_file_cut_after_the_feeder_read_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that finds fewer bytes than the feeder walked (the file was rewritten in between)
     says so once, counts the file as failed, and goes on with the next file."""
-    parts = g.cut(traffic(), [600])
+    parts = impair.cut(traffic(), [600])
     a = g.write_pcap(tmp_path / "a.pcap", g.LINKTYPE_ETHERNET, g.frames(parts[0]))
     b = g.write_pcap(tmp_path / "b.pcap", g.LINKTYPE_ETHERNET, g.frames(parts[1]))
     real = workers.RangeReader

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import impair
 import pcapgen as g
 import pytest
 from conftest import CORPUS
@@ -242,11 +243,11 @@ def test_frames_the_decoder_skips_are_counted_the_same(linktype: int) -> None:
 
 
 IMPAIRMENTS: dict[str, Callable[[list[Segment], random.Random], list[Segment]]] = {
-    "recut": lambda s, rng: g.resegment(s, rng, 1, 700),
-    "duplicated": lambda s, rng: g.duplicate(s, rng, 0.1),
-    "reordered": lambda s, rng: g.reorder(s, rng)[0],
-    "lost": lambda s, rng: g.drop(s, rng.sample(range(len(s)), len(s) // 25)),
-    "all": lambda s, rng: g.drop(g.reorder(g.duplicate(g.resegment(s, rng, 1, 700), rng), rng)[0],
+    "recut": lambda s, rng: impair.resegment(s, rng, 1, 700),
+    "duplicated": lambda s, rng: impair.duplicate(s, rng, 0.1),
+    "reordered": lambda s, rng: impair.reorder(s, rng)[0],
+    "lost": lambda s, rng: impair.drop(s, rng.sample(range(len(s)), len(s) // 25)),
+    "all": lambda s, rng: impair.drop(impair.reorder(impair.duplicate(impair.resegment(s, rng, 1, 700), rng), rng)[0],
                                  rng.sample(range(len(s)), len(s) // 40)),
 }
 
