@@ -116,6 +116,8 @@ class Reader(threading.Thread):
                 continue
             self._rescan_if_due()
             if self.spool.has_newer(gen) or (gen.compressed and gen.state == State.READING):
+                if not gen.compressed and reader.size() > reader.offset + len(reader.pending):
+                    continue  # tcpdump wrote more since read() met the end: read it before calling it done
                 now = time.monotonic()
                 if reader.pending and not gen.compressed:
                     if not grace_until:
