@@ -17,14 +17,14 @@ import gzip
 import json
 import re
 import socket
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import REPO, corpus, need_tool, read_records
+from liveenv import wait_for
 from outputservers import Prometheus, http_get
 
 from analyzers.pipeline import Pipeline
@@ -38,7 +38,6 @@ from watcher.sinks.prometheus_sink import PrometheusSink, PrometheusSinkConfig, 
 from watcher.sources import Capture
 
 DASHBOARD = REPO / "conf" / "grafana" / "pcapwatch.json"
-WAIT_SECONDS = 30.0  # for Prometheus to start, or to scrape a value (it scrapes every second)
 # Small reads, so the run has many steps and Prometheus scrapes while it goes on.
 CHUNK = 256 << 10
 # The run's rules: a histogram of /api/ durations (and on to the next rule), a counter of errors.
@@ -49,14 +48,6 @@ RULES = [
     {"name": "errors", "match": {"status": "400-599"},
      "actions": {"metric": {"name": "http_errors", "type": "counter", "labels": ["host", "status_code"]}}},
 ]
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def headers(message: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import need_tool
+from liveenv import wait_until
 from outputservers import RedisServer, stream_ids
 
 from watcher.sinks import open_sink
@@ -25,13 +26,6 @@ from watcher.sinks.base import Backoff, Record
 from watcher.sinks.redis_sink import RedisSink, RedisSinkConfig
 
 KEY = "pcapwatch:http"
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -121,7 +115,7 @@ def test_small_buffer_drops_are_counted_exactly(server: RedisServer) -> None:
         server.stop()
         for i in range(1000, 3000):
             s.submit(record(i))
-        wait_for(lambda: s.stats()["errors"] >= 2)
+        assert wait_until(lambda: s.stats()["errors"] >= 2, 10.0)
         st = s.stats()
         assert (st["written"], st["buffered"], st["dropped"]) == (1000, 500, 1500)
         server.start()

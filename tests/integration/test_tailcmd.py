@@ -10,10 +10,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from liveenv import PCAPWATCH
+from liveenv import PCAPWATCH, wait_until
 from outputservers import Tail
 
 from watcher.sinks.base import Record, encode
@@ -22,13 +22,6 @@ from watcher.tailcmd import format_line
 
 RUN = 2000  # records in a run
 RATE = 2000.0  # records per second while publishing
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def record(i: int) -> Record:
@@ -45,7 +38,7 @@ def record(i: int) -> Record:
 def tap() -> Iterator[ZmqSink]:
     s = ZmqSink(ZmqSinkConfig("tap", "tcp://127.0.0.1:*")).start()
     try:
-        wait_for(lambda: s.endpoint is not None)
+        assert wait_until(lambda: s.endpoint is not None, 10.0)
         yield s
     finally:
         s.close(2)
@@ -66,10 +59,11 @@ def run_tail(tap: ZmqSink, records: list[Record], *args: str, want: int, subscri
     assert tap.endpoint is not None
     t = Tail("--connect", tap.endpoint, *args, tty=tty)
     try:
-        wait_for(lambda: tap.stats()["subscriptions"] == subscriptions)  # subscribed: nothing can be missed
+        # subscribed: nothing can be missed
+        assert wait_until(lambda: tap.stats()["subscriptions"] == subscriptions, 10.0)
         publish(tap, records)
         assert tap.flush(10)
-        wait_for(lambda: len(t.lines) >= want)
+        assert wait_until(lambda: len(t.lines) >= want, 10.0)
         time.sleep(0.2)  # and nothing more
     finally:
         code, err = t.stop()
@@ -106,9 +100,9 @@ def test_tail_on_a_terminal_is_colored_and_sigterm_ends_it(tap: ZmqSink, utc: No
     assert tap.endpoint is not None
     t = Tail("--connect", tap.endpoint, tty=True)
     try:
-        wait_for(lambda: tap.stats()["subscriptions"] == 1)
+        assert wait_until(lambda: tap.stats()["subscriptions"] == 1, 10.0)
         publish(tap, records)
-        wait_for(lambda: len(t.lines) >= 60)
+        assert wait_until(lambda: len(t.lines) >= 60, 10.0)
     finally:
         code, err = t.stop(signal.SIGTERM)
     assert t.lines == [format_line(f"http.{_cls(r)}", r, color=True) for r in records]

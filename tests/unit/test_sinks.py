@@ -15,11 +15,12 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from liveenv import wait_until
 
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record, SendError, Sink, encode
@@ -54,13 +55,6 @@ def record(i: int, **kw: Any) -> Record:
 def consistent(s: dict[str, int]) -> dict[str, int]:
     assert s["submitted"] == s["written"] + s["dropped"] + s["buffered"], s
     return s
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.005)
 
 
 class Logs(list[tuple[str, str]]):
@@ -272,7 +266,8 @@ def test_close_cuts_a_long_backoff_short() -> None:
     s.backoff = Backoff(20.0, 20.0)
     s.start()
     s.submit(record(0))
-    wait_for(lambda: s.stats()["errors"] == 1)  # now sleeping 10 to 20 s before the next try
+    # now sleeping 10 to 20 s before the next try
+    assert wait_until(lambda: s.stats()["errors"] == 1, 5.0, 0.005)
     t0 = time.monotonic()
     s.close(0.2)
     assert time.monotonic() - t0 < 1.0
@@ -310,7 +305,7 @@ def test_reopen_reconnects_on_the_worker_before_the_next_write() -> None:
     s.submit(record(0))
     assert s.flush(5)
     s.reopen()
-    wait_for(lambda: s.events == ["connect", "disconnect", "connect"])
+    assert wait_until(lambda: s.events == ["connect", "disconnect", "connect"], 5.0, 0.005)
     s.submit(record(1))
     assert s.flush(5)
     s.close(1)
@@ -388,7 +383,7 @@ def test_jsonl_full_disk_holds_the_buffer_then_drops_counted() -> None:
     s.start()
     for i in range(5):
         s.submit(record(i))
-    wait_for(lambda: s.stats()["errors"] >= 2)
+    assert wait_until(lambda: s.stats()["errors"] >= 2, 5.0, 0.005)
     st = consistent(s.stats())
     assert (st["written"], st["dropped"], st["buffered"]) == (0, 2, 3)
     s.close(0.1)
@@ -663,7 +658,8 @@ def test_syslog_tcp_octet_counting_and_a_closed_connection_loses_nothing() -> No
         for i in range(5, 10):
             s.submit(record(i))
         assert s.flush(5)
-        wait_for(lambda: len(srv.conns) == 2 and len(octet_frames(bytes(srv.conns[1]))) == 5)
+        assert wait_until(lambda: len(srv.conns) == 2 and len(octet_frames(bytes(srv.conns[1]))) == 5,
+                          5.0, 0.005)
         assert octet_frames(bytes(srv.conns[0])) == [s.format(record(i)) for i in range(5)]
         assert octet_frames(bytes(srv.conns[1])) == [s.format(record(i)) for i in range(5, 10)]
         assert consistent(s.stats()) == {"submitted": 10, "written": 10, "dropped": 0, "retries": 1, "errors": 1,
@@ -682,7 +678,7 @@ def test_syslog_unix_stream_fallback_one_message_per_line(tmp_path: Path) -> Non
             s.submit(record(i))
         assert s.flush(5)
         want = b"".join(s.format(record(i)) + b"\n" for i in range(3))
-        wait_for(lambda: len(srv.conns) == 1 and bytes(srv.conns[0]) == want)
+        assert wait_until(lambda: len(srv.conns) == 1 and bytes(srv.conns[0]) == want, 5.0, 0.005)
     finally:
         s.close(1)
         srv.shutdown()
@@ -694,7 +690,7 @@ def test_syslog_nobody_listening_buffers_then_delivers(tmp_path: Path) -> None:
     try:
         for i in range(4):
             s.submit(record(i))
-        wait_for(lambda: s.stats()["errors"] >= 2)
+        assert wait_until(lambda: s.stats()["errors"] >= 2, 5.0, 0.005)
         assert consistent(s.stats())["buffered"] == 4
         rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         rx.bind(path)
@@ -739,10 +735,10 @@ def test_zmq_publishes_every_record_in_order_to_a_subscriber() -> None:
     s = ZmqSink(ZmqSinkConfig("tap", "tcp://127.0.0.1:*", per_message=True)).start()
     sub = None
     try:
-        wait_for(lambda: s.endpoint is not None)
+        assert wait_until(lambda: s.endpoint is not None, 5.0, 0.005)
         assert s.endpoint is not None
         sub = Subscriber(s.endpoint, ["http.", "in"])
-        wait_for(lambda: s.stats()["subscriptions"] == 2)
+        assert wait_until(lambda: s.stats()["subscriptions"] == 2, 5.0, 0.005)
         recs = [record(i, status_code=(200, 404, 503, None)[i % 4]) for i in range(400)]
         for r in recs:
             s.submit(r)
@@ -760,7 +756,7 @@ def test_zmq_publishes_every_record_in_order_to_a_subscriber() -> None:
         assert consistent(s.stats())["written"] == 400
         sub.close()
         sub = None
-        wait_for(lambda: s.stats()["subscriptions"] == 0)
+        assert wait_until(lambda: s.stats()["subscriptions"] == 0, 5.0, 0.005)
     finally:
         if sub is not None:
             sub.close()
@@ -769,17 +765,17 @@ def test_zmq_publishes_every_record_in_order_to_a_subscriber() -> None:
 
 def test_zmq_bind_conflict_is_retried_until_free() -> None:
     first = ZmqSink(ZmqSinkConfig("a", "tcp://127.0.0.1:*")).start()
-    wait_for(lambda: first.endpoint is not None)
+    assert wait_until(lambda: first.endpoint is not None, 5.0, 0.005)
     assert first.endpoint is not None
     logs = Logs()
     second = ZmqSink(ZmqSinkConfig("b", first.endpoint), log=logs)
     second.backoff = Backoff(0.01, 0.05)
     second.start()
     try:
-        wait_for(lambda: second.stats()["errors"] >= 1)
+        assert wait_until(lambda: second.stats()["errors"] >= 1, 5.0, 0.005)
         assert logs[0][0] == "warning" and logs[0][1].startswith("zmq output b: Address already in use")
         first.close(1)
-        wait_for(lambda: second.stats()["reconnects"] == 1)
+        assert wait_until(lambda: second.stats()["reconnects"] == 1, 5.0, 0.005)
         assert second.endpoint == first.endpoint
     finally:
         first.close(1)
