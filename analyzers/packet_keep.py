@@ -65,7 +65,7 @@ class KeptUpTo:
 
     def packets(self) -> tuple[Packet, ...]:
         upto = self.upto
-        return tuple(p for p in (*self.kept.head, *self.kept.tail) if p[0] < upto)
+        return tuple(p for p in self.kept.snapshot() if p[0] < upto)
 
 
 class PacketKeep:

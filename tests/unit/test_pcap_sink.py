@@ -38,7 +38,7 @@ def write(sink: PcapSink, *items: tuple[str, str, tuple[Packet, ...], float]) ->
     for item in items:
         sink.submit(snapshot_item(*item))
     assert sink.flush(5.0)
-    return sorted(sink.dir.iterdir())
+    return sorted(sink.config.dir.iterdir())
 
 
 def test_a_connection_file_reads_back_exactly_and_appends_only_what_is_new(writer: PcapSink) -> None:

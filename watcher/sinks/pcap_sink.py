@@ -63,7 +63,6 @@ class _File:
     path: Path
     linktype: int
     next_serial: int  # packets with a lower serial are in the file (or were let go before it)
-    size: int
     capped: bool = False
 
 
@@ -73,21 +72,18 @@ class PcapSink(Sink):
     def __init__(self, config: PcapSinkConfig, log: Log = stderr_log) -> None:
         super().__init__(config.name, config.buffer, batch=16, log=log)
         self.config = config
-        self.dir = config.dir
-        self.max_bytes = config.max_bytes
-        self.max_file_bytes = config.max_file_bytes
         self.counts = dict.fromkeys(COUNTS, 0)  # written by the worker only
         self._conns: OrderedDict[str, _File] = OrderedDict()  # uid -> its file, least recent first
-        self._sizes: OrderedDict[Path, int] = OrderedDict()  # .pcap files in dir, oldest first
+        self._sizes: OrderedDict[Path, int] = OrderedDict()  # .pcap files in dir and their sizes, oldest first
         self._total = 0
 
     def stats(self) -> dict[str, int]:
         return {**super().stats(), **self.counts}
 
     def _connect(self) -> None:
-        self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        self.config.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         found = []
-        for entry in os.scandir(self.dir):
+        for entry in os.scandir(self.config.dir):
             if entry.name.endswith(".pcap") and entry.is_file(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
                 found.append((st.st_mtime, Path(entry.path), st.st_size))
@@ -109,16 +105,18 @@ class PcapSink(Sink):
         new = [p for p in packets if f is None or p[0] >= f.next_serial]
         if not new:
             return
-        chunks: list[bytes] = []
         if f is None:
             f = self._new_file(rule, uid, new[0])
-            chunks.append(GLOBAL_HEADER.pack(MAGIC_USEC, 2, 4, 0, 0, SNAPLEN, f.linktype))
+            chunks = [GLOBAL_HEADER.pack(MAGIC_USEC, 2, 4, 0, 0, SNAPLEN, f.linktype)]
         else:
             self._conns.move_to_end(uid)
-        size = len(chunks[0]) if chunks else 0
+            chunks = []
+        before = self._sizes.get(f.path, 0)
+        size = sum(map(len, chunks))
         counts = self.counts
         f.next_serial = new[-1][0] + 1
-        for _serial, ts, _linktype, frame in self._fit(new, f, since, self.max_file_bytes - f.size - size):
+        room = self.config.max_file_bytes - before - size
+        for _serial, ts, _linktype, frame in self._fit(new, f, since, room):
             usec = round(ts * 1e6)
             chunks.append(RECORD_HEADER.pack(usec // 1_000_000, usec % 1_000_000, len(frame), len(frame)))
             chunks.append(frame)
@@ -135,10 +133,9 @@ class PcapSink(Sink):
                 written += os.write(fd, data[written:])
         finally:
             os.close(fd)
-        if f.size == 0:
+        if not before:
             counts["files_written"] += 1
-        f.size += size
-        self._sizes[f.path] = f.size
+        self._sizes[f.path] = before + size
         self._sizes.move_to_end(f.path)
         self._total += size
 
@@ -165,11 +162,11 @@ class PcapSink(Sink):
     def _new_file(self, rule: str, uid: str, first: Packet) -> _File:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(first[1]))
         base = f"{_UNSAFE.sub('_', rule)[:64]}-{stamp}-{_UNSAFE.sub('_', uid)}"
-        path, k = self.dir / f"{base}.pcap", 1
+        path, k = self.config.dir / f"{base}.pcap", 1
         while path in self._sizes or path.exists():
             k += 1
-            path = self.dir / f"{base}-{k}.pcap"
-        f = _File(path, first[2], first[0], 0)
+            path = self.config.dir / f"{base}-{k}.pcap"
+        f = _File(path, first[2], first[0])
         self._conns[uid] = f
         while len(self._conns) > MAX_OPEN_CONNECTIONS:
             self._conns.popitem(last=False)
@@ -177,7 +174,7 @@ class PcapSink(Sink):
 
     def _make_room(self, size: int, keep: Path) -> None:
         """Remove the oldest files until `size` more bytes fit under the directory's cap."""
-        while self._total + size > self.max_bytes:
+        while self._total + size > self.config.max_bytes:
             victim = next((p for p in self._sizes if p != keep), None)
             if victim is None:
                 return
