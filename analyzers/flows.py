@@ -246,14 +246,18 @@ class FlowTable:
             self.out += conv.out
         conv.out.clear()
 
+    def _let_go(self, conn: Connection) -> None:
+        """The connection's kept packets are needed no more (snapshots taken keep theirs)."""
+        if self.keep is not None:
+            self.keep.forget(conn.kept)
+        conn.kept = None
+
     def _ignore(self, conn: Connection) -> None:
         conn.ignored = True
         self.counters.not_http += 1
         for s in conn.streams:
             s.release()
-        if self.keep is not None:
-            self.keep.forget(conn.kept)
-        conn.kept = None
+        self._let_go(conn)
 
     def _finish(self, conn: Connection, reason: str) -> None:
         """End a connection: deliver what is buffered, flush unanswered requests, forget it."""
@@ -274,9 +278,7 @@ class FlowTable:
             self._take(conn, conv)
         for s in conn.streams:
             s.release()
-        if self.keep is not None:
-            self.keep.forget(conn.kept)
-        conn.kept = None
+        self._let_go(conn)
         del self.table[conn.keys[0]]
         del self.table[conn.keys[1]]
         self.active -= 1

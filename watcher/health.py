@@ -77,17 +77,15 @@ OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
     "errors": ("pcapwatch_output_errors_total", "counter", "Delivery failures of the output."),
     "reconnects": ("pcapwatch_output_reconnects_total", "counter", "Connections the output re-established."),
     "buffered": ("pcapwatch_output_buffered", "gauge", "Records waiting in the output's buffer."),
-}
-# The pcap writers' own counters (watcher.sinks.pcap_sink.COUNTS), by writer (`pcap:DIR`).
-PCAP_STATS: Mapping[str, tuple[str, str]] = {
-    "files_written": ("pcapwatch_pcap_files_written_total", "pcap files a rule's pcap action started."),
-    "packets_written": ("pcapwatch_pcap_packets_written_total", "Packets written to pcap files."),
-    "files_removed": ("pcapwatch_pcap_files_removed_total", "Oldest pcap files removed to keep the directory "
-                      "under its max_bytes."),
-    "packets_capped": ("pcapwatch_pcap_packets_capped_total", "Packets not written: their file reached "
-                       "max_file_bytes."),
-    "packets_other_linktype": ("pcapwatch_pcap_packets_other_linktype_total", "Packets not written: another "
-                               "link type than their file's."),
+    # The pcap writers' own (watcher.sinks.pcap_sink.COUNTS), under `pcap:DIR`.
+    "files_written": ("pcapwatch_pcap_files_written_total", "counter", "pcap files a rule's pcap action started."),
+    "packets_written": ("pcapwatch_pcap_packets_written_total", "counter", "Packets written to pcap files."),
+    "files_removed": ("pcapwatch_pcap_files_removed_total", "counter", "Oldest pcap files removed to keep the "
+                      "directory under its max_bytes."),
+    "packets_capped": ("pcapwatch_pcap_packets_capped_total", "counter", "Packets not written: their file "
+                       "reached max_file_bytes."),
+    "packets_other_linktype": ("pcapwatch_pcap_packets_other_linktype_total", "counter", "Packets not written: "
+                               "another link type than their file's."),
 }
 
 
@@ -133,8 +131,6 @@ def health_families(h: Health) -> list[Family]:
     ]
     for key, (name, kind, help_) in OUTPUT_STATS.items():
         out.append(family_by(name, kind, help_, "output", {o: s[key] for o, s in h.outputs.items() if key in s}))
-    for key, (name, help_) in PCAP_STATS.items():
-        out.append(family_by(name, "counter", help_, "output", {o: s[key] for o, s in h.outputs.items() if key in s}))
     out.append(family_by("pcapwatch_delivery_total", "counter", "What the rules made of transactions: records "
                          "(every one), dropped_by_rules (drop or sample), alerts, unknown_output (a rule named an "
                          "output that is gone), pcap_without_packets (a pcap rule matched, no packet was kept).",
