@@ -15,12 +15,12 @@ import math
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import CORPUS
+from test_records import request, response
 
-from analyzers.http_head import RequestHead, ResponseHead, parse_request_head, parse_response_head
+from analyzers.http_head import RequestHead, ResponseHead
 from analyzers.pipeline import Pipeline
 from analyzers.transactions import Conversation, Endpoints, Message, Transaction
 from watcher import jsonlines
@@ -32,17 +32,6 @@ CONN = Endpoints("CjsonTest00000001", "192.0.2.10", 51234, "198.51.100.7", 8080,
 MIDSTREAM = Endpoints("CjsonTest00000002", "2001:db8::1", 40000, "2001:db8::2", 80, True)
 REQ = b"GET /i?q=1 HTTP/1.1\r\nHost: w.test\r\nUser-Agent: c/8\r\nReferer: http://w.test/\r\n\r\n"
 RESP = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1234\r\n\r\n"
-
-
-def request(raw: bytes, first: float, last: float, **kw: Any) -> Message:
-    head = parse_request_head(raw)
-    return Message(head, first, first, last, anomalies=list(head.anomalies), **kw)
-
-
-def response(raw: bytes, first: float, last: float, **kw: Any) -> Message:
-    head = parse_response_head(raw)
-    assert head is not None
-    return Message(head, first, first, last, **kw)
 
 
 def hand_made() -> list[Transaction]:
