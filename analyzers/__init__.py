@@ -1,5 +1,70 @@
-"""Pure analysis core: frames in, HTTP transactions out.
+"""Pure analysis core: frames in, HTTP transactions and decisions out.
 
 Nothing in this package opens files or sockets, starts threads or reads clocks; every function
 takes bytes and capture timestamps and returns events, so all of it can be tested by feeding bytes.
+`watcher` uses it only through the names below; inside, `tcp/` (decoding, reassembly) knows nothing
+of `http/` (heads, framing, parser, transactions), and `rules/` compiles and evaluates rules.
 """
+
+from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from analyzers.http.head import Headers, RequestHead, ResponseHead, header
+from analyzers.http.transactions import Endpoints, Message, Transaction
+from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
+from analyzers.pipeline import Pipeline, Router, split_records
+from analyzers.records import record_anomalies, record_flags, to_record
+from analyzers.redact import (
+    DEFAULT_MAX_FIELD_BYTES,
+    DEFAULT_QUERY_PARAMS,
+    DEFAULT_REQUEST_HEADERS,
+    DEFAULT_RESPONSE_HEADERS,
+    REDACTED,
+    Policy,
+    finalize,
+)
+from analyzers.routes import DEFAULT_MAX_ROUTES, RoutePattern, RouteTemplater
+from analyzers.rules.compile import parse_rules
+from analyzers.rules.engine import RuleSet, compile_rules
+from analyzers.rules.model import Pcap, RawRule, Rule, RuleError, TxView, describe
+from analyzers.tcp.frames import RecordLayout
+
+__all__ = [
+    "DEFAULT_CONNECTION_BYTES",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_FIELD_BYTES",
+    "DEFAULT_MAX_ROUTES",
+    "DEFAULT_QUERY_PARAMS",
+    "DEFAULT_REQUEST_HEADERS",
+    "DEFAULT_RESPONSE_HEADERS",
+    "DEFAULT_TOTAL_BYTES",
+    "HANDSHAKE_PACKETS",
+    "REDACTED",
+    "Endpoints",
+    "Headers",
+    "Message",
+    "Packet",
+    "Pcap",
+    "Pipeline",
+    "Policy",
+    "RawRule",
+    "RecordLayout",
+    "RequestHead",
+    "ResponseHead",
+    "RoutePattern",
+    "RouteTemplater",
+    "Router",
+    "Rule",
+    "RuleError",
+    "RuleSet",
+    "Transaction",
+    "TxView",
+    "compile_rules",
+    "describe",
+    "finalize",
+    "header",
+    "parse_rules",
+    "record_anomalies",
+    "record_flags",
+    "split_records",
+    "to_record",
+]

@@ -13,12 +13,12 @@ import ipaddress
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from analyzers.frames import ACK, FIN, RST, SYN, Address, Decoded
-from analyzers.http_head import looks_like_request_line
-from analyzers.http_parser import MessageParser
+from analyzers.http.head import looks_like_request_line
+from analyzers.http.parser import MessageParser
+from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
 from analyzers.packet_keep import Kept, KeptUpTo, PacketKeep
-from analyzers.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
-from analyzers.transactions import Conversation, Cursor, Endpoints, Transaction
+from analyzers.tcp.frames import ACK, FIN, RST, SYN, Address, Decoded
+from analyzers.tcp.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
 
 Key = tuple[Address, int, Address, int]
 

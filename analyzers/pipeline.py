@@ -15,7 +15,10 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
-from analyzers.frames import (
+from analyzers.http.parser import State
+from analyzers.http.transactions import Transaction
+from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
+from analyzers.tcp.frames import (
     ACK,
     ETH_IPV4,
     FIN,
@@ -27,10 +30,7 @@ from analyzers.frames import (
     FrameDecoder,
     RecordLayout,
 )
-from analyzers.http_parser import State
-from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
-from analyzers.reassembly import MAX_ACK_AHEAD, SEQ_MOD
-from analyzers.transactions import Transaction
+from analyzers.tcp.reassembly import MAX_ACK_AHEAD, SEQ_MOD
 
 Frame = tuple[int, float, bytes]
 

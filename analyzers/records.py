@@ -1,15 +1,15 @@
 """Transactions to log records: the flat, Zeek-shaped dict every output writes.
 
 Field names are the public interface (see README "Record"); strings from the wire arrive already
-escaped by `http_head.escape`, so a record holds no raw control character.
+escaped by `http.head.escape`, so a record holds no raw control character.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from analyzers.http_head import RequestHead, ResponseHead, header
-from analyzers.transactions import Message, Transaction
+from analyzers.http.head import RequestHead, ResponseHead, header
+from analyzers.http.transactions import Message, Transaction
 
 
 def to_record(tx: Transaction) -> dict[str, Any]:

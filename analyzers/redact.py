@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from analyzers.http_head import escape
+from analyzers.http.head import escape
 from analyzers.routes import RouteTemplater
-from analyzers.rules import Decision, TxView
+from analyzers.rules.model import Decision, TxView
 
 REDACTED = "<redacted>"
 TRUNCATED = "<truncated>"

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
-from watcher.jsonlines import OutputError
+from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from watcher.read.lines import OutputError
 
 EXIT_OK = 0
 EXIT_INPUT_ERRORS = 1
@@ -159,7 +159,7 @@ exit status:
 def _check(args: argparse.Namespace) -> int:
     """Validate; print the effective configuration, then the compiled rules as YAML comments (one
     line each), so the whole output still loads as YAML."""
-    from watcher.config import ConfigError, default_config_path, load, render, rule_lines
+    from watcher.config.load import ConfigError, default_config_path, load, render, rule_lines
 
     path = args.config or default_config_path()
     try:
@@ -180,9 +180,9 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from watcher.capture import CaptureSupervisor, tcpdump_command
-    from watcher.config import Config, JsonlOutputConfig
-    from watcher.service import Service, log
+    from watcher.capture.tcpdump import CaptureSupervisor, tcpdump_command
+    from watcher.config.load import Config, JsonlOutputConfig
+    from watcher.run.service import Service, log
 
     loaded = _load_config(args)
     if loaded is None:
@@ -220,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from watcher.demo import run_demo
+    from watcher.run.demo import run_demo
 
     loaded = _load_config(args)
     if loaded is None:
@@ -231,7 +231,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _load_config(args: argparse.Namespace) -> tuple[str, Any] | None:
     """(path, config) from -c or the default; None after writing the problems, one per line."""
-    from watcher.config import ConfigError, default_config_path, load
+    from watcher.config.load import ConfigError, default_config_path, load
 
     path = str(args.config or default_config_path())
     try:
@@ -258,7 +258,7 @@ exit status:
 
 
 def _add_tail_parser(sub: Any) -> None:
-    from watcher.tailcmd import DEFAULT_CONNECT, DEFAULT_FILTERS
+    from watcher.sinks.zmq_tail import DEFAULT_CONNECT, DEFAULT_FILTERS
 
     t = sub.add_parser("tail", help="watch transactions live from the service's zmq output",
                        description="Subscribe to a zmq output of `pcapwatch run` and print one aligned "
@@ -272,7 +272,7 @@ def _add_tail_parser(sub: Any) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from watcher.tailcmd import tail
+    from watcher.sinks.zmq_tail import tail
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch tail | head` ends quietly
     return tail(args.connect, args.filters or (), args.json)
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _read(args: argparse.Namespace) -> int:
-    from watcher.readjob import read_captures
+    from watcher.read.job import read_captures
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch read f | head` ends quietly
     try:

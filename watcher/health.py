@@ -50,7 +50,7 @@ class Health:
     checkpoint_age_seconds: float | None = None  # None: no checkpoint written yet
     kept_bytes: int = 0  # packets kept for pcap actions (analyzers.packet_keep)
     kept_let_go: Mapping[str, int] = field(default_factory=dict)  # packets let go, by the bound that did
-    delivery: Mapping[str, int] = field(default_factory=dict)  # watcher.delivery.DeliveryCounters
+    delivery: Mapping[str, int] = field(default_factory=dict)  # watcher.run.delivery.DeliveryCounters
 
     @classmethod
     def from_pipeline(cls, stats: Mapping[str, Any], **rest: Any) -> Health:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import corpus, need_tool
-from pcapgen import split_pcap
+from helpers.env import corpus, need_tool
+from helpers.pcapgen import split_pcap
 
 from watcher.cli import main
 

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import REPO, corpus, missing, need_root, need_tool, read_records
+from helpers.env import REPO, corpus, missing, need_root, need_tool, read_records
 
 MB = 1024  # KiB
 # The bound we hold pcapwatch to whatever the capture: the default table bound (100,000

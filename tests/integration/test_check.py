@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import REPO
+from helpers.env import REPO
 
 SCRIPT = Path(sys.executable).parent / "pcapwatch"
 PCAPWATCH = [str(SCRIPT)] if SCRIPT.exists() else [

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import corpus
+from helpers.env import corpus
 
 SCRIPT = Path(sys.executable).parent / "pcapwatch"
 PCAPWATCH = [str(SCRIPT)] if SCRIPT.exists() else [

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CORPUS, corpus, need_root, need_tool, read_records
+from helpers.env import CORPUS, corpus, need_root, need_tool, read_records
 
 
 def tshark_requests(requests_tsv: Path) -> collections.Counter[tuple[str, int, str, str]]:

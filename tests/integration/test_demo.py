@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, need_root, need_tool
+from helpers.env import REPO, need_root, need_tool
 
 
 def test_demo_records_every_request(tmp_path: Path) -> None:

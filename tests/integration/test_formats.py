@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pcapgen as g
 import pytest
-from conftest import corpus, need_tool, read_records
-from pcapgen import Segment
+from helpers import pcapgen as g
+from helpers.env import corpus, need_tool, read_records
+from helpers.pcapgen import Segment
 
 Record = dict[str, Any]
 Writer = Callable[[Path, list[Segment]], Path]

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import impair
-import pcapgen as g
 import pytest
-from conftest import corpus, read_records
-from pcapgen import ConnKey, Segment
+from helpers import impair
+from helpers import pcapgen as g
+from helpers.env import corpus, read_records
+from helpers.pcapgen import ConnKey, Segment
 
-from analyzers.frames import SYN
+from analyzers.tcp.frames import SYN
 
 Record = dict[str, Any]
 Key = tuple[str, int]  # (uid, trans_depth)

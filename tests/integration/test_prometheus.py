@@ -23,19 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, corpus, need_tool, read_records
-from liveenv import wait_for
-from outputservers import Prometheus, http_get
+from helpers.env import REPO, corpus, need_tool, read_records
+from helpers.liveenv import wait_for
+from helpers.outputservers import Prometheus, http_get
 
+from analyzers import RawRule, RuleSet, TxView, compile_rules
 from analyzers.pipeline import Pipeline
 from analyzers.records import to_record
 from analyzers.redact import Policy, finalize
 from analyzers.routes import RouteTemplater
-from analyzers.rules import RawRule, RuleSet, TxView, compile_rules
+from watcher.capture.sources import Capture
 from watcher.metrics import Health, MetricsModel
 from watcher.sinks import open_sink
 from watcher.sinks.prometheus_sink import PrometheusSink, PrometheusSinkConfig, parse_listen
-from watcher.sources import Capture
 
 DASHBOARD = REPO / "conf" / "grafana" / "pcapwatch.json"
 # Small reads, so the run has many steps and Prometheus scrapes while it goes on.

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import read_records
-from liveenv import Live, live_env, wait_until
-from traffic import Clients, key, request_plan, sent_keys
+from helpers.env import read_records
+from helpers.liveenv import Live, live_env, wait_until
+from helpers.traffic import Clients, key, request_plan, sent_keys
 
 SMALL = (("GET", "/1k.bin"), ("GET", "/10k.bin"), ("GET", "/missing.html"))
 BIG = (("GET", "/100k.bin"),)

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import corpus, read_records
-from liveenv import Service, free_port, read_jsonl, service, wait_for
-from outputrun import Metrics, output_stats, outputs_config, put, scrape, settled, write_yaml
-from outputservers import Prometheus, Servers, output_servers, start_tail, stream_ids, syslog_messages
-from pcapgen import split_pcap
+from helpers.env import corpus, read_records
+from helpers.liveenv import Service, free_port, read_jsonl, service, wait_for
+from helpers.outputrun import Metrics, output_stats, outputs_config, put, scrape, settled, write_yaml
+from helpers.outputservers import Prometheus, Servers, output_servers, start_tail, stream_ids, syslog_messages
+from helpers.pcapgen import split_pcap
 
 SMALL_BUFFER = 50  # records the small redis output holds while Redis is down
 CUTS = 4  # mix.pcap goes into the spool as this many files

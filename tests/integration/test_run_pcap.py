@@ -15,12 +15,12 @@ import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pcapgen as g
-from conftest import corpus, need_tool, read_records
-from liveenv import read_jsonl, service, wait_until
+from helpers import pcapgen as g
+from helpers.env import corpus, need_tool, read_records
+from helpers.liveenv import read_jsonl, service, wait_until
 
-from analyzers.frames import FrameDecoder
-from watcher.pcapfile import CaptureParser
+from analyzers.tcp.frames import FrameDecoder
+from watcher.capture.pcapfile import CaptureParser
 
 DECODE = FrameDecoder().link_decoder(1)  # Ethernet, as the corpus captures are
 RULE = """rules:

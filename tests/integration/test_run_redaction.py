@@ -19,13 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pcapgen as g
 import pytest
-from conftest import read_records
-from liveenv import free_port, read_jsonl, service, wait_for
-from outputrun import Metrics, outputs_config, put, scrape, settled, write_yaml
-from outputservers import RedisServer, Servers, http_get, output_servers, start_tail, stream_ids, syslog_messages
-from pcapgen import Conn, Segment
+from helpers import pcapgen as g
+from helpers.env import read_records
+from helpers.liveenv import free_port, read_jsonl, service, wait_for
+from helpers.outputrun import Metrics, outputs_config, put, scrape, settled, write_yaml
+from helpers.outputservers import (
+    RedisServer,
+    Servers,
+    http_get,
+    output_servers,
+    start_tail,
+    stream_ids,
+    syslog_messages,
+)
+from helpers.pcapgen import Conn, Segment
 
 REDACT_HOST = "redaction-run"  # syslog HOSTNAME of the run's messages
 

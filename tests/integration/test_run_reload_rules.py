@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from liveenv import Service, read_jsonl, service, wait_until, write_config
-from pcapgen import LINKTYPE_ETHERNET, PSH, Segment, frames, write_pcap
+from helpers.liveenv import Service, read_jsonl, service, wait_until, write_config
+from helpers.pcapgen import LINKTYPE_ETHERNET, PSH, Segment, frames, write_pcap
 
-from analyzers.frames import ACK, FIN, SYN
+from analyzers.tcp.frames import ACK, FIN, SYN
 
 T0 = 1_700_000_000 * 10**9  # capture time of the first file's first packet, ns
 FILE_GAP_NS = 60 * 10**9  # each file starts a minute after the previous one: the spool orders by first packet

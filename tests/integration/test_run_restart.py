@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from liveenv import Live, Service, live_env, service, wait_until
-from traffic import Clients, key, request_plan, sent_keys
+from helpers.liveenv import Live, Service, live_env, service, wait_until
+from helpers.traffic import Clients, key, request_plan, sent_keys
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import need_tool
-from liveenv import Live, live_env
-from traffic import Clients, key, request_plan, sent_keys, tshark_transactions
+from helpers.env import need_tool
+from helpers.liveenv import Live, live_env
+from helpers.traffic import Clients, key, request_plan, sent_keys, tshark_transactions
 
 pytestmark = pytest.mark.slow
 

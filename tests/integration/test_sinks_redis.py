@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need_tool
-from liveenv import wait_until
-from outputservers import RedisServer, stream_ids
+from helpers.env import need_tool
+from helpers.liveenv import wait_until
+from helpers.outputservers import RedisServer, stream_ids
 
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record

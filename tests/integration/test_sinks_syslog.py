@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import need_tool
-from outputservers import Rsyslog
+from helpers.env import need_tool
+from helpers.outputservers import Rsyslog
 
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record, encode

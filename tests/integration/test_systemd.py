@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, missing, need_root, need_tool, read_records
+from helpers.env import REPO, missing, need_root, need_tool, read_records
 
 SYSTEMD = REPO / "systemd"
 UNITS = ("pcapwatch.service", "pcapwatch-capture.service")

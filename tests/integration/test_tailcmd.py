@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from liveenv import PCAPWATCH, wait_until
-from outputservers import Tail
+from helpers.liveenv import PCAPWATCH, wait_until
+from helpers.outputservers import Tail
 
 from watcher.sinks.base import Record, encode
 from watcher.sinks.zmq_sink import ZmqSink, ZmqSinkConfig
-from watcher.tailcmd import format_line
+from watcher.sinks.zmq_tail import format_line
 
 RUN = 2000  # records in a run
 RATE = 2000.0  # records per second while publishing

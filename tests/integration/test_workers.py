@@ -1,4 +1,4 @@
-"""`read` with worker processes (watcher/workers.py) gives what one process gives.
+"""`read` with worker processes (watcher/read/parallel.py) gives what one process gives.
 
 The same inputs are read with `workers=1` and `workers=2` (and 3): the same records, each
 connection's in order, the same counters (summed from the workers), the same problems reported
@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import impair
-import pcapgen as g
 import pytest
-from conftest import CORPUS, read_records
-from pcapgen import Segment
+from helpers import impair
+from helpers import pcapgen as g
+from helpers.env import CORPUS, read_records
+from helpers.pcapgen import Segment
 
-from analyzers.frames import ACK, FIN, SYN
-from watcher import workers
-from watcher.readjob import ReadResult, read_captures
+from analyzers.tcp.frames import ACK, FIN, SYN
+from watcher.read import parallel as workers
+from watcher.read.job import ReadResult, read_captures
 
 PSH = 0x08
 T0 = 1_700_000_000 * 10**9

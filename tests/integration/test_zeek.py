@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zeeklog
-from conftest import CORPUS, corpus, read_records
+from helpers import zeeklog
+from helpers.env import CORPUS, corpus, read_records
 
 from watcher.cli import main as cli_main
 

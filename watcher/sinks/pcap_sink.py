@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from analyzers.packet_keep import HANDSHAKE_PACKETS, Packet
+from analyzers import HANDSHAKE_PACKETS, Packet
 from watcher.sinks.base import Log, Record, SendError, Sink, stderr_log
 
 FILE_MODE = 0o640

@@ -1,0 +1,251 @@
+"""http_head: start lines, header blocks and escaping of wire bytes, checked head by head."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyzers.http.head import (
+    BAD,
+    SHORT,
+    VERSIONED,
+    RequestHead,
+    ResponseHead,
+    escape,
+    header,
+    looks_like_request_line,
+    parse_headers,
+    parse_request_head,
+    parse_request_line,
+    parse_response_head,
+    request_line_kind,
+)
+
+# escape() -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"/index.html?a=1&b=%20", "/index.html?a=1&b=%20"),
+        (b"", ""),
+        (b" ~", " ~"),  # the printable range's ends stay as they are
+        (b"\x00\x01\x09\x0a\x0d\x1f", "\\x00\\x01\\x09\\x0a\\x0d\\x1f"),
+        (b"\x7f", "\\x7f"),
+        (b"\x80\xc3\xa9\xff", "\\x80\\xc3\\xa9\\xff"),
+        (b"a\\b", "a\\x5cb"),  # a backslash is escaped too, so "\x" in a log always means a wire byte
+        (b"\\x41", "\\x5cx41"),
+    ],
+)
+def test_escape(raw: bytes, text: str) -> None:
+    assert escape(raw) == text
+
+
+def test_escape_every_byte_is_printable_and_reversible() -> None:
+    raw = bytes(range(256))
+    text = escape(raw)
+    assert all(0x20 <= ord(ch) < 0x7F for ch in text)
+    decoded = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            assert text[i + 1] == "x"
+            decoded.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        else:
+            decoded.append(ord(text[i]))
+            i += 1
+    assert bytes(decoded) == raw
+
+
+# Request lines --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"GET / HTTP/1.1", True),
+        (b"PROPFIND /dav HTTP/1.1", True),
+        (b"FOO /x HTTP/1.0", True),  # an unknown method is still a request line
+        (b"get / http/1.1", True),  # the version is matched case-insensitively
+        (b"GET /x", True),  # HTTP/0.9
+        (b"get /x", False),  # two words: only an upper-case method counts
+        (b"GARBAGE", False),
+        (b"HTTP/1.1 200 OK", False),
+        (b"GET / HTTP/1.1 extra", False),
+        (b"G(T / HTTP/1.1", False),  # '(' is not a token character
+        (b"", False),
+    ],
+)
+def test_looks_like_request_line(line: bytes, expected: bool) -> None:
+    assert looks_like_request_line(line) is expected
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        (b"GET / HTTP/1.1", VERSIONED),
+        (b"GET HTTP/1.1", VERSIONED),  # no target, still a versioned line
+        (b"GET / HTTP/x", VERSIONED),
+        (b"GET /x", SHORT),
+        (b"GET", BAD),
+        (b"GET / HTTQ/1.1", BAD),
+        (b"\x16\x03\x01 x", BAD),
+        (b"", BAD),
+    ],
+)
+def test_request_line_kind(line: bytes, kind: int) -> None:
+    assert request_line_kind(line) == kind
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"GET /a?b=c HTTP/1.1", ("GET", "/a?b=c", "1.1", ())),
+        (b"POST http://h:8080/p HTTP/1.0", ("POST", "http://h:8080/p", "1.0", ())),
+        (b"CONNECT h:443 HTTP/1.1", ("CONNECT", "h:443", "1.1", ())),
+        (b"OPTIONS * HTTP/1.1", ("OPTIONS", "*", "1.1", ())),
+        (b"GET /x", ("GET", "/x", "0.9", ())),
+        (b"BREW /pot HTTP/2.0", ("BREW", "/pot", "2.0", ())),
+        (b"GET /a b HTTP/1.1", ("GET", "/a b", "1.1", ("space_in_request_target",))),  # spaces kept
+        (b"GET HTTP/1.1", ("GET", "", "1.1", ("missing_request_target",))),
+        (b"GET / HTTP/x", ("GET", "/", None, ("bad_http_version",))),
+        (b"G@T / HTTP/1.1", ("G@T", "/", "1.1", ("bad_method",))),
+        (b"GARBAGE", (None, None, None, ("bad_request_line",))),
+        (b"GET", (None, None, None, ("bad_request_line",))),
+        (b"GET / HTTQ/1.1", (None, None, None, ("bad_request_line",))),
+        (b"", (None, None, None, ("bad_request_line",))),
+    ],
+)
+def test_parse_request_line(line: bytes, expected: tuple[object, ...]) -> None:
+    assert parse_request_line(line) == expected
+
+
+def test_request_line_escapes_target_bytes() -> None:
+    assert parse_request_line(b"GET /a\x01\x7f\x80\\\xff HTTP/1.1") == (
+        "GET", "/a\\x01\\x7f\\x80\\x5c\\xff", "1.1", ())
+
+
+# Request heads --------------------------------------------------------------------------------
+
+
+def test_request_head_fields() -> None:
+    head = parse_request_head(
+        b"POST /upload HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n"
+        b"Accept: a\r\nAccept: b\r\nX-Empty:\r\n\r\n"
+    )
+    assert head == RequestHead(
+        "POST", "/upload", "1.1",
+        {"host": "example.test", "content-length": "5", "accept": ["a", "b"], "x-empty": ""}, (),
+    )
+
+
+def test_request_head_with_bare_lf_lines() -> None:
+    assert parse_request_head(b"GET /a HTTP/1.0\nHost: h\n\n") == RequestHead("GET", "/a", "1.0", {"host": "h"}, ())
+
+
+def test_request_head_http09_has_no_headers() -> None:
+    assert parse_request_head(b"GET /x\r\n") == RequestHead("GET", "/x", "0.9", {}, ())
+
+
+def test_request_head_bad_request_line() -> None:
+    assert parse_request_head(b"GARBAGE\r\n\r\n") == RequestHead(None, None, None, {}, ("bad_request_line",))
+
+
+def test_request_head_space_in_target() -> None:
+    head = parse_request_head(b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (head.uri, head.anomalies) == ("/a b", ("space_in_request_target",))
+
+
+def test_header_names_are_lower_case_and_values_trimmed() -> None:
+    head = parse_request_head(b"GET / HTTP/1.1\r\nHOST:   h  \r\nUser-Agent:\tcurl/8.5.0\r\n\r\n")
+    assert head.headers == {"host": "h", "user-agent": "curl/8.5.0"}
+
+
+def test_header_values_escape_control_and_non_ascii_bytes() -> None:
+    head = parse_request_head(b"GET / HTTP/1.1\r\nHost: h\x00\x1b\\\xe9\r\nReferer: r\x0b\x7f\r\n\r\n")
+    assert head.headers == {"host": "h\\x00\\x1b\\x5c\\xe9", "referer": "r\\x0b\\x7f"}
+
+
+# Bad header lines: RFC 9112 section 5 (no white space before the colon, a colon on every line) and
+# section 5.2 (obs-fold). A server answers 400 to each; a passive observer names the problem.
+
+
+def test_header_name_with_space_is_dropped_and_named() -> None:
+    head = parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\nAccept: */*\r\n\r\n")
+    assert head.headers == {"host": "h", "accept": "*/*"}
+    assert head.anomalies == ("bad_header_line",)
+
+
+def test_obs_fold_is_unfolded_and_named() -> None:
+    """A continuation line (obs-fold) joins the previous value, as RFC 9112 5.2 lets a recipient do."""
+    head = parse_request_head(b"GET / HTTP/1.1\r\nX-Long: part1\r\n  part2\r\n\tpart3\r\nHost: h\r\n\r\n")
+    assert head.headers == {"x-long": "part1 part2 part3", "host": "h"}
+    assert head.anomalies == ("obs_fold",)
+
+
+def test_whitespace_before_colon_is_named() -> None:
+    """`Content-Length : 5` is a classic smuggling probe: it must be flagged, not kept under the
+    name "content-length " where the framing silently ignores it."""
+    head = parse_request_head(b"POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n")
+    assert "bad_header_line" in head.anomalies
+    assert "content-length " not in head.headers
+
+
+def test_header_line_without_colon_is_named() -> None:
+    head = parse_request_head(b"GET / HTTP/1.1\r\nHost: h\r\nNoColonHere\r\n\r\n")
+    assert "bad_header_line" in head.anomalies
+    assert "nocolonhere" not in head.headers
+
+
+def test_parse_headers_reports_into_the_given_list() -> None:
+    anomalies: list[str] = ["earlier"]
+    assert parse_headers(b"A: 1\r\nB C: 2\r\n\r\n", anomalies) == {"a": "1"}
+    assert anomalies == ["earlier", "bad_header_line"]
+
+
+def test_header_returns_last_of_repeated_values() -> None:
+    headers = parse_request_head(b"GET / HTTP/1.1\r\nX: 1\r\nx: 2\r\nY: 3\r\n\r\n").headers
+    assert headers["x"] == ["1", "2"]
+    assert header(headers, "x") == "2"
+    assert header(headers, "y") == "3"
+    assert header(headers, "z") is None
+
+
+# Response heads -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+         ResponseHead("1.1", 200, "OK", {"content-length": "2"}, ())),
+        (b"HTTP/1.0 404 Not Found\r\n\r\n", ResponseHead("1.0", 404, "Not Found", {}, ())),
+        (b"HTTP/1.1 204\r\n\r\n", ResponseHead("1.1", 204, "", {}, ())),  # the reason phrase is optional
+        (b"http/1.1 301 Moved\r\nLocation: /b\r\n\r\n", ResponseHead("1.1", 301, "Moved", {"location": "/b"}, ())),
+        (b"HTTP/1.1 200 O\x01K\xfe\r\n\r\n", ResponseHead("1.1", 200, "O\\x01K\\xfe", {}, ())),
+        (b"HTTP/1.1 999 Odd\n\n", ResponseHead("1.1", 999, "Odd", {}, ())),
+    ],
+)
+def test_parse_response_head(head: bytes, expected: ResponseHead) -> None:
+    assert parse_response_head(head) == expected
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTX/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 2x0 OK\r\n\r\n",
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1 200 OK\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        b"\r\n\r\n",
+    ],
+)
+def test_bad_status_line_is_none(head: bytes) -> None:
+    assert parse_response_head(head) is None
+
+
+def test_response_head_bad_header_line() -> None:
+    head = parse_response_head(b"HTTP/1.1 200 OK\r\nServer: s\r\nBad Name: x\r\n\r\n")
+    assert head == ResponseHead("1.1", 200, "OK", {"server": "s"}, ("bad_header_line",))

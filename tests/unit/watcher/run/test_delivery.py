@@ -1,0 +1,59 @@
+"""watcher/delivery: the outputs of one configuration. Flushing shares one deadline across outputs
+(dead outputs must not add up to stall the pipeline), a pcap rule whose connection kept no packet
+is counted, and the counters carry over into the Delivery of a reloaded configuration."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from helpers.liveenv import free_port
+
+from analyzers.http.transactions import Endpoints, Message, Transaction
+from analyzers.records import to_record
+from watcher.config.load import load
+from watcher.metrics import MetricsModel
+from watcher.run.delivery import Delivery, DeliveryCounters
+
+
+def quiet(level: str, message: str) -> None:
+    return None
+
+
+def tx() -> Transaction:
+    conn = Endpoints("Cx", "127.0.0.1", 40000, "127.0.0.1", 80, False)
+    return Transaction(conn, Message(None, 1.0, 1.0), Message(None, 1.1, 1.1))
+
+
+def test_flush_shares_one_deadline_across_dead_outputs(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    outputs = "".join(f"  - {{name: s{i}, type: syslog, address: 'tcp://127.0.0.1:{free_port()}'}}\n"
+                      for i in range(3))  # nothing listens: each holds its records and retries
+    conf.write_text(f"outputs:\n{outputs}")
+    d = Delivery(load(conf), MetricsModel(), quiet)
+    try:
+        d.deliver(to_record(tx()), tx())
+        t = time.monotonic()
+        assert not d.flush(0.6)
+        assert time.monotonic() - t < 1.0  # not 3 x 0.6
+    finally:
+        d.close(0.1)
+
+
+def test_pcap_rule_without_kept_packets_is_counted_and_counters_carry_over(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"outputs:\n  - {{name: f, type: jsonl, path: {tmp_path / 'out.jsonl'}}}\n"
+                    f"rules:\n  - {{name: all, actions: {{pcap: {{dir: {tmp_path / 'pcap'}}}}}}}\n")
+    config = load(conf)
+    d = Delivery(config, MetricsModel(), quiet)
+    try:
+        assert list(d.pcap_writers) == [str(tmp_path / "pcap")]
+        d.deliver(to_record(tx()), tx())  # the pipeline kept no packets for it
+        assert d.flush(5.0)
+        assert (d.counters.records, d.counters.pcap_without_packets) == (1, 1)
+        assert d.stats()[f"pcap:{tmp_path / 'pcap'}"]["submitted"] == 0
+    finally:
+        d.close(1.0)
+    again = Delivery(config, MetricsModel(), quiet, d.counters)
+    again.close(1.0)
+    assert again.counters == DeliveryCounters(records=1, pcap_without_packets=1)

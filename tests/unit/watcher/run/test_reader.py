@@ -1,0 +1,61 @@
+"""watcher/reader: the reader thread does not call a file finished while it holds bytes not read.
+
+tcpdump can write its last packets to a file in the moment between the reader meeting the file's
+end and the reader seeing that a newer file exists (a rescan in between learns the new size). The
+file must then be read to its new end before it is called done: no later write would reopen it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from pathlib import Path
+
+from helpers import pcapgen as g
+from helpers.liveenv import wait_until
+
+from watcher.capture.spool import Spool
+from watcher.run.reader import Batch, Reader
+
+T0 = 1_700_000_000 * 10**9
+
+
+def packets(n: int, first: int = 0, t0: int = T0) -> list[tuple[int, bytes]]:
+    return [(t0 + i * 10**6, bytes([i]) * 60) for i in range(first, first + n)]
+
+
+def test_bytes_written_just_before_a_newer_file_is_noticed_are_read(tmp_path: Path) -> None:
+    current = g.write_pcap(tmp_path / "cap.pcap0", g.LINKTYPE_ETHERNET, packets(3))
+    g.write_pcap(tmp_path / "cap.pcap1", g.LINKTYPE_ETHERNET, packets(2, t0=T0 + 100 * 10**9))
+    late = g.pcap_bytes(g.LINKTYPE_ETHERNET, packets(2, first=3))[24:]  # two more records, no header
+    batches: queue.Queue[Batch] = queue.Queue()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
+    reader = Reader(Spool(str(tmp_path)), batches, wake_w, 0.1, None, lambda level, msg: None)
+    rescan = reader._rescan_if_due
+
+    def tcpdump_writes_then_rescan() -> None:
+        if current.stat().st_size < 24 + 5 * 76:  # once
+            with open(current, "ab") as f:
+                f.write(late)
+        reader._scan()  # the new size is seen before the newer file is
+
+    reader._rescan_if_due = tcpdump_writes_then_rescan  # type: ignore[method-assign]
+    reader.start()
+    got: list[bytes] = []
+    try:
+        def read_enough() -> bool:
+            while not batches.empty():
+                got.extend(f[2] for f in batches.get().frames)
+            return len(got) >= 7
+
+        wait_until(read_enough, 5.0)
+        time.sleep(0.3)  # nothing more should come
+        read_enough()
+    finally:
+        reader._rescan_if_due = rescan  # type: ignore[method-assign]
+        reader.stop()
+        reader.join(5.0)
+        os.close(wake_r)
+        os.close(wake_w)
+    assert got == [f for _, f in packets(5)] + [f for _, f in packets(2, t0=T0 + 100 * 10**9)]

@@ -1,0 +1,171 @@
+"""The validated configuration as the rest of pcapwatch gets it: frozen, typed, defaults filled in,
+paths absolute. watcher/config/schema.py declares each key (type, default, range, meaning) and which of
+these dataclasses it fills; watcher/config.py builds them from a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analyzers import (
+    DEFAULT_MAX_FIELD_BYTES,
+    DEFAULT_MAX_ROUTES,
+    DEFAULT_QUERY_PARAMS,
+    DEFAULT_REQUEST_HEADERS,
+    DEFAULT_RESPONSE_HEADERS,
+    RoutePattern,
+    Rule,
+)
+
+# tcpdump refuses a larger -s (MAXIMUM_SNAPLEN in its sources).
+MAX_SNAPLEN = 262144
+# Records buffered per output before new ones are dropped (and counted): about 10 s of a busy
+# site's traffic, a few tens of MB at most.
+DEFAULT_BUFFER = 10000
+DEFAULT_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+SYSLOG_FACILITIES = ("local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7", "daemon",
+                     "user")
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    """Where tcpdump writes its rotating files and how the directory is watched."""
+
+    dir: Path
+    pattern: str
+    rescan_seconds: float
+    ring_bytes: int | None
+    lag_warn_fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where the read position is checkpointed, and how often."""
+
+    dir: Path
+    checkpoint_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    """The keys every output has; each output type adds its own in a subclass. `default`: records
+    no rule routes elsewhere go here; `buffer`: records held while the output is slow or down."""
+
+    name: str
+    type: str
+    default: bool = field(default=True, kw_only=True)
+    buffer: int = field(default=DEFAULT_BUFFER, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonlOutputConfig(OutputConfig):
+    """One JSON record per line; `path` None means standard output (written `-`)."""
+
+    path: Path | None
+    format: str = "flat"  # flat | ecs
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogOutputConfig(OutputConfig):
+    """RFC 5424 messages to a unix socket or a UDP/TCP address; `hostname` None: this machine's."""
+
+    address: str = "unix:/dev/log"
+    facility: str = "local0"
+    app_name: str = "pcapwatch"
+    hostname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusOutputConfig(OutputConfig):
+    """An HTTP endpoint Prometheus scrapes."""
+
+    listen: str = "127.0.0.1:9477"
+    path: str = "/metrics"
+    buckets_ms: tuple[float, ...] = DEFAULT_BUCKETS_MS
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOutputConfig(OutputConfig):
+    """Records appended to a Redis stream, or published on a channel."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    mode: str = "stream"  # stream | publish
+    key: str = "pcapwatch:http"
+    maxlen: int = 100000
+    batch: int = 100
+    backoff_max_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ZmqOutputConfig(OutputConfig):
+    """A ZeroMQ PUB socket: `[topic, json]` per transaction (and per message when per_message)."""
+
+    bind: str = "tcp://127.0.0.1:5556"
+    per_message: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Bounds on memory: tracked connections, their idle lifetime, buffered frame batches."""
+
+    max_connections: int
+    idle_timeout: float
+    queue_batches: int
+    pcap_connection_bytes: int
+    pcap_total_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    """How `pcapwatch run --capture` starts tcpdump."""
+
+    file_mb: int
+    files: int
+    snaplen: int
+    bpf: str
+    user: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersConfig:
+    """The allow-list: only these headers (lower-case names) are logged."""
+
+    request: tuple[str, ...] = DEFAULT_REQUEST_HEADERS
+    response: tuple[str, ...] = DEFAULT_RESPONSE_HEADERS
+
+
+@dataclass(frozen=True, slots=True)
+class RedactConfig:
+    """What is masked in every record, beyond the credential and cookie headers (always masked)."""
+
+    headers: tuple[str, ...] = ()
+    query_params: tuple[str, ...] = DEFAULT_QUERY_PARAMS
+    secrets: tuple[str, ...] = ()
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class RoutesConfig:
+    """Route templating for metric labels: explicit patterns first, then automatic; a hard cap."""
+
+    patterns: tuple[RoutePattern, ...] = ()
+    max_routes: int = DEFAULT_MAX_ROUTES
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration; `source` is the file it came from (absolute). `rules`:
+    those of the file, then those of rules_dir's files in name order, compiled."""
+
+    spool: SpoolConfig
+    state: StateConfig
+    outputs: tuple[OutputConfig, ...]
+    limits: LimitsConfig
+    capture: CaptureConfig
+    headers: HeadersConfig = HeadersConfig()
+    redact: RedactConfig = RedactConfig()
+    routes: RoutesConfig = RoutesConfig()
+    rules_dir: Path | None = None
+    rules: tuple[Rule, ...] = ()
+    source: Path | None = None

@@ -1,0 +1,190 @@
+"""From a transaction's record to the outputs: rules, redaction, routing, metrics and alerts.
+
+    record -> rules.evaluate -> redact.finalize -> the rule's outputs (or the default ones) -> sinks
+                            \\-> metrics (every transaction, dropped or not: traffic is counted)
+                            \\-> alerts (a warning-level record to the rule's outputs)
+                            \\-> pcap (the connection's packets to a file, one writer per directory)
+
+Sinks never block: a slow or dead output drops what its buffer cannot hold, and counts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from analyzers import Message, Pcap, Policy, RuleSet, Transaction, TxView, finalize
+from watcher.config.load import redact_policy, rule_set
+from watcher.config.model import (
+    Config,
+    JsonlOutputConfig,
+    OutputConfig,
+    PrometheusOutputConfig,
+    RedisOutputConfig,
+    SyslogOutputConfig,
+    ZmqOutputConfig,
+)
+from watcher.metrics import MetricsModel
+from watcher.sinks import open_sink
+from watcher.sinks.base import Sink
+from watcher.sinks.jsonl import JsonlSinkConfig
+from watcher.sinks.pcap_sink import PcapSink, PcapSinkConfig, snapshot_item
+from watcher.sinks.syslog import SyslogSinkConfig
+
+Log = Callable[[str, str], None]
+# A replaced pcap writer's time to write what it holds.
+CLOSE_SECONDS = 5.0
+
+
+def sink_config(output: OutputConfig, metrics: MetricsModel) -> Any:
+    """The sink's own settings for a configured output (the field names are the same)."""
+    if isinstance(output, PrometheusOutputConfig):
+        from watcher.sinks.prometheus_sink import PrometheusSinkConfig
+
+        return _copy(PrometheusSinkConfig, output, metrics=metrics)
+    if isinstance(output, RedisOutputConfig):
+        from watcher.sinks.redis_sink import RedisSinkConfig  # imports redis: only when configured
+
+        return _copy(RedisSinkConfig, output)
+    if isinstance(output, ZmqOutputConfig):
+        from watcher.sinks.zmq_sink import ZmqSinkConfig  # imports zmq: only when configured
+
+        return _copy(ZmqSinkConfig, output)
+    if isinstance(output, SyslogOutputConfig):
+        return _copy(SyslogSinkConfig, output)
+    if isinstance(output, JsonlOutputConfig):
+        return _copy(JsonlSinkConfig, output)
+    raise ValueError(f"output {output.name}: unknown type {output.type}")  # pragma: no cover - config checks
+
+
+def _copy(cls: Any, output: OutputConfig, **extra: Any) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {f.name: getattr(output, f.name) for f in dataclasses.fields(output) if f.name in names}
+    return cls(**values, **extra)
+
+
+def _headers(message: Message | None) -> dict[str, Any]:
+    head = message.head if message is not None else None
+    return dict(getattr(head, "headers", {}))
+
+
+def _began(tx: Transaction) -> float:
+    """When the transaction's first byte was seen."""
+    first = tx.request or tx.response
+    return first.first_ts if first is not None else 0.0
+
+
+@dataclasses.dataclass
+class DeliveryCounters:
+    records: int = 0  # transactions that went through the rules
+    dropped_by_rules: int = 0  # `drop` or sampled out
+    alerts: int = 0
+    unknown_output: int = 0
+    pcap_without_packets: int = 0  # a pcap action matched, but no packet of the connection was kept
+
+
+class Delivery:
+    """The outputs of one configuration, and the rules and redaction policy that feed them."""
+
+    def __init__(self, config: Config, metrics: MetricsModel, log: Log,
+                 counters: DeliveryCounters | None = None) -> None:
+        self.log = log
+        self.metrics = metrics
+        self.rules: RuleSet = rule_set(config)
+        self.policy: Policy = redact_policy(config)
+        self.outputs = config.outputs
+        self.default = tuple(o.name for o in config.outputs if o.default)
+        self.counters = counters if counters is not None else DeliveryCounters()
+        self.sinks: dict[str, Sink] = {}
+        self.pcap_writers: dict[str, PcapSink] = {}  # by directory
+        try:
+            for output in config.outputs:
+                self.sinks[output.name] = open_sink(sink_config(output, metrics), log)
+            self._open_pcap_writers()
+        except BaseException:
+            self.close(1.0)
+            raise
+
+    def set_rules(self, config: Config) -> None:
+        """A reload that keeps the outputs: new rules and redaction, the same sinks (pcap writers
+        whose directory and caps are unchanged are kept too)."""
+        self.rules = rule_set(config)
+        self.policy = redact_policy(config)
+        self._open_pcap_writers()
+
+    def _open_pcap_writers(self) -> None:
+        """One writer per directory the rules' pcap actions name; where rules give one directory
+        different caps, the smallest apply."""
+        wanted: dict[str, PcapSinkConfig] = {}
+        for p in self.rules.pcaps:
+            had = wanted.get(p.dir)
+            wanted[p.dir] = PcapSinkConfig(f"pcap:{p.dir}", Path(p.dir),
+                                           min(p.max_bytes, had.max_bytes if had else p.max_bytes),
+                                           min(p.max_file_bytes, had.max_file_bytes if had else p.max_file_bytes))
+        for d, writer in list(self.pcap_writers.items()):
+            if wanted.get(d) != writer.config:
+                writer.close(CLOSE_SECONDS)
+                del self.pcap_writers[d]
+        for d, cfg in wanted.items():
+            if d not in self.pcap_writers:
+                self.pcap_writers[d] = cfg.build(self.log).start()
+
+    def _pcap(self, actions: tuple[Pcap, ...], tx: Transaction) -> None:
+        packets = tx.packets.packets() if tx.packets is not None else ()
+        if not packets:
+            self.counters.pcap_without_packets += 1
+            return
+        for d in dict.fromkeys(p.dir for p in actions):  # one file per directory, named by the first rule
+            rule = next(p.rule for p in actions if p.dir == d)
+            self.pcap_writers[d].submit(snapshot_item(rule, tx.conn.uid, packets, _began(tx)))
+
+    def deliver(self, record: dict[str, Any], tx: Transaction) -> None:
+        view = TxView(record, _headers(tx.request), _headers(tx.response))
+        decision = self.rules.evaluate(view)
+        final = finalize(view, decision, self.policy)
+        self.counters.records += 1
+        self.metrics.observe(decision.metrics, final)
+        if decision.drop:
+            self.counters.dropped_by_rules += 1
+        else:
+            self._submit(final, decision.outputs)
+        for alert in decision.alerts:
+            self.counters.alerts += 1
+            self._submit(alert.record(final), alert.outputs or None)
+        if decision.pcap:
+            self._pcap(decision.pcap, tx)
+
+    def _submit(self, record: dict[str, Any], outputs: tuple[str, ...] | None) -> None:
+        for name in self.default if outputs is None else outputs:
+            sink = self.sinks.get(name)
+            if sink is None:
+                self.counters.unknown_output += 1
+                continue
+            sink.submit(record)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait for the outputs to write what they hold, all within `timeout` (dead outputs must not
+        add up to stall the pipeline); False if some could not."""
+        deadline = time.monotonic() + timeout
+        ok = True
+        for sink in self._all():
+            ok = sink.flush(max(deadline - time.monotonic(), 0.0)) and ok
+        return ok
+
+    def reopen(self) -> None:
+        for sink in self.sinks.values():
+            sink.reopen()
+
+    def close(self, timeout: float) -> None:
+        for sink in self._all():
+            sink.close(timeout)
+
+    def _all(self) -> list[Sink]:
+        return [*self.sinks.values(), *self.pcap_writers.values()]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Every output's counters, the pcap writers' under `pcap:DIR`."""
+        return {sink.name: sink.stats() for sink in self._all()}
