@@ -26,6 +26,8 @@ from typing import Any
 from watcher.health import Family, Health, HealthSource, Labels, family_by, family_one, health_families
 
 PREFIX = "pcapwatch_"
+# Durations from 5 ms (a cache hit) to 10 s (a timeout), three buckets a decade (1, 2.5, 5): the
+# latencies a web service is judged by, in few series.
 DEFAULT_BUCKETS_MS: tuple[float, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 # Body sizes from a few hundred bytes (API answers) to 100 MB (downloads), a decade apart.
 BYTE_BUCKETS: tuple[float, ...] = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)

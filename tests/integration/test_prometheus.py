@@ -33,9 +33,10 @@ from analyzers.records import to_record
 from analyzers.redact import Policy, finalize
 from analyzers.routes import RouteTemplater
 from watcher.capture.sources import Capture
+from watcher.config.model import PrometheusOutputConfig
 from watcher.metrics import Health, MetricsModel
 from watcher.sinks import open_sink
-from watcher.sinks.prometheus_sink import PrometheusSink, PrometheusSinkConfig, parse_listen
+from watcher.sinks.prometheus_sink import PrometheusSink, parse_listen
 
 DASHBOARD = REPO / "conf" / "grafana" / "pcapwatch.json"
 # Small reads, so the run has many steps and Prometheus scrapes while it goes on.
@@ -77,7 +78,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     records, result, _ = read_records(path)
     tmp = tmp_path_factory.mktemp("prometheus")
     model = MetricsModel()
-    sink = open_sink(PrometheusSinkConfig("prom", model, "127.0.0.1:0"))
+    sink = open_sink(PrometheusOutputConfig("prom", "prometheus", listen="127.0.0.1:0"), metrics=model)
     assert isinstance(sink, PrometheusSink)
     prom = Prometheus(tmp, f"127.0.0.1:{sink.address[1]}")
     try:
@@ -314,11 +315,15 @@ RECORD = {"method": "GET", "host": "a.test", "route": "/x/{id}", "status_code": 
           "ttfb_ms": 2.0, "request_body_len": 0, "response_body_len": 10}
 
 
+def output(listen: str, **kw: Any) -> PrometheusOutputConfig:
+    return PrometheusOutputConfig("prom", "prometheus", listen=listen, **kw)
+
+
 @pytest.fixture
 def served() -> Iterator[PrometheusSink]:
     m = MetricsModel(buckets_ms=[10, 100])
     m.observe([], RECORD)
-    sink = PrometheusSink("prom", m, "127.0.0.1:0").start()
+    sink = PrometheusSink(output("127.0.0.1:0", buckets_ms=(10, 100)), m).start()
     try:
         yield sink
     finally:
@@ -390,16 +395,16 @@ def test_taken_port_is_an_error_naming_the_output() -> None:
         port = s.getsockname()[1]
         with pytest.raises(OSError, match=rf"output prom: cannot listen on 127\.0\.0\.1:{port}: "
                                           "Address already in use"):
-            PrometheusSink("prom", MetricsModel(), f"127.0.0.1:{port}")
+            PrometheusSink(output(f"127.0.0.1:{port}"), MetricsModel())
 
 
 def test_close_frees_the_port_and_ipv6() -> None:
-    sink = PrometheusSink("prom", MetricsModel(), "[::1]:0").start()
+    sink = PrometheusSink(output("[::1]:0"), MetricsModel()).start()
     port = sink.address[1]
     assert sink.url == f"http://[::1]:{port}/metrics"
     assert http_get(sink.url)[0] == 200
     sink.close(5)
-    again = PrometheusSink("prom", MetricsModel(), f"[::1]:{port}", path="/m").start()
+    again = PrometheusSink(output(f"[::1]:{port}", path="/m"), MetricsModel()).start()
     try:
         assert http_get(f"http://[::1]:{port}/m")[0] == 200
     finally:

@@ -21,9 +21,10 @@ from helpers.env import need_tool
 from helpers.liveenv import wait_until
 from helpers.outputservers import RedisServer, stream_ids
 
+from watcher.config.model import RedisOutputConfig
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record
-from watcher.sinks.redis_sink import RedisSink, RedisSinkConfig
+from watcher.sinks.redis_sink import RedisSink
 
 KEY = "pcapwatch:http"
 
@@ -47,7 +48,7 @@ def record(i: int) -> Record:
 
 
 def sink(srv: RedisServer, **kw: Any) -> RedisSink:
-    s = open_sink(RedisSinkConfig("redis", srv.url, **kw))
+    s = open_sink(RedisOutputConfig("redis", "redis", srv.url, **kw))
     assert isinstance(s, RedisSink)
     s.backoff = Backoff(0.02, 0.2)
     return s
@@ -194,7 +195,7 @@ class ReplyEater:
 
 def test_a_batch_whose_reply_was_lost_is_not_appended_twice(server: RedisServer) -> None:
     proxy = ReplyEater(server.port)
-    s = RedisSink(RedisSinkConfig("redis", f"redis://127.0.0.1:{proxy.port}/0", batch=100))
+    s = RedisSink(RedisOutputConfig("redis", "redis", f"redis://127.0.0.1:{proxy.port}/0", batch=100))
     s.backoff = Backoff(0.02, 0.2)
     try:
         for i in range(250):
@@ -250,6 +251,6 @@ def test_publish_mode_reaches_a_subscriber_in_order(server: RedisServer) -> None
 
 def test_bad_mode_and_url_fail_at_start() -> None:
     with pytest.raises(ValueError, match="mode must be one of stream, publish, not 'list'"):
-        RedisSink(RedisSinkConfig("r", mode="list"))
+        RedisSink(RedisOutputConfig("r", "redis", mode="list"))
     with pytest.raises(ValueError):
-        RedisSink(RedisSinkConfig("r", url="http://127.0.0.1:6379"))
+        RedisSink(RedisOutputConfig("r", "redis", url="http://127.0.0.1:6379"))

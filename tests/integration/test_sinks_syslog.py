@@ -16,10 +16,11 @@ import pytest
 from helpers.env import need_tool
 from helpers.outputservers import Rsyslog
 
+from watcher.config.model import SyslogOutputConfig
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record, encode
 from watcher.sinks.ecs import timestamp
-from watcher.sinks.syslog import SyslogSink, SyslogSinkConfig, structured_data
+from watcher.sinks.syslog import SyslogSink, structured_data
 
 HOSTNAME = "web-1"
 
@@ -50,7 +51,7 @@ def expected(r: Record, facility: str = "local3") -> str:
 
 
 def sink(address: str) -> SyslogSink:
-    s = open_sink(SyslogSinkConfig("syslog", address, facility="local3", hostname=HOSTNAME))
+    s = open_sink(SyslogOutputConfig("syslog", "syslog", address, facility="local3", hostname=HOSTNAME))
     assert isinstance(s, SyslogSink)
     s.backoff = Backoff(0.02, 0.2)
     return s

@@ -16,8 +16,9 @@ import pytest
 from helpers.liveenv import PCAPWATCH, wait_until
 from helpers.outputservers import Tail
 
+from watcher.config.model import ZmqOutputConfig
 from watcher.sinks.base import Record, encode
-from watcher.sinks.zmq_sink import ZmqSink, ZmqSinkConfig
+from watcher.sinks.zmq_sink import ZmqSink
 from watcher.sinks.zmq_tail import format_line
 
 RUN = 2000  # records in a run
@@ -36,7 +37,7 @@ def record(i: int) -> Record:
 
 @pytest.fixture
 def tap() -> Iterator[ZmqSink]:
-    s = ZmqSink(ZmqSinkConfig("tap", "tcp://127.0.0.1:*")).start()
+    s = ZmqSink(ZmqOutputConfig("tap", "zmq", "tcp://127.0.0.1:*")).start()
     try:
         assert wait_until(lambda: s.endpoint is not None, 10.0)
         yield s

@@ -24,11 +24,13 @@ PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 PCAP_HEADER_LEN = 24
 RECORD_HEADER_LEN = 16
-# libpcap refuses records larger than its maximum snapshot length (MAXIMUM_SNAPLEN, 256 KiB);
-# a larger captured length means a corrupt file, and trusting it could make us buffer gigabytes.
-MAX_CAPLEN = 262_144
+# libpcap's and tcpdump's maximum snapshot length (MAXIMUM_SNAPLEN, 256 KiB): tcpdump refuses a
+# larger -s, and libpcap refuses records larger than it, so a larger captured length means a
+# corrupt file (and trusting it could make us buffer gigabytes). The config's capture.snaplen and
+# the pcap files the `pcap` action writes use it too.
+MAX_SNAPLEN = 262_144
 # A pcapng block carries at most one such packet plus options.
-MAX_BLOCK_LEN = MAX_CAPLEN + 64 * 1024
+MAX_BLOCK_LEN = MAX_SNAPLEN + 64 * 1024
 # Smallest valid length of each pcapng block type: its fixed fields plus the trailing length.
 PCAPNG_MIN_BLOCK = {0x0A0D0D0A: 28, 1: 20, 2: 32, 3: 16, 6: 32}
 # Only the low 16 bits of the pcap header's link type field are the link type; the upper bits
@@ -73,7 +75,7 @@ class CaptureParser:
     linktype: int = -1
     _record: struct.Struct | None = None
     _scale: float = 1e-6
-    _snaplimit: int = MAX_CAPLEN
+    _snaplimit: int = MAX_SNAPLEN
     _order: str = "<"
     _interfaces: list[_Interface] = field(default_factory=list)
     _last_ts: float = 0.0
@@ -134,7 +136,7 @@ class CaptureParser:
         if major != 2:
             raise CaptureError(base + off + 4, f"unsupported pcap version {major}")
         self.linktype = network & LINKTYPE_MASK
-        self._snaplimit = max(MAX_CAPLEN, min(snaplen, 1 << 24))
+        self._snaplimit = max(MAX_SNAPLEN, min(snaplen, 1 << 24))
         self._record = struct.Struct(order + "IIII")
         return off + PCAP_HEADER_LEN
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from analyzers import REDACTED, Policy, RouteTemplater, RuleSet
+from watcher.capture.pcapfile import MAX_SNAPLEN
 from watcher.config.check import ConfigError, _Checker
 from watcher.config.model import (
-    MAX_SNAPLEN,
     CaptureConfig,
     Config,
     HeadersConfig,

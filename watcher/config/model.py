@@ -1,6 +1,7 @@
 """The validated configuration as the rest of pcapwatch gets it: frozen, typed, defaults filled in,
 paths absolute. watcher/config/schema.py declares each key (type, default, range, meaning) and which of
-these dataclasses it fills; watcher/config.py builds them from a file.
+these dataclasses it fills; watcher/config/load.py builds them from a file. An output's sink
+(watcher/sinks/) takes its `*OutputConfig` as it is.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from analyzers import (
     RoutePattern,
     Rule,
 )
+from watcher.metrics import DEFAULT_BUCKETS_MS
 
-# tcpdump refuses a larger -s (MAXIMUM_SNAPLEN in its sources).
-MAX_SNAPLEN = 262144
 # Records buffered per output before new ones are dropped (and counted): about 10 s of a busy
-# site's traffic, a few tens of MB at most.
-DEFAULT_BUFFER = 10000
-DEFAULT_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+# site's traffic, a few tens of MB at most; a minute of it while an output restarts.
+DEFAULT_BUFFER = 10_000
+# The zmq output's endpoint when the config names none, and so where `pcapwatch tail` connects.
+ZMQ_BIND = "tcp://127.0.0.1:5556"
 SYSLOG_FACILITIES = ("local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7", "daemon",
                      "user")
 
@@ -101,7 +102,7 @@ class RedisOutputConfig(OutputConfig):
 class ZmqOutputConfig(OutputConfig):
     """A ZeroMQ PUB socket: `[topic, json]` per transaction (and per message when per_message)."""
 
-    bind: str = "tcp://127.0.0.1:5556"
+    bind: str = ZMQ_BIND
     per_message: bool = False
 
 

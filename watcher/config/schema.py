@@ -1,9 +1,10 @@
 """The configuration's schema, declared as data: every key's type, default, range and meaning, once.
 
-`config.py` reads a file against these tables, `render` prints them back, the shipped
+watcher/config/load.py reads a file against these tables, `render` prints them back, the shipped
 conf/pcapwatch.yaml documents them and the tests walk them; a new key or output type is a new row
 (pre-commit's clientlib works the same way). Each section or output type names the dataclass of
-watcher/config/model.py it fills: what the rest of pcapwatch gets.
+watcher/config/model.py it fills: what the rest of pcapwatch gets. An output type also names, as
+"module:Class", the sink that writes it (watcher/sinks/): imported only when such an output is opened.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from analyzers import (
     DEFAULT_TOTAL_BYTES,
     RoutePattern,
 )
+from watcher.capture.pcapfile import MAX_SNAPLEN
 from watcher.config.model import (
-    DEFAULT_BUCKETS_MS,
     DEFAULT_BUFFER,
-    MAX_SNAPLEN,
     SYSLOG_FACILITIES,
+    ZMQ_BIND,
     CaptureConfig,
     HeadersConfig,
     JsonlOutputConfig,
@@ -44,6 +45,7 @@ from watcher.config.model import (
     SyslogOutputConfig,
     ZmqOutputConfig,
 )
+from watcher.metrics import DEFAULT_BUCKETS_MS
 
 
 class Kind(enum.Enum):
@@ -200,11 +202,13 @@ class Section:
 
 @dataclass(frozen=True, slots=True)
 class ItemType:
-    """One `type:` of a typed list: the keys it adds to the common ones, and its dataclass."""
+    """One `type:` of a typed list: the keys it adds to the common ones, its dataclass, and for an
+    output the sink that writes it ("module:Class", imported by watcher.sinks.open_sink, only then)."""
 
     doc: str
     keys: tuple[Key, ...]
     make: Callable[..., object]
+    sink: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,19 +248,19 @@ OUTPUT_TYPES: Mapping[str, ItemType] = {
             "the file is reopened on SIGHUP (for logrotate)"),
         Key("format", Kind.CHOICE, "flat", "flat: the record of `pcapwatch read`; ecs: Elastic Common Schema "
             "names (@timestamp, source.ip, url.path, http.response.status_code, ...)", choices=("flat", "ecs")),
-    ), JsonlOutputConfig),
+    ), JsonlOutputConfig, "watcher.sinks.jsonl:JsonlSink"),
     "syslog": ItemType("RFC 5424 messages (the JSON record as the message) with reconnect", (
         Key("address", Kind.SYSLOG_ADDRESS, "unix:/dev/log", "where the syslog daemon listens"),
         Key("facility", Kind.CHOICE, "local0", "the messages' facility", choices=SYSLOG_FACILITIES),
         Key("app_name", Kind.STR, "pcapwatch", "APP-NAME of each message (what rsyslog's $programname sees)"),
         Key("hostname", Kind.STR, None, "HOSTNAME of each message; null: this machine's name", nullable=True),
-    ), SyslogOutputConfig),
+    ), SyslogOutputConfig, "watcher.sinks.syslog:SyslogSink"),
     "prometheus": ItemType("an HTTP /metrics endpoint for Prometheus", (
         Key("listen", Kind.LISTEN, "127.0.0.1:9477", "address the endpoint listens on"),
         Key("path", Kind.URL_PATH, "/metrics", "URL path of the metrics"),
         Key("buckets_ms", Kind.NUM_LIST, DEFAULT_BUCKETS_MS, "histogram buckets for durations and ttfb",
             unit="milliseconds"),
-    ), PrometheusOutputConfig),
+    ), PrometheusOutputConfig, "watcher.sinks.prometheus_sink:PrometheusSink"),
     "redis": ItemType("records to a Redis stream (XADD, MAXLEN ~) or channel (PUBLISH), batched", (
         Key("url", Kind.REDIS_URL, "redis://127.0.0.1:6379/0", "the Redis server", secret=True),
         Key("mode", Kind.CHOICE, "stream", "stream: XADD to a stream; publish: PUBLISH on a channel",
@@ -266,12 +270,12 @@ OUTPUT_TYPES: Mapping[str, ItemType] = {
         Key("batch", Kind.INT, 100, "records sent per pipelined round trip", minimum=1),
         Key("backoff_max_seconds", Kind.FLOAT, 30.0, "longest wait between reconnection attempts (exponential "
             "backoff with jitter)", unit="seconds", above=0),
-    ), RedisOutputConfig),
+    ), RedisOutputConfig, "watcher.sinks.redis_sink:RedisSink"),
     "zmq": ItemType("a ZeroMQ PUB socket: a live tap for `pcapwatch tail`", (
-        Key("bind", Kind.ZMQ_ENDPOINT, "tcp://127.0.0.1:5556", "endpoint the PUB socket binds"),
+        Key("bind", Kind.ZMQ_ENDPOINT, ZMQ_BIND, "endpoint the PUB socket binds"),
         Key("per_message", Kind.BOOL, False, "also publish each request (topic `in`) and response (topic `out`) "
             "as it completes"),
-    ), ZmqOutputConfig),
+    ), ZmqOutputConfig, "watcher.sinks.zmq_sink:ZmqSink"),
 }
 
 RULE_KEYS = ("name", "match", "actions", "continue")

@@ -18,52 +18,16 @@ from typing import Any
 
 from analyzers import Message, Pcap, Policy, RuleSet, Transaction, TxView, finalize
 from watcher.config.load import redact_policy, rule_set
-from watcher.config.model import (
-    Config,
-    JsonlOutputConfig,
-    OutputConfig,
-    PrometheusOutputConfig,
-    RedisOutputConfig,
-    SyslogOutputConfig,
-    ZmqOutputConfig,
-)
+from watcher.config.model import Config
 from watcher.metrics import MetricsModel
 from watcher.sinks import open_sink
 from watcher.sinks.base import Sink
-from watcher.sinks.jsonl import JsonlSinkConfig
 from watcher.sinks.pcap_sink import PcapSink, PcapSinkConfig, snapshot_item
-from watcher.sinks.syslog import SyslogSinkConfig
 
 Log = Callable[[str, str], None]
-# A replaced pcap writer's time to write what it holds.
+# A closing output's (or replaced pcap writer's) time to write what it holds: at shutdown, on a
+# reload that changes the outputs, when a pcap directory's caps change.
 CLOSE_SECONDS = 5.0
-
-
-def sink_config(output: OutputConfig, metrics: MetricsModel) -> Any:
-    """The sink's own settings for a configured output (the field names are the same)."""
-    if isinstance(output, PrometheusOutputConfig):
-        from watcher.sinks.prometheus_sink import PrometheusSinkConfig
-
-        return _copy(PrometheusSinkConfig, output, metrics=metrics)
-    if isinstance(output, RedisOutputConfig):
-        from watcher.sinks.redis_sink import RedisSinkConfig  # imports redis: only when configured
-
-        return _copy(RedisSinkConfig, output)
-    if isinstance(output, ZmqOutputConfig):
-        from watcher.sinks.zmq_sink import ZmqSinkConfig  # imports zmq: only when configured
-
-        return _copy(ZmqSinkConfig, output)
-    if isinstance(output, SyslogOutputConfig):
-        return _copy(SyslogSinkConfig, output)
-    if isinstance(output, JsonlOutputConfig):
-        return _copy(JsonlSinkConfig, output)
-    raise ValueError(f"output {output.name}: unknown type {output.type}")  # pragma: no cover - config checks
-
-
-def _copy(cls: Any, output: OutputConfig, **extra: Any) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {f.name: getattr(output, f.name) for f in dataclasses.fields(output) if f.name in names}
-    return cls(**values, **extra)
 
 
 def _headers(message: Message | None) -> dict[str, Any]:
@@ -102,7 +66,7 @@ class Delivery:
         self.pcap_writers: dict[str, PcapSink] = {}  # by directory
         try:
             for output in config.outputs:
-                self.sinks[output.name] = open_sink(sink_config(output, metrics), log)
+                self.sinks[output.name] = open_sink(output, log, metrics)  # its library imported now
             self._open_pcap_writers()
         except BaseException:
             self.close(1.0)

@@ -32,7 +32,7 @@ from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
 from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.run import checkpoint as ckpt
-from watcher.run.delivery import Delivery
+from watcher.run.delivery import CLOSE_SECONDS, Delivery
 from watcher.run.reader import Batch, Reader
 from watcher.run.resume import POS_BITS, Replay, mark, record_origin
 from watcher.run.sdnotify import Notifier
@@ -43,9 +43,8 @@ LAG_WARN_EVERY_SECONDS = 60.0
 BATCHES_PER_TURN = 8
 # After SIGTERM the reader thread gets this long to notice; it is a daemon thread either way.
 READER_JOIN_SECONDS = 2.0
-# Outputs get this long to write what they hold before a checkpoint, and at shutdown.
+# Outputs get this long to write what they hold before a checkpoint (at shutdown: CLOSE_SECONDS).
 FLUSH_SECONDS = 2.0
-CLOSE_SECONDS = 5.0
 # How often the health snapshot for the Prometheus output is refreshed.
 HEALTH_SECONDS = 1.0
 # While the capture is silent, how often idle connections are looked for (wall clock).

@@ -22,14 +22,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
+
+if TYPE_CHECKING:
+    from watcher.config.model import OutputConfig
+    from watcher.metrics import MetricsModel
 
 Record = dict[str, Any]
 Log = Callable[[str, str], None]
 
-# Records waiting per sink when the config says nothing: about 10 MB of typical records, and a
-# minute of a busy server's traffic while an output restarts.
-DEFAULT_BUFFER = 10_000
+# Files of records and of packets: they name clients and URLs (the packets hold credentials too):
+# readable by the log group, not by everyone.
+FILE_MODE = 0o640
 # First retry soon (most failures are the other side restarting), then double up to the maximum.
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 30.0
@@ -100,8 +104,8 @@ class Sink:
     idle_seconds: float | None = None
     kind = "output"
 
-    def __init__(self, name: str, buffer: int = DEFAULT_BUFFER, *, batch: int = DEFAULT_BATCH,
-                 backoff_max: float = BACKOFF_MAX, log: Log = stderr_log) -> None:
+    def __init__(self, name: str, buffer: int, *, batch: int = DEFAULT_BATCH, backoff_max: float = BACKOFF_MAX,
+                 log: Log = stderr_log) -> None:
         if buffer < 1 or batch < 1:
             raise ValueError("buffer and batch must be at least 1")
         self.name = name
@@ -122,6 +126,14 @@ class Sink:
         self._connected = False
         self._failing_since: float | None = None
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_output(cls, output: OutputConfig, log: Log, metrics: MetricsModel | None) -> Sink:
+        """The sink of a configured output (`open_sink` calls this). An output's sink is built from its
+        `*OutputConfig` (watcher/config/model.py) and the log; one that needs more of the service
+        overrides this (the prometheus output serves the service's metrics model)."""
+        build = cast(Callable[["OutputConfig", Log], Sink], cls)
+        return build(output, log)
 
     # -- the caller's side: never blocks on I/O -------------------------------------------------
 

@@ -10,34 +10,21 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
-from watcher.sinks.base import DEFAULT_BUFFER, Log, Record, SendError, Sink, encode, stderr_log
+from watcher.config.model import JsonlOutputConfig
+from watcher.sinks.base import FILE_MODE, Log, Record, SendError, Sink, encode, stderr_log
 from watcher.sinks.ecs import to_ecs
 
 FORMATS = ("flat", "ecs")
-FILE_MODE = 0o640  # the records name clients and URLs: readable by the log group, not by everyone
-
-
-@dataclass(frozen=True, slots=True)
-class JsonlSinkConfig:
-    """`path` None is standard output."""
-
-    name: str
-    path: Path | None = None
-    format: str = "flat"
-    buffer: int = DEFAULT_BUFFER
-
-    def build(self, log: Log = stderr_log) -> JsonlSink:
-        return JsonlSink(self, log)
 
 
 class JsonlSink(Sink):
+    """Output `type: jsonl`; `config.path` None is standard output."""
+
     kind = "jsonl output"
 
-    def __init__(self, config: JsonlSinkConfig, log: Log = stderr_log) -> None:
+    def __init__(self, config: JsonlOutputConfig, log: Log = stderr_log) -> None:
         if config.format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {config.format!r}")
         super().__init__(config.name, config.buffer, log=log)

@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analyzers import HANDSHAKE_PACKETS, Packet
-from watcher.sinks.base import Log, Record, SendError, Sink, stderr_log
+from watcher.capture.pcapfile import MAX_SNAPLEN
+from watcher.sinks.base import FILE_MODE, Log, Record, SendError, Sink, stderr_log
 
-FILE_MODE = 0o640
 DIR_MODE = 0o750
 # Connections whose file is remembered for appending; an older one matching again gets a new file.
 MAX_OPEN_CONNECTIONS = 10_000
 # Snapshots waiting: each holds up to limits.pcap_connection_bytes of packets.
 DEFAULT_PCAP_BUFFER = 64
-SNAPLEN = 262144
 GLOBAL_HEADER = struct.Struct("<IHHiIII")
 RECORD_HEADER = struct.Struct("<IIII")
 MAGIC_USEC = 0xA1B2C3D4
@@ -40,7 +39,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass(frozen=True, slots=True)
 class PcapSinkConfig:
-    """Where the files go and the two caps. Items submitted are `snapshot_item`'s."""
+    """Where the files go and the two caps. Items submitted are `snapshot_item`'s.
+
+    Not an output, so not a row of the schema's OUTPUT_TYPES: delivery makes one writer per directory
+    that the rules' `pcap` actions name (the smallest caps of the rules naming it), and keeps a
+    writer across a reload while its config compares equal."""
 
     name: str
     dir: Path
@@ -107,7 +110,7 @@ class PcapSink(Sink):
             return
         if f is None:
             f = self._new_file(rule, uid, new[0])
-            chunks = [GLOBAL_HEADER.pack(MAGIC_USEC, 2, 4, 0, 0, SNAPLEN, f.linktype)]
+            chunks = [GLOBAL_HEADER.pack(MAGIC_USEC, 2, 4, 0, 0, MAX_SNAPLEN, f.linktype)]
         else:
             self._conns.move_to_end(uid)
             chunks = []

@@ -12,8 +12,7 @@ from __future__ import annotations
 import gzip
 import socket
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,11 +21,10 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from watcher.metrics import DEFAULT_BUCKETS_MS, Family, MetricsModel
-from watcher.sinks.base import DEFAULT_BUFFER, Log, Record, Sink, stderr_log
+from watcher.config.model import OutputConfig, PrometheusOutputConfig
+from watcher.metrics import Family, MetricsModel
+from watcher.sinks.base import Log, Record, Sink, stderr_log
 
-DEFAULT_LISTEN = "127.0.0.1:9477"
-DEFAULT_PATH = "/metrics"
 # The classic text format: every Prometheus server since 2.0 parses it.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Scrapes served at once; more wait in the listen backlog (a scrape takes milliseconds).
@@ -43,7 +41,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen must be HOST:PORT (e.g. {DEFAULT_LISTEN} or [::1]:9477), got {listen!r}")
+        raise ValueError(f"listen must be HOST:PORT (e.g. 127.0.0.1:9477 or [::1]:9477), got {listen!r}")
     return host, int(port)
 
 
@@ -135,38 +133,22 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # one line per scrape would flood the journal
 
 
-@dataclass(frozen=True, slots=True)
-class PrometheusSinkConfig:
-    """The output's settings, and the model it serves (the service's one, kept across reloads)."""
-
-    name: str
-    metrics: MetricsModel
-    listen: str = DEFAULT_LISTEN
-    path: str = DEFAULT_PATH
-    buckets_ms: tuple[float, ...] = DEFAULT_BUCKETS_MS
-    buffer: int = DEFAULT_BUFFER
-
-    def build(self, log: Log = stderr_log) -> PrometheusSink:
-        return PrometheusSink(self.name, self.metrics, self.listen, self.path, self.buckets_ms, self.buffer, log)
-
-
 class PrometheusSink(Sink):
-    """Output `type: prometheus`: serves `metrics` at http://LISTEN/PATH from `start` to `close`.
+    """Output `type: prometheus`: serves `metrics` (the service's model, kept across reloads) at
+    http://LISTEN/PATH from `start` to `close`, with the config's duration buckets.
 
     Records submitted to it are accounted as written without going anywhere: the service counted
     them in the model already (`MetricsModel.observe`), whichever outputs they were logged to."""
 
     kind = "prometheus output"
 
-    def __init__(self, name: str, metrics: MetricsModel, listen: str = DEFAULT_LISTEN, path: str = DEFAULT_PATH,
-                 buckets_ms: Sequence[float] | None = None, buffer: int = DEFAULT_BUFFER,
-                 log: Log = stderr_log) -> None:
+    def __init__(self, config: PrometheusOutputConfig, metrics: MetricsModel, log: Log = stderr_log) -> None:
         """Binds at once, so a taken port fails here, naming the output and the address (OSError)."""
-        super().__init__(name, buffer, log=log)
+        name, listen, path = config.name, config.listen, config.path
+        super().__init__(name, config.buffer, log=log)
         self.metrics = metrics
         self.path = path
-        if buckets_ms is not None:
-            metrics.configure_buckets(buckets_ms)
+        metrics.configure_buckets(config.buckets_ms)
         self._scrapes = {"scrapes": 0, "scrape_errors": 0}
         self._scrape_lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -182,6 +164,14 @@ class PrometheusSink(Sink):
         self.url = f"http://{shown}:{self.address[1]}{path}"
         self._http = threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,),
                                       name=f"prometheus-{name}", daemon=True)
+
+    @classmethod
+    def from_output(cls, output: OutputConfig, log: Log, metrics: MetricsModel | None) -> PrometheusSink:
+        """The sink of a `prometheus` output: it serves the service's metrics model."""
+        if not isinstance(output, PrometheusOutputConfig) or metrics is None:
+            raise ValueError(f"output {output.name}: a prometheus output is opened with its config and the "
+                             "service's metrics model")
+        return cls(output, metrics, log)
 
     def start(self) -> PrometheusSink:
         """Serve scrapes (and start the record worker)."""

@@ -13,14 +13,14 @@ tail, so a record is not appended twice. Published messages reach only the subsc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from watcher.sinks.base import BACKOFF_MAX, DEFAULT_BUFFER, Log, Record, Sink, encode, stderr_log
+from watcher.config.model import RedisOutputConfig
+from watcher.sinks.base import Log, Record, Sink, encode, stderr_log
 
 MODES = ("stream", "publish")
 FIELD = "json"  # the stream entry's one field: the record as JSON, as `pcapwatch read` writes it
@@ -31,28 +31,14 @@ SOCKET_TIMEOUT = 5.0
 TAIL_CHECK = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class RedisSinkConfig:
-    """`maxlen` 0 keeps every entry (no trimming); `batch` records per round trip."""
-
-    name: str
-    url: str = "redis://127.0.0.1:6379/0"
-    mode: str = "stream"
-    key: str = "pcapwatch:http"
-    maxlen: int = 100_000
-    batch: int = 100
-    backoff_max_seconds: float = BACKOFF_MAX
-    buffer: int = DEFAULT_BUFFER
-
-    def build(self, log: Log = stderr_log) -> RedisSink:
-        return RedisSink(self, log)
-
-
 class RedisSink(Sink):
+    """Output `type: redis`: `config.batch` records per round trip; `config.maxlen` 0 keeps every
+    entry (no trimming; the configuration asks for at least 1)."""
+
     kind = "redis output"
     retryable = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
-    def __init__(self, config: RedisSinkConfig, log: Log = stderr_log) -> None:
+    def __init__(self, config: RedisOutputConfig, log: Log = stderr_log) -> None:
         if config.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {config.mode!r}")
         super().__init__(config.name, config.buffer, batch=config.batch, backoff_max=config.backoff_max_seconds,

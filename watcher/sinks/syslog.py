@@ -17,10 +17,10 @@ import os
 import select
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from watcher.sinks.base import DEFAULT_BUFFER, Log, Record, SendError, Sink, encode, stderr_log
+from watcher.config.model import SyslogOutputConfig
+from watcher.sinks.base import Log, Record, SendError, Sink, encode, stderr_log
 from watcher.sinks.ecs import timestamp
 
 FACILITIES = {
@@ -43,21 +43,6 @@ SOCKET_TIMEOUT = 5.0
 REFUSED_LOG_SECONDS = 60.0
 # Messages per batch: large enough to amortise the wake-ups, small enough to retry cheaply.
 BATCH = 100
-
-
-@dataclass(frozen=True, slots=True)
-class SyslogSinkConfig:
-    """`address`: unix:/PATH, udp://HOST:PORT or tcp://HOST:PORT; `hostname` None is this machine's."""
-
-    name: str
-    address: str = "unix:/dev/log"
-    facility: str = "local0"
-    app_name: str = "pcapwatch"
-    hostname: str | None = None
-    buffer: int = DEFAULT_BUFFER
-
-    def build(self, log: Log = stderr_log) -> SyslogSink:
-        return SyslogSink(self, log)
 
 
 def parse_address(address: str) -> tuple[str, Any]:
@@ -115,9 +100,12 @@ def _endpoint(ip: Any, port: Any) -> str | None:
 
 
 class SyslogSink(Sink):
+    """Output `type: syslog`: `config.address` is unix:/PATH, udp://HOST:PORT or tcp://HOST:PORT;
+    `config.hostname` None is this machine's."""
+
     kind = "syslog output"
 
-    def __init__(self, config: SyslogSinkConfig, log: Log = stderr_log) -> None:
+    def __init__(self, config: SyslogOutputConfig, log: Log = stderr_log) -> None:
         if config.facility not in FACILITIES:
             raise ValueError(f"facility {config.facility!r}: expected one of {', '.join(FACILITIES)}")
         self.transport, self.target = parse_address(config.address)

@@ -13,12 +13,12 @@ loses messages, the others and the pipeline do not notice), and it also tells us
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from watcher.sinks.base import DEFAULT_BUFFER, Log, Record, Sink, encode, stderr_log
+from watcher.config.model import ZmqOutputConfig
+from watcher.sinks.base import Log, Record, Sink, encode, stderr_log
 
 # Messages queued per subscriber before libzmq drops for that subscriber: a few seconds of a busy
 # server, a few MB of memory per subscriber.
@@ -36,19 +36,6 @@ REQUEST_FIELDS = (*IDENTITY_FIELDS, "method", "host", "uri", "route", "version",
 RESPONSE_FIELDS = (*IDENTITY_FIELDS, "status_code", "status_msg", "info_code", "response_body_len",
                    "response_content_type", "ttfb_ms", "duration_ms", "response_headers", "flags", "anomalies",
                    "reason")
-
-
-@dataclass(frozen=True, slots=True)
-class ZmqSinkConfig:
-    """`bind`: a ZeroMQ endpoint; `tcp://127.0.0.1:*` picks a free port (see `ZmqSink.endpoint`)."""
-
-    name: str
-    bind: str = "tcp://127.0.0.1:5556"
-    per_message: bool = False
-    buffer: int = DEFAULT_BUFFER
-
-    def build(self, log: Log = stderr_log) -> ZmqSink:
-        return ZmqSink(self, log)
 
 
 def status_class(status: Any) -> str:
@@ -78,11 +65,14 @@ def messages(r: Record, per_message: bool) -> list[list[bytes]]:
 
 
 class ZmqSink(Sink):
+    """Output `type: zmq`: `config.bind` is a ZeroMQ endpoint; `tcp://127.0.0.1:*` picks a free port
+    (see `endpoint`)."""
+
     kind = "zmq output"
     retryable = (zmq.ZMQError, OSError)
     idle_seconds = IDLE_SECONDS
 
-    def __init__(self, config: ZmqSinkConfig, log: Log = stderr_log) -> None:
+    def __init__(self, config: ZmqOutputConfig, log: Log = stderr_log) -> None:
         super().__init__(config.name, config.buffer, log=log)
         self.bind = config.bind
         self.per_message = config.per_message

@@ -16,7 +16,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-DEFAULT_CONNECT = "tcp://127.0.0.1:5556"
+from watcher.config.model import ZMQ_BIND
+
+DEFAULT_CONNECT = ZMQ_BIND  # where the zmq output binds by default
 DEFAULT_FILTERS = ("http.",)
 # How often the receive loop wakes to notice SIGTERM.
 POLL_MS = 200

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from watcher.capture.pcapfile import MAX_BLOCK_LEN, MAX_CAPLEN, CaptureError, CaptureParser, Frame, capture_kind
+from watcher.capture.pcapfile import MAX_BLOCK_LEN, MAX_SNAPLEN, CaptureError, CaptureParser, Frame, capture_kind
 
 Batches = list[tuple[int, list[Frame]]]
 
@@ -204,11 +204,11 @@ def test_pcap_incremental_every_split(fmt: str) -> None:
 def test_pcap_caplen_over_limit_raises_at_record() -> None:
     good = pcap_record("<", 1, 0, b"abcd")
     bad_at = 24 + len(good)
-    bad = struct.pack("<IIII", 2, 0, MAX_CAPLEN + 1, MAX_CAPLEN + 1)
+    bad = struct.pack("<IIII", 2, 0, MAX_SNAPLEN + 1, MAX_SNAPLEN + 1)
     with pytest.raises(CaptureError) as e:
         parse_whole(pcap_header("<", snaplen=65535) + good + bad)  # header only: no 256 KiB wait
     assert e.value.offset == bad_at
-    assert str(MAX_CAPLEN + 1) in e.value.problem
+    assert str(MAX_SNAPLEN + 1) in e.value.problem
 
 
 def test_pcap_caplen_huge_with_huge_snaplen_raises() -> None:

@@ -1,14 +1,19 @@
 """watcher/delivery: the outputs of one configuration. Flushing shares one deadline across outputs
 (dead outputs must not add up to stall the pipeline), a pcap rule whose connection kept no packet
-is counted, and the counters carry over into the Delivery of a reloaded configuration."""
+is counted, the counters carry over into the Delivery of a reloaded configuration, and an output's
+client library (redis, zmq, prometheus_client) is imported only when an output of its type is opened."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from helpers.liveenv import free_port
 
+import watcher
 from analyzers.http.transactions import Endpoints, Message, Transaction
 from analyzers.records import to_record
 from watcher.config.load import load
@@ -57,3 +62,32 @@ def test_pcap_rule_without_kept_packets_is_counted_and_counters_carry_over(tmp_p
     again = Delivery(config, MetricsModel(), quiet, d.counters)
     again.close(1.0)
     assert again.counters == DeliveryCounters(records=1, pcap_without_packets=1)
+
+
+# Loads a configuration with one jsonl output, opens its Delivery and lists the client libraries
+# imported; then names each output type's sink, which imports its library.
+IMPORTS = """
+import sys
+from watcher.config.load import load
+from watcher.metrics import MetricsModel
+from watcher.run.delivery import Delivery
+from watcher.sinks import sink_class
+LIBRARIES = ("redis", "zmq", "prometheus_client")
+d = Delivery(load(sys.argv[1]), MetricsModel(), lambda level, message: None)
+d.close(1.0)
+print(" ".join(m for m in LIBRARIES if m in sys.modules) or "none")
+for t in ("redis", "zmq", "prometheus"):
+    sink_class(t)
+print(" ".join(m for m in LIBRARIES if m in sys.modules))
+"""
+
+
+def test_client_libraries_are_imported_only_when_an_output_uses_them(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"outputs:\n  - {{name: f, type: jsonl, path: {tmp_path / 'out.jsonl'}}}\n")
+    root = Path(watcher.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))}
+    p = subprocess.run([sys.executable, "-c", IMPORTS, str(conf)], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["none", "redis zmq prometheus_client"]

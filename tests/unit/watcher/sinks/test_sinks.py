@@ -22,19 +22,19 @@ from typing import Any
 import pytest
 from helpers.liveenv import wait_until
 
+from watcher.config.model import JsonlOutputConfig, SyslogOutputConfig, ZmqOutputConfig
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record, SendError, Sink, encode
 from watcher.sinks.ecs import split_host, to_ecs, url_fields
-from watcher.sinks.jsonl import JsonlSink, JsonlSinkConfig
+from watcher.sinks.jsonl import JsonlSink
 from watcher.sinks.syslog import (
     SyslogSink,
-    SyslogSinkConfig,
     header_token,
     parse_address,
     sd_escape,
     structured_data,
 )
-from watcher.sinks.zmq_sink import Subscriber, ZmqSink, ZmqSinkConfig, messages, status_class
+from watcher.sinks.zmq_sink import Subscriber, ZmqSink, messages, status_class
 from watcher.sinks.zmq_tail import format_line
 
 
@@ -339,7 +339,7 @@ def umask022() -> Iterator[None]:
 
 def test_jsonl_file_exact_lines_and_mode_0640(tmp_path: Path, umask022: None) -> None:
     path = tmp_path / "logs" / "http.jsonl"
-    s = open_sink(JsonlSinkConfig("file", path))
+    s = open_sink(JsonlOutputConfig("file", "jsonl", path))
     recs = [record(i) for i in range(3)]
     for r in recs:
         s.submit(r)
@@ -351,7 +351,7 @@ def test_jsonl_file_exact_lines_and_mode_0640(tmp_path: Path, umask022: None) ->
 
 def test_jsonl_reopen_after_logrotate_moved_the_file(tmp_path: Path, umask022: None) -> None:
     path = tmp_path / "http.jsonl"
-    s = open_sink(JsonlSinkConfig("file", path))
+    s = open_sink(JsonlOutputConfig("file", "jsonl", path))
     for i in range(3):
         s.submit(record(i))
     assert s.flush(5)
@@ -367,7 +367,7 @@ def test_jsonl_reopen_after_logrotate_moved_the_file(tmp_path: Path, umask022: N
 
 
 def test_jsonl_ecs_format_and_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    s = open_sink(JsonlSinkConfig("stdout", None, format="ecs"))
+    s = open_sink(JsonlOutputConfig("stdout", "jsonl", None, format="ecs"))
     s.submit(record(1))
     assert s.flush(5)
     s.close(1)
@@ -378,7 +378,7 @@ def test_jsonl_full_disk_holds_the_buffer_then_drops_counted() -> None:
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full")
     logs = Logs()
-    s = JsonlSink(JsonlSinkConfig("full", Path("/dev/full"), buffer=3), log=logs)
+    s = JsonlSink(JsonlOutputConfig("full", "jsonl", Path("/dev/full"), buffer=3), log=logs)
     s.backoff = Backoff(0.001, 0.01)
     s.start()
     for i in range(5):
@@ -393,10 +393,10 @@ def test_jsonl_full_disk_holds_the_buffer_then_drops_counted() -> None:
 
 def test_jsonl_bad_format_or_unwritable_path_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="format must be one of flat, ecs"):
-        JsonlSink(JsonlSinkConfig("x", tmp_path / "a", format="xml"))
+        JsonlSink(JsonlOutputConfig("x", "jsonl", tmp_path / "a", format="xml"))
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError):
-        JsonlSink(JsonlSinkConfig("x", tmp_path / "file" / "sub.jsonl"))
+        JsonlSink(JsonlOutputConfig("x", "jsonl", tmp_path / "file" / "sub.jsonl"))
 
 
 # -- ECS ----------------------------------------------------------------------------------------------
@@ -503,7 +503,7 @@ def test_sd_escape_header_token_structured_data() -> None:
 
 
 def test_syslog_line_exact() -> None:
-    s = SyslogSink(SyslogSinkConfig("s", "udp://127.0.0.1:9", facility="daemon", app_name="pcapwatch",
+    s = SyslogSink(SyslogOutputConfig("s", "syslog", "udp://127.0.0.1:9", facility="daemon", app_name="pcapwatch",
                                     hostname="web-1"))
     r = record(3, uri='/q?a="1"]', route="/q", tags=["t"])
     assert s.format(r).decode() == (
@@ -516,11 +516,11 @@ def test_syslog_line_exact() -> None:
                               '[pcapwatch@32473 level="warning" rule="r1"] '
                               '{"level":"warning","message":"m","rule":"r1","ts":1700000000.0}')
     with pytest.raises(ValueError, match="facility 'local9'"):
-        SyslogSink(SyslogSinkConfig("s", "udp://127.0.0.1:9", facility="local9"))
+        SyslogSink(SyslogOutputConfig("s", "syslog", "udp://127.0.0.1:9", facility="local9"))
 
 
 def _syslog(address: str, **kw: Any) -> SyslogSink:
-    s = SyslogSink(SyslogSinkConfig("s", address, hostname="h", **kw))
+    s = SyslogSink(SyslogOutputConfig("s", "syslog", address, hostname="h", **kw))
     s.backoff = Backoff(0.005, 0.02)
     return s
 
@@ -530,7 +530,7 @@ def test_syslog_udp_one_datagram_per_record_and_oversize_dropped() -> None:
     rx.bind(("127.0.0.1", 0))
     rx.settimeout(5)
     logs = Logs()
-    s = SyslogSink(SyslogSinkConfig("s", f"udp://127.0.0.1:{rx.getsockname()[1]}", hostname="h"), log=logs)
+    s = SyslogSink(SyslogOutputConfig("s", "syslog", f"udp://127.0.0.1:{rx.getsockname()[1]}", hostname="h"), log=logs)
     s.start()
     try:
         recs = [record(0), record(1, user_agent="x" * 70_000), record(2)]
@@ -553,7 +553,7 @@ def test_syslog_udp_refusals_move_records_from_written_to_dropped() -> None:
     port = u.getsockname()[1]
     u.close()  # nothing listens there: each datagram draws an ICMP port unreachable
     logs = Logs()
-    s = SyslogSink(SyslogSinkConfig("s", f"udp://127.0.0.1:{port}", hostname="h"), log=logs).start()
+    s = SyslogSink(SyslogOutputConfig("s", "syslog", f"udp://127.0.0.1:{port}", hostname="h"), log=logs).start()
     try:
         for i in range(5):
             s.submit(record(i))
@@ -732,7 +732,7 @@ def test_status_class_and_messages() -> None:
 
 
 def test_zmq_publishes_every_record_in_order_to_a_subscriber() -> None:
-    s = ZmqSink(ZmqSinkConfig("tap", "tcp://127.0.0.1:*", per_message=True)).start()
+    s = ZmqSink(ZmqOutputConfig("tap", "zmq", "tcp://127.0.0.1:*", per_message=True)).start()
     sub = None
     try:
         assert wait_until(lambda: s.endpoint is not None, 5.0, 0.005)
@@ -764,11 +764,11 @@ def test_zmq_publishes_every_record_in_order_to_a_subscriber() -> None:
 
 
 def test_zmq_bind_conflict_is_retried_until_free() -> None:
-    first = ZmqSink(ZmqSinkConfig("a", "tcp://127.0.0.1:*")).start()
+    first = ZmqSink(ZmqOutputConfig("a", "zmq", "tcp://127.0.0.1:*")).start()
     assert wait_until(lambda: first.endpoint is not None, 5.0, 0.005)
     assert first.endpoint is not None
     logs = Logs()
-    second = ZmqSink(ZmqSinkConfig("b", first.endpoint), log=logs)
+    second = ZmqSink(ZmqOutputConfig("b", "zmq", first.endpoint), log=logs)
     second.backoff = Backoff(0.01, 0.05)
     second.start()
     try:
