@@ -23,7 +23,8 @@ from pathlib import Path
 
 from watcher.capture.tcpdump import CaptureSupervisor
 from watcher.config.load import CaptureConfig, Config
-from watcher.run.service import Service, log
+from watcher.run.sdnotify import log
+from watcher.run.service import Service
 
 # How long to wait for the last records before stopping anyway.
 SETTLE_SECONDS = 8.0

@@ -9,18 +9,33 @@ $NOTIFY_SOCKET) every call does nothing, so the service code calls it unconditio
 Sending never raises: a lost notification must not take the service down. Failures are counted and
 the last one kept, for the service's own counters. Call it from the main loop, not from a separate
 thread: the watchdog ping then proves that the loop itself still turns.
+
+The other half of sd-daemon.h is here too: `log` prefixes each stderr line with its syslog
+priority (`<3>` for an error) when stderr is the journal ($JOURNAL_STREAM), so `journalctl -p`
+filters pcapwatch's lines.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping, MutableMapping
 
 NOTIFY_SOCKET = "NOTIFY_SOCKET"
 WATCHDOG_USEC = "WATCHDOG_USEC"
 WATCHDOG_PID = "WATCHDOG_PID"
+JOURNAL_STREAM = "JOURNAL_STREAM"
+# sd-daemon.h's SD_ERR, SD_WARNING, SD_NOTICE, SD_INFO; other levels are logged as info.
+PRIORITIES = {"error": 3, "warning": 4, "notice": 5, "info": 6}
+
+
+def log(level: str, message: str) -> None:
+    """One line to stderr; under systemd with its syslog priority prefix for the journal."""
+    prefix = f"<{PRIORITIES.get(level, 6)}>" if os.environ.get(JOURNAL_STREAM) else ""
+    sys.stderr.write(f"{prefix}pcapwatch: {level}: {message}\n")
+    sys.stderr.flush()
 
 
 def socket_address(value: str | None) -> str | None:

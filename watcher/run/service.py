@@ -1,9 +1,10 @@
 """`pcapwatch run`: the service beside tcpdump.
 
-Threads: the reader (watcher/reader.py) turns the spool into frame batches on a bounded queue;
-this module's main loop analyses them, writes records, checkpoints, and handles signals. Signal
-handlers only write a byte to a socketpair; the loop turns that into terminate, reload or status
-(the daemon model of nobodd). Everything the loop waits on is a file descriptor.
+Threads: the reader (watcher/run/reader.py) turns the spool into frame batches on a bounded queue;
+this module's main loop analyses them, writes records, checkpoints, and handles signals and
+reloads (watcher/run/control.py: handlers only write a byte to a socketpair, the loop turns that
+into terminate, reload or status, the daemon model of nobodd). Everything the loop waits on is a
+file descriptor.
 
 Exactly-once across restarts rests on input positions (see watcher/run/checkpoint.py): a restart
 replays from the checkpoint's `resume` mark and suppresses the transactions completed at or before
@@ -13,14 +14,11 @@ a record written twice after kill -9 carries the same id both times.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import queue
 import select
 import signal
-import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +30,11 @@ from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
 from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.run import checkpoint as ckpt
+from watcher.run.control import STOP, SignalPipe, reload_outputs, restart_only
 from watcher.run.delivery import CLOSE_SECONDS, Delivery
 from watcher.run.reader import Batch, Reader
 from watcher.run.resume import POS_BITS, Replay, mark, record_origin
-from watcher.run.sdnotify import Notifier
+from watcher.run.sdnotify import Notifier, log
 
 STATUS_SECONDS = 60.0
 LAG_WARN_EVERY_SECONDS = 60.0
@@ -52,16 +51,6 @@ IDLE_SWEEP_SECONDS = 5.0
 # Checkpoints at new capture files come at most this often: each one walks the connection table
 # and fsyncs, and tiny rotation files on a busy link could otherwise ask for hundreds a second.
 MIN_CHECKPOINT_SECONDS = 1.0
-
-_LEVELS = {"error": 3, "warning": 4, "notice": 5, "info": 6}
-
-
-def log(level: str, message: str) -> None:
-    """One line to stderr; under systemd with its syslog priority prefix for the journal."""
-    prefix = f"<{_LEVELS.get(level, 6)}>" if os.environ.get("JOURNAL_STREAM") else ""
-    sys.stderr.write(f"{prefix}pcapwatch: {level}: {message}\n")
-    sys.stderr.flush()
-
 
 @dataclass
 class Counters:
@@ -96,9 +85,7 @@ class Service:
         self._keep_packets(config)
         self.batches: queue.Queue[Batch] = queue.Queue(maxsize=lim.queue_batches)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.sig_r, self.sig_w = socket.socketpair()
-        self.sig_r.setblocking(False)
-        self.sig_w.setblocking(False)
+        self.signals = SignalPipe()
         self.spool = Spool(str(config.spool.dir), config.spool.pattern)
         self.state_dir = str(config.state.dir)
         self.saved, warning = ckpt.load(self.state_dir)
@@ -119,13 +106,8 @@ class Service:
     # The loop -----------------------------------------------------------------------------------
 
     def run(self) -> int:
-        previous = {s: signal.signal(s, self._on_signal)
-                    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)}
-        try:
+        with self.signals.handling():
             return self._run()
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
     def _run(self) -> int:
         os.makedirs(self.state_dir, exist_ok=True)
@@ -152,8 +134,8 @@ class Service:
         while not self.stop:
             timeout = max(0.0, min(next_checkpoint, next_status, next_ping if watchdog else next_status)
                           - time.monotonic())
-            readable, _, _ = select.select([self.sig_r.fileno(), self.wake_r], [], [], timeout)
-            if self.sig_r.fileno() in readable:
+            readable, _, _ = select.select([self.signals.fileno(), self.wake_r], [], [], timeout)
+            if self.signals.fileno() in readable:
                 self._signals()
                 if self.stop:
                     break
@@ -206,17 +188,9 @@ class Service:
                     "records suppressed")
         return exit_code
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        with contextlib.suppress(OSError):  # a full socketpair: that signal is pending already
-            self.sig_w.send(bytes([signum]))
-
     def _signals(self) -> None:
-        try:
-            got = self.sig_r.recv(64)
-        except BlockingIOError:
-            return
-        for signum in got:
-            if signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in self.signals.received():
+            if signum in STOP:
                 self.stop = True
             elif signum == signal.SIGHUP:
                 self.reload()
@@ -350,23 +324,12 @@ class Service:
         except ConfigError as e:
             self._refuse("; ".join(e.errors) if getattr(e, "errors", None) else str(e))
             return
-        for what, old_v, new_v in (("spool.dir", self.config.spool.dir, new.spool.dir),
-                                   ("state.dir", self.config.state.dir, new.state.dir)):
-            if old_v != new_v:
-                log("warning", f"reload: {what} changed from {old_v} to {new_v}; that takes a restart")
-        if new.outputs == self.config.outputs:
-            self.delivery.set_rules(new)
-            self.delivery.reopen()  # logrotate
-        else:
-            self.delivery.close(CLOSE_SECONDS)  # first: a new output may want the same port
-            counters = self.delivery.counters  # they count on across the change
-            try:
-                self.delivery = Delivery(new, self.metrics, log, counters)
-            except (OSError, ValueError) as e:
-                log("error", f"reload: cannot open the new outputs ({e}); going back to the running ones")
-                self.delivery = Delivery(self.config, self.metrics, log, counters)
-                self.notifier.ready("reload refused: outputs")
-                return
+        for warning in restart_only(self.config, new):
+            log("warning", warning)
+        self.delivery, opened = reload_outputs(self.delivery, self.config, new, self.metrics, log)
+        if not opened:
+            self.notifier.ready("reload refused: outputs")
+            return
         self.pipeline.flows.max_connections = new.limits.max_connections
         self.pipeline.flows.idle_timeout = new.limits.idle_timeout
         self._keep_packets(new)

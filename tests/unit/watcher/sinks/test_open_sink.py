@@ -22,7 +22,7 @@ def test_each_output_type_names_a_sink_that_takes_its_config(output_type: str) -
     assert issubclass(cls, Sink)
     assert row.sink == f"{cls.__module__}:{cls.__name__}"
     annotation = inspect.signature(cls).parameters["config"].annotation
-    assert annotation == row.make.__name__  # type: ignore[attr-defined]
+    assert annotation == row.make.__name__
 
 
 def test_open_sink_builds_and_starts_the_sink_of_an_output(tmp_path: Path) -> None:
