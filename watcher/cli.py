@@ -159,14 +159,12 @@ exit status:
 def _check(args: argparse.Namespace) -> int:
     """Validate; print the effective configuration, then the compiled rules as YAML comments (one
     line each), so the whole output still loads as YAML."""
-    from watcher.config.load import ConfigError, default_config_path, load, render, rule_lines
+    from watcher.config.load import load_or_report, render, rule_lines
 
-    path = args.config or default_config_path()
-    try:
-        config = load(path)
-    except ConfigError as e:
-        sys.stderr.write("".join(f"{line}\n" for line in e.errors))
+    loaded = load_or_report(args.config, sys.stderr)
+    if loaded is None:
         return EXIT_USAGE
+    _, config = loaded
     sys.stdout.write(f"# {config.source}: valid; effective configuration (defaults filled in, paths absolute)\n")
     sys.stdout.write(render(config))
     lines = rule_lines(config)
@@ -177,68 +175,33 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import dataclasses
-    from pathlib import Path
+    from watcher.config.load import load_or_report
+    from watcher.run.launch import LaunchError, launch
 
-    from watcher.capture.tcpdump import CaptureSupervisor, tcpdump_command
-    from watcher.config.load import Config, JsonlOutputConfig
-    from watcher.run.service import Service, log
-
-    loaded = _load_config(args)
+    loaded = load_or_report(args.config, sys.stderr)
     if loaded is None:
         return EXIT_USAGE
     path, config = loaded
-
-    def overrides(config: Config) -> Config:
-        """The command line wins over the file, at start and at every reload."""
-        if args.spool:
-            config = dataclasses.replace(config, spool=dataclasses.replace(config.spool,
-                                                                           dir=Path(args.spool).resolve()))
-        if args.state:
-            config = dataclasses.replace(config, state=dataclasses.replace(config.state,
-                                                                           dir=Path(args.state).resolve()))
-        if args.output:
-            out = None if args.output == "-" else Path(args.output).resolve()
-            config = dataclasses.replace(config, outputs=(JsonlOutputConfig("output", "jsonl", out),))
-        return config
-
-    config = overrides(config)
-    capture = None
-    if args.capture:
-        tcpdump = CaptureSupervisor.available()
-        if tcpdump is None:
-            sys.stderr.write("pcapwatch: error: --capture needs tcpdump (apt-get install tcpdump)\n")
-            return EXIT_USAGE
-        config.spool.dir.mkdir(parents=True, exist_ok=True)
-        capture = CaptureSupervisor(tcpdump_command(args.capture, str(config.spool.dir), config.capture, args.bpf,
-                                                    tcpdump), log)
     try:
-        return Service(config, path, capture, overrides).run()
+        return launch(config, path, spool=args.spool, state=args.state, output=args.output, capture=args.capture,
+                      bpf=args.bpf)
+    except LaunchError as e:
+        sys.stderr.write(f"pcapwatch: error: {e}\n")
+        return EXIT_USAGE
     except OSError as e:
         sys.stderr.write(f"pcapwatch: error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}\n")
         return EXIT_INPUT_ERRORS
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from watcher.config.load import load_or_report
     from watcher.run.demo import run_demo
 
-    loaded = _load_config(args)
+    loaded = load_or_report(args.config, sys.stderr)
     if loaded is None:
         return EXIT_USAGE
     path, config = loaded
     return run_demo(config, path)
-
-
-def _load_config(args: argparse.Namespace) -> tuple[str, Any] | None:
-    """(path, config) from -c or the default; None after writing the problems, one per line."""
-    from watcher.config.load import ConfigError, default_config_path, load
-
-    path = str(args.config or default_config_path())
-    try:
-        return path, load(path)
-    except ConfigError as e:
-        sys.stderr.write("".join(f"{line}\n" for line in e.errors))
-        return None
 
 
 TAIL_EPILOG = """\
@@ -309,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _read(args: argparse.Namespace) -> int:
     from watcher.read.job import read_captures
+    from watcher.read.progress import format_summary
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch read f | head` ends quietly
     try:
@@ -334,24 +298,3 @@ def _read(args: argparse.Namespace) -> int:
     elif stats == "text":
         sys.stderr.write(format_summary(result.stats))
     return EXIT_INPUT_ERRORS if result.files_failed else EXIT_OK
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """The end-of-run counters, for a human."""
-    c, t = s["connections"], s["tcp"]
-    skipped = ", ".join(f"{k} {v:,}" for k, v in s["frames_skipped"].items()) or "none"
-    anomalies = ", ".join(f"{k} {v:,}" for k, v in s["anomalies"].items()) or "none"
-    lines = [
-        ("files", f"{s['files']:,} ({s['files_failed']:,} with errors), {s['bytes'] / 1e6:,.1f} MB"),
-        ("frames", f"{s['frames']:,} (skipped: {skipped})"),
-        ("connections", f"{c['connections']:,} (midstream {c['midstream']:,}, closed {c['closed']:,}, "
-                        f"reset {c['reset']:,}, idle {c['idle_timeouts']:,}, evicted {c['evicted']:,}, "
-                        f"not HTTP {c['not_http']:,})"),
-        ("transactions", f"{s['transactions']:,}"),
-        ("tcp", f"retransmitted {t['retransmitted_segments']:,}, out of order {t['out_of_order_segments']:,}, "
-                f"overlaps {t['overlap_segments']:,} ({t['overlap_mismatch_segments']:,} differing), "
-                f"gaps {t['gaps']:,} ({t['gap_bytes']:,} bytes), buffer flushes "
-                f"{t['stream_buffer_flushes'] + t['global_buffer_flushes']:,}"),
-        ("anomalies", anomalies),
-    ]
-    return "".join(f"  {k:<13} {v}\n" for k, v in lines)

@@ -13,10 +13,12 @@ with the same lines and the same style.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
@@ -46,7 +48,7 @@ __all__ = ["MAX_SNAPLEN", "OUTPUT_TYPES", "SCHEMA", "CaptureConfig", "Config", "
            "ItemType", "JsonlOutputConfig", "Key", "Kind", "LimitsConfig", "OutputConfig", "PrometheusOutputConfig",
            "RedactConfig", "RedisOutputConfig", "RoutesConfig", "RuleList", "Scalar", "Section", "SpoolConfig",
            "StateConfig", "SyslogOutputConfig", "TypedList", "ZmqOutputConfig", "default_config_path", "load",
-           "redact_policy", "render", "rule_lines", "rule_set"]
+           "load_or_report", "redact_policy", "render", "rule_lines", "rule_set", "with_overrides"]
 
 CONFIG_ENV = "PCAPWATCH_CONFIG"
 CONFIG_NAME = "pcapwatch.yaml"
@@ -75,6 +77,32 @@ def load(path: str | os.PathLike[str]) -> Config:
     reader = Reader(name)
     raw = reader.value(root, ()) if root is not None else None
     return _Checker(reader, Path(os.path.abspath(name))).config(raw)
+
+
+def load_or_report(path: str | os.PathLike[str] | None, err: TextIO) -> tuple[str, Config] | None:
+    """(path, config) of `path`, or of the default file when None; None after writing every problem
+    to `err`, one line each."""
+    name = os.fspath(path or default_config_path())
+    try:
+        return name, load(name)
+    except ConfigError as e:
+        err.write("".join(f"{line}\n" for line in e.errors))
+        return None
+
+
+def with_overrides(config: Config, *, spool: str | None = None, state: str | None = None,
+                   output: str | None = None) -> Config:
+    """The configuration with the command line's options, which win over the file: `spool` and
+    `state` replace the directories; `output` (a file, or - for standard output) replaces every
+    output with one jsonl output. Paths are made absolute."""
+    if spool:
+        config = dataclasses.replace(config, spool=dataclasses.replace(config.spool, dir=Path(spool).resolve()))
+    if state:
+        config = dataclasses.replace(config, state=dataclasses.replace(config.state, dir=Path(state).resolve()))
+    if output:
+        out = None if output == "-" else Path(output).resolve()
+        config = dataclasses.replace(config, outputs=(JsonlOutputConfig("output", "jsonl", out),))
+    return config
 
 
 def rule_set(config: Config) -> RuleSet:

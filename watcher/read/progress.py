@@ -1,9 +1,11 @@
-"""A one-line progress display on a terminal's stderr for long offline reads."""
+"""What `pcapwatch read` tells a person on stderr: a one-line progress display on a terminal for long
+offline reads, and the counters at the end (`--stats`).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 # Below this much input a read takes a second or two: a progress line would only flicker.
 PROGRESS_MIN_BYTES = 64 << 20
@@ -46,3 +48,24 @@ class Progress:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB"
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The end-of-run counters, for a human."""
+    c, t = s["connections"], s["tcp"]
+    skipped = ", ".join(f"{k} {v:,}" for k, v in s["frames_skipped"].items()) or "none"
+    anomalies = ", ".join(f"{k} {v:,}" for k, v in s["anomalies"].items()) or "none"
+    lines = [
+        ("files", f"{s['files']:,} ({s['files_failed']:,} with errors), {s['bytes'] / 1e6:,.1f} MB"),
+        ("frames", f"{s['frames']:,} (skipped: {skipped})"),
+        ("connections", f"{c['connections']:,} (midstream {c['midstream']:,}, closed {c['closed']:,}, "
+                        f"reset {c['reset']:,}, idle {c['idle_timeouts']:,}, evicted {c['evicted']:,}, "
+                        f"not HTTP {c['not_http']:,})"),
+        ("transactions", f"{s['transactions']:,}"),
+        ("tcp", f"retransmitted {t['retransmitted_segments']:,}, out of order {t['out_of_order_segments']:,}, "
+                f"overlaps {t['overlap_segments']:,} ({t['overlap_mismatch_segments']:,} differing), "
+                f"gaps {t['gaps']:,} ({t['gap_bytes']:,} bytes), buffer flushes "
+                f"{t['stream_buffer_flushes'] + t['global_buffer_flushes']:,}"),
+        ("anomalies", anomalies),
+    ]
+    return "".join(f"  {k:<13} {v}\n" for k, v in lines)

@@ -1,7 +1,8 @@
 """watcher/config/load.py, schema.py and model.py: every key's bad values, unknown and repeated
 keys, every output type, headers/redact/routes, rules from the file and from rules_dir (errors with
 file, line and key), YAML syntax, defaults, path resolution, the default file's location, the
-shipped conf/pcapwatch.yaml and `render` (secrets masked).
+shipped conf/pcapwatch.yaml, `render` (secrets masked), and the command line's `load_or_report` and
+`with_overrides`.
 
 Error lines are asserted whole: file, line, key path, what was found, what was expected, what to do.
 """
@@ -9,6 +10,7 @@ Error lines are asserted whole: file, line, key path, what was found, what was e
 from __future__ import annotations
 
 import dataclasses
+import io
 import sys
 from pathlib import Path
 
@@ -805,3 +807,28 @@ def test_redact_policy_from_the_configuration(tmp_path: Path) -> None:
     assert [policy.routes.route(u) for u in ("/a/1", "/b/x", "/c")] == ["/a", "/b/x", "other"]  # /b/x: the 1 slot
     assert policy.stats() == {"truncated_fields": 1, "routes": 1, "route_overflow": 1}
 
+
+
+# ---- the command line's part: load or report, overrides ---------------------------------------------------
+
+
+def test_load_or_report_gives_the_path_and_config_or_writes_every_problem(tmp_path: Path) -> None:
+    good = write(tmp_path, "state:\n  dir: st\n")
+    err = io.StringIO()
+    assert config.load_or_report(good, err) == (str(good), load(good))
+    assert err.getvalue() == ""
+    bad = write(tmp_path, "spool:\n  rescan_seconds: 0\nstate:\n  dir: 3\n", name="bad.yaml")
+    assert config.load_or_report(bad, err) is None
+    assert err.getvalue() == "".join(f"{line}\n" for line in errors(bad)).replace("F:", f"{bad}:")
+    assert len(err.getvalue().splitlines()) == 2
+
+
+def test_with_overrides_replace_directories_and_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = load(write(tmp_path, "outputs:\n  - {name: r, type: redis}\n  - {name: s, type: syslog}\n"))
+    assert config.with_overrides(c) == c
+    monkeypatch.chdir(tmp_path)
+    o = config.with_overrides(c, spool="sp", state="st", output="out/http.jsonl")
+    assert o == dataclasses.replace(c, spool=dataclasses.replace(c.spool, dir=tmp_path / "sp"),
+                                    state=dataclasses.replace(c.state, dir=tmp_path / "st"),
+                                    outputs=(JsonlOutputConfig("output", "jsonl", tmp_path / "out" / "http.jsonl"),))
+    assert config.with_overrides(c, output="-").outputs == (JsonlOutputConfig("output", "jsonl", None),)
