@@ -2,8 +2,9 @@
 
 An output type is declared once, as its row of `OUTPUT_TYPES` in watcher/config/schema.py: the YAML
 keys (types, defaults, meaning), the dataclass of watcher/config/model.py they fill (`*OutputConfig`),
-and the sink that writes it, named "module:Class" (e.g. "watcher.sinks.redis_sink:RedisSink"). The
-sink takes that `*OutputConfig` as it is; nothing is copied. `open_sink(output)` is the one way to
+and the sink that writes it, named "module:Class" (e.g. "watcher.sinks.redis_sink:RedisSink"); a
+test holds the dataclass's own defaults to the row's. The sink takes that `*OutputConfig` as it
+is: no sink-side config, nothing copied. `open_sink(output)` is the one way to
 build and start a sink: it imports the sink's module only then, so redis-py, pyzmq and
 prometheus_client, each imported by its own module only, are loaded only when an output uses them.
 
