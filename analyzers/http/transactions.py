@@ -12,7 +12,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
 from analyzers.http.head import Headers, RequestHead, ResponseHead
-from analyzers.http.parser import MessageParser, State
+from analyzers.http.parser import MessageParser
 from analyzers.packet_keep import KeptUpTo
 
 
@@ -166,7 +166,7 @@ class Conversation:
             connect = request is not None and getattr(request.head, "method", None) == "CONNECT"
             if head.status == 101 or (connect and 200 <= head.status < 300):
                 self.tunnel = True
-                self.client.state = State.TUNNEL
+                self.client.tunnel()
         msg.pcap_file = request.pcap_file if request is not None else self.source
         if msg.depth == 0:
             msg.depth = request.depth if request is not None else self._next_depth()
