@@ -5,14 +5,16 @@ message ends and anomalies to a `MessageSink` (sink.py: the conversation that pa
 responses). It keeps no body bytes: bodies are counted. It never raises on input: what a strict
 server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for the next
 message start and counts what it skipped. Every change of its state is made in this file (as in
-h11's `_state.py`); the pure questions it asks of the bytes are answered in head.py (start lines,
-heads), framing.py (bodies, chunk lines) and resync.py (where the next message starts).
+h11's `_state.py`); the pure questions it asks of the bytes are answered in head.py, framing.py
+(bodies, chunk lines) and resync.py (where the next message starts).
 
 Its calls to the sink keep one promise (written down as mitmproxy's `_hooks.py` does): every
 message that starts ends once. A message starts with its `on_head` and ends with one `on_end`,
 before the next `on_head`; `eof`, which every stream gets (FIN, RST, eviction, end of input), ends
-whatever is open, `truncated` if its framing wanted more. A head that never completes is not a
-message: an anomaly says why (it had an `on_begin`; cut by a gap, it also gets an `on_end`).
+whatever is open, `truncated` if its framing wanted more. (`tunnel`, the sink's own switch, stops
+the stream where it is.) A head that never completes is no message: after its `on_begin` comes an
+anomaly naming why (junk at a client's start may only be counted, in `skipped_bytes`), and an
+`on_end` too if a gap cut it.
 """
 
 from __future__ import annotations
@@ -55,16 +57,14 @@ class MessageParser:
         self.sink = sink
         self.state = State.RESYNC if resync else State.HEAD
         self.buf = bytearray()
-        self.remaining = 0
-        self.body_len = 0
-        self.first_ts = 0.0
-        self.last_ts = 0.0
+        self.remaining = self.body_len = 0  # bytes of the body (or chunk) to come; of the message so far
+        self.first_ts = self.last_ts = 0.0  # the current message's first and latest bytes
         self.gap_in_message = False  # bytes of the current message were lost
         self.truncated = False  # the current message ended before its framing said
         self.messages = 0  # heads parsed
         self.skipped_bytes = 0  # bytes passed over while resynchronising
-        self.line_checked = False
-        self.in_message = False
+        self.line_checked = False  # the buffered head's first line has been looked at
+        self.in_message = False  # a message has begun and not ended
         self.one_line = False  # the last request was a single line: header lines may follow
         self.probing = False  # junk at a client's start: give up as not HTTP past a budget
 
@@ -152,7 +152,8 @@ class MessageParser:
         self.state = State.DONE
 
     def tunnel(self) -> None:
-        """The other side switched protocols (CONNECT 2xx, 101): the rest of this stream is not HTTP."""
+        """The other side switched protocols (CONNECT 2xx, 101): the rest of this stream is not HTTP.
+        A message still open here gets no `on_end` (the sink, which calls this, knows it)."""
         self.state = State.TUNNEL
 
     # States -------------------------------------------------------------------------------------
@@ -349,11 +350,9 @@ class MessageParser:
     def _begin(self, ts: float) -> None:
         self.sink.on_begin(self)
         self.in_message = True
-        self.first_ts = ts
-        self.last_ts = ts
+        self.first_ts = self.last_ts = ts
         self.body_len = 0
-        self.gap_in_message = False
-        self.truncated = False
+        self.gap_in_message = self.truncated = False
 
     def _end(self, ts: float) -> None:
         self.last_ts = ts
