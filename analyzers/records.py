@@ -6,10 +6,37 @@ escaped by `http.head.escape`, so a record holds no raw control character.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from analyzers.http.head import RequestHead, ResponseHead, header
 from analyzers.http.transactions import Message, Transaction
+
+
+class Flag(StrEnum):
+    """What a record's `flags` can say about how its transaction was seen (README "The record"); the
+    order here is the one `check` lists them in, a record's order is `record_flags`'."""
+
+    GAP = "gap"
+    MIDSTREAM = "midstream"
+    NO_RESPONSE = "no_response"
+    NO_REQUEST = "no_request"
+    TRUNCATED = "truncated"
+    TUNNEL = "tunnel"
+
+    @property
+    def reason(self) -> str:
+        return FLAG_REASONS[self]
+
+
+FLAG_REASONS: dict[Flag, str] = {
+    Flag.GAP: "capture lost bytes of this transaction, or around it: the pairing may be a guess",
+    Flag.MIDSTREAM: "the connection was picked up without its SYN (started before the capture)",
+    Flag.NO_RESPONSE: "the request was never answered in the capture (`reason` says why)",
+    Flag.NO_REQUEST: "a response whose request was not seen",
+    Flag.TRUNCATED: "a message ended before its framing said it would",
+    Flag.TUNNEL: "CONNECT or 101 Upgrade: what follows on the connection is not HTTP",
+}
 
 
 def to_record(tx: Transaction) -> dict[str, Any]:
@@ -50,22 +77,22 @@ def to_record(tx: Transaction) -> dict[str, Any]:
     }
 
 
-def record_flags(tx: Transaction) -> list[str]:
+def record_flags(tx: Transaction) -> list[Flag]:
     """The record's `flags`, in their documented order (shared with the direct JSON writer)."""
     req, resp = tx.request, tx.response
-    flags: list[str] = []
+    flags: list[Flag] = []
     if tx.conn.midstream:
-        flags.append("midstream")
+        flags.append(Flag.MIDSTREAM)
     if (req is not None and req.gap) or (resp is not None and resp.gap) or tx.reason == "gap":
-        flags.append("gap")
+        flags.append(Flag.GAP)
     if resp is None:
-        flags.append("no_response")
+        flags.append(Flag.NO_RESPONSE)
     if req is None:
-        flags.append("no_request")
+        flags.append(Flag.NO_REQUEST)
     if (req is not None and req.truncated) or (resp is not None and resp.truncated):
-        flags.append("truncated")
+        flags.append(Flag.TRUNCATED)
     if tx.tunnel:
-        flags.append("tunnel")
+        flags.append(Flag.TUNNEL)
     return flags
 
 

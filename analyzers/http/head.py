@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import dpkt.http
 
+from analyzers.http.anomalies import Anomaly
+
 Headers = dict[str, "str | list[str]"]
 
 # A head larger than this is not a web client's (browsers and servers stop at 8-64 KiB).
@@ -67,7 +69,7 @@ class RequestHead:
     uri: str | None
     version: str | None  # "1.1", "1.0", "0.9"
     headers: Headers
-    anomalies: tuple[str, ...]
+    anomalies: tuple[Anomaly, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class ResponseHead:
     status: int
     reason: str
     headers: Headers
-    anomalies: tuple[str, ...]
+    anomalies: tuple[Anomaly, ...]
 
 
 # The shapes of a request line, which decide how much of the stream is the head.
@@ -95,6 +97,34 @@ def request_line_kind(line: bytes) -> int:
     return BAD
 
 
+# Bytes of a token (RFC 9110 5.6.2): what a method, and so a request, starts with.
+TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def can_start(first: int, is_request: bool) -> bool:
+    """Whether byte `first` can begin a message: a token character for a request, 'H' for a status line."""
+    return first in TOKEN_BYTES if is_request else first == 0x48 or first == 0x68  # "H", "h"
+
+
+def start_line_ok(line: bytes, is_request: bool) -> bool:
+    """Whether a first line (up to its LF, CR or not) opens a head with header lines: a versioned
+    request line, or a line starting ``HTTP/``."""
+    if is_request:
+        return request_line_kind(line.rstrip(b"\r")) == VERSIONED
+    return line[:5].upper() == b"HTTP/"
+
+
+def header_line_ahead(buf: bytes | bytearray) -> bool | None:
+    """After a one-line request: whether `buf` starts with a header line (``Name:``), not a new
+    request; None while it is all token characters and cannot tell yet."""
+    i = 0
+    while i < len(buf) and buf[i] in TOKEN_BYTES:
+        i += 1
+    if i == len(buf):
+        return None
+    return buf[i] == 0x3A and i > 0  # ":"
+
+
 def looks_like_request_line(line: bytes) -> bool:
     """True when `line` (without its line end) has the shape ``METHOD target [HTTP/x.y]``."""
     parts = line.split()
@@ -103,7 +133,7 @@ def looks_like_request_line(line: bytes) -> bool:
     return len(parts) == 2 and parts[0].isupper() and bool(_TOKEN.match(parts[0]))
 
 
-def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None, tuple[str, ...]]:
+def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None, tuple[Anomaly, ...]]:
     """Split a request line into (method, uri, version, anomalies), keeping what can be kept.
 
     Like Zeek, a line with a malformed version or a missing target still gives its method and
@@ -114,17 +144,17 @@ def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None,
     if kind == SHORT:
         return escape(parts[0]), escape(parts[1]), "0.9", ()
     if kind == BAD:
-        return None, None, None, ("bad_request_line",)
+        return None, None, None, (Anomaly.BAD_REQUEST_LINE,)
     anomalies = []
     if not _TOKEN.match(parts[0]):
-        anomalies.append("bad_method")
+        anomalies.append(Anomaly.BAD_METHOD)
     if len(parts) == 2:
-        anomalies.append("missing_request_target")
+        anomalies.append(Anomaly.MISSING_REQUEST_TARGET)
     elif len(parts) > 3:
-        anomalies.append("space_in_request_target")  # spaces inside the target: keep them
+        anomalies.append(Anomaly.SPACE_IN_REQUEST_TARGET)  # spaces inside the target: keep them
     m = _VERSION.match(parts[-1])
     if m is None:
-        anomalies.append("bad_http_version")
+        anomalies.append(Anomaly.BAD_HTTP_VERSION)
     version = m.group(1).decode("ascii") if m else None
     return escape(parts[0]), escape(b" ".join(parts[1:-1])), version, tuple(anomalies)
 
@@ -148,7 +178,7 @@ def parse_response_head(head: bytes) -> ResponseHead | None:
     return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, anomalies)
 
 
-def parse_header_block(block: bytes) -> tuple[Headers, tuple[str, ...]]:
+def parse_header_block(block: bytes) -> tuple[Headers, tuple[Anomaly, ...]]:
     """Parse the header lines of a head: (headers, anomalies). Blocks of ordinary size are cached;
     large ones (rare, or an attack) are parsed each time, so the cache stays small whatever comes."""
     if len(block) <= CACHED_BLOCK_BYTES:
@@ -156,8 +186,8 @@ def parse_header_block(block: bytes) -> tuple[Headers, tuple[str, ...]]:
     return _parse_uncached(block)
 
 
-def _parse_uncached(block: bytes) -> tuple[Headers, tuple[str, ...]]:
-    anomalies: list[str] = []
+def _parse_uncached(block: bytes) -> tuple[Headers, tuple[Anomaly, ...]]:
+    anomalies: list[Anomaly] = []
     headers = parse_headers(block, anomalies)
     return headers, tuple(anomalies)
 
@@ -165,25 +195,25 @@ def _parse_uncached(block: bytes) -> tuple[Headers, tuple[str, ...]]:
 _parse_header_block = lru_cache(maxsize=HEADER_CACHE_SIZE)(_parse_uncached)
 
 
-def parse_headers(block: bytes, anomalies: list[str]) -> Headers:
+def parse_headers(block: bytes, anomalies: list[Anomaly]) -> Headers:
     """Header block to {lower-case name: value or list of values}, via dpkt."""
     block = _escape_block(block)
     if b"\n " in block or b"\n\t" in block:
         # obs-fold (RFC 9112 5.2): a line starting with white space continues the previous one.
         # dpkt would take it for a header of its own; unfold as a lenient server does, and say so.
-        anomalies.append("obs_fold")
+        anomalies.append(Anomaly.OBS_FOLD)
         block = _OBS_FOLD.sub(b" ", block)
     if _BAD_HEADER_LINE.search(block):
         # dpkt keeps `Name : v` as a header named "name " and a line without colon as a header
         # with no value: name the anomaly, keep `Name` and drop colon-less lines.
-        anomalies.append("bad_header_line")
+        anomalies.append(Anomaly.BAD_HEADER_LINE)
         block = b"\n".join(_repair_line(ln) for ln in block.split(b"\n") if b":" in ln or not ln.strip())
     try:
         headers: Headers = dict(dpkt.http.parse_headers(io.BytesIO(block)))
     except dpkt.UnpackError:
         # dpkt refuses the whole block for one line whose name holds white space: drop those.
-        if "bad_header_line" not in anomalies:
-            anomalies.append("bad_header_line")
+        if Anomaly.BAD_HEADER_LINE not in anomalies:
+            anomalies.append(Anomaly.BAD_HEADER_LINE)
         kept = [ln for ln in block.split(b"\n") if len(ln.split(b":", 1)[0].split()) == 1 or not ln.strip()]
         headers = dict(dpkt.http.parse_headers(io.BytesIO(b"\n".join(kept))))
     if _VALUE_CONTROL.search(block):

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import Headers, RequestHead, ResponseHead
-from analyzers.http.parser import MessageParser, State
+from analyzers.http.parser import MessageParser
 from analyzers.packet_keep import KeptUpTo
 
 
@@ -147,8 +148,8 @@ class Conversation:
             msg.depth = self.depth
             msg.pcap_file = self.source
             if isinstance(head.headers.get("host"), list):
-                msg.anomalies.append("duplicate_host")
-                self.anomaly_counts["duplicate_host"] += 1
+                msg.anomalies.append(Anomaly.DUPLICATE_HOST)
+                self.anomaly_counts[Anomaly.DUPLICATE_HOST] += 1
             self.parsing = msg
             self.unanswered.append(msg)
             return None
@@ -166,7 +167,7 @@ class Conversation:
             connect = request is not None and getattr(request.head, "method", None) == "CONNECT"
             if head.status == 101 or (connect and 200 <= head.status < 300):
                 self.tunnel = True
-                self.client.state = State.TUNNEL
+                self.client.tunnel()
         msg.pcap_file = request.pcap_file if request is not None else self.source
         if msg.depth == 0:
             msg.depth = request.depth if request is not None else self._next_depth()
@@ -220,9 +221,9 @@ class Conversation:
 
     def on_anomaly(self, parser: MessageParser, name: str) -> None:
         self.anomaly_counts[name] += 1
-        if name == "not_http" and parser.is_request:
+        if name == Anomaly.NOT_HTTP and parser.is_request:
             self.not_http = True
-        elif name == "bad_status_line" and not self.server_gap and self.unanswered:
+        elif name == Anomaly.BAD_STATUS_LINE and not self.server_gap and self.unanswered:
             # The server answered the oldest request with something that is not HTTP: that
             # request has had its answer, and the next response belongs to the next request.
             request = self.unanswered.popleft()

@@ -152,6 +152,21 @@ def test_broken_rule_exact_lines_exit_2(tmp_path: Path) -> None:
     ]
 
 
+def test_rule_naming_an_unknown_anomaly_or_flag_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "p.yaml"
+    conf.write_text("rules:\n  - name: chunks\n    match:\n      anomalies: [obs_fold, bad_chunk_sise]\n"
+                    "      flags: trunkated\n    actions: {tag: [odd]}\n")
+    p = check("-c", conf, cwd=tmp_path)
+    assert (p.stdout, p.returncode) == ("", 2)
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{conf}:4: rules[0].match.anomalies[1]: found 'bad_chunk_sise', expected one of "
+                               "bad_chunk_size, bad_chunk_terminator, ")
+    assert lines[0].endswith(", transfer_encoding_not_chunked; did you mean 'bad_chunk_size'?")
+    assert lines[1] == (f"{conf}:5: rules[0].match.flags: found 'trunkated', expected one of gap, midstream, "
+                        "no_response, no_request, truncated, tunnel; did you mean 'truncated'?")
+
+
 def test_shipped_example_rules_are_valid(tmp_path: Path) -> None:
     conf = tmp_path / "p.yaml"
     conf.write_text(f"rules_dir: {REPO / 'conf' / 'rules.d'}\n")

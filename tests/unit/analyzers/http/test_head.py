@@ -10,14 +10,17 @@ from analyzers.http.head import (
     VERSIONED,
     RequestHead,
     ResponseHead,
+    can_start,
     escape,
     header,
+    header_line_ahead,
     looks_like_request_line,
     parse_headers,
     parse_request_head,
     parse_request_line,
     parse_response_head,
     request_line_kind,
+    start_line_ok,
 )
 
 # escape() -------------------------------------------------------------------------------------
@@ -249,3 +252,31 @@ def test_bad_status_line_is_none(head: bytes) -> None:
 def test_response_head_bad_header_line() -> None:
     head = parse_response_head(b"HTTP/1.1 200 OK\r\nServer: s\r\nBad Name: x\r\n\r\n")
     assert head == ResponseHead("1.1", 200, "OK", {"server": "s"}, ("bad_header_line",))
+
+
+# What the parser asks of a message's first bytes
+
+
+@pytest.mark.parametrize(("first", "is_request", "ok"), [
+    (b"G", True, True), (b"m", True, True), (b"~", True, True), (b" ", True, False), (b"\x16", True, False),
+    (b"H", False, True), (b"h", False, True), (b"G", False, False), (b"<", False, False),
+])
+def test_can_start(first: bytes, is_request: bool, ok: bool) -> None:
+    assert can_start(first[0], is_request) is ok
+
+
+@pytest.mark.parametrize(("line", "is_request", "ok"), [
+    (b"GET / HTTP/1.1\r", True, True), (b"GET / HTTP/1.1", True, True), (b"GET /\r", True, False),
+    (b"garbage\r", True, False), (b"HTTP/1.1 200 OK\r", False, True), (b"http/1.0 200", False, True),
+    (b"HTTP", False, False), (b"<html>", False, False),
+])
+def test_start_line_ok(line: bytes, is_request: bool, ok: bool) -> None:
+    assert start_line_ok(line, is_request) is ok
+
+
+@pytest.mark.parametrize(("buf", "ahead"), [
+    (b"", None), (b"Host", None), (b"Host:", True), (b"X-A: b\r\n", True), (b"GET /x", False),
+    (b":x", False), (b"\r\n", False),
+])
+def test_header_line_ahead(buf: bytes, ahead: bool | None) -> None:
+    assert header_line_ahead(buf) is ahead

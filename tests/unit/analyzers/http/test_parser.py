@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from analyzers.http.anomalies import Anomaly
+from analyzers.http.framing import MAX_LINE_BYTES
 from analyzers.http.head import MAX_HEAD_BYTES, Headers, RequestHead, ResponseHead
-from analyzers.http.parser import MAX_LINE_BYTES, MessageParser, State
+from analyzers.http.parser import MessageParser, State
 from analyzers.http.resync import NOT_HTTP_PROBE_BYTES
 
 Event = tuple[object, ...]
@@ -30,6 +32,7 @@ class Recorder:
 
     def on_head(self, parser: MessageParser, head: RequestHead | ResponseHead, first_ts: float,
                 ts: float) -> str | None:
+        assert all(isinstance(a, Anomaly) for a in head.anomalies), head.anomalies  # named, never bare strings
         if isinstance(head, RequestHead):
             self.events.append(("head", head.method, head.uri, head.version, list(head.anomalies), first_ts, ts))
             return None
@@ -43,6 +46,7 @@ class Recorder:
         self.events.append(("end", parser.body_len, parser.gap_in_message, parser.truncated, ts))
 
     def on_anomaly(self, parser: MessageParser, name: str) -> None:
+        assert isinstance(name, Anomaly), name
         self.events.append(("anomaly", name))
 
     def on_gap(self, parser: MessageParser, n: int, ts: float) -> None:
@@ -52,6 +56,7 @@ class Recorder:
         return self.headless
 
     def on_late_headers(self, parser: MessageParser, headers: Headers, anomalies: tuple[str, ...]) -> None:
+        assert all(isinstance(a, Anomaly) for a in anomalies), anomalies
         self.events.append(("late_headers", headers, list(anomalies)))
 
 

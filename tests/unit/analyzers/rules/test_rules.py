@@ -178,6 +178,14 @@ BAD_MATCHES: list[tuple[str, object, str]] = [
     ("anomalies", "bad name", "found 'bad name' (a string), expected true (any anomaly), false (none) or a list "
                               "of anomaly names (any of them matches), e.g. [bad_chunk_size]"),
 ]
+# Every anomaly name, as the refusal of an unknown one lists them (sorted).
+KNOWN_ANOMALIES = (
+    "bad_chunk_size, bad_chunk_terminator, bad_content_length, bad_header_line, bad_http_version, bad_method, "
+    "bad_request_line, bad_status_line, chunk_size_overflow, chunked_applied_twice, conflicting_content_length, "
+    "content_length_and_transfer_encoding, content_length_overflow, duplicate_content_length, duplicate_host, "
+    "head_cut_by_gap, headers_after_short_request_line, incomplete_head, junk_before_first_message, "
+    "missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, space_in_request_target, "
+    "transfer_encoding_not_chunked")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), BAD_MATCHES, ids=[f"{k}={v}" for k, v, _ in BAD_MATCHES])
@@ -195,6 +203,39 @@ def test_bad_match_value_in_a_list_points_at_the_element() -> None:
         compile_rules([raw], OUTPUTS)
     assert e.value.errors == ("F:7: rules[0].match.status[1]: found 'abc' (a string), expected a status (404), a "
                               "class (5xx) or a range (400-499), or a list of them",)
+
+
+# Names that are not an anomaly or a flag would silently never match: refused like an unknown key.
+UNKNOWN_NAMES: list[tuple[str, object, str]] = [
+    ("anomalies", ["bad_chunk_sise"], "anomalies[0]: found 'bad_chunk_sise', expected one of "
+                                      f"{KNOWN_ANOMALIES}; did you mean 'bad_chunk_size'?"),
+    ("anomalies", "oversize_head", f"anomalies: found 'oversize_head', expected one of {KNOWN_ANOMALIES}; "
+                                   "did you mean 'oversized_head'?"),
+    ("anomalies", ["obs_fold", "smuggling"], f"anomalies[1]: found 'smuggling', expected one of {KNOWN_ANOMALIES}; "
+                                             "correct its spelling"),
+    ("anomalies", ["Bad_Method"], f"anomalies[0]: found 'Bad_Method', expected one of {KNOWN_ANOMALIES}; did you "
+                                  "mean 'bad_method'?"),
+    ("flags", ["truncated", "no_respons"], "flags[1]: found 'no_respons', expected one of gap, midstream, "
+                                           "no_response, no_request, truncated, tunnel; did you mean 'no_response'?"),
+    ("flags", "lost", "flags: found 'lost', expected one of gap, midstream, no_response, no_request, truncated, "
+                      "tunnel; correct its spelling"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), UNKNOWN_NAMES, ids=[f"{k}={v}" for k, v, _ in UNKNOWN_NAMES])
+def test_unknown_anomaly_or_flag_is_refused_at_load(key: str, value: object, message: str) -> None:
+    assert problems({"name": "r", "match": {key: value}, "actions": {"drop": True}}) == [
+        f"F:1: rules[0].match.{message}"]
+
+
+def test_every_anomaly_and_flag_name_is_accepted() -> None:
+    from analyzers.http.anomalies import Anomaly
+    from analyzers.records import Flag
+    rs = ruleset({"name": "a", "match": {"anomalies": [str(a) for a in Anomaly]}, "actions": {"tag": ["a"]}},
+                 {"name": "f", "match": {"flags": [str(f) for f in Flag]}, "actions": {"tag": ["f"]}})
+    assert rs.evaluate(view(anomalies=[Anomaly.NOT_HTTP])).rules == ("a",)
+    assert rs.evaluate(view(flags=["tunnel"])).rules == ("f",)
+    assert ", ".join(sorted(Anomaly)) == KNOWN_ANOMALIES
 
 
 def test_every_match_key_has_a_bad_row() -> None:
