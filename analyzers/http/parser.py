@@ -27,6 +27,7 @@ from analyzers.http.head import (
 )
 from analyzers.http.resync import bad_start, junk, oversized, resync, start_resync
 from analyzers.http.state import State
+from analyzers.side import Side
 
 # Chunk-size and trailer lines are short; a longer one is garbage or an attack on the parser.
 MAX_LINE_BYTES = 8 * 1024
@@ -40,7 +41,7 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 # costs more than the comparison (a tenth of a microsecond per head, in a profile of a busy capture).
 _HEAD, _BODY, _CHUNK_DATA, _CHUNK_END, _CLOSE_BODY, _TUNNEL = (
     State.HEAD, State.BODY, State.CHUNK_DATA, State.CHUNK_END, State.CLOSE_BODY, State.TUNNEL)
-_NO_BODY, _BY_LENGTH = Framing.NONE, Framing.LENGTH
+_NO_BODY, _BY_LENGTH, _CLIENT, _SERVER = Framing.NONE, Framing.LENGTH, Side.CLIENT, Side.SERVER
 
 
 class MessageSink(Protocol):
@@ -71,7 +72,7 @@ class MessageSink(Protocol):
 
 
 class MessageParser:
-    """One direction's message framing. `is_request` chooses the start-line grammar."""
+    """One side's message framing. `side` chooses the start-line grammar: requests or responses."""
 
     __slots__ = (
         "body_len",
@@ -79,21 +80,21 @@ class MessageParser:
         "first_ts",
         "gap_in_message",
         "in_message",
-        "is_request",
         "last_ts",
         "line_checked",
         "messages",
         "one_line",
         "probing",
         "remaining",
+        "side",
         "sink",
         "skipped_bytes",
         "state",
         "truncated",
     )
 
-    def __init__(self, is_request: bool, sink: MessageSink, resync: bool = False) -> None:
-        self.is_request = is_request
+    def __init__(self, side: Side, sink: MessageSink, resync: bool = False) -> None:
+        self.side = side
         self.sink = sink
         self.state = State.RESYNC if resync else State.HEAD
         self.buf = bytearray()
@@ -212,7 +213,7 @@ class MessageParser:
         does in that case, minus the calls it needs for every other one; returns 0 (nothing
         consumed) when the case is not this one, and `_head` takes it from the start."""
         first = data[0]
-        if self.is_request:
+        if self.side is _CLIENT:
             if first not in _TOKEN_BYTES or self.one_line:
                 return 0
         elif (first != 0x48 and first != 0x68) or self.sink.headless_response():  # "H", "h"
@@ -221,8 +222,7 @@ class MessageParser:
         if end < 0 or end > MAX_HEAD_BYTES:
             return 0
         line = data[:data.index(b"\n")]
-        if not (request_line_kind(line.rstrip(b"\r")) == VERSIONED if self.is_request
-                else line[:5].upper() == b"HTTP/"):
+        if not self._start_line_ok(line):
             return 0
         self._begin(ts)
         return self._complete_head(data[:end], end, ts)
@@ -235,15 +235,15 @@ class MessageParser:
                 pos += 1
             if pos == n:
                 return pos
-            if not self.is_request and self.sink.headless_response():
+            if self.side is _SERVER and self.sink.headless_response():
                 self._begin(ts)
                 self.state = State.PEEK_STATUS
                 return pos
-            if self.one_line and self.is_request:
+            if self.one_line and self.side is _CLIENT:
                 self.state = State.LATE_HEADERS
                 return pos
             first = data[pos]
-            if not (first in _TOKEN_BYTES if self.is_request else first in b"Hh"):
+            if not (first in _TOKEN_BYTES if self.side is _CLIENT else first in b"Hh"):
                 bad_start(self, first)
                 return pos
             self._begin(ts)
@@ -264,12 +264,12 @@ class MessageParser:
                 return n
             self.line_checked = True
             line = bytes(buf[:nl]).rstrip(b"\r")
-            if self.is_request and request_line_kind(line) != VERSIONED:
+            if self.side is _CLIENT and request_line_kind(line) != VERSIONED:
                 if self.messages == 0 and is_binary(line):
                     return junk(self, bytes(buf), ts)
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
-            if not self.is_request and line[:5].upper() != b"HTTP/":
+            if self.side is _SERVER and line[:5].upper() != b"HTTP/":
                 self.sink.on_anomaly(self, "bad_status_line")
                 return junk(self, bytes(buf), ts)
         end = head_end(buf, scan)
@@ -281,7 +281,7 @@ class MessageParser:
 
     def _start_line_ok(self, line: bytes) -> bool:
         """Whether a head can take the no-copy path: a versioned request line or a status line."""
-        if self.is_request:
+        if self.side is _CLIENT:
             return request_line_kind(line.rstrip(b"\r")) == VERSIONED
         return line[:5].upper() == b"HTTP/"
 
@@ -346,7 +346,7 @@ class MessageParser:
             self.buf = bytearray()
         self.line_checked = False
         self.messages += 1
-        if self.is_request:
+        if self.side is _CLIENT:
             parsed: RequestHead | ResponseHead | None = parse_request_head(head)
             self.one_line = head.count(b"\n") <= 1
             method = self.sink.on_head(self, parsed, self.first_ts, ts)  # type: ignore[arg-type]

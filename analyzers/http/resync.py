@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from analyzers.http.head import MAX_HEAD_BYTES
 from analyzers.http.state import State
+from analyzers.side import Side
 
 if TYPE_CHECKING:
     from analyzers.http.parser import MessageParser
@@ -43,10 +44,10 @@ def resync(p: MessageParser, data: bytes, pos: int, ts: float) -> int:
     """Look for a message start in what is buffered plus `data[pos:]`; parse on from it if found."""
     buf = p.buf
     buf += data[pos:] if pos else data
-    pattern = _REQUEST_START if p.is_request else _RESPONSE_START
+    pattern = _REQUEST_START if p.side is Side.CLIENT else _RESPONSE_START
     m = pattern.search(buf)
     if m is None:
-        keep = RESYNC_KEEP_BYTES if p.is_request else 16
+        keep = RESYNC_KEEP_BYTES if p.side is Side.CLIENT else 16
         if len(buf) > keep:
             p.skipped_bytes += len(buf) - keep
             del buf[:-keep]
@@ -67,7 +68,7 @@ def resync(p: MessageParser, data: bytes, pos: int, ts: float) -> int:
 def junk(p: MessageParser, data: bytes, ts: float) -> int:
     """What should have been a message start is not one: look for the next one in it."""
     p.in_message = False
-    p.probing = p.is_request and p.messages == 0
+    p.probing = p.side is Side.CLIENT and p.messages == 0
     start_resync(p)
     resync(p, data, 0, ts)
     return len(data)
@@ -89,13 +90,13 @@ def bad_start(p: MessageParser, first: int) -> None:
     """A message should start here but `first` cannot begin one (a request starts with a token
     character, a status line with 'H'). At a client's start this may be another protocol: TLS is
     given up on at once, anything else is probed; later it is a named anomaly. Then resync."""
-    if p.is_request and p.messages == 0:
+    if p.side is Side.CLIENT and p.messages == 0:
         if first in _TLS_FIRST_BYTES:
             not_http(p)
             return
         p.probing = True  # junk where the first request should be: HTTP, or not?
     else:
-        p.sink.on_anomaly(p, "bad_request_line" if p.is_request else "bad_status_line")
+        p.sink.on_anomaly(p, "bad_request_line" if p.side is Side.CLIENT else "bad_status_line")
     start_resync(p)
 
 
