@@ -159,6 +159,13 @@ class Spool:
             self.notes.append(f"info: {path}: readable now, reading it")
             if old is not None and old[4] in self.generations:
                 self.generations[old[4]].unreadable = False
+        if isinstance(ident, CaptureError):  # corrupt before its first packet: nothing to read
+            if path not in self.ignored:
+                self.ignored.add(path)
+                self.counters.failed += 1
+                self.notes.append(f"error: {path}: {ident}; nothing in it is read")
+            self.by_path[path] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, None)
+            return
         if ident is None:
             if path not in self.ignored and (st.st_size > HEAD_BYTES or _foreign(path)):
                 self.ignored.add(path)
@@ -367,9 +374,10 @@ def _user() -> str:
         return f"uid {uid}"
 
 
-def _identify(path: str) -> tuple[str, float, bytes, bool] | None:
-    """(fingerprint, first packet time, first bytes, compressed), or None if not a capture (yet).
-    OSError when the file cannot be read (permissions); not when it is gone already."""
+def _identify(path: str) -> tuple[str, float, bytes, bool] | CaptureError | None:
+    """(fingerprint, first packet time, first bytes, compressed), or None if not a capture (yet),
+    or the CaptureError of a capture corrupt before its first packet. OSError when the file cannot
+    be read (permissions); not when it is gone already."""
     try:
         cap = Capture(path)
     except FileNotFoundError:
@@ -380,13 +388,17 @@ def _identify(path: str) -> tuple[str, float, bytes, bool] | None:
             data += chunk
             if len(data) >= HEAD_BYTES:
                 break
+    except CaptureError:  # a .gz cut short (gzip at work) or corrupt: the reader will tell which
+        cap.close()
+        return None
+    try:
         batches = CaptureParser().parse(data, 0)[0]
         for _link, frames in batches:
             if frames:
                 ts = frames[0][1]
                 return fingerprint(data, ts, frames[0][2]), ts, data[:FINGERPRINT_BYTES], bool(cap.compressed)
-    except CaptureError:
-        return None
+    except CaptureError as e:
+        return e if capture_kind(data[:4]) in ("pcap", "pcapng") else None  # else: not a capture at all
     finally:
         cap.close()
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import pwd
+import struct
 import time
 from pathlib import Path
 
@@ -314,3 +315,16 @@ def test_generation_unreadable_then_removed_is_lost(tmp_path: Path, spool: Spool
                            f"{HEADER + 5 * RECORD:,} bytes of capture lost (read 0), more if tcpdump filled other "
                            "files meanwhile; pcapwatch is falling behind tcpdump"]
     assert (spool.counters.lost, spool.unreadable) == (1, {})
+
+
+def test_capture_corrupt_before_its_first_packet_said_once(tmp_path: Path, spool: Spool) -> None:
+    """No first packet to order it by, nothing to read: one error line with the offset, counted."""
+    shb = struct.pack("<II", 0x0A0D0D0A, 28) + struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    body = struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 14, 8)  # if_tsoffset, no room for its value
+    idb = struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+    path = write(tmp_path / "odd.pcapng", shb + idb)
+    assert scanned(spool) == []
+    assert scanned(spool) == []
+    assert spool.notes == [f"error: {path}: offset 44: pcapng interface option 14 claims 8 bytes but its block "
+                           "holds 0 after it: the file is corrupt; nothing in it is read"]
+    assert (spool.counters.failed, spool.counters.not_captures, spool.counters.generations) == (1, 0, 0)
