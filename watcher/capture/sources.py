@@ -367,7 +367,11 @@ def expand(paths: list[str]) -> tuple[list[str], list[str]]:
             for entry in sorted(os.scandir(p), key=lambda e: _natural(e.name)):
                 if entry.name.startswith(".") or not entry.is_file():
                     continue
-                kind = _kind(entry.path)
+                try:
+                    kind = _kind(entry.path)
+                except OSError:  # kept: opening it says why it cannot be read, and it counts as failed
+                    found.append(entry.path)
+                    continue
                 if kind is None:
                     notes.append(f"{entry.path}: skipped, not a capture file")
                     continue
@@ -380,11 +384,9 @@ def expand(paths: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _kind(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return capture_kind(f.read(4))
-    except OSError:
-        return None
+    """The file's format from its first bytes; OSError if it cannot be read (not 'not a capture')."""
+    with open(path, "rb") as f:
+        return capture_kind(f.read(4))
 
 
 def _first_ts(path: str) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from helpers import pcapgen as g
-from helpers.env import corpus, read_records
+from helpers.env import corpus, file_modes_bind_root, read_records
 
 from analyzers.pipeline import split_records
 from watcher.capture import sources
@@ -530,3 +530,18 @@ def test_mutated_gzip_captures_raise_nothing_but_capture_error(tmp_path: Path) -
             pass
         except Exception as e:  # the point: anything else fails, with how to reproduce
             pytest.fail(f"seed {seed}: {type(e).__name__}: {e} on {bytes(b).hex()}")
+
+
+def test_dir_keeps_an_unreadable_file_for_read_to_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not 'not a capture file': `read` tries it, says 'Permission denied', counts it failed (exit
+    status 1), and reads the others."""
+    file_modes_bind_root(monkeypatch)
+    (tmp_path / "cap.pcap").write_bytes(pcap(5))
+    locked = tmp_path / "cap.pcap1"
+    locked.write_bytes(pcap(6))
+    locked.chmod(0)
+    files, notes = expand([str(tmp_path)])
+    assert (names(files), notes) == (["cap.pcap", "cap.pcap1"], [])
+    _records, result, err = read_records(tmp_path)
+    assert (result.files, result.files_failed) == (2, 1)
+    assert err == f"pcapwatch: error: {locked}: cannot open: Permission denied\n"
