@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import signal
 import struct
 import time
 from collections import Counter
@@ -228,3 +229,30 @@ def test_file_name_forging_log_lines_is_escaped(live: Live) -> None:
     assert all(" " <= c <= "~" for c in log.replace("\n", ""))
     check_once(live, first + second)
 
+
+
+@pytest.mark.slow
+def test_gzip_limits_come_from_the_config_and_its_reload(live: Live) -> None:
+    """limits.gunzip_max_bytes of 4 MiB stops an 8 MiB .gz (named, with the key); after SIGHUP with
+    16 MiB the next 8 MiB .gz is read whole: 128 records of 64 KiB each, no line about it."""
+    small = {"gunzip_max_bytes": 4 << 20}
+    with live.service(config=live.config(limits=small)) as svc:
+        first = drop(live, "first.pcap.gz", g.write_gzip_bomb(live.base / "a", 8 << 20, time.time() - 100))
+        assert svc.wait_log(str(first), timeout=10)
+        live.config(limits={"gunzip_max_bytes": 16 << 20})
+        svc.send(signal.SIGHUP)
+        assert svc.wait_log("reloaded the configuration")
+        second = drop(live, "second.pcap.gz", g.write_gzip_bomb(live.base / "b", 8 << 20, time.time() - 50))
+        time.sleep(3.0)  # settled (1 s), scanned (0.5 s), read
+        # a newer file: the second is finished (read to its end) once the reader moves on to it
+        drop(live, "third.pcap", g.pcap_bytes(g.LINKTYPE_ETHERNET, [(round(time.time() * 1e9), bytes(60))]))
+        time.sleep(1.5)
+        status = svc.status()
+        lines = [x for x in svc.lines() if ": info: " not in x]
+    m = re.fullmatch(rf"pcapwatch: error: {re.escape(str(first))}: offset (\d+): gzip data expands past 4,194,304 "
+                     r"bytes \(limits.gunzip_max_bytes\): too large for a capture file, likely a decompression bomb; "
+                     r"the rest of this file is skipped", lines[0])
+    assert len(lines) == 1 and m is not None, lines
+    assert str(second) not in svc.log()
+    assert (status["files_done"], status["lost"]) == (2, 0)
+    assert "failed 1," in svc.log()
