@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from analyzers.http.head import ResponseHead, parse_request_head, parse_response_head
+from analyzers.http.text import Strings
 from analyzers.http.transactions import Conversation, Endpoints, Message, Transaction
 from analyzers.records import message_of, to_record
 
@@ -137,12 +138,12 @@ def test_message_of() -> None:
 # Escaping, end to end (wire bytes through the parser into a record) ----------------------------
 
 
-def _records_of(client: bytes, server: bytes) -> list[dict[str, Any]]:
+def _records_of(client: bytes, server: bytes, strings: Strings = Strings.UTF8) -> list[dict[str, Any]]:
     conv = Conversation(CONN, Counter())
     conv.client.data(client, 1.0)
     conv.server.data(server, 1.5)
     conv.close("closed")
-    return [to_record(tx) for tx in conv.out]
+    return [to_record(tx, strings) for tx in conv.out]
 
 
 def _strings(value: Any) -> list[str]:
@@ -164,10 +165,12 @@ def _assert_printable(record: dict[str, Any]) -> None:
 
 
 def test_wire_bytes_are_escaped_in_records() -> None:
+    """`strings: ascii`: every byte that is not printable ASCII escaped (the default keeps the valid
+    UTF-8 \xc3\xa9 as é: test_valid_utf8_is_text_in_records)."""
     client = (b"GET /a\x01\x7f\x80\\b\xff HTTP/1.1\r\nHost: h\x00\x1b\\\xe9\r\n"
               b"User-Agent: ua\x07\x7f\xc3\xa9\\x\r\nReferer: r\x0b\x0c\r\n\r\n")
     server = b"HTTP/1.1 200 O\x01K\xfe\r\nContent-Type: text/\x1bhtml\r\nContent-Length: 0\r\n\r\n"
-    (r,) = _records_of(client, server)
+    (r,) = _records_of(client, server, Strings.ASCII)
     assert (r["uri"], r["host"], r["user_agent"], r["referrer"], r["status_msg"], r["response_content_type"]) == (
         "/a\\x01\\x7f\\x80\\x5cb\\xff", "h\\x00\\x1b\\x5c\\xe9", "ua\\x07\\x7f\\xc3\\xa9\\x5cx", "r\\x0b\\x0c",
         "O\\x01K\\xfe", "text/\\x1bhtml")
