@@ -19,6 +19,7 @@ import dpkt.http
 
 from analyzers.http.anomalies import Anomaly
 from analyzers.http.text import escape, utf8_text
+from analyzers.side import Side
 
 Headers = dict[str, "str | list[str]"]
 
@@ -96,15 +97,15 @@ def request_line_kind(line: bytes) -> int:
 TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
-def can_start(first: int, is_request: bool) -> bool:
+def can_start(first: int, side: Side) -> bool:
     """Whether byte `first` can begin a message: a token character for a request, 'H' for a status line."""
-    return first in TOKEN_BYTES if is_request else first == 0x48 or first == 0x68  # "H", "h"
+    return first in TOKEN_BYTES if side is Side.CLIENT else first == 0x48 or first == 0x68  # "H", "h"
 
 
-def start_line_ok(line: bytes, is_request: bool) -> bool:
+def start_line_ok(line: bytes, side: Side) -> bool:
     """Whether a first line (up to its LF, CR or not) opens a head with header lines: a versioned
     request line, or a line starting ``HTTP/``."""
-    if is_request:
+    if side is Side.CLIENT:
         return request_line_kind(line.rstrip(b"\r")) == VERSIONED
     return line[:5].upper() == b"HTTP/"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from analyzers.side import Side
+
 # While resynchronising, keep this much of the unmatched tail so a message start split across
 # packets is still found: a request line can be long (its target), ...
 RESYNC_KEEP_BYTES = 8 * 1024
@@ -26,15 +28,15 @@ _RESPONSE_START = re.compile(rb"HTTP/\d\.\d \d{3}[ \r\n]")
 _TLS_FIRST_BYTES = frozenset({0x14, 0x15, 0x16, 0x17, 0x80})
 
 
-def find_start(buf: bytes | bytearray, is_request: bool) -> int:
+def find_start(buf: bytes | bytearray, side: Side) -> int:
     """Offset in `buf` of the first request line (or status line) in the shape of a real one, or -1."""
-    m = (_REQUEST_START if is_request else _RESPONSE_START).search(buf)
+    m = (_REQUEST_START if side is Side.CLIENT else _RESPONSE_START).search(buf)
     return -1 if m is None else m.start()
 
 
-def keep_while_looking(is_request: bool) -> int:
+def keep_while_looking(side: Side) -> int:
     """How many bytes of an unmatched tail to keep: a start may be split across packets."""
-    return RESYNC_KEEP_BYTES if is_request else RESYNC_KEEP_RESPONSE_BYTES
+    return RESYNC_KEEP_BYTES if side is Side.CLIENT else RESYNC_KEEP_RESPONSE_BYTES
 
 
 def rules_out_http(first: int) -> bool:

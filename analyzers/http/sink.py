@@ -3,7 +3,7 @@
 order of these calls (every message that starts ends once) is written down in parser.py.
 
 A sink is generic in the parser that calls it, which it gets with every call to read its public
-fields (`is_request`, `in_message`, `body_len`, `last_ts`, `gap_in_message`, `truncated`); so this
+fields (`side`, `in_message`, `body_len`, `last_ts`, `gap_in_message`, `truncated`); so this
 module need not import the parser.
 """
 

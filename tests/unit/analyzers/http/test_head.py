@@ -23,6 +23,7 @@ from analyzers.http.head import (
     start_line_ok,
 )
 from analyzers.http.text import escape_ascii
+from analyzers.side import Side
 
 # escape() -------------------------------------------------------------------------------------
 
@@ -262,21 +263,22 @@ def test_response_head_bad_header_line() -> None:
 # What the parser asks of a message's first bytes
 
 
-@pytest.mark.parametrize(("first", "is_request", "ok"), [
-    (b"G", True, True), (b"m", True, True), (b"~", True, True), (b" ", True, False), (b"\x16", True, False),
-    (b"H", False, True), (b"h", False, True), (b"G", False, False), (b"<", False, False),
+@pytest.mark.parametrize(("first", "side", "ok"), [
+    (b"G", Side.CLIENT, True), (b"m", Side.CLIENT, True), (b"~", Side.CLIENT, True), (b" ", Side.CLIENT, False),
+    (b"\x16", Side.CLIENT, False),
+    (b"H", Side.SERVER, True), (b"h", Side.SERVER, True), (b"G", Side.SERVER, False), (b"<", Side.SERVER, False),
 ])
-def test_can_start(first: bytes, is_request: bool, ok: bool) -> None:
-    assert can_start(first[0], is_request) is ok
+def test_can_start(first: bytes, side: Side, ok: bool) -> None:
+    assert can_start(first[0], side) is ok
 
 
-@pytest.mark.parametrize(("line", "is_request", "ok"), [
-    (b"GET / HTTP/1.1\r", True, True), (b"GET / HTTP/1.1", True, True), (b"GET /\r", True, False),
-    (b"garbage\r", True, False), (b"HTTP/1.1 200 OK\r", False, True), (b"http/1.0 200", False, True),
-    (b"HTTP", False, False), (b"<html>", False, False),
+@pytest.mark.parametrize(("line", "side", "ok"), [
+    (b"GET / HTTP/1.1\r", Side.CLIENT, True), (b"GET / HTTP/1.1", Side.CLIENT, True), (b"GET /\r", Side.CLIENT, False),
+    (b"garbage\r", Side.CLIENT, False), (b"HTTP/1.1 200 OK\r", Side.SERVER, True), (b"http/1.0 200", Side.SERVER, True),
+    (b"HTTP", Side.SERVER, False), (b"<html>", Side.SERVER, False),
 ])
-def test_start_line_ok(line: bytes, is_request: bool, ok: bool) -> None:
-    assert start_line_ok(line, is_request) is ok
+def test_start_line_ok(line: bytes, side: Side, ok: bool) -> None:
+    assert start_line_ok(line, side) is ok
 
 
 @pytest.mark.parametrize(("buf", "ahead"), [
