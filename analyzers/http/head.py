@@ -276,5 +276,14 @@ def head_end(buf: bytearray | bytes, scan: int) -> int:
 
 
 def is_binary(line: bytes) -> bool:
-    """Control characters (but TAB) or non-ASCII bytes: not a text line."""
-    return any(b < 0x20 and b != 0x09 for b in line) or not line.isascii()
+    """Control characters (but TAB) or bytes that are not UTF-8: not a text line. Valid UTF-8 is
+    text, as it is in the records (a one-line request for /Köln is a request)."""
+    if any(b < 0x20 and b != 0x09 for b in line):
+        return True
+    if line.isascii():
+        return False
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
