@@ -30,9 +30,11 @@ DEFAULT_MAX_FIELD_BYTES = 4096
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
 COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})
 
-# `scheme://user:password@`: the password of a URL's userinfo. White space here is ASCII only
-# (re.ASCII): a server ends a token at a space, not at U+00A0 or U+3000 inside UTF-8 text.
-_USERINFO = re.compile(r"(?<=://)([^/@\s:?#]*):[^/@\s?#]*@", re.ASCII)
+# ASCII white space: where a server ends a query value or a password, not at U+00A0 or U+3000
+# inside UTF-8 text (which `\s` would also match).
+_WS = " \t\n\r\f\v"
+# `scheme://user:password@`: the password of a URL's userinfo.
+_USERINFO = re.compile(rf"(?<=://)([^/@{_WS}:?#]*):[^/@{_WS}?#]*@")
 _SCHEME = re.compile(r"[ \t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]+\S")
 # Characters that must not reach a log raw; wire strings arrive escaped already, this catches the rest
 # (values from the configuration, and any slip upstream): C0, DEL, and what analyzers.http.text
@@ -101,7 +103,7 @@ class Policy:
 
 def _query_regex(names: Iterable[str]) -> re.Pattern[str] | None:
     alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.compile(rf"(?<=[?&;])({alternatives})=[^&#;\s]*", re.IGNORECASE | re.ASCII) if alternatives else None
+    return re.compile(rf"(?<=[?&;])({alternatives})=[^&#;{_WS}]*", re.IGNORECASE) if alternatives else None
 
 
 def _mask_param(m: re.Match[str]) -> str:
