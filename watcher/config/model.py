@@ -171,6 +171,7 @@ class Config:
     headers: HeadersConfig = HeadersConfig()
     redact: RedactConfig = RedactConfig()
     routes: RoutesConfig = RoutesConfig()
+    strings: str = "utf8"  # utf8 | ascii: how wire text is written (analyzers.Strings)
     rules_dir: Path | None = None
     rules: tuple[Rule, ...] = ()
     source: Path | None = None

@@ -362,6 +362,10 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
         Key("max_routes", Kind.INT, DEFAULT_MAX_ROUTES, "distinct routes at most; the rest are labelled other "
             "(and counted)", minimum=1),
     ), RoutesConfig),
+    Scalar(Key("strings", Kind.CHOICE, "utf8", "how text from the wire (URIs, header values, reason phrases) is "
+               "written: utf8 keeps valid UTF-8 as text (JSON \\u escapes), ascii writes every byte that is not "
+               "printable ASCII as \\xNN; in both, invalid UTF-8, control characters and \\ are \\xNN",
+               choices=("utf8", "ascii"))),
     Scalar(Key("rules_dir", Kind.PATH, "rules.d", "directory of rule files (*.yaml, each `rules: [...]`), read in "
                "name order after the rules below; null: none", nullable=True)),
     RuleList("rules", "analyzer rules, in order: the first that matches decides unless it says continue: true"),

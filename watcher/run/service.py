@@ -241,7 +241,7 @@ class Service:
             self.counters.records += 1
 
     def record(self, tx: Transaction) -> dict[str, Any]:
-        rec = to_record(tx)
+        rec = to_record(tx, self.delivery.strings)
         rec["event_id"], name = record_origin(tx, self.reader.generations)
         if name is not None:
             rec["pcap_file"] = name

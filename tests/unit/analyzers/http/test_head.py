@@ -14,6 +14,7 @@ from analyzers.http.head import (
     escape,
     header,
     header_line_ahead,
+    is_binary,
     looks_like_request_line,
     parse_headers,
     parse_request_head,
@@ -22,7 +23,9 @@ from analyzers.http.head import (
     request_line_kind,
     start_line_ok,
 )
+from analyzers.http.text import escape_ascii
 from analyzers.side import Side
+from unit.analyzers.http.test_parser import D, events
 
 # escape() -------------------------------------------------------------------------------------
 
@@ -40,8 +43,12 @@ from analyzers.side import Side
         (b"\\x41", "\\x5cx41"),
     ],
 )
-def test_escape(raw: bytes, text: str) -> None:
-    assert escape(raw) == text
+def test_escape_ascii(raw: bytes, text: str) -> None:
+    """The `strings: ascii` form (tests/unit/analyzers/http/test_text.py has the utf8 one); the two
+    agree on every string without non-ASCII bytes."""
+    assert escape_ascii(raw) == text
+    if raw.isascii():
+        assert escape(raw) == text
 
 
 def test_escape_every_byte_is_printable_and_reversible() -> None:
@@ -282,3 +289,20 @@ def test_start_line_ok(line: bytes, side: Side, ok: bool) -> None:
 ])
 def test_header_line_ahead(buf: bytes, ahead: bool | None) -> None:
     assert header_line_ahead(buf) is ahead
+
+
+@pytest.mark.parametrize(("line", "binary"), [
+    (b"GET /x", False), (b"GET /a\tb", False), (b"GET /K\xc3\xb6ln", False), (b"\xe6\x9d\xb1\xe4\xba\xac", False),
+    (b"GET /\x00", True), (b"\x16\x03\x01\x02\x00", True), (b"GET /K\xf6ln", True), (b"\xed\xa0\x80", True),
+    (b"GET /\xe2\x82", True),
+])
+def test_is_binary(line: bytes, binary: bool) -> None:
+    """Valid UTF-8 is text, as in the records; a control byte or a byte that is not UTF-8 is not."""
+    assert is_binary(line) is binary
+
+
+def test_one_line_request_with_utf8_is_a_request() -> None:
+    assert events([D(b"GET /K\xc3\xb6ln\r\n")]) == [
+        ("head", "GET", "/K\u00f6ln", "0.9", [], 1.0, 1.0),
+        ("end", 0, False, False, 1.0),
+    ]

@@ -363,7 +363,7 @@ def test_every_output_type_with_defaults_and_with_values(tmp_path: Path) -> None
         "redis://127.0.0.1:6379/0", "tcp://127.0.0.1:5556")
 
 
-SECTIONS = "spool, state, outputs, limits, capture, headers, redact, routes, rules_dir, rules"
+SECTIONS = "spool, state, outputs, limits, capture, headers, redact, routes, strings, rules_dir, rules"
 UNKNOWN_KEYS = [
     ("spol:\n  dir: x\n", f"F:1: spol: found unknown section 'spol', expected one of {SECTIONS}; did you mean "
                           "'spool'?"),
@@ -632,6 +632,7 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": ["<redacted>"], "max_field_bytes": 4096},
         "routes": {"patterns": [{"match": "^/a", "route": "/a"}], "max_routes": 1000},
+        "strings": "utf8",
         "rules_dir": None,
     }
     again = write(tmp_path, render(c, reveal=True), name="elsewhere/again.yaml")  # absolute paths: the directory
