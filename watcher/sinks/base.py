@@ -1,9 +1,22 @@
 """The output framework: every sink owns a bounded buffer and one worker thread that does its I/O.
 
 Why a thread and a buffer per sink: the pipeline must never wait for an output. `submit` only appends
-to the sink's buffer, or drops the record and counts it when the buffer is full. The worker takes
-batches and writes them; when the output fails it keeps the batch, reconnects with exponential
-backoff and jitter and tries again, so a slow or dead output costs its own buffer and nothing else.
+to the sink's buffer, or, when the buffer is full, drops the new record and counts it (drop-newest:
+what is buffered is older and already on its way; dropping it instead would punch holes in the
+middle of what the output wrote). The worker takes batches and writes them; when the output fails
+it keeps the batch, reconnects with exponential backoff and jitter and tries again, so a slow or
+dead output costs its own buffer and nothing else.
+
+A `required` output is the exception: it never drops for a full buffer. Its buffer is a mark the
+service looks at before each batch of frames (watcher/run/service.py waits while a required output
+is full, so one batch's records may pass it), and the checkpoint only claims what it acknowledged:
+`acked` counts its records, in order, that were written or refused for good (never those given up
+at close).
+
+What is logged, once per episode, never per record or per retry: the first failure; "still failing"
+every STILL_FAILING_SECONDS while it lasts; the recovery once a write succeeds again (not merely a
+reconnect); the buffer filling up, "still dropping" every DROP_LOG_SECONDS, and the count dropped
+once the buffer has drained.
 
 The counters account for every record, at every moment:
     submitted == written + dropped + buffered
@@ -39,6 +52,11 @@ BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 30.0
 # Records written in one go when the sink does not say: one syscall per batch, not per record.
 DEFAULT_BATCH = 1000
+
+# While an output keeps failing, or keeps dropping for a full buffer, a summary line this often: an
+# operator sees that it lasts and how much it costs, the journal does not fill with one line a retry.
+STILL_FAILING_SECONDS = 60.0
+DROP_LOG_SECONDS = 60.0
 
 COUNTERS = ("submitted", "written", "dropped", "retries", "errors", "reconnects", "buffered")
 
@@ -87,6 +105,16 @@ class Backoff:
         self.failures = 0
 
 
+class _Drops:
+    """One episode of a full buffer: since when, how many dropped, how many of those reported."""
+
+    def __init__(self, now: float) -> None:
+        self.since = now
+        self.count = 0
+        self.reported = 0
+        self.next_report = now + DROP_LOG_SECONDS
+
+
 class Sink:
     """One configured output. Subclasses write batches in `_send` and open the output in `_connect`.
 
@@ -103,6 +131,7 @@ class Sink:
     retryable: tuple[type[BaseException], ...] = (OSError,)
     idle_seconds: float | None = None
     kind = "output"
+    recovered_text = "reconnected"  # the recovery's log line: "<kind> <name>: reconnected after 3.2 s"
 
     def __init__(self, name: str, buffer: int, *, batch: int = DEFAULT_BATCH, backoff_max: float = BACKOFF_MAX,
                  log: Log = stderr_log) -> None:
@@ -125,6 +154,11 @@ class Sink:
         self._reopen_wanted = False
         self._connected = False
         self._failing_since: float | None = None
+        self._next_still_failing = 0.0
+        self._drops: _Drops | None = None  # the current episode of a full buffer
+        self._acked = 0  # records, in order, written or refused for good
+        self._given_up = 0  # records dropped at close, not written (reported once, by close)
+        self.required = False  # never drop for a full buffer (see the module's docstring)
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -145,15 +179,57 @@ class Sink:
         return self
 
     def submit(self, record: Record) -> None:
-        """Queue one record (not to be changed afterwards); when the buffer is full drop it and count it."""
+        """Queue one record (not to be changed afterwards); when the buffer is full drop it and count
+        it (a required output queues it anyway: the service stops before the next batch)."""
         with self._lock:
             c = self._counts
             c["submitted"] += 1
-            if self._closing or len(self._queue) + self._inflight >= self.capacity:
+            if self._closing:
                 c["dropped"] += 1
                 return
-            self._queue.append(record)
-            self._wake.notify()
+            if self.required or len(self._queue) + self._inflight < self.capacity:
+                self._queue.append(record)
+                self._wake.notify()
+                return
+            c["dropped"] += 1
+            note = self._dropping_locked()
+        if note:
+            self.log("warning", note)
+
+    def _dropping_locked(self) -> str | None:
+        """Count a record dropped for a full buffer; the line to log, if one is due."""
+        now = time.monotonic()
+        d = self._drops
+        if d is None:
+            d = self._drops = _Drops(now)
+            d.count = d.reported = 1
+            return (f"{self.kind} {self.name}: buffer full ({self.capacity:,} records): dropping new records "
+                    "until it has room (counted)")
+        d.count += 1
+        if now < d.next_report:
+            return None
+        n, d.reported, d.next_report = d.count - d.reported, d.count, now + DROP_LOG_SECONDS
+        return (f"{self.kind} {self.name}: still dropping: {n:,} records dropped in the last {DROP_LOG_SECONDS:.0f} s, "
+                f"{d.count:,} since its buffer filled {now - d.since:.0f} s ago")
+
+    def _drops_ended_locked(self) -> str | None:
+        """The episode's summary once the buffer has drained (or at close); None if there was none."""
+        d, self._drops = self._drops, None
+        if d is None:
+            return None
+        return (f"{self.kind} {self.name}: dropped {d.count:,} records while its buffer was full "
+                f"({time.monotonic() - d.since:.1f} s); {self._counts['dropped']:,} dropped in all")
+
+    def full(self) -> bool:
+        """The buffer holds `buffer` records or more (a required output's can: see submit)."""
+        with self._lock:
+            return len(self._queue) + self._inflight >= self.capacity
+
+    def acked(self) -> int:
+        """How many of the records submitted, counted from the first, are written or refused for good
+        (a FIFO: records are written in the order they were submitted)."""
+        with self._lock:
+            return self._acked
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted is written or dropped, at most `timeout` seconds."""
@@ -185,9 +261,17 @@ class Sink:
                 # Stuck in I/O past its socket timeout, or never started: give its records up.
                 self._abandoned = True
                 self._counts["dropped"] += len(self._queue) + self._inflight
+                self._given_up += len(self._queue) + self._inflight
                 self._queue.clear()
                 self._inflight = 0
                 self._drained.notify_all()
+            given_up, self._given_up = self._given_up, 0
+            summary = self._drops_ended_locked()
+        if summary:
+            self.log("warning", summary)
+        if given_up:
+            self.log("error", f"{self.kind} {self.name}: {given_up:,} records not written when it closed (after "
+                              f"{timeout:.0f} s): dropped, counted")
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -218,14 +302,17 @@ class Sink:
         finally:
             self._close_output()
 
-    def _try_connect(self) -> None:
+    def _try_connect(self, recovers: bool = True) -> None:
+        """Open the output; `recovers`: with nothing to write, an open output ends a failure (with a
+        batch to write, only a successful write does)."""
         try:
             self._connect()
         except Exception as e:  # retryable or not, the worker must live on: back off and try again
             self._failed(e)
             return
         self._connected = True
-        self._recovered()
+        if recovers:
+            self._recovered()
 
     def _take(self) -> list[Record] | None:
         """The next batch; [] for an idle tick or a reopen; None to stop."""
@@ -239,6 +326,7 @@ class Sink:
                     return []
             if self._closing and time.monotonic() >= self._deadline:
                 self._counts["dropped"] += len(self._queue)
+                self._given_up += len(self._queue)
                 self._queue.clear()
                 self._drained.notify_all()
                 return None
@@ -250,10 +338,10 @@ class Sink:
         sent = False
         while batch:
             if self._out_of_time():
-                self._account(0, len(batch))
+                self._account(0, len(batch), settled=False)
                 return
             if not self._connected:
-                self._try_connect()  # on failure it has backed off already
+                self._try_connect(recovers=False)  # on failure it has backed off already
                 continue
             if sent:
                 self._bump("retries")
@@ -277,24 +365,33 @@ class Sink:
                                   f"{type(e).__name__}: {e}")
                 self._account(0, len(batch))
                 return
-            self._account(written, len(batch) - written)
+            self.backoff.reset()
+            self._recovered()
             if written < len(batch):
                 self._bump("errors", len(batch) - written)
-            self.backoff.reset()
+            self._account(written, len(batch) - written)
             return
 
     def _failed(self, e: BaseException) -> None:
         self._bump("errors")
+        now = time.monotonic()
         if self._failing_since is None:
-            self._failing_since = time.monotonic()
+            self._failing_since = now
+            self._next_still_failing = now + STILL_FAILING_SECONDS
             self.log("warning", f"{self.kind} {self.name}: {describe(e)}; buffering and retrying with backoff")
+        elif now >= self._next_still_failing:
+            self._next_still_failing = now + STILL_FAILING_SECONDS
+            st = self.stats()
+            self.log("warning", f"{self.kind} {self.name}: still failing after {now - self._failing_since:.0f} s "
+                                f"({describe(e)}): {st['buffered']:,} records buffered, {st['dropped']:,} dropped "
+                                "so far")
         self._close_output()
         self._sleep(self.backoff.next())
 
     def _recovered(self) -> None:
         if self._failing_since is not None:
             self._bump("reconnects")
-            self.log("info", f"{self.kind} {self.name}: reconnected after "
+            self.log("info", f"{self.kind} {self.name}: {self.recovered_text} after "
                              f"{time.monotonic() - self._failing_since:.1f} s")
             self._failing_since = None
 
@@ -315,14 +412,24 @@ class Sink:
     def _out_of_time_locked(self) -> bool:
         return self._abandoned or (self._closing and time.monotonic() >= self._deadline)
 
-    def _account(self, written: int, dropped: int) -> None:
+    def _account(self, written: int, dropped: int, settled: bool = True) -> None:
+        """`written` records written and `dropped` dropped, of the batch in flight; `settled`: the
+        dropped ones were refused for good (not given up at close), so they count as acknowledged."""
+        summary = None
         with self._lock:
             if self._abandoned:
                 return
             self._counts["written"] += written
             self._counts["dropped"] += dropped
+            self._acked += written + (dropped if settled else 0)
+            if not settled:
+                self._given_up += dropped
             self._inflight -= written + dropped
+            if self._drops is not None and not self._queue and not self._inflight:
+                summary = self._drops_ended_locked()
             self._drained.notify_all()
+        if summary:
+            self.log("warning", summary)
 
     def _lost_after_written(self, n: int) -> None:
         """Records counted written turned out lost (an output that reports failures late): move them to
