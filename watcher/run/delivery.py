@@ -5,7 +5,10 @@
                             \\-> alerts (a warning-level record to the rule's outputs)
                             \\-> pcap (the connection's packets to a file, one writer per directory)
 
-Sinks never block: a slow or dead output drops what its buffer cannot hold, and counts it.
+Sinks never block: a slow or dead output drops what its buffer cannot hold, and counts it. A
+`required: true` output never drops: the service asks `waiting_for()` before each batch and waits
+while its buffer is full, and holds the checkpoint back until it has written (see `owed()` and
+watcher/run/pending.py).
 """
 
 from __future__ import annotations
@@ -128,6 +131,24 @@ class Delivery:
                 self.counters.unknown_output += 1
                 continue
             sink.submit(record)
+
+    def waiting_for(self) -> Sink | None:
+        """A required output whose buffer is full: analysis waits until it has room."""
+        return next((s for s in self.sinks.values() if s.required and s.full()), None)
+
+    def owed(self) -> tuple[tuple[Sink, int], ...]:
+        """Each required output and how many records it has been given: what a checkpoint made now
+        waits for."""
+        return tuple((s, s.submitted()) for s in self.sinks.values() if s.required)
+
+    def summary(self) -> str:
+        """The outputs' counters, for the status and shutdown lines: what really reached each."""
+        parts = []
+        for name, st in ((s.name, s.stats()) for s in self.sinks.values()):
+            size = f" ({st['written_bytes']:,} bytes)" if "written_bytes" in st else ""
+            parts.append(f"{name} {st['written']:,} written{size}, {st['dropped']:,} dropped, "
+                         f"{st['buffered']:,} buffered")
+        return "; ".join(parts)
 
     def flush(self, timeout: float) -> bool:
         """Wait for the outputs to write what they hold, all within `timeout` (dead outputs must not

@@ -9,7 +9,9 @@ file descriptor.
 Exactly-once across restarts rests on input positions (see watcher/run/checkpoint.py): a restart
 replays from the checkpoint's `resume` mark and suppresses the transactions completed at or before
 its `emitted` mark. `event_id` derives from where a transaction's request head is in the input, so
-a record written twice after kill -9 carries the same id both times.
+a record written twice after kill -9 carries the same id both times. The first checkpoint comes
+right after the first batch's records are written, so even a run killed within a second leaves
+one; a checkpoint never passes what a `required: true` output has not written (pending.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.run import checkpoint as ckpt
 from watcher.run.control import STOP, SignalPipe, reload_outputs, restart_only
 from watcher.run.delivery import CLOSE_SECONDS, Delivery
+from watcher.run.pending import Candidate, Pending
 from watcher.run.reader import Batch, Reader
 from watcher.run.resume import POS_BITS, Replay, mark, record_origin
 from watcher.run.sdnotify import Notifier, log
@@ -51,6 +54,8 @@ IDLE_SWEEP_SECONDS = 5.0
 # Checkpoints at new capture files come at most this often: each one walks the connection table
 # and fsyncs, and tiny rotation files on a busy link could otherwise ask for hundreds a second.
 MIN_CHECKPOINT_SECONDS = 1.0
+# While a required output's buffer is full, how often the loop looks whether it has room again.
+WAIT_POLL_SECONDS = 0.1
 
 @dataclass
 class Counters:
@@ -99,6 +104,9 @@ class Service:
         self.stop = False
         self.new_file = False
         self.last_checkpoint_wall = 0.0
+        self.pending = Pending()  # checkpoints waiting for required outputs
+        self.first_checkpoint = True  # still due: right after the first batch
+        self.waiting: tuple[str, float] | None = None  # (required output, since) analysis waits for
         self.forgotten_bytes = 0  # read from generations no longer tracked
         self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
                              self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
@@ -122,7 +130,8 @@ class Service:
                     f"{', '.join(self.delivery.sinks)}{pcap}")
         self.notifier.ready("watching " + str(self.config.spool.dir))
         now = time.monotonic()
-        next_checkpoint = now + self.config.state.checkpoint_seconds
+        # Soon after start too: a run that lives a second must not leave its work unsaved.
+        next_checkpoint = now + min(self.config.state.checkpoint_seconds, MIN_CHECKPOINT_SECONDS)
         last_checkpoint = now
         next_status = now + STATUS_SECONDS
         watchdog = self.notifier.watchdog_interval()
@@ -134,6 +143,8 @@ class Service:
         while not self.stop:
             timeout = max(0.0, min(next_checkpoint, next_status, next_ping if watchdog else next_status)
                           - time.monotonic())
+            if self.waiting is not None:
+                timeout = min(timeout, WAIT_POLL_SECONDS)
             readable, _, _ = select.select([self.signals.fileno(), self.wake_r], [], [], timeout)
             if self.signals.fileno() in readable:
                 self._signals()
@@ -155,9 +166,11 @@ class Service:
             if self.capture is not None:
                 self.capture.poll()
             now = time.monotonic()
-            if now >= next_checkpoint or (self.new_file and now >= last_checkpoint + MIN_CHECKPOINT_SECONDS):
+            first = self.first_checkpoint and self.counters.batches > 0
+            if first or now >= next_checkpoint or (self.new_file and now >= last_checkpoint + MIN_CHECKPOINT_SECONDS):
                 # Also on reaching a new capture file: a restart then never resumes in a file that
                 # tcpdump's ring is about to reuse.
+                self.first_checkpoint = False
                 self._checkpoint()
                 self.new_file = False
                 last_checkpoint = now
@@ -180,12 +193,12 @@ class Service:
         self.notifier.stopping("stopping")
         self.reader.stop()
         self.reader.join(READER_JOIN_SECONDS)
-        self._checkpoint()
-        self.delivery.close(CLOSE_SECONDS)
+        self.delivery.close(CLOSE_SECONDS)  # what the outputs could not write by then is dropped, counted
+        self._checkpoint()  # after: only what a required output wrote is claimed
         if self.capture is not None:
             self.capture.stop()
-        log("info", f"stopped: {self.counters.records:,} records written, {self.counters.suppressed:,} replayed "
-                    "records suppressed")
+        log("info", f"stopped: {self.counters.records:,} records made, {self.counters.suppressed:,} replayed "
+                    f"records suppressed; outputs: {self.delivery.summary()}")
         return exit_code
 
     def _signals(self) -> None:
@@ -201,6 +214,8 @@ class Service:
 
     def _analyse(self) -> None:
         for _ in range(BATCHES_PER_TURN):
+            if self._wait_for_outputs():
+                return
             try:
                 batch = self.batches.get_nowait()
             except queue.Empty:
@@ -219,11 +234,28 @@ class Service:
             if txs:
                 self._write(batch.gen, txs)
 
+    def _wait_for_outputs(self) -> bool:
+        """True while a required output's buffer is full: no batch is analysed then (the reader's
+        queue fills, the capture files wait in the spool, the lag shows it). Logged when it starts
+        and when it ends."""
+        sink = self.delivery.waiting_for()
+        if sink is None:
+            if self.waiting is not None:
+                name, since = self.waiting
+                log("info", f"output {name} has room again after {time.monotonic() - since:.1f} s: analysis goes on")
+                self.waiting = None
+            return False
+        if self.waiting is None:
+            self.waiting = (sink.name, time.monotonic())
+            log("warning", f"output {sink.name} is required and its buffer is full ({sink.capacity:,} records): "
+                           "analysis waits for it, the capture files wait in the spool")
+        return True
+
     def _idle_sweep(self, now: float) -> None:
         """Capture time only moves with packets: while the capture is silent and everything has
         been read, let it follow the wall clock, so connections idle past `idle_timeout` are
         closed and their unanswered requests written."""
-        if self.next_pos is None or not self.reader.caught_up or not self.batches.empty():
+        if self.next_pos is None or not self.reader.caught_up or not self.batches.empty() or self.waiting:
             return
         flows = self.pipeline.flows
         flows.sweep(self.last_ts + (now - self.last_progress))
@@ -255,19 +287,24 @@ class Service:
     # Checkpoints, status, reload ----------------------------------------------------------------
 
     def _checkpoint(self) -> None:
+        """Save where the service is, or the newest earlier place every required output has written."""
         if self.next_pos is None:
             return  # nothing analysed in this run: the saved checkpoint still holds
         self._flush()
         pin = self.pipeline.pin()
-        resume = mark(min(pin, self.next_pos) if pin is not None else self.next_pos, self.reader.generations)
+        resume_pos = min(pin, self.next_pos) if pin is not None else self.next_pos
+        resume = mark(resume_pos, self.reader.generations)
         emitted = mark(self.last_pos, self.reader.generations) if self.last_pos is not None else None
-        if resume is None:
-            return
+        if resume is not None:
+            self.pending.add(Candidate(ckpt.Checkpoint(resume, emitted, 0.0), resume_pos, self.delivery.owed()))
+        ready = self.pending.ready()
+        if ready is None:
+            return  # a required output has not written them yet: the saved checkpoint holds
         try:
-            ckpt.save(self.state_dir, ckpt.Checkpoint(resume, emitted, time.time()))
+            ckpt.save(self.state_dir, dataclasses.replace(ready.checkpoint, written_at=time.time()))
             self.counters.checkpoints += 1
             self.last_checkpoint_wall = time.time()
-            self._forget_generations(min(pin, self.next_pos) if pin is not None else self.next_pos)
+            self._forget_generations(ready.resume_pos)
         except OSError as e:
             self.counters.checkpoint_errors += 1
             log("error", f"cannot write the checkpoint in {self.state_dir}: {e.strerror}; a restart would "
@@ -302,7 +339,8 @@ class Service:
     def _making_progress(self, now: float, interval: float) -> bool:
         """The watchdog is fed only while the pipeline moves: batches analysed lately, or nothing
         waiting to be analysed and a live reader."""
-        return (now - self.last_progress < 2 * interval or self.batches.empty()) and self.reader.is_alive()
+        waiting = self.waiting is not None  # for a required output: restarting would not help
+        return (now - self.last_progress < 2 * interval or self.batches.empty() or waiting) and self.reader.is_alive()
 
     def status_line(self) -> str:
         unread, seconds = self.lag()
@@ -312,7 +350,9 @@ class Service:
         return (f"records {c.records:,}, lag {unread:,} bytes / {seconds:.1f} s, queue {self.batches.qsize()}/"
                 f"{self.batches.maxsize}, files done {sp.done:,}, lost {sp.lost:,} ({sp.lost_bytes:,} bytes), "
                 f"connections {st['connections']['active']:,} (evicted {st['connections']['evicted']:,}), "
-                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}")
+                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}"
+                + (f", waiting {time.monotonic() - self.waiting[1]:.0f} s for output {self.waiting[0]}"
+                   if self.waiting else "") + f"; outputs: {self.delivery.summary()}")
 
     def reload(self) -> None:
         """SIGHUP: re-read the config (keep the running one if the new one is invalid) and reopen
@@ -327,6 +367,7 @@ class Service:
         for warning in restart_only(self.config, new):
             log("warning", warning)
         self.delivery, opened = reload_outputs(self.delivery, self.config, new, self.metrics, log)
+        self.pending.outputs_replaced(set(self.delivery.sinks.values()))
         if not opened:
             self.notifier.ready("reload refused: outputs")
             return

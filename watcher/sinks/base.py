@@ -13,10 +13,7 @@ is full, so one batch's records may pass it), and the checkpoint only claims wha
 `acked` counts its records, in order, that were written or refused for good (never those given up
 at close).
 
-What is logged, once per episode, never per record or per retry: the first failure; "still failing"
-every STILL_FAILING_SECONDS while it lasts; the recovery once a write succeeds again (not merely a
-reconnect); the buffer filling up, "still dropping" every DROP_LOG_SECONDS, and the count dropped
-once the buffer has drained.
+Failures and drops are logged once per episode, never per record or per retry (episodes.py).
 
 The counters account for every record, at every moment:
     submitted == written + dropped + buffered
@@ -37,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self, cast
 
+from watcher.sinks.episodes import Episodes
+
 if TYPE_CHECKING:
     from watcher.config.model import OutputConfig
     from watcher.metrics import MetricsModel
@@ -52,11 +51,6 @@ BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 30.0
 # Records written in one go when the sink does not say: one syscall per batch, not per record.
 DEFAULT_BATCH = 1000
-
-# While an output keeps failing, or keeps dropping for a full buffer, a summary line this often: an
-# operator sees that it lasts and how much it costs, the journal does not fill with one line a retry.
-STILL_FAILING_SECONDS = 60.0
-DROP_LOG_SECONDS = 60.0
 
 COUNTERS = ("submitted", "written", "dropped", "retries", "errors", "reconnects", "buffered")
 
@@ -105,16 +99,6 @@ class Backoff:
         self.failures = 0
 
 
-class _Drops:
-    """One episode of a full buffer: since when, how many dropped, how many of those reported."""
-
-    def __init__(self, now: float) -> None:
-        self.since = now
-        self.count = 0
-        self.reported = 0
-        self.next_report = now + DROP_LOG_SECONDS
-
-
 class Sink:
     """One configured output. Subclasses write batches in `_send` and open the output in `_connect`.
 
@@ -153,9 +137,7 @@ class Sink:
         self._abandoned = False
         self._reopen_wanted = False
         self._connected = False
-        self._failing_since: float | None = None
-        self._next_still_failing = 0.0
-        self._drops: _Drops | None = None  # the current episode of a full buffer
+        self._episodes = Episodes(f"{self.kind} {name}", buffer)
         self._acked = 0  # records, in order, written or refused for good
         self._given_up = 0  # records dropped at close, not written (reported once, by close)
         self.required = False  # never drop for a full buffer (see the module's docstring)
@@ -192,38 +174,18 @@ class Sink:
                 self._wake.notify()
                 return
             c["dropped"] += 1
-            note = self._dropping_locked()
+            note = self._episodes.dropped()
         if note:
             self.log("warning", note)
-
-    def _dropping_locked(self) -> str | None:
-        """Count a record dropped for a full buffer; the line to log, if one is due."""
-        now = time.monotonic()
-        d = self._drops
-        if d is None:
-            d = self._drops = _Drops(now)
-            d.count = d.reported = 1
-            return (f"{self.kind} {self.name}: buffer full ({self.capacity:,} records): dropping new records "
-                    "until it has room (counted)")
-        d.count += 1
-        if now < d.next_report:
-            return None
-        n, d.reported, d.next_report = d.count - d.reported, d.count, now + DROP_LOG_SECONDS
-        return (f"{self.kind} {self.name}: still dropping: {n:,} records dropped in the last {DROP_LOG_SECONDS:.0f} s, "
-                f"{d.count:,} since its buffer filled {now - d.since:.0f} s ago")
-
-    def _drops_ended_locked(self) -> str | None:
-        """The episode's summary once the buffer has drained (or at close); None if there was none."""
-        d, self._drops = self._drops, None
-        if d is None:
-            return None
-        return (f"{self.kind} {self.name}: dropped {d.count:,} records while its buffer was full "
-                f"({time.monotonic() - d.since:.1f} s); {self._counts['dropped']:,} dropped in all")
 
     def full(self) -> bool:
         """The buffer holds `buffer` records or more (a required output's can: see submit)."""
         with self._lock:
             return len(self._queue) + self._inflight >= self.capacity
+
+    def submitted(self) -> int:
+        with self._lock:
+            return self._counts["submitted"]
 
     def acked(self) -> int:
         """How many of the records submitted, counted from the first, are written or refused for good
@@ -266,12 +228,13 @@ class Sink:
                 self._inflight = 0
                 self._drained.notify_all()
             given_up, self._given_up = self._given_up, 0
-            summary = self._drops_ended_locked()
+            summary = self._episodes.drained(self._counts["dropped"])
         if summary:
             self.log("warning", summary)
         if given_up:
+            kept = "; required: the checkpoint keeps them for the next start" if self.required else ""
             self.log("error", f"{self.kind} {self.name}: {given_up:,} records not written when it closed (after "
-                              f"{timeout:.0f} s): dropped, counted")
+                              f"{timeout:.0f} s): dropped, counted{kept}")
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -374,26 +337,17 @@ class Sink:
 
     def _failed(self, e: BaseException) -> None:
         self._bump("errors")
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-            self._next_still_failing = now + STILL_FAILING_SECONDS
-            self.log("warning", f"{self.kind} {self.name}: {describe(e)}; buffering and retrying with backoff")
-        elif now >= self._next_still_failing:
-            self._next_still_failing = now + STILL_FAILING_SECONDS
-            st = self.stats()
-            self.log("warning", f"{self.kind} {self.name}: still failing after {now - self._failing_since:.0f} s "
-                                f"({describe(e)}): {st['buffered']:,} records buffered, {st['dropped']:,} dropped "
-                                "so far")
+        line = self._episodes.failed(describe(e), self.stats)
+        if line:
+            self.log("warning", line)
         self._close_output()
         self._sleep(self.backoff.next())
 
     def _recovered(self) -> None:
-        if self._failing_since is not None:
+        line = self._episodes.recovered(self.recovered_text)
+        if line:
             self._bump("reconnects")
-            self.log("info", f"{self.kind} {self.name}: {self.recovered_text} after "
-                             f"{time.monotonic() - self._failing_since:.1f} s")
-            self._failing_since = None
+            self.log("info", line)
 
     def _sleep(self, seconds: float) -> None:
         """Back off, but wake when asked to close (and never sleep past the close deadline)."""
@@ -425,8 +379,8 @@ class Sink:
             if not settled:
                 self._given_up += dropped
             self._inflight -= written + dropped
-            if self._drops is not None and not self._queue and not self._inflight:
-                summary = self._drops_ended_locked()
+            if self._episodes.dropping and not self._queue and not self._inflight:
+                summary = self._episodes.drained(self._counts["dropped"])
             self._drained.notify_all()
         if summary:
             self.log("warning", summary)

@@ -352,7 +352,7 @@ def test_a_failure_is_logged_once_and_the_recovery_once_after_a_write_succeeds()
 
 
 def test_a_long_failure_says_still_failing_with_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    import watcher.sinks.base as base
+    import watcher.sinks.episodes as base
 
     monkeypatch.setattr(base, "STILL_FAILING_SECONDS", 0.0)  # every retry is "a minute later"
     logs = Logs()
@@ -376,7 +376,7 @@ def test_a_long_failure_says_still_failing_with_counts(monkeypatch: pytest.Monke
 
 def test_drops_are_logged_when_the_buffer_fills_every_interval_and_when_it_drains(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import watcher.sinks.base as base
+    import watcher.sinks.episodes as base
 
     logs = Logs()
     s = Scripted(buffer=5, batch=5, log=logs)
