@@ -71,6 +71,8 @@ HealthSource = Callable[[], Health]
 OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
     "submitted": ("pcapwatch_output_submitted_total", "counter", "Records handed to the output."),
     "written": ("pcapwatch_output_written_total", "counter", "Records the output delivered."),
+    "written_bytes": ("pcapwatch_output_written_bytes_total", "counter", "Bytes of whole records a jsonl output "
+                      "wrote to its file or standard output."),
     "dropped": ("pcapwatch_output_dropped_total", "counter",
                 "Records dropped because the output's buffer was full."),
     "retries": ("pcapwatch_output_retries_total", "counter", "Delivery attempts repeated after a failure."),

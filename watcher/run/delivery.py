@@ -66,10 +66,12 @@ class Delivery:
         self.default = tuple(o.name for o in config.outputs if o.default)
         self.counters = counters if counters is not None else DeliveryCounters()
         self.sinks: dict[str, Sink] = {}
+        self.required: tuple[Sink, ...] = ()
         self.pcap_writers: dict[str, PcapSink] = {}  # by directory
         try:
             for output in config.outputs:
                 self.sinks[output.name] = open_sink(output, log, metrics)  # its library imported now
+            self.required = tuple(s for s in self.sinks.values() if s.required)
             self._open_pcap_writers()
         except BaseException:
             self.close(1.0)
@@ -134,12 +136,12 @@ class Delivery:
 
     def waiting_for(self) -> Sink | None:
         """A required output whose buffer is full: analysis waits until it has room."""
-        return next((s for s in self.sinks.values() if s.required and s.full()), None)
+        return next((s for s in self.required if s.full()), None)
 
     def owed(self) -> tuple[tuple[Sink, int], ...]:
         """Each required output and how many records it has been given: what a checkpoint made now
         waits for."""
-        return tuple((s, s.submitted()) for s in self.sinks.values() if s.required)
+        return tuple((s, s.submitted()) for s in self.required)
 
     def summary(self) -> str:
         """The outputs' counters, for the status and shutdown lines: what really reached each."""

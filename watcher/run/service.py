@@ -34,7 +34,7 @@ from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.run import checkpoint as ckpt
 from watcher.run.control import STOP, SignalPipe, reload_outputs, restart_only
 from watcher.run.delivery import CLOSE_SECONDS, Delivery
-from watcher.run.pending import Candidate, Pending
+from watcher.run.pending import Pending, Place
 from watcher.run.reader import Batch, Reader
 from watcher.run.resume import POS_BITS, Replay, mark, record_origin
 from watcher.run.sdnotify import Notifier, log
@@ -97,6 +97,7 @@ class Service:
         if warning:
             log("warning", warning)
         self.replay = Replay(self.saved.emitted if self.saved else None)
+        self.pending = Pending(self.saved.resume if self.saved else None)  # what required outputs owe
         self.last_pos: int | None = None  # position of the last record analysed
         self.next_pos: int | None = None  # where reading continues after it
         self.last_ts = 0.0  # capture time of the last record analysed
@@ -104,7 +105,6 @@ class Service:
         self.stop = False
         self.new_file = False
         self.last_checkpoint_wall = 0.0
-        self.pending = Pending()  # checkpoints waiting for required outputs
         self.first_checkpoint = True  # still due: right after the first batch
         self.waiting: tuple[str, float] | None = None  # (required output, since) analysis waits for
         self.forgotten_bytes = 0  # read from generations no longer tracked
@@ -223,6 +223,8 @@ class Service:
             base = batch.gen << POS_BITS
             if self.next_pos is not None and batch.gen != self.next_pos >> POS_BITS:
                 self.new_file = True
+            if self.next_pos is None and batch.frames:
+                self._first_place(base + batch.frames[0][0])
             txs = self.pipeline.feed(batch.linktype, batch.frames, base)
             self.counters.batches += 1
             self.counters.frames += len(batch.frames)
@@ -251,6 +253,11 @@ class Service:
                            "analysis waits for it, the capture files wait in the spool")
         return True
 
+    def _first_place(self, pos: int) -> None:
+        first = mark(pos, self.reader.generations)
+        if first is not None:
+            self.pending.start_at(Place(first, pos, -1))
+
     def _idle_sweep(self, now: float) -> None:
         """Capture time only moves with packets: while the capture is silent and everything has
         been read, let it follow the wall clock, so connections idle past `idle_timeout` are
@@ -269,6 +276,7 @@ class Service:
                 self.counters.suppressed += 1
                 continue
             self.delivery.deliver(self.record(tx), tx)
+            self.pending.delivered(tx.done_pos, self.delivery.owed())
             self.counters.records += 1
 
     def record(self, tx: Transaction) -> dict[str, Any]:
@@ -295,16 +303,19 @@ class Service:
         resume_pos = min(pin, self.next_pos) if pin is not None else self.next_pos
         resume = mark(resume_pos, self.reader.generations)
         emitted = mark(self.last_pos, self.reader.generations) if self.last_pos is not None else None
-        if resume is not None:
-            self.pending.add(Candidate(ckpt.Checkpoint(resume, emitted, 0.0), resume_pos, self.delivery.owed()))
-        ready = self.pending.ready()
+        if resume is None:
+            return
+        here = Place(resume, resume_pos, self.last_pos if self.last_pos is not None else -1)
+        ready = self.pending.checkpoint(here, emitted, lambda pos: mark(pos, self.reader.generations))
         if ready is None:
-            return  # a required output has not written them yet: the saved checkpoint holds
+            return  # a required output has not written what this run did: the saved checkpoint holds
+        checkpoint, saved_resume_pos = ready
         try:
-            ckpt.save(self.state_dir, dataclasses.replace(ready.checkpoint, written_at=time.time()))
+            ckpt.save(self.state_dir, dataclasses.replace(checkpoint, written_at=time.time()))
             self.counters.checkpoints += 1
             self.last_checkpoint_wall = time.time()
-            self._forget_generations(ready.resume_pos)
+            if saved_resume_pos is not None:
+                self._forget_generations(saved_resume_pos)
         except OSError as e:
             self.counters.checkpoint_errors += 1
             log("error", f"cannot write the checkpoint in {self.state_dir}: {e.strerror}; a restart would "

@@ -14,6 +14,7 @@ that way (logged, with the bytes cut).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -81,8 +82,10 @@ class JsonlSink(Sink):
         lines = [(encode(convert(r)) if convert else encode(r)) + "\n" for r in batch]
         if self._fd < 0:
             assert self._stream is not None
-            self._stream.write("".join(lines))
+            text = "".join(lines)
+            self._stream.write(text)
             self._stream.flush()
+            self._bump("written_bytes", len(text))
             return len(batch)
         data = "".join(lines).encode("ascii")
         done = 0
@@ -90,8 +93,9 @@ class JsonlSink(Sink):
             while done < len(data):
                 done += os.write(self._fd, data[done:])
         except OSError as e:
-            # Whole lines written before the failure count as written; the rest is retried, once the
-            # reopened file is cut back to its last newline.
+            # Whole lines written before the failure count as written; the rest is retried. The half
+            # line is cut off now (the file stays whole lines however long the failure lasts) and
+            # again, if that failed, when the worker reopens the file to retry.
             whole, total = 0, 0
             for line in lines:
                 if total + len(line) > done:
@@ -99,6 +103,8 @@ class JsonlSink(Sink):
                 total += len(line)
                 whole += 1
             self._bump("written_bytes", total)
+            with contextlib.suppress(OSError):
+                cut_partial_line(self._fd)
             raise SendError(whole, e) from e
         self._bump("written_bytes", len(data))
         return len(batch)
