@@ -170,7 +170,7 @@ class Service:
             if first or now >= next_checkpoint or (self.new_file and now >= last_checkpoint + MIN_CHECKPOINT_SECONDS):
                 # Also on reaching a new capture file: a restart then never resumes in a file that
                 # tcpdump's ring is about to reuse.
-                self.first_checkpoint = False
+                self.first_checkpoint = self.first_checkpoint and not self.counters.batches
                 self._checkpoint()
                 self.new_file = False
                 last_checkpoint = now
