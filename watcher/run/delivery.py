@@ -67,6 +67,7 @@ class Delivery:
         self.counters = counters if counters is not None else DeliveryCounters()
         self.sinks: dict[str, Sink] = {}
         self.required: tuple[Sink, ...] = ()
+        self.waiting: tuple[str, float] | None = None  # (required output, since): analysis waits for it
         self.pcap_writers: dict[str, PcapSink] = {}  # by directory
         try:
             for output in config.outputs:
@@ -134,9 +135,29 @@ class Delivery:
                 continue
             sink.submit(record)
 
-    def waiting_for(self) -> Sink | None:
-        """A required output whose buffer is full: analysis waits until it has room."""
-        return next((s for s in self.required if s.full()), None)
+    def blocked(self) -> bool:
+        """True while a required output's buffer is full: the service analyses nothing then (the
+        reader's queue fills, the capture files wait in the spool, the lag shows it). Logged when
+        it starts and when it ends."""
+        sink = next((s for s in self.required if s.full()), None)
+        if sink is None:
+            if self.waiting is not None:
+                name, since = self.waiting
+                self.log("info", f"output {name} has room again after {time.monotonic() - since:.1f} s: analysis "
+                                 "goes on")
+                self.waiting = None
+            return False
+        if self.waiting is None:
+            self.waiting = (sink.name, time.monotonic())
+            self.log("warning", f"output {sink.name} is required and its buffer is full ({sink.capacity:,} records): "
+                                "analysis waits for it, the capture files wait in the spool")
+        return True
+
+    def waiting_text(self) -> str:
+        """The status line's part about it: ", waiting 12 s for output NAME", or nothing."""
+        if self.waiting is None:
+            return ""
+        return f", waiting {time.monotonic() - self.waiting[1]:.0f} s for output {self.waiting[0]}"
 
     def owed(self) -> tuple[tuple[Sink, int], ...]:
         """Each required output and how many records it has been given: what a checkpoint made now

@@ -106,7 +106,6 @@ class Service:
         self.new_file = False
         self.last_checkpoint_wall = 0.0
         self.first_checkpoint = True  # still due: right after the first batch
-        self.waiting: tuple[str, float] | None = None  # (required output, since) analysis waits for
         self.forgotten_bytes = 0  # read from generations no longer tracked
         self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
                              self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
@@ -143,7 +142,7 @@ class Service:
         while not self.stop:
             timeout = max(0.0, min(next_checkpoint, next_status, next_ping if watchdog else next_status)
                           - time.monotonic())
-            if self.waiting is not None:
+            if self.delivery.waiting is not None:
                 timeout = min(timeout, WAIT_POLL_SECONDS)
             readable, _, _ = select.select([self.signals.fileno(), self.wake_r], [], [], timeout)
             if self.signals.fileno() in readable:
@@ -214,7 +213,7 @@ class Service:
 
     def _analyse(self) -> None:
         for _ in range(BATCHES_PER_TURN):
-            if self._wait_for_outputs():
+            if self.delivery.blocked():  # a required output's buffer is full: the files wait in the spool
                 return
             try:
                 batch = self.batches.get_nowait()
@@ -236,23 +235,6 @@ class Service:
             if txs:
                 self._write(batch.gen, txs)
 
-    def _wait_for_outputs(self) -> bool:
-        """True while a required output's buffer is full: no batch is analysed then (the reader's
-        queue fills, the capture files wait in the spool, the lag shows it). Logged when it starts
-        and when it ends."""
-        sink = self.delivery.waiting_for()
-        if sink is None:
-            if self.waiting is not None:
-                name, since = self.waiting
-                log("info", f"output {name} has room again after {time.monotonic() - since:.1f} s: analysis goes on")
-                self.waiting = None
-            return False
-        if self.waiting is None:
-            self.waiting = (sink.name, time.monotonic())
-            log("warning", f"output {sink.name} is required and its buffer is full ({sink.capacity:,} records): "
-                           "analysis waits for it, the capture files wait in the spool")
-        return True
-
     def _first_place(self, pos: int) -> None:
         first = mark(pos, self.reader.generations)
         if first is not None:
@@ -262,7 +244,7 @@ class Service:
         """Capture time only moves with packets: while the capture is silent and everything has
         been read, let it follow the wall clock, so connections idle past `idle_timeout` are
         closed and their unanswered requests written."""
-        if self.next_pos is None or not self.reader.caught_up or not self.batches.empty() or self.waiting:
+        if self.next_pos is None or not self.reader.caught_up or not self.batches.empty() or self.delivery.waiting:
             return
         flows = self.pipeline.flows
         flows.sweep(self.last_ts + (now - self.last_progress))
@@ -350,7 +332,7 @@ class Service:
     def _making_progress(self, now: float, interval: float) -> bool:
         """The watchdog is fed only while the pipeline moves: batches analysed lately, or nothing
         waiting to be analysed and a live reader."""
-        waiting = self.waiting is not None  # for a required output: restarting would not help
+        waiting = self.delivery.waiting is not None  # for a required output: a restart would not help
         return (now - self.last_progress < 2 * interval or self.batches.empty() or waiting) and self.reader.is_alive()
 
     def status_line(self) -> str:
@@ -362,8 +344,7 @@ class Service:
                 f"{self.batches.maxsize}, files done {sp.done:,}, lost {sp.lost:,} ({sp.lost_bytes:,} bytes), "
                 f"connections {st['connections']['active']:,} (evicted {st['connections']['evicted']:,}), "
                 f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}"
-                + (f", waiting {time.monotonic() - self.waiting[1]:.0f} s for output {self.waiting[0]}"
-                   if self.waiting else "") + f"; outputs: {self.delivery.summary()}")
+                f"{self.delivery.waiting_text()}; outputs: {self.delivery.summary()}")
 
     def reload(self) -> None:
         """SIGHUP: re-read the config (keep the running one if the new one is invalid) and reopen
