@@ -228,7 +228,7 @@ class Sink:
                 self._inflight = 0
                 self._drained.notify_all()
             given_up, self._given_up = self._given_up, 0
-            summary = self._episodes.drained(self._counts["dropped"])
+            summary = self._episodes.drained(self._counts["dropped"], closing=True)
         if summary:
             self.log("warning", summary)
         if given_up:

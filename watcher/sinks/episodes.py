@@ -4,7 +4,8 @@ A failure: the first error; "still failing" every STILL_FAILING_SECONDS while it
 is buffered and dropped; the recovery once a write succeeds again (a reconnect alone is not one: a
 full disk opens fine and fails every write). A full buffer: when it fills; "still dropping" every
 DROP_LOG_SECONDS while records keep being dropped; the count dropped once it has drained (or at
-close). Each method returns the line due, or None; the sink logs it outside its lock.
+close); a buffer that fills again within DROP_LOG_SECONDS of that is counted silently into the
+next such line. Each method returns the line due, or None; the sink logs it outside its lock.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ class Episodes:
         self.capacity = capacity
         self.failing_since: float | None = None
         self._next_still_failing = 0.0
-        self._drops_since: float | None = None
-        self._drops = self._reported = 0
+        self._episode_since: float | None = None  # the buffer is full since then
+        self._episode_drops = self._episode_reported = 0
         self._next_drop_report = 0.0
+        self._first_since: float | None = None  # the first episode not yet in a "dropped N" line
+        self._unsummarised = self._episodes = 0  # drops and episodes not yet in one
+        self._announced = False  # a "buffer full" line went out for them
+        self._quiet_until = 0.0  # no new "buffer full" line before then
 
     # -- failures -------------------------------------------------------------------------------
 
@@ -58,29 +63,48 @@ class Episodes:
 
     @property
     def dropping(self) -> bool:
-        return self._drops_since is not None
+        return self._episode_since is not None
 
     def dropped(self) -> str | None:
         """One record dropped for a full buffer."""
         now = time.monotonic()
-        self._drops += 1
-        if self._drops_since is None:
-            self._drops_since = now
-            self._reported = 1
+        self._unsummarised += 1
+        if self._episode_since is None:
+            self._episode_since = now
+            self._episode_drops = self._episode_reported = 0
             self._next_drop_report = now + DROP_LOG_SECONDS
-            return f"{self.who}: buffer full ({self.capacity:,} records): dropping new records until it has room " \
-                   "(counted)"
+            self._episodes += 1
+            if self._first_since is None:
+                self._first_since = now
+            if not self._announced and now >= self._quiet_until:
+                self._announced = True
+                self._episode_drops = self._episode_reported = 1
+                return f"{self.who}: buffer full ({self.capacity:,} records): dropping new records until it has " \
+                       "room (counted)"
+        self._episode_drops += 1
         if now < self._next_drop_report:
             return None
-        n, self._reported, self._next_drop_report = self._drops - self._reported, self._drops, now + DROP_LOG_SECONDS
+        n, self._episode_reported = self._episode_drops - self._episode_reported, self._episode_drops
+        self._next_drop_report = now + DROP_LOG_SECONDS
         return (f"{self.who}: still dropping: {n:,} records dropped in the last {DROP_LOG_SECONDS:.0f} s, "
-                f"{self._drops:,} since its buffer filled {now - self._drops_since:.0f} s ago")
+                f"{self._episode_drops:,} since its buffer filled {now - self._episode_since:.0f} s ago")
 
-    def drained(self, dropped_in_all: int) -> str | None:
-        """The buffer has drained (or the output closes): the episode's count, if there was one."""
-        if self._drops_since is None:
+    def drained(self, dropped_in_all: int, closing: bool = False) -> str | None:
+        """The buffer has drained (or, `closing`, the output closes): the count dropped since the
+        last such line. Episodes that begin within DROP_LOG_SECONDS of that line are not announced
+        and are counted in the next line (at the latest when the output closes)."""
+        now = time.monotonic()
+        since, self._episode_since = self._episode_since, None
+        if not self._unsummarised or (since is None and not closing):
             return None
-        line = (f"{self.who}: dropped {self._drops:,} records while its buffer was full "
-                f"({time.monotonic() - self._drops_since:.1f} s); {dropped_in_all:,} dropped in all")
-        self._drops_since, self._drops = None, 0
+        if not (closing or self._announced or now >= self._quiet_until):
+            return None
+        first = self._first_since if self._first_since is not None else now
+        when = f"{now - first:.1f} s" if self._episodes <= 1 else f"{self._episodes} times in {now - first:.0f} s"
+        line = (f"{self.who}: dropped {self._unsummarised:,} records while its buffer was full ({when}); "
+                f"{dropped_in_all:,} dropped in all")
+        self._unsummarised = self._episodes = 0
+        self._first_since = None
+        self._announced = False
+        self._quiet_until = now + DROP_LOG_SECONDS
         return line

@@ -1022,3 +1022,24 @@ def test_tail_lines(utc: None) -> None:
     assert format_line("out", record(8)) == "22:13:20.008 192.0.2.10:40008      <- 200     2.5ms    1.2K"
     assert format_line("alert", {"level": "warning", "message": "slow", "ts": 1700000000.0}) == \
         "22:13:20.000 -                     !! warning: slow"
+
+
+def test_a_buffer_filling_again_soon_is_counted_into_the_next_line_not_announced_again() -> None:
+    logs = Logs()
+    s = Scripted(buffer=5, batch=5, log=logs)
+    s.start()
+    for burst in range(3):  # three bursts of 8 into a buffer of 5, each drained before the next
+        s.gate.clear()
+        for i in range(8):
+            s.submit(record(burst * 10 + i))
+        s.gate.set()
+        assert s.flush(5)
+    assert len(logs) == 2, logs
+    assert logs[0][1] == "test output t: buffer full (5 records): dropping new records until it has room (counted)"
+    assert re.fullmatch(r"test output t: dropped 3 records while its buffer was full \(\d+\.\d s\); 3 dropped in all",
+                        logs[1][1])
+    s.close(1)  # the two later bursts' drops, in one line at the latest when it closes
+    assert consistent(s.stats())["dropped"] == 9
+    assert len(logs) == 3
+    assert re.fullmatch(r"test output t: dropped 6 records while its buffer was full \(2 times in \d+ s\); 9 dropped "
+                        r"in all", logs[2][1])
