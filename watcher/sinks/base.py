@@ -215,6 +215,7 @@ class Sink:
         with self._lock:
             self._closing = True
             self._deadline = time.monotonic() + timeout
+            self.backoff.reset()
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout + 1.0)
@@ -350,10 +351,15 @@ class Sink:
             self.log("info", line)
 
     def _sleep(self, seconds: float) -> None:
-        """Back off, but wake when asked to close (and never sleep past the close deadline)."""
+        """Back off, but never past the close deadline; when close() comes during the wait, try
+        again at once (close resets the backoff: the last seconds get quick retries, not one
+        long wait)."""
         with self._lock:
             end = time.monotonic() + seconds
+            closing = self._closing
             while not self._out_of_time_locked():
+                if self._closing and not closing:
+                    return
                 left = min(end, self._deadline) - time.monotonic()  # close() may move the deadline in
                 if left <= 0:
                     return

@@ -1043,3 +1043,18 @@ def test_a_buffer_filling_again_soon_is_counted_into_the_next_line_not_announced
     assert len(logs) == 3
     assert re.fullmatch(r"test output t: dropped 6 records while its buffer was full \(2 times in \d+ s\); 9 dropped "
                         r"in all", logs[2][1])
+
+
+def test_close_during_a_long_backoff_tries_again_at_once() -> None:
+    """The output failed a while ago and the next try is 10 s away; it is back when close() comes:
+    the buffer is written within the close's time, not given up."""
+    s = Scripted(sends=[enospc()])
+    s.backoff = Backoff(20.0, 20.0)
+    s.start()
+    s.submit(record(0))
+    assert wait_until(lambda: s.stats()["errors"] == 1, 5.0, 0.005)
+    t0 = time.monotonic()
+    s.close(2.0)
+    assert time.monotonic() - t0 < 1.0
+    assert s.out == [record(0)]
+    assert consistent(s.stats())["written"] == 1
