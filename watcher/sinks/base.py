@@ -238,9 +238,13 @@ class Sink:
                               f"{timeout:.0f} s): dropped, counted{kept}")
 
     def stats(self) -> dict[str, int]:
+        """The counters; a required output's also `blocking`: 1 while its buffer is full (the
+        service's analysis waits for it)."""
         with self._lock:
             s = dict(self._counts)
             s["buffered"] = len(self._queue) + self._inflight
+            if self.required:
+                s["blocking"] = int(s["buffered"] >= self.capacity)
             return s
 
     # -- the worker ---------------------------------------------------------------------------------

@@ -421,13 +421,13 @@ def test_a_required_output_never_drops_for_a_full_buffer_and_acks_in_order() -> 
         s.submit(record(i))
     assert s.full()
     st = consistent(s.stats())
-    assert (st["buffered"], st["dropped"], s.acked()) == (12, 0, 0)  # past its buffer: the service stops feeding
+    assert (st["buffered"], st["dropped"], st["blocking"], s.acked()) == (12, 0, 1, 0)  # the service stops feeding
     assert logs == []
     s.gate.set()
     assert s.flush(5)
     assert not s.full()
     assert s.out == [record(i) for i in range(12)]
-    assert (consistent(s.stats())["written"], s.acked()) == (12, 12)
+    assert (consistent(s.stats())["written"], s.stats()["blocking"], s.acked()) == (12, 0, 12)
     s.close(1)
 
 
