@@ -11,8 +11,9 @@ what may be saved:
   after it were unfinished or not begun, so a replay from there rebuilds them), or the last one
   saved, or (on a first start) the first record this run read.
 
-The notes cost a tuple per transaction, only with required outputs, and only while unacknowledged:
-the service stops feeding a full required output, so its buffer bounds them.
+The notes cost a tuple per transaction, only with required outputs; each checkpoint lets go of
+those acknowledged, so they are at most a checkpoint interval's transactions plus what the required
+outputs hold (which their buffers bound: the service stops feeding a full required output).
 """
 
 from __future__ import annotations
