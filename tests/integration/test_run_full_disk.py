@@ -221,7 +221,8 @@ def test_required_output_drops_nothing_and_the_checkpoint_waits(
             written = len(strict_jsonl(path))
             assert blocked["dropped"] == 0 and blocked["written"] == written
             # Analysis stopped within a batch of the buffer: not everything was made.
-            assert blocked["written"] + blocked["buffered"] == svc.status()["records"] < total
+            made = svc.status()["records"]
+            assert blocked["written"] + blocked["buffered"] == made < total
             # The checkpoint claims exactly what the output wrote: it stops just before the first
             # record not in the file (saved each second; give it two).
             wait_for("the checkpoint held", lambda: (state / "checkpoint.json").exists()
@@ -230,6 +231,9 @@ def test_required_output_drops_nothing_and_the_checkpoint_waits(
                 assert svc.stop() == 0, svc.log()
                 assert emitted_offset(state) == cap.done_offsets[written] - 1
                 assert len(strict_jsonl(path)) == written
+                assert svc.lines("warning")[-1] == (
+                    f"pcapwatch: warning: {made - written:,} transactions not written by the required outputs: the "
+                    "checkpoint stops before them, the next start writes them")
                 svc = Service(conf, tmp_path / "pcapwatch.stderr")
                 svc.wait_ready()
             filler.unlink()

@@ -194,6 +194,9 @@ class Service:
         self.reader.join(READER_JOIN_SECONDS)
         self.delivery.close(CLOSE_SECONDS)  # what the outputs could not write by then is dropped, counted
         self._checkpoint()  # after: only what a required output wrote is claimed
+        if len(self.pending):
+            log("warning", f"{len(self.pending):,} transactions not written by the required outputs: the checkpoint "
+                           "stops before them, the next start writes them")
         if self.capture is not None:
             self.capture.stop()
         log("info", f"stopped: {self.counters.records:,} records made, {self.counters.suppressed:,} replayed "

@@ -233,9 +233,8 @@ class Sink:
         if summary:
             self.log("warning", summary)
         if given_up:
-            kept = "; required: the checkpoint keeps them for the next start" if self.required else ""
             self.log("error", f"{self.kind} {self.name}: {given_up:,} records not written when it closed (after "
-                              f"{timeout:.0f} s): dropped, counted{kept}")
+                              f"{timeout:.0f} s): dropped, counted")
 
     def stats(self) -> dict[str, int]:
         """The counters; a required output's also `blocking`: 1 while its buffer is full (the
