@@ -173,7 +173,9 @@ class Service:
                 self._checkpoint()
                 self.new_file = False
                 last_checkpoint = now
-                next_checkpoint = now + self.config.state.checkpoint_seconds
+                # The first one is followed by another a second later (a short run loses little).
+                next_checkpoint = now + (min(self.config.state.checkpoint_seconds, MIN_CHECKPOINT_SECONDS) if first
+                                         else self.config.state.checkpoint_seconds)
             if now >= next_status:
                 self.notifier.status(self.status_line())
                 next_status = now + STATUS_SECONDS
