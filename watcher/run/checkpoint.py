@@ -18,10 +18,12 @@ oldest capture. Fields are checked one by one against SCHEMA and MARK_SCHEMA.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -66,8 +68,7 @@ def load(state_dir: str) -> tuple[Checkpoint | None, str | None]:
         with contextlib.suppress(OSError):
             os.unlink(stale)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
+        data = _read(path)
     except FileNotFoundError:
         return None, None
     except OSError as e:
@@ -86,6 +87,28 @@ def load(state_dir: str) -> tuple[Checkpoint | None, str | None]:
     emitted = raw["emitted"]
     return Checkpoint(_mark(raw["resume"]), _mark(emitted) if emitted is not None else None,
                       float(raw["written_at"])), None
+
+
+def _read(path: str) -> bytes:
+    """At most MAX_BYTES + 1 bytes of a regular file (a FIFO or device there must not hang or flood
+    the start: OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _warning(path: str, problem: str) -> str:

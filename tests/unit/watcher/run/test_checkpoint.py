@@ -188,3 +188,14 @@ def test_a_valid_file_loads_with_and_without_optional_name(tmp_path: Path) -> No
     (tmp_path / "checkpoint.json").write_bytes(_with())
     assert ckpt.load(str(tmp_path)) == (Checkpoint(Mark(RESUME.fp, 1.0, 24, "cap.pcap"), Mark(EMITTED.fp, 2.0, 48, ""),
                                                    5.0), None)
+
+
+def test_a_fifo_or_device_in_its_place_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.json"
+    os.mkfifo(path)  # nobody writes it: reading would wait for ever
+    assert ckpt.load(str(tmp_path)) == (None, f"checkpoint {path} cannot be read (not a regular file); starting "
+                                              "from the oldest capture in the spool")
+    path.unlink()
+    path.symlink_to("/dev/zero")  # endless
+    assert ckpt.load(str(tmp_path)) == (None, f"checkpoint {path} cannot be read (not a regular file); starting "
+                                              "from the oldest capture in the spool")
