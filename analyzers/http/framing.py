@@ -10,10 +10,18 @@ from __future__ import annotations
 from enum import IntEnum
 from functools import lru_cache
 
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import Headers, RequestHead, ResponseHead
 
 # Content-Length values above this cannot be real (and overflow 64-bit parsers): a smuggling probe.
 MAX_CONTENT_LENGTH = (1 << 63) - 1
+
+
+# Chunk-size and trailer lines are short; a longer one is garbage or an attack on the parser.
+MAX_LINE_BYTES = 8 * 1024
+# A chunk size with more hex digits than this overflows 64 bits.
+MAX_CHUNK_SIZE_DIGITS = 16
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class Framing(IntEnum):
@@ -25,7 +33,7 @@ class Framing(IntEnum):
     UNKNOWN = 5  # cannot tell where the body ends: resynchronise at the next message
 
 
-FramingResult = tuple[Framing, int, tuple[str, ...]]  # framing, content length, anomalies
+FramingResult = tuple[Framing, int, tuple[Anomaly, ...]]  # framing, content length, anomalies
 
 
 def body_framing(head: RequestHead | ResponseHead, request_method: str | None) -> FramingResult:
@@ -63,34 +71,45 @@ def header_framing(headers: Headers, is_response: bool) -> FramingResult:
 
 @lru_cache(maxsize=1024)
 def _te_cl_framing(te: tuple[str, ...], cl: tuple[str, ...], is_response: bool) -> FramingResult:
-    anomalies: list[str] = []
+    anomalies: list[Anomaly] = []
     if te:  # step 3
         if cl:
-            anomalies.append("content_length_and_transfer_encoding")
+            anomalies.append(Anomaly.CONTENT_LENGTH_AND_TRANSFER_ENCODING)
         codings = [c.strip().lower() for v in te for c in v.split(",") if c.strip()]
         if codings and codings[-1] == "chunked":
             if codings.count("chunked") > 1:
-                anomalies.append("chunked_applied_twice")
+                anomalies.append(Anomaly.CHUNKED_APPLIED_TWICE)
             return Framing.CHUNKED, 0, tuple(anomalies)
-        anomalies.append("transfer_encoding_not_chunked")
+        anomalies.append(Anomaly.TRANSFER_ENCODING_NOT_CHUNKED)
         return (Framing.CLOSE if is_response else Framing.UNKNOWN), 0, tuple(anomalies)
     if cl:  # steps 4 and 5
         lengths = {v.strip() for raw in cl for v in raw.split(",")}
         if len(cl) > 1 or any("," in v for v in cl):
-            anomalies.append("duplicate_content_length" if len(lengths) == 1 else "conflicting_content_length")
+            anomalies.append(Anomaly.DUPLICATE_CONTENT_LENGTH if len(lengths) == 1
+                             else Anomaly.CONFLICTING_CONTENT_LENGTH)
         if len(lengths) == 1:
             (text,) = lengths
             if text.isdigit() and text.isascii():
                 n = int(text)
                 if n <= MAX_CONTENT_LENGTH:
                     return (Framing.LENGTH if n else Framing.NONE), n, tuple(anomalies)
-                anomalies.append("content_length_overflow")
+                anomalies.append(Anomaly.CONTENT_LENGTH_OVERFLOW)
             else:
-                anomalies.append("bad_content_length")
+                anomalies.append(Anomaly.BAD_CONTENT_LENGTH)
         return (Framing.CLOSE if is_response else Framing.UNKNOWN), 0, tuple(anomalies)
     if is_response:  # step 7
         return Framing.CLOSE, 0, ()
     return Framing.NONE, 0, ()  # step 6
+
+
+def chunk_size(line: bytes) -> int | Anomaly:
+    """The size on a chunk-size line (RFC 9112 7.1, extensions ignored), or why there is none."""
+    text = line.split(b";", 1)[0].strip()
+    if not text or not _HEX.issuperset(text):
+        return Anomaly.BAD_CHUNK_SIZE
+    if len(text.lstrip(b"0")) > MAX_CHUNK_SIZE_DIGITS or int(text, 16) >= 1 << 63:
+        return Anomaly.CHUNK_SIZE_OVERFLOW
+    return int(text, 16)
 
 
 def _values(headers: Headers, name: str) -> list[str]:

@@ -3,8 +3,9 @@
 dpkt parses the header block of a head whose end we found ourselves (its whole-message parser
 cannot frame a HEAD response or partial input, see STYLE.md). The start line we split ourselves,
 because dpkt rejects methods it does not know and a passive observer must record them.
-Bytes that are not printable ASCII are kept as ``\\xNN`` escapes, so nothing from the wire is
-lost and no control character reaches a log.
+Strings are made text by `analyzers.http.text.escape`: valid UTF-8 stays text, any other byte and
+every control character is kept as a ``\\xNN`` escape, so nothing from the wire is lost and no
+control character reaches a log.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import dpkt.http
+
+from analyzers.http.anomalies import Anomaly
+from analyzers.http.text import escape, utf8_text
+from analyzers.side import Side
 
 Headers = dict[str, "str | list[str]"]
 
@@ -37,21 +42,14 @@ _BAD_HEADER_LINE = re.compile(rb"^(?:[^:\r\n]*[ \t]:|[^:\r\n]+\r?$)", re.MULTILI
 # White space that may sit inside a value but must not reach a log raw.
 _VALUE_CONTROL = re.compile(rb"\t|\r(?!\n)")
 _STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+(\d{3})(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
-# Bytes that cannot go to a log as they are: controls, DEL, non-ASCII, and the backslash itself
-# (so that an escape in the output always means a byte on the wire). Head blocks keep CR, LF, TAB.
-_NEEDS_ESCAPE = re.compile(rb"[\x00-\x1f\x7f-\xff\\]")
+# Bytes a header block cannot hand to dpkt as they are (it decodes ASCII, dropping the rest):
+# controls, DEL, non-ASCII and the backslash, as `\\xNN`; the block keeps CR, LF, TAB. Values with
+# non-ASCII bytes are then turned into text (`utf8_text`).
 _NEEDS_ESCAPE_BLOCK = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff\\]")
 
 
 def _esc(m: re.Match[bytes]) -> bytes:
     return b"\\x%02x" % m.group()[0]
-
-
-def escape(raw: bytes) -> str:
-    """Decode wire bytes for logs: printable ASCII as is, any other byte (and ``\\``) as ``\\xNN``."""
-    if _NEEDS_ESCAPE.search(raw):
-        raw = _NEEDS_ESCAPE.sub(_esc, raw)
-    return raw.decode("ascii")
 
 
 def _escape_block(raw: bytes) -> bytes:
@@ -67,7 +65,7 @@ class RequestHead:
     uri: str | None
     version: str | None  # "1.1", "1.0", "0.9"
     headers: Headers
-    anomalies: tuple[str, ...]
+    anomalies: tuple[Anomaly, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +74,7 @@ class ResponseHead:
     status: int
     reason: str
     headers: Headers
-    anomalies: tuple[str, ...]
+    anomalies: tuple[Anomaly, ...]
 
 
 # The shapes of a request line, which decide how much of the stream is the head.
@@ -95,6 +93,34 @@ def request_line_kind(line: bytes) -> int:
     return BAD
 
 
+# Bytes of a token (RFC 9110 5.6.2): what a method, and so a request, starts with.
+TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def can_start(first: int, side: Side) -> bool:
+    """Whether byte `first` can begin a message: a token character for a request, 'H' for a status line."""
+    return first in TOKEN_BYTES if side is Side.CLIENT else first == 0x48 or first == 0x68  # "H", "h"
+
+
+def start_line_ok(line: bytes, side: Side) -> bool:
+    """Whether a first line (up to its LF, CR or not) opens a head with header lines: a versioned
+    request line, or a line starting ``HTTP/``."""
+    if side is Side.CLIENT:
+        return request_line_kind(line.rstrip(b"\r")) == VERSIONED
+    return line[:5].upper() == b"HTTP/"
+
+
+def header_line_ahead(buf: bytes | bytearray) -> bool | None:
+    """After a one-line request: whether `buf` starts with a header line (``Name:``), not a new
+    request; None while it is all token characters and cannot tell yet."""
+    i = 0
+    while i < len(buf) and buf[i] in TOKEN_BYTES:
+        i += 1
+    if i == len(buf):
+        return None
+    return buf[i] == 0x3A and i > 0  # ":"
+
+
 def looks_like_request_line(line: bytes) -> bool:
     """True when `line` (without its line end) has the shape ``METHOD target [HTTP/x.y]``."""
     parts = line.split()
@@ -103,7 +129,7 @@ def looks_like_request_line(line: bytes) -> bool:
     return len(parts) == 2 and parts[0].isupper() and bool(_TOKEN.match(parts[0]))
 
 
-def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None, tuple[str, ...]]:
+def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None, tuple[Anomaly, ...]]:
     """Split a request line into (method, uri, version, anomalies), keeping what can be kept.
 
     Like Zeek, a line with a malformed version or a missing target still gives its method and
@@ -114,17 +140,17 @@ def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None,
     if kind == SHORT:
         return escape(parts[0]), escape(parts[1]), "0.9", ()
     if kind == BAD:
-        return None, None, None, ("bad_request_line",)
+        return None, None, None, (Anomaly.BAD_REQUEST_LINE,)
     anomalies = []
     if not _TOKEN.match(parts[0]):
-        anomalies.append("bad_method")
+        anomalies.append(Anomaly.BAD_METHOD)
     if len(parts) == 2:
-        anomalies.append("missing_request_target")
+        anomalies.append(Anomaly.MISSING_REQUEST_TARGET)
     elif len(parts) > 3:
-        anomalies.append("space_in_request_target")  # spaces inside the target: keep them
+        anomalies.append(Anomaly.SPACE_IN_REQUEST_TARGET)  # spaces inside the target: keep them
     m = _VERSION.match(parts[-1])
     if m is None:
-        anomalies.append("bad_http_version")
+        anomalies.append(Anomaly.BAD_HTTP_VERSION)
     version = m.group(1).decode("ascii") if m else None
     return escape(parts[0]), escape(b" ".join(parts[1:-1])), version, tuple(anomalies)
 
@@ -148,7 +174,7 @@ def parse_response_head(head: bytes) -> ResponseHead | None:
     return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, anomalies)
 
 
-def parse_header_block(block: bytes) -> tuple[Headers, tuple[str, ...]]:
+def parse_header_block(block: bytes) -> tuple[Headers, tuple[Anomaly, ...]]:
     """Parse the header lines of a head: (headers, anomalies). Blocks of ordinary size are cached;
     large ones (rare, or an attack) are parsed each time, so the cache stays small whatever comes."""
     if len(block) <= CACHED_BLOCK_BYTES:
@@ -156,8 +182,8 @@ def parse_header_block(block: bytes) -> tuple[Headers, tuple[str, ...]]:
     return _parse_uncached(block)
 
 
-def _parse_uncached(block: bytes) -> tuple[Headers, tuple[str, ...]]:
-    anomalies: list[str] = []
+def _parse_uncached(block: bytes) -> tuple[Headers, tuple[Anomaly, ...]]:
+    anomalies: list[Anomaly] = []
     headers = parse_headers(block, anomalies)
     return headers, tuple(anomalies)
 
@@ -165,29 +191,32 @@ def _parse_uncached(block: bytes) -> tuple[Headers, tuple[str, ...]]:
 _parse_header_block = lru_cache(maxsize=HEADER_CACHE_SIZE)(_parse_uncached)
 
 
-def parse_headers(block: bytes, anomalies: list[str]) -> Headers:
+def parse_headers(block: bytes, anomalies: list[Anomaly]) -> Headers:
     """Header block to {lower-case name: value or list of values}, via dpkt."""
+    text = not block.isascii()
     block = _escape_block(block)
     if b"\n " in block or b"\n\t" in block:
         # obs-fold (RFC 9112 5.2): a line starting with white space continues the previous one.
         # dpkt would take it for a header of its own; unfold as a lenient server does, and say so.
-        anomalies.append("obs_fold")
+        anomalies.append(Anomaly.OBS_FOLD)
         block = _OBS_FOLD.sub(b" ", block)
     if _BAD_HEADER_LINE.search(block):
         # dpkt keeps `Name : v` as a header named "name " and a line without colon as a header
         # with no value: name the anomaly, keep `Name` and drop colon-less lines.
-        anomalies.append("bad_header_line")
+        anomalies.append(Anomaly.BAD_HEADER_LINE)
         block = b"\n".join(_repair_line(ln) for ln in block.split(b"\n") if b":" in ln or not ln.strip())
     try:
         headers: Headers = dict(dpkt.http.parse_headers(io.BytesIO(block)))
     except dpkt.UnpackError:
         # dpkt refuses the whole block for one line whose name holds white space: drop those.
-        if "bad_header_line" not in anomalies:
-            anomalies.append("bad_header_line")
+        if Anomaly.BAD_HEADER_LINE not in anomalies:
+            anomalies.append(Anomaly.BAD_HEADER_LINE)
         kept = [ln for ln in block.split(b"\n") if len(ln.split(b":", 1)[0].split()) == 1 or not ln.strip()]
         headers = dict(dpkt.http.parse_headers(io.BytesIO(b"\n".join(kept))))
     if _VALUE_CONTROL.search(block):
         headers = {k: _escape_value(v) for k, v in headers.items()}
+    if text:
+        headers = {k: _utf8_value(v) for k, v in headers.items()}
     return headers
 
 
@@ -200,6 +229,12 @@ def _escape_value(v: str | list[str]) -> str | list[str]:
     if isinstance(v, list):
         return [_escape_value(x) for x in v]  # type: ignore[misc]
     return v.replace("\t", "\\x09").replace("\r", "\\x0d")
+
+
+def _utf8_value(v: str | list[str]) -> str | list[str]:
+    if isinstance(v, list):
+        return [utf8_text(x) for x in v]
+    return utf8_text(v)
 
 
 def header(headers: Headers, name: str) -> str | None:
@@ -241,5 +276,14 @@ def head_end(buf: bytearray | bytes, scan: int) -> int:
 
 
 def is_binary(line: bytes) -> bool:
-    """Control characters (but TAB) or non-ASCII bytes: not a text line."""
-    return any(b < 0x20 and b != 0x09 for b in line) or not line.isascii()
+    """Control characters (but TAB) or bytes that are not UTF-8: not a text line. Valid UTF-8 is
+    text, as it is in the records (a one-line request for /Köln is a request)."""
+    if any(b < 0x20 and b != 0x09 for b in line):
+        return True
+    if line.isascii():
+        return False
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False

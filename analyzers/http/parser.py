@@ -1,112 +1,71 @@
 """Sans-I/O HTTP/1.x message parser for one direction of a connection.
 
 Fed bytes, gaps and end-of-stream in stream order (`data`, `gap`, `eof`); reports message heads,
-message ends and anomalies to a `MessageSink` (the conversation that pairs requests with
-responses). It keeps no body bytes: bodies are counted. A parser never raises on input: what a
-strict server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for
-the next message start and counts what it skipped (that recovery is in resync.py).
+message ends and anomalies to a `MessageSink` (sink.py: the conversation that pairs requests with
+responses). It keeps no body bytes: bodies are counted. It never raises on input: what a strict
+server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for the next
+message start and counts what it skipped. Every change of its state is made in this file (as in
+h11's `_state.py`); the pure questions it asks of the bytes are answered in head.py, framing.py
+(bodies, chunk lines) and resync.py (where the next message starts).
+
+Its calls to the sink keep one promise (written down as mitmproxy's `_hooks.py` does): every
+message that starts ends once. A message starts with its `on_head` and ends with one `on_end`,
+before the next `on_head`; `eof`, which every stream gets (FIN, RST, eviction, end of input), ends
+whatever is open, `truncated` if its framing wanted more. (`tunnel`, the sink's own switch, stops
+the stream where it is.) A head that never completes is no message: after its `on_begin` comes an
+anomaly naming why (junk at a client's start may only be counted, in `skipped_bytes`), and an
+`on_end` too if a gap cut it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from analyzers.http.framing import Framing, cached_body_framing
+from analyzers.http.anomalies import Anomaly
+from analyzers.http.framing import MAX_LINE_BYTES, cached_body_framing, chunk_size
 from analyzers.http.head import (
     MAX_HEAD_BYTES,
-    VERSIONED,
-    Headers,
+    TOKEN_BYTES,
     RequestHead,
     ResponseHead,
+    can_start,
     head_end,
+    header_line_ahead,
     is_binary,
     parse_header_block,
     parse_request_head,
     parse_response_head_cached,
-    request_line_kind,
+    start_line_ok,
 )
-from analyzers.http.resync import bad_start, junk, oversized, resync, start_resync
-from analyzers.http.state import State
-
-# Chunk-size and trailer lines are short; a longer one is garbage or an attack on the parser.
-MAX_LINE_BYTES = 8 * 1024
-# A chunk size with more hex digits than this overflows 64 bits.
-MAX_CHUNK_SIZE_DIGITS = 16
-_TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-
+from analyzers.http.resync import NOT_HTTP_PROBE_BYTES, find_start, keep_while_looking, rules_out_http
+from analyzers.http.sink import MessageSink
+from analyzers.http.state import AFTER_HEAD, ENDS_WITH_HEAD, State
+from analyzers.side import Side
 
 # The members the per-segment paths compare with, as plain names: looking one up on its enum class
 # costs more than the comparison (a tenth of a microsecond per head, in a profile of a busy capture).
 _HEAD, _BODY, _CHUNK_DATA, _CHUNK_END, _CLOSE_BODY, _TUNNEL = (
     State.HEAD, State.BODY, State.CHUNK_DATA, State.CHUNK_END, State.CLOSE_BODY, State.TUNNEL)
-_NO_BODY, _BY_LENGTH = Framing.NONE, Framing.LENGTH
-
-
-class MessageSink(Protocol):
-    """What a parser reports to; implemented by the conversation."""
-
-    def on_head(self, parser: MessageParser, head: RequestHead | ResponseHead, first_ts: float,
-                ts: float) -> str | None:
-        """A head is complete. For a response, return the method of the request it answers."""
-
-    def on_begin(self, parser: MessageParser) -> None:
-        """The first byte of a message: unfinished work starts here."""
-
-    def on_end(self, parser: MessageParser, ts: float) -> None:
-        """The current message is complete (or cut short: see `parser.truncated`)."""
-
-    def on_anomaly(self, parser: MessageParser, name: str) -> None:
-        """Something a strict peer would reject; counted and attached to the message."""
-
-    def on_gap(self, parser: MessageParser, n: int, ts: float) -> None:
-        """`n` bytes of this direction were not captured where whole messages may have been."""
-
-    def headless_response(self) -> bool:
-        """True when the next response answers a one-line (HTTP/0.9) request: it may have no
-        status line, its body then running to the close."""
-
-    def on_late_headers(self, parser: MessageParser, headers: Headers, anomalies: tuple[str, ...]) -> None:
-        """Header lines followed a one-line request line: they are that request's headers."""
+_CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 
 
 class MessageParser:
-    """One direction's message framing. `is_request` chooses the start-line grammar."""
+    """One side's message framing. `side` chooses the start-line grammar: requests or responses."""
 
-    __slots__ = (
-        "body_len",
-        "buf",
-        "first_ts",
-        "gap_in_message",
-        "in_message",
-        "is_request",
-        "last_ts",
-        "line_checked",
-        "messages",
-        "one_line",
-        "probing",
-        "remaining",
-        "sink",
-        "skipped_bytes",
-        "state",
-        "truncated",
-    )
+    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "last_ts", "line_checked",
+                 "messages", "one_line", "probing", "remaining", "side", "sink", "skipped_bytes", "state", "truncated")
 
-    def __init__(self, is_request: bool, sink: MessageSink, resync: bool = False) -> None:
-        self.is_request = is_request
+    def __init__(self, side: Side, sink: MessageSink[MessageParser], resync: bool = False) -> None:
+        self.side = side
         self.sink = sink
         self.state = State.RESYNC if resync else State.HEAD
         self.buf = bytearray()
-        self.remaining = 0
-        self.body_len = 0
-        self.first_ts = 0.0
-        self.last_ts = 0.0
+        self.remaining = self.body_len = 0  # bytes of the body (or chunk) to come; of the message so far
+        self.first_ts = self.last_ts = 0.0  # the current message's first and latest bytes
         self.gap_in_message = False  # bytes of the current message were lost
         self.truncated = False  # the current message ended before its framing said
         self.messages = 0  # heads parsed
         self.skipped_bytes = 0  # bytes passed over while resynchronising
-        self.line_checked = False
-        self.in_message = False
+        self.line_checked = False  # the buffered head's first line has been looked at
+        self.in_message = False  # a message has begun and not ended
         self.one_line = False  # the last request was a single line: header lines may follow
         self.probing = False  # junk at a client's start: give up as not HTTP past a budget
 
@@ -128,14 +87,8 @@ class MessageParser:
             if st is _BODY or st is _CHUNK_DATA:
                 take = min(self.remaining, n - pos)
                 pos += take
-                self.remaining -= take
-                self.body_len += take
                 self.last_ts = ts
-                if not self.remaining:
-                    if st is _BODY:
-                        self._end(ts)
-                    else:
-                        self.state = _CHUNK_END
+                self._count(take, ts)
             elif st is _HEAD:
                 pos = self._head(data, pos, ts)
             elif st is _CLOSE_BODY:
@@ -145,7 +98,7 @@ class MessageParser:
             elif st == State.CHUNK_SIZE or st == State.CHUNK_END or st == State.TRAILER:
                 pos = self._line(data, pos, ts)
             elif st == State.RESYNC:
-                pos = resync(self, data, pos, ts)
+                pos = self._resync(data, pos, ts)
             elif st == State.PEEK_STATUS:
                 pos = self._peek_status(data, pos, ts)
             elif st == State.LATE_HEADERS:
@@ -169,25 +122,19 @@ class MessageParser:
         if st == State.BODY or st == State.CHUNK_DATA:
             self.gap_in_message = True
             if n <= self.remaining:
-                self.remaining -= n
-                self.body_len += n
-                if not self.remaining:
-                    if st == State.BODY:
-                        self._end(ts)
-                    else:
-                        self.state = State.CHUNK_END
+                self._count(n, ts)
                 return
             self.body_len += self.remaining
             self.remaining = 0
         if st == State.HEAD and self.in_message:
-            self.sink.on_anomaly(self, "head_cut_by_gap")  # that message is lost: say so
+            self.sink.on_anomaly(self, Anomaly.HEAD_CUT_BY_GAP)  # that message is lost: say so
         if self.in_message:
             self.gap_in_message = True
             self.truncated = st != State.BODY  # a Content-Length body was complete, gap or not
             self._end(ts)
         # Whole messages may have been lost with these bytes: the pairing must know.
         self.sink.on_gap(self, n, ts)
-        start_resync(self)
+        self._start_resync()
 
     def eof(self, ts: float) -> None:
         """The stream ended (FIN, RST, eviction or end of capture)."""
@@ -198,31 +145,31 @@ class MessageParser:
         elif st == State.CLOSE_BODY:
             self._end(ts)
         elif st == State.HEAD and self.buf:
-            self.sink.on_anomaly(self, "incomplete_head")
+            self.sink.on_anomaly(self, Anomaly.INCOMPLETE_HEAD)
         elif st in (State.BODY, State.CHUNK_SIZE, State.CHUNK_DATA, State.CHUNK_END, State.TRAILER):
             self.truncated = st != State.TRAILER
             self._end(ts)
         self.buf = bytearray()
         self.state = State.DONE
 
+    def tunnel(self) -> None:
+        """The other side switched protocols (CONNECT 2xx, 101): the rest of this stream is not HTTP.
+        A message still open here gets no `on_end` (the sink, which calls this, knows it)."""
+        self.state = State.TUNNEL
+
     # States -------------------------------------------------------------------------------------
 
     def _whole_head(self, data: bytes, ts: float) -> int:
-        """The usual start of a message: a segment that begins with a whole head. Does what `_head`
-        does in that case, minus the calls it needs for every other one; returns 0 (nothing
-        consumed) when the case is not this one, and `_head` takes it from the start."""
+        """The usual start of a message, a segment that begins with a whole head: `_head`'s work minus
+        the calls other cases need. Returns 0 (nothing consumed) in any other case, for `_head`."""
         first = data[0]
-        if self.is_request:
-            if first not in _TOKEN_BYTES or self.one_line:
+        if self.side is _CLIENT:
+            if first not in TOKEN_BYTES or self.one_line:
                 return 0
         elif (first != 0x48 and first != 0x68) or self.sink.headless_response():  # "H", "h"
             return 0
         end = head_end(data, 0)
-        if end < 0 or end > MAX_HEAD_BYTES:
-            return 0
-        line = data[:data.index(b"\n")]
-        if not (request_line_kind(line.rstrip(b"\r")) == VERSIONED if self.is_request
-                else line[:5].upper() == b"HTTP/"):
+        if end < 0 or end > MAX_HEAD_BYTES or not start_line_ok(data[:data.index(b"\n")], self.side):
             return 0
         self._begin(ts)
         return self._complete_head(data[:end], end, ts)
@@ -235,55 +182,48 @@ class MessageParser:
                 pos += 1
             if pos == n:
                 return pos
-            if not self.is_request and self.sink.headless_response():
+            if self.side is _SERVER and self.sink.headless_response():
                 self._begin(ts)
                 self.state = State.PEEK_STATUS
                 return pos
-            if self.one_line and self.is_request:
+            if self.one_line and self.side is _CLIENT:
                 self.state = State.LATE_HEADERS
                 return pos
             first = data[pos]
-            if not (first in _TOKEN_BYTES if self.is_request else first in b"Hh"):
-                bad_start(self, first)
+            if not can_start(first, self.side):
+                self._bad_start(first)
                 return pos
             self._begin(ts)
             end = head_end(data, pos)
-            if end >= 0 and self._start_line_ok(data[pos:data.index(b"\n", pos)]):
+            if end >= 0 and start_line_ok(data[pos:data.index(b"\n", pos)], self.side):
                 if end - pos > MAX_HEAD_BYTES:
-                    return oversized(self, data[pos:], ts)
+                    return self._oversized(data[pos:], ts)
                 # The usual case: the whole head is in this segment; no copy into the buffer.
                 return self._complete_head(data[pos:end], end, ts)
-        scan = max(0, len(buf) - 3)
-        old = len(buf)
+        scan, old = max(0, len(buf) - 3), len(buf)  # a head's end may straddle the old and new bytes
         buf += data[pos:] if pos else data
         if not self.line_checked:
             nl = buf.find(b"\n")
             if nl < 0:
                 if len(buf) > MAX_HEAD_BYTES:
-                    return oversized(self, bytes(buf), ts)
+                    return self._oversized(bytes(buf), ts)
                 return n
             self.line_checked = True
-            line = bytes(buf[:nl]).rstrip(b"\r")
-            if self.is_request and request_line_kind(line) != VERSIONED:
-                if self.messages == 0 and is_binary(line):
-                    return junk(self, bytes(buf), ts)
+            line = bytes(buf[:nl])
+            if self.side is _CLIENT and not start_line_ok(line, _CLIENT):
+                if self.messages == 0 and is_binary(line.rstrip(b"\r")):
+                    return self._junk(bytes(buf), ts, True)
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
-            if not self.is_request and line[:5].upper() != b"HTTP/":
-                self.sink.on_anomaly(self, "bad_status_line")
-                return junk(self, bytes(buf), ts)
+            if self.side is _SERVER and not start_line_ok(line, _SERVER):
+                self.sink.on_anomaly(self, Anomaly.BAD_STATUS_LINE)
+                return self._junk(bytes(buf), ts, False)
         end = head_end(buf, scan)
         if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
-            return oversized(self, bytes(buf), ts)
+            return self._oversized(bytes(buf), ts)
         if end < 0:
             return n
         return self._complete_head(bytes(buf[:end]), pos + end - old, ts)
-
-    def _start_line_ok(self, line: bytes) -> bool:
-        """Whether a head can take the no-copy path: a versioned request line or a status line."""
-        if self.is_request:
-            return request_line_kind(line.rstrip(b"\r")) == VERSIONED
-        return line[:5].upper() == b"HTTP/"
 
     def _peek_status(self, data: bytes, pos: int, ts: float) -> int:
         """After a one-line request: a reply starting ``HTTP/`` has a head; anything else is an
@@ -308,17 +248,14 @@ class MessageParser:
     def _late_headers(self, data: bytes, pos: int, ts: float) -> int:
         """After a one-line request: header lines (``Name:``) belong to it; anything else is the
         next request. Decided on the first byte that is not a token character."""
-        scan = max(0, len(self.buf) - 3)
-        old = len(self.buf)
-        self.buf += data[pos:]
         buf = self.buf
+        scan, old = max(0, len(buf) - 3), len(buf)  # a head's end may straddle the old and new bytes
+        buf += data[pos:]
         if self.line_checked is False:
-            i = 0
-            while i < len(buf) and buf[i] in _TOKEN_BYTES:
-                i += 1
-            if i == len(buf):
+            ahead = header_line_ahead(buf)
+            if ahead is None:
                 return len(data)  # still a token: header name or method, cannot tell yet
-            if buf[i] != 0x3A or i == 0:  # not "Name:": a new message starts here
+            if not ahead:  # a new message starts here
                 self.one_line = False
                 rest = bytes(buf)
                 self.buf = bytearray()
@@ -329,11 +266,11 @@ class MessageParser:
         end = head_end(buf, scan)
         if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
             self.one_line = False
-            return oversized(self, bytes(buf), ts) and len(data)
+            return self._oversized(bytes(buf), ts) and len(data)
         if end < 0:
             return len(data)
         headers, anomalies = parse_header_block(bytes(buf[:end]))
-        self.sink.on_late_headers(self, headers, ("headers_after_short_request_line", *anomalies))
+        self.sink.on_late_headers(self, headers, (Anomaly.HEADERS_AFTER_SHORT_REQUEST_LINE, *anomalies))
         self.one_line = False
         self.line_checked = False
         self.buf = bytearray()
@@ -346,37 +283,27 @@ class MessageParser:
             self.buf = bytearray()
         self.line_checked = False
         self.messages += 1
-        if self.is_request:
+        if self.side is _CLIENT:
             parsed: RequestHead | ResponseHead | None = parse_request_head(head)
             self.one_line = head.count(b"\n") <= 1
             method = self.sink.on_head(self, parsed, self.first_ts, ts)  # type: ignore[arg-type]
         else:
             parsed = parse_response_head_cached(head)
             if parsed is None:
-                self.sink.on_anomaly(self, "bad_status_line")
+                self.sink.on_anomaly(self, Anomaly.BAD_STATUS_LINE)
                 self.in_message = False
-                start_resync(self)
+                self._start_resync()
                 return consumed
             method = self.sink.on_head(self, parsed, self.first_ts, ts)
         framing, length, anomalies = cached_body_framing(parsed, method)  # type: ignore[arg-type]
         for name in anomalies:
             self.sink.on_anomaly(self, name)
         self.last_ts = ts
-        if framing is _NO_BODY:
+        self.remaining = length
+        after = AFTER_HEAD[framing]
+        if after in ENDS_WITH_HEAD:
             self._end(ts)
-        elif framing is _BY_LENGTH:
-            self.state = _BODY
-            self.remaining = length
-        elif framing == Framing.CHUNKED:
-            self.state = State.CHUNK_SIZE
-        elif framing == Framing.CLOSE:
-            self.state = State.CLOSE_BODY
-        elif framing == Framing.TUNNEL:
-            self._end(ts)
-            self.state = State.TUNNEL
-        else:
-            self._end(ts)
-            start_resync(self)
+        self.state = after  # nothing is buffered (above): RESYNC starts clean
         return consumed
 
     def _line(self, data: bytes, pos: int, ts: float) -> int:
@@ -385,9 +312,9 @@ class MessageParser:
         if (nl < 0 and len(self.buf) + len(data) - pos > MAX_LINE_BYTES) or len(self.buf) + nl - pos > MAX_LINE_BYTES:
             # Like an oversized head: resync resumes after the first MAX_LINE_BYTES of the line.
             rest = (bytes(self.buf) + data[pos:])[MAX_LINE_BYTES:]
-            self.sink.on_anomaly(self, "oversized_chunk_line")
+            self.sink.on_anomaly(self, Anomaly.OVERSIZED_CHUNK_LINE)
             self._cut_short(ts)
-            resync(self, rest, 0, ts)
+            self._resync(rest, 0, ts)
             return len(data)
         if nl < 0:
             self.buf += data[pos:]
@@ -398,12 +325,10 @@ class MessageParser:
         line = line.rstrip(b"\r")
         st = self.state
         if st == State.CHUNK_END:
-            if line.strip():
-                self.sink.on_anomaly(self, "bad_chunk_terminator")
-                self.state = State.CHUNK_SIZE
+            self.state = State.CHUNK_SIZE
+            if line.strip():  # no CRLF after the data: take the line for the next chunk's size
+                self.sink.on_anomaly(self, Anomaly.BAD_CHUNK_TERMINATOR)
                 self._chunk_size(line, ts)
-            else:
-                self.state = State.CHUNK_SIZE
         elif st == State.CHUNK_SIZE:
             self._chunk_size(line, ts)
         elif not line:  # TRAILER: an empty line ends the message
@@ -411,31 +336,24 @@ class MessageParser:
         return nl + 1
 
     def _chunk_size(self, line: bytes, ts: float) -> None:
-        text = line.split(b";", 1)[0].strip()
-        if not text or not _HEX.issuperset(text):
-            self.sink.on_anomaly(self, "bad_chunk_size")
+        size = chunk_size(line)
+        if isinstance(size, Anomaly):
+            self.sink.on_anomaly(self, size)
             self._cut_short(ts)
-        elif len(text.lstrip(b"0")) > MAX_CHUNK_SIZE_DIGITS or int(text, 16) >= 1 << 63:
-            self.sink.on_anomaly(self, "chunk_size_overflow")
-            self._cut_short(ts)
+        elif size:
+            self.remaining = size
+            self.state = State.CHUNK_DATA
         else:
-            size = int(text, 16)
-            if size:
-                self.remaining = size
-                self.state = State.CHUNK_DATA
-            else:
-                self.state = State.TRAILER
+            self.state = State.TRAILER
 
     # Helpers ------------------------------------------------------------------------------------
 
     def _begin(self, ts: float) -> None:
         self.sink.on_begin(self)
         self.in_message = True
-        self.first_ts = ts
-        self.last_ts = ts
+        self.first_ts = self.last_ts = ts
         self.body_len = 0
-        self.gap_in_message = False
-        self.truncated = False
+        self.gap_in_message = self.truncated = False
 
     def _end(self, ts: float) -> None:
         self.last_ts = ts
@@ -444,7 +362,85 @@ class MessageParser:
         self.in_message = False
         self.sink.on_end(self, ts)
 
+    def _count(self, n: int, ts: float) -> None:
+        """`n` bytes of a body or a chunk, no more than remain: counted; the last ends it."""
+        self.remaining -= n
+        self.body_len += n
+        if not self.remaining:
+            if self.state is _BODY:
+                self._end(ts)
+            else:
+                self.state = _CHUNK_END
+
     def _cut_short(self, ts: float) -> None:
         self.truncated = True
         self._end(ts)
-        start_resync(self)
+        self._start_resync()
+
+    # Recovery: off the hot path, for input that did not parse ----------------------------------
+
+    def _start_resync(self) -> None:
+        """From here on, look for the next message start."""
+        self.state = State.RESYNC
+        self.buf = bytearray()
+        self.line_checked = False
+
+    def _resync(self, data: bytes, pos: int, ts: float) -> int:
+        """Look for a message start in what is buffered plus `data[pos:]`; parse on from it if found."""
+        buf = self.buf
+        buf += data[pos:] if pos else data
+        start = find_start(buf, self.side)
+        if start < 0:
+            excess = len(buf) - keep_while_looking(self.side)
+            if excess > 0:
+                self.skipped_bytes += excess
+                del buf[:excess]
+            if self.probing and self.skipped_bytes + len(buf) > NOT_HTTP_PROBE_BYTES:
+                self._not_http()
+            return len(data)
+        if self.probing:
+            self.probing = False
+            self.sink.on_anomaly(self, Anomaly.JUNK_BEFORE_FIRST_MESSAGE)
+        self.skipped_bytes += start
+        rest = bytes(buf[start:])
+        self.buf = bytearray()
+        self.state = State.HEAD
+        self.data(rest, ts)
+        return len(data)
+
+    def _junk(self, data: bytes, ts: float, probing: bool) -> int:
+        """What should have been a message start is not one: look for the next one in it. `probing`:
+        it came where a client's first request should be, so it may be another protocol."""
+        self.in_message = False
+        self.probing = probing
+        self._start_resync()
+        self._resync(data, 0, ts)
+        return len(data)
+
+    def _oversized(self, head: bytes, ts: float) -> int:
+        """A head over the limit: dropped. Resync resumes right after its first MAX_HEAD_BYTES
+        bytes, wherever the segments happened to end, so the outcome does not depend on them.
+        It had the shape of a message: this is HTTP, no longer probed."""
+        self.sink.on_anomaly(self, Anomaly.OVERSIZED_HEAD)
+        self.skipped_bytes += MAX_HEAD_BYTES
+        self._junk(head[MAX_HEAD_BYTES:], ts, False)
+        return len(head)
+
+    def _bad_start(self, first: int) -> None:
+        """`first` cannot begin the message that should start here. At a client's start it may be another
+        protocol: TLS is given up on at once, anything else probed; later it is an anomaly. Then resync."""
+        if self.side is _CLIENT and self.messages == 0:
+            if rules_out_http(first):
+                self._not_http()
+                return
+            self.probing = True  # junk where the first request should be: HTTP, or not?
+        else:
+            self.sink.on_anomaly(self, Anomaly.BAD_REQUEST_LINE if self.side is _CLIENT else Anomaly.BAD_STATUS_LINE)
+        self._start_resync()
+
+    def _not_http(self) -> None:
+        """The first bytes of a client are not HTTP (TLS, SSH, ...): stop parsing this direction."""
+        self.sink.on_anomaly(self, Anomaly.NOT_HTTP)
+        self.buf = bytearray()
+        self.in_message = False
+        self.state = State.NOT_HTTP

@@ -1,12 +1,13 @@
-"""Where one direction's HTTP parser stands in its stream.
+"""Where one direction's HTTP parser stands in its stream: the states, and where a head leads, as data.
 
-Its own module so that the parser (parser.py) and its recovery (resync.py) can both move
-between the states without importing each other.
+Apart from parser.py, which makes every move between them, as h11's tables are apart from its moves.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+from analyzers.http.framing import Framing
 
 
 class State(IntEnum):
@@ -23,3 +24,10 @@ class State(IntEnum):
     DONE = 10  # the stream has ended
     PEEK_STATUS = 11  # answer to a one-line request: a status line, or HTTP/0.9's bare body?
     LATE_HEADERS = 12  # header lines after a one-line request: they belong to it
+
+
+# Where a complete head leaves the parser, by its body's framing. In the last three the message ends
+# with its head: the next head follows, or another protocol, or (a body no one can frame) a resync.
+AFTER_HEAD = {Framing.LENGTH: State.BODY, Framing.CHUNKED: State.CHUNK_SIZE, Framing.CLOSE: State.CLOSE_BODY,
+              Framing.NONE: State.HEAD, Framing.TUNNEL: State.TUNNEL, Framing.UNKNOWN: State.RESYNC}
+ENDS_WITH_HEAD = frozenset({State.HEAD, State.TUNNEL, State.RESYNC})

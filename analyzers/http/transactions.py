@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import Headers, RequestHead, ResponseHead
-from analyzers.http.parser import MessageParser, State
+from analyzers.http.parser import MessageParser
 from analyzers.packet_keep import KeptUpTo
+from analyzers.side import Side
 
 
 @dataclass(slots=True)
@@ -111,8 +113,8 @@ class Conversation:
         self.head_pos = -1
         self.heads_at_pos = 0
         self.anomaly_counts = anomaly_counts
-        self.client = MessageParser(True, self, resync)
-        self.server = MessageParser(False, self, resync)
+        self.client = MessageParser(Side.CLIENT, self, resync)
+        self.server = MessageParser(Side.SERVER, self, resync)
         self.unanswered: deque[Message] = deque()
         self.parsing: Message | None = None  # request whose head is parsed and body is not done
         self.response: Message | None = None
@@ -121,7 +123,7 @@ class Conversation:
         self.held: list[Transaction] = []  # answered while the request was still being sent
         self.server_gap = False
         self.client_gap: int | None = None
-        self.loose: tuple[list[str], list[str]] = ([], [])  # anomalies seen between messages
+        self.loose: tuple[list[str], list[str]] = ([], [])  # per side: anomalies seen between messages
         self.source: str | None = None  # capture file being read, for records
         self.tunnel = False
         self.answering: Message | None = None  # the request the response being parsed answers
@@ -131,9 +133,9 @@ class Conversation:
 
     def on_head(self, parser: MessageParser, head: RequestHead | ResponseHead, first_ts: float,
                 ts: float) -> str | None:
-        side = 0 if parser.is_request else 1
-        msg = Message(head, first_ts, ts, ts, anomalies=list(head.anomalies) + self.loose[side])
-        self.loose[side].clear()
+        loose = self.loose[parser.side]
+        msg = Message(head, first_ts, ts, ts, anomalies=list(head.anomalies) + loose)
+        loose.clear()
         pos = self.cursor.pos
         if pos == self.head_pos:
             self.heads_at_pos += 1
@@ -147,8 +149,8 @@ class Conversation:
             msg.depth = self.depth
             msg.pcap_file = self.source
             if isinstance(head.headers.get("host"), list):
-                msg.anomalies.append("duplicate_host")
-                self.anomaly_counts["duplicate_host"] += 1
+                msg.anomalies.append(Anomaly.DUPLICATE_HOST)
+                self.anomaly_counts[Anomaly.DUPLICATE_HOST] += 1
             self.parsing = msg
             self.unanswered.append(msg)
             return None
@@ -166,7 +168,7 @@ class Conversation:
             connect = request is not None and getattr(request.head, "method", None) == "CONNECT"
             if head.status == 101 or (connect and 200 <= head.status < 300):
                 self.tunnel = True
-                self.client.state = State.TUNNEL
+                self.client.tunnel()
         msg.pcap_file = request.pcap_file if request is not None else self.source
         if msg.depth == 0:
             msg.depth = request.depth if request is not None else self._next_depth()
@@ -187,7 +189,7 @@ class Conversation:
             self.pin = None
 
     def on_end(self, parser: MessageParser, ts: float) -> None:
-        if parser.is_request:
+        if parser is self.client:
             msg = self.parsing
             self.parsing = None
             if msg is None:
@@ -220,23 +222,23 @@ class Conversation:
 
     def on_anomaly(self, parser: MessageParser, name: str) -> None:
         self.anomaly_counts[name] += 1
-        if name == "not_http" and parser.is_request:
+        if name == Anomaly.NOT_HTTP and parser is self.client:
             self.not_http = True
-        elif name == "bad_status_line" and not self.server_gap and self.unanswered:
+        elif name == Anomaly.BAD_STATUS_LINE and not self.server_gap and self.unanswered:
             # The server answered the oldest request with something that is not HTTP: that
             # request has had its answer, and the next response belongs to the next request.
             request = self.unanswered.popleft()
             request.anomalies.append(name)
             self._emit_unanswered(request, "bad_response")
             return
-        msg = self.parsing if parser.is_request else self.response
+        msg = self.parsing if parser is self.client else self.response
         if msg is not None and parser.in_message:
             msg.anomalies.append(name)
         else:
-            self.loose[0 if parser.is_request else 1].append(name)
+            self.loose[parser.side].append(name)
 
     def on_gap(self, parser: MessageParser, n: int, ts: float) -> None:
-        if parser.is_request:
+        if parser is self.client:
             self.client_gap = self.depth  # requests after this one may be paired wrongly
         else:
             self.server_gap = True

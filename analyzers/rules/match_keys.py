@@ -16,8 +16,10 @@ import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from analyzers.http.anomalies import Anomaly
+from analyzers.records import Flag
 from analyzers.routes import split_uri
-from analyzers.rules.model import FLAGS, TxView, describe
+from analyzers.rules.model import TxView, describe
 
 Test = Callable[[TxView], bool]
 Built = tuple[Test, str]
@@ -249,17 +251,26 @@ def _m_compare(name: str, exact: bool) -> Callable[[object, Err], Built]:
     return parse
 
 
+def _known(v: object, names: list[str], known: tuple[str, ...], err: Err) -> None:
+    """Refuse a name that is not one of `known` (a rule naming it would silently never match)."""
+    for i, n in enumerate(names):
+        if n not in known:
+            close = difflib.get_close_matches(n, known, n=1)
+            todo = f"did you mean {close[0]!r}?" if close else "correct its spelling"
+            err(f"found {n!r}, expected one of {', '.join(known)}; {todo}", *((i,) if isinstance(v, list) else ()))
+
+
+# The names a rule may use, as plain strings (for messages); anomalies sorted, a long list read by eye.
+FLAGS = tuple(f.value for f in Flag)
+ANOMALIES = tuple(sorted(a.value for a in Anomaly))
+
+
 def _m_flags(v: object, err: Err) -> Built:
     names = strings(v)
     if names is None:
         err(f"found {describe(v)}, expected a flag or a list of flags (any of them matches) from "
             f"{', '.join(FLAGS)}")
-    for i, n in enumerate(names):
-        if n not in FLAGS:
-            close = difflib.get_close_matches(n, FLAGS, n=1)
-            todo = f"did you mean {close[0]!r}?" if close else "correct its spelling"
-            err(f"found {n!r}, expected one of {', '.join(FLAGS)}; {todo}",
-                *((i,) if isinstance(v, list) else ()))
+    _known(v, names, FLAGS, err)
     want = frozenset(names)
     return (lambda t: any(f in want for f in t.record.get("flags") or ())), show(v)
 
@@ -271,6 +282,7 @@ def _m_anomalies(v: object, err: Err) -> Built:
     if names is None or not all(_NAME.match(n) for n in names):
         err(f"found {describe(v)}, expected true (any anomaly), false (none) or a list of anomaly names "
             "(any of them matches), e.g. [bad_chunk_size]")
+    _known(v, names, ANOMALIES, err)
     want = frozenset(names)
     return (lambda t: any(a in want for a in t.record.get("anomalies") or ())), show(v)
 

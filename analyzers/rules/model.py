@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 Headers = Mapping[str, "str | list[str]"]
 Test = Callable[["TxView"], bool]
 
-FLAGS = ("gap", "midstream", "no_response", "no_request", "truncated", "tunnel")
 # Fields a record has before `set` adds any (README "The record", plus what finalize adds).
 RECORD_FIELDS = ("ts", "uid", "trans_depth", "src_ip", "src_port", "dst_ip", "dst_port", "method", "host", "uri",
                  "version", "user_agent", "referrer", "request_body_len", "status_code", "status_msg", "info_code",

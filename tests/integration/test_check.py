@@ -41,7 +41,8 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
         "outputs": [{"name": "stdout", "type": "jsonl", "default": True, "buffer": 10000, "required": False,
                      "path": "-", "format": "flat"}],
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
-                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000},
+                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000,
+                   "gunzip_max_bytes": 17179869184, "gunzip_max_ratio": 200.0},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "tcp", "user": None},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
                                 "authorization", "cookie"],
@@ -50,6 +51,7 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": [], "max_field_bytes": 4096},
         "routes": {"patterns": [], "max_routes": 1000},
+        "strings": "utf8",
         "rules_dir": None,
     }
     assert p.stdout.endswith("rules_dir: null\n# rules: none\n")
@@ -150,6 +152,21 @@ def test_broken_rule_exact_lines_exit_2(tmp_path: Path) -> None:
         "path, query, status, client, server, client_port, server_port, header, response_header, duration_ms, "
         "ttfb_ms, request_bytes, response_bytes, flags, anomalies; did you mean 'status'?",
     ]
+
+
+def test_rule_naming_an_unknown_anomaly_or_flag_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "p.yaml"
+    conf.write_text("rules:\n  - name: chunks\n    match:\n      anomalies: [obs_fold, bad_chunk_sise]\n"
+                    "      flags: trunkated\n    actions: {tag: [odd]}\n")
+    p = check("-c", conf, cwd=tmp_path)
+    assert (p.stdout, p.returncode) == ("", 2)
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{conf}:4: rules[0].match.anomalies[1]: found 'bad_chunk_sise', expected one of "
+                               "bad_chunk_size, bad_chunk_terminator, ")
+    assert lines[0].endswith(", transfer_encoding_not_chunked; did you mean 'bad_chunk_size'?")
+    assert lines[1] == (f"{conf}:5: rules[0].match.flags: found 'trunkated', expected one of gap, midstream, "
+                        "no_response, no_request, truncated, tunnel; did you mean 'truncated'?")
 
 
 def test_shipped_example_rules_are_valid(tmp_path: Path) -> None:

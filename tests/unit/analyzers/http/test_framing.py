@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analyzers.http.framing import MAX_CONTENT_LENGTH, Framing, body_framing
+from analyzers.http.anomalies import Anomaly
+from analyzers.http.framing import MAX_CHUNK_SIZE_DIGITS, MAX_CONTENT_LENGTH, Framing, body_framing, chunk_size
 from analyzers.http.head import RequestHead, ResponseHead, parse_request_head, parse_response_head
 
 
@@ -150,3 +151,18 @@ def test_response_without_length_runs_to_close() -> None:
 def test_http09_request_has_no_body() -> None:
     head = parse_request_head(b"GET /x\r\n")
     assert frame(head, None) == (Framing.NONE, 0, [])
+
+
+# Chunk-size lines (RFC 9112 7.1)
+
+
+@pytest.mark.parametrize(("line", "size"), [
+    (b"0", 0), (b"1a", 26), (b"FF;ext=1", 255), (b" 10 ", 16), (b"0" * 40 + b"1", 1),
+    (b"7fffffffffffffff", (1 << 63) - 1),
+    (b"", Anomaly.BAD_CHUNK_SIZE), (b"g", Anomaly.BAD_CHUNK_SIZE), (b";x", Anomaly.BAD_CHUNK_SIZE),
+    (b"-1", Anomaly.BAD_CHUNK_SIZE), (b"8000000000000000", Anomaly.CHUNK_SIZE_OVERFLOW),
+    (b"1" + b"0" * MAX_CHUNK_SIZE_DIGITS, Anomaly.CHUNK_SIZE_OVERFLOW),
+])
+def test_chunk_size(line: bytes, size: int | Anomaly) -> None:
+    got = chunk_size(line)
+    assert (got, type(got)) == (size, type(size))

@@ -10,15 +10,22 @@ from analyzers.http.head import (
     VERSIONED,
     RequestHead,
     ResponseHead,
+    can_start,
     escape,
     header,
+    header_line_ahead,
+    is_binary,
     looks_like_request_line,
     parse_headers,
     parse_request_head,
     parse_request_line,
     parse_response_head,
     request_line_kind,
+    start_line_ok,
 )
+from analyzers.http.text import escape_ascii
+from analyzers.side import Side
+from unit.analyzers.http.test_parser import D, events
 
 # escape() -------------------------------------------------------------------------------------
 
@@ -36,8 +43,12 @@ from analyzers.http.head import (
         (b"\\x41", "\\x5cx41"),
     ],
 )
-def test_escape(raw: bytes, text: str) -> None:
-    assert escape(raw) == text
+def test_escape_ascii(raw: bytes, text: str) -> None:
+    """The `strings: ascii` form (tests/unit/analyzers/http/test_text.py has the utf8 one); the two
+    agree on every string without non-ASCII bytes."""
+    assert escape_ascii(raw) == text
+    if raw.isascii():
+        assert escape(raw) == text
 
 
 def test_escape_every_byte_is_printable_and_reversible() -> None:
@@ -249,3 +260,49 @@ def test_bad_status_line_is_none(head: bytes) -> None:
 def test_response_head_bad_header_line() -> None:
     head = parse_response_head(b"HTTP/1.1 200 OK\r\nServer: s\r\nBad Name: x\r\n\r\n")
     assert head == ResponseHead("1.1", 200, "OK", {"server": "s"}, ("bad_header_line",))
+
+
+# What the parser asks of a message's first bytes
+
+
+@pytest.mark.parametrize(("first", "side", "ok"), [
+    (b"G", Side.CLIENT, True), (b"m", Side.CLIENT, True), (b"~", Side.CLIENT, True), (b" ", Side.CLIENT, False),
+    (b"\x16", Side.CLIENT, False),
+    (b"H", Side.SERVER, True), (b"h", Side.SERVER, True), (b"G", Side.SERVER, False), (b"<", Side.SERVER, False),
+])
+def test_can_start(first: bytes, side: Side, ok: bool) -> None:
+    assert can_start(first[0], side) is ok
+
+
+@pytest.mark.parametrize(("line", "side", "ok"), [
+    (b"GET / HTTP/1.1\r", Side.CLIENT, True), (b"GET / HTTP/1.1", Side.CLIENT, True), (b"GET /\r", Side.CLIENT, False),
+    (b"garbage\r", Side.CLIENT, False), (b"HTTP/1.1 200 OK\r", Side.SERVER, True), (b"http/1.0 200", Side.SERVER, True),
+    (b"HTTP", Side.SERVER, False), (b"<html>", Side.SERVER, False),
+])
+def test_start_line_ok(line: bytes, side: Side, ok: bool) -> None:
+    assert start_line_ok(line, side) is ok
+
+
+@pytest.mark.parametrize(("buf", "ahead"), [
+    (b"", None), (b"Host", None), (b"Host:", True), (b"X-A: b\r\n", True), (b"GET /x", False),
+    (b":x", False), (b"\r\n", False),
+])
+def test_header_line_ahead(buf: bytes, ahead: bool | None) -> None:
+    assert header_line_ahead(buf) is ahead
+
+
+@pytest.mark.parametrize(("line", "binary"), [
+    (b"GET /x", False), (b"GET /a\tb", False), (b"GET /K\xc3\xb6ln", False), (b"\xe6\x9d\xb1\xe4\xba\xac", False),
+    (b"GET /\x00", True), (b"\x16\x03\x01\x02\x00", True), (b"GET /K\xf6ln", True), (b"\xed\xa0\x80", True),
+    (b"GET /\xe2\x82", True),
+])
+def test_is_binary(line: bytes, binary: bool) -> None:
+    """Valid UTF-8 is text, as in the records; a control byte or a byte that is not UTF-8 is not."""
+    assert is_binary(line) is binary
+
+
+def test_one_line_request_with_utf8_is_a_request() -> None:
+    assert events([D(b"GET /K\xc3\xb6ln\r\n")]) == [
+        ("head", "GET", "/K\u00f6ln", "0.9", [], 1.0, 1.0),
+        ("end", 0, False, False, 1.0),
+    ]

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.transactions import Conversation, Endpoints, Transaction
-from analyzers.records import to_record
+from analyzers.records import Flag, to_record
 
 ENDPOINTS = Endpoints("CunitTestConn0001", "10.0.0.1", 40000, "10.0.0.2", 80, False)
 
@@ -700,7 +701,8 @@ def _check_well_formed(txs: list[Transaction], reason: str) -> None:
         assert (r["ttfb_ms"] is None) == (r["duration_ms"] is None) == (tx.request is None or tx.response is None)
         assert r["ttfb_ms"] is None or 0 <= r["ttfb_ms"] <= r["duration_ms"] + 1e-6
         assert r["status_code"] is None or 100 <= r["status_code"] <= 999
-        assert all(isinstance(a, str) and a for a in r["anomalies"])
+        assert all(isinstance(a, Anomaly) and a for a in r["anomalies"])  # named: members, never bare strings
+        assert all(isinstance(f, Flag) for f in r["flags"])
         json.dumps(r, allow_nan=False)
     assert len(set(depths)) == len(depths)
 
@@ -729,5 +731,6 @@ def test_random_input_never_raises_and_gives_well_formed_transactions() -> None:
         other, other_counts = play(steps, "closed", _cut_as(pieces), resync)
         assert [to_record(tx) for tx in other.out] == [to_record(tx) for tx in conv.out], f"case {case}: {steps}"
         assert other_counts == counts, f"case {case}"
+        assert all(isinstance(name, Anomaly) for name in counts), f"case {case}: {counts}"
         produced += len(conv.out)
     assert produced > 2000  # the mix is mostly HTTP: most cases make transactions

@@ -9,11 +9,15 @@ numbers are checked through the configuration loader (tests/unit/test_config.py,
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Any
 
 import pytest
 from helpers.env import REPO
 
+from analyzers.http.text import Strings
+from analyzers.http.transactions import Conversation, Endpoints
+from analyzers.records import ascii_headers, to_record
 from analyzers.rules.engine import RuleSet, compile_rules, sampled
 from analyzers.rules.model import (
     KEEP,
@@ -178,6 +182,14 @@ BAD_MATCHES: list[tuple[str, object, str]] = [
     ("anomalies", "bad name", "found 'bad name' (a string), expected true (any anomaly), false (none) or a list "
                               "of anomaly names (any of them matches), e.g. [bad_chunk_size]"),
 ]
+# Every anomaly name, as the refusal of an unknown one lists them (sorted).
+KNOWN_ANOMALIES = (
+    "bad_chunk_size, bad_chunk_terminator, bad_content_length, bad_header_line, bad_http_version, bad_method, "
+    "bad_request_line, bad_status_line, chunk_size_overflow, chunked_applied_twice, conflicting_content_length, "
+    "content_length_and_transfer_encoding, content_length_overflow, duplicate_content_length, duplicate_host, "
+    "head_cut_by_gap, headers_after_short_request_line, incomplete_head, junk_before_first_message, "
+    "missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, space_in_request_target, "
+    "transfer_encoding_not_chunked")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), BAD_MATCHES, ids=[f"{k}={v}" for k, v, _ in BAD_MATCHES])
@@ -195,6 +207,39 @@ def test_bad_match_value_in_a_list_points_at_the_element() -> None:
         compile_rules([raw], OUTPUTS)
     assert e.value.errors == ("F:7: rules[0].match.status[1]: found 'abc' (a string), expected a status (404), a "
                               "class (5xx) or a range (400-499), or a list of them",)
+
+
+# Names that are not an anomaly or a flag would silently never match: refused like an unknown key.
+UNKNOWN_NAMES: list[tuple[str, object, str]] = [
+    ("anomalies", ["bad_chunk_sise"], "anomalies[0]: found 'bad_chunk_sise', expected one of "
+                                      f"{KNOWN_ANOMALIES}; did you mean 'bad_chunk_size'?"),
+    ("anomalies", "oversize_head", f"anomalies: found 'oversize_head', expected one of {KNOWN_ANOMALIES}; "
+                                   "did you mean 'oversized_head'?"),
+    ("anomalies", ["obs_fold", "smuggling"], f"anomalies[1]: found 'smuggling', expected one of {KNOWN_ANOMALIES}; "
+                                             "correct its spelling"),
+    ("anomalies", ["Bad_Method"], f"anomalies[0]: found 'Bad_Method', expected one of {KNOWN_ANOMALIES}; did you "
+                                  "mean 'bad_method'?"),
+    ("flags", ["truncated", "no_respons"], "flags[1]: found 'no_respons', expected one of gap, midstream, "
+                                           "no_response, no_request, truncated, tunnel; did you mean 'no_response'?"),
+    ("flags", "lost", "flags: found 'lost', expected one of gap, midstream, no_response, no_request, truncated, "
+                      "tunnel; correct its spelling"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), UNKNOWN_NAMES, ids=[f"{k}={v}" for k, v, _ in UNKNOWN_NAMES])
+def test_unknown_anomaly_or_flag_is_refused_at_load(key: str, value: object, message: str) -> None:
+    assert problems({"name": "r", "match": {key: value}, "actions": {"drop": True}}) == [
+        f"F:1: rules[0].match.{message}"]
+
+
+def test_every_anomaly_and_flag_name_is_accepted() -> None:
+    from analyzers.http.anomalies import Anomaly
+    from analyzers.records import Flag
+    rs = ruleset({"name": "a", "match": {"anomalies": [str(a) for a in Anomaly]}, "actions": {"tag": ["a"]}},
+                 {"name": "f", "match": {"flags": [str(f) for f in Flag]}, "actions": {"tag": ["f"]}})
+    assert rs.evaluate(view(anomalies=[Anomaly.NOT_HTTP])).rules == ("a",)
+    assert rs.evaluate(view(flags=["tunnel"])).rules == ("f",)
+    assert ", ".join(sorted(Anomaly)) == KNOWN_ANOMALIES
 
 
 def test_every_match_key_has_a_bad_row() -> None:
@@ -497,3 +542,27 @@ def test_example_rules(tmp_path: Any) -> None:
         ("client-error", "incomplete", "anomaly"), {"service": "auth"}, frozenset({"x-api-key", "x-csrf-token"}),
         frozenset({"code", "state", "session", "sid", "nonce"}))
     assert rs.errors == {}
+
+
+def test_rules_match_the_text_of_utf8_from_the_wire() -> None:
+    """Host and path regexes, host globs and header values see valid UTF-8 as text (strings: utf8,
+    the default); with strings: ascii they see the escaped form, as written."""
+    conv = Conversation(Endpoints("Cutf8", "10.0.0.1", 40000, "10.0.0.2", 80, False), Counter())
+    conv.client.data(b"GET /st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac HTTP/1.1\r\nHost: www.K\xc3\xb6ln.example\r\n"
+                     b"X-Stadt: K\xc3\xb6ln\r\n\r\n", 1.0)
+    conv.server.data(b"HTTP/1.1 204 No Content\r\n\r\n", 1.5)
+    (tx,) = conv.out
+    assert tx.request is not None
+    headers = tx.request.head.headers  # type: ignore[union-attr]
+    rules = ruleset({"name": "regex", "match": {"host": "/köln/"}, "actions": {"tag": ["regex"]}, "continue": True},
+                    {"name": "glob", "match": {"host": "*.köln.example"}, "actions": {"tag": ["glob"]},
+                     "continue": True},
+                    {"name": "path", "match": {"path": "^/städte/Köln$", "query": "€"}, "actions": {"tag": ["path"]},
+                     "continue": True},
+                    {"name": "header", "match": {"header": {"x-stadt": "^Köln$"}}, "actions": {"tag": ["header"]},
+                     "continue": True},
+                    {"name": "escaped", "match": {"host": "/k\\\\xc3\\\\xb6ln/"}, "actions": {"tag": ["escaped"]}})
+    utf8 = rules.evaluate(TxView(to_record(tx), headers))
+    assert utf8.tags == ("regex", "glob", "path", "header")
+    ascii_view = TxView(to_record(tx, Strings.ASCII), ascii_headers(headers))
+    assert rules.evaluate(ascii_view).tags == ("escaped",)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import socket
@@ -1057,3 +1058,29 @@ def test_close_during_a_long_backoff_tries_again_at_once() -> None:
     assert time.monotonic() - t0 < 1.0
     assert s.out == [record(0)]
     assert consistent(s.stats())["written"] == 1
+
+
+def test_utf8_text_through_every_encoder(tmp_path: Path, umask022: None) -> None:
+    """Records hold valid UTF-8 from the wire as text (strings: utf8). The JSON of every output is
+    ASCII with \\u escapes that decode to the text; syslog's structured data carries it as UTF-8
+    (RFC 5424 PARAM-VALUE); ECS splits the URL of the text."""
+    r = record(1, uri="/st\u00e4dte/K\u00f6ln?q=\u20ac", host="k\u00f6ln.test:8080", user_agent="\U0001f600 \\xff")
+    line = encode(r)
+    assert line.isascii()
+    assert '"uri":"/st\\u00e4dte/K\\u00f6ln?q=\\u20ac"' in line and '"user_agent":"\\ud83d\\ude00 \\\\xff"' in line
+    assert json.loads(line) == r
+    ecs = json.loads(encode(to_ecs(r)))
+    assert (ecs["url"]["path"], ecs["url"]["query"], ecs["url"]["domain"]) == ("/st\u00e4dte/K\u00f6ln", "q=\u20ac",
+                                                                              "k\u00f6ln.test")
+    assert ecs["user_agent"]["original"] == "\U0001f600 \\xff"
+    s = SyslogSink(SyslogOutputConfig("s", "syslog", "udp://127.0.0.1:9", hostname="web-1"))
+    msg = s.format(r)
+    assert ' host="k\u00f6ln.test:8080" uri="/st\u00e4dte/K\u00f6ln?q=\u20ac" '.encode() in msg
+    assert msg.endswith(line.encode())
+    path = tmp_path / "http.jsonl"
+    sink = open_sink(JsonlOutputConfig("file", "jsonl", path))
+    sink.submit(r)
+    assert sink.flush(5)
+    sink.close(1)
+    assert path.read_bytes() == (line + "\n").encode()
+    assert json.loads(path.read_text())["uri"] == "/st\u00e4dte/K\u00f6ln?q=\u20ac"
