@@ -68,7 +68,7 @@ class Pending:
             self._places.clear()
             self._saved = here
             return Checkpoint(here.resume, emitted, 0.0), here.resume_pos
-        first = notes[0][0]
+        first = min(pos for pos, _ in notes)  # done positions grow in delivery order; min() does not rely on it
         places = self._places
         if not places or places[-1].last_pos != here.last_pos:
             places.append(here)  # usable once the first unacknowledged is one completed after it
