@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -28,11 +28,15 @@ from analyzers.tcp.frames import (
     SYN,
     Decoded,
     FrameDecoder,
+    LinkDecode,
     RecordLayout,
 )
 from analyzers.tcp.reassembly import MAX_ACK_AHEAD, SEQ_MOD
 
 Frame = tuple[int, float, bytes]
+# Datagrams whose fragments `Router` remembers the owner of: far more than are in flight at once
+# (a datagram's fragments travel together); the oldest are forgotten first.
+MAX_FRAGMENT_OWNERS = 4096
 
 
 class _Routing(NamedTuple):
@@ -127,7 +131,13 @@ class Router:
         # record on the usual captures.
         self.owners_swapped: dict[int, int] = {}
         self.loads = [0] * shards  # frames given to each worker before the current batch
-        self._decoders: dict[int, Callable[[bytes], Decoded | None]] = {}
+        # Its counts are not kept (the owner's decoder counts); it keeps no fragments.
+        self._decoder = FrameDecoder(reassemble=False)
+        self._decoders: dict[int, LinkDecode] = {}
+        # A fragment goes where its datagram's first fragment went (the owner of the connection
+        # it carries), so the worker that owns the connection reassembles it. A fragment seen
+        # before its first goes to worker 0, and so does the rest of its datagram.
+        self.fragment_owners: dict[object, int] = {}
 
     def split(self, buf: bytes, start: int, end: int,
               layout: RecordLayout) -> tuple[list[array[int]], int]:
@@ -196,14 +206,33 @@ class Router:
 
     def _owner(self, linktype: int, frame: bytes, outs: Sequence[Sized]) -> int:
         decode = self._decoders.get(linktype)
-        if decode is None:  # its counts are not kept: the owner's decoder counts
-            decode = self._decoders[linktype] = FrameDecoder().link_decoder(linktype)
+        if decode is None:
+            decode = self._decoders[linktype] = self._decoder.link_decoder(linktype)
         d = decode(frame)
         if d is None:
-            return 0
+            hint = self._decoder.last_fragment
+            if hint is None:
+                return 0
+            self._decoder.last_fragment = None
+            return self._fragment_owner(hint.key, hint.first, outs)
         x = d[2] ^ d[3]
         owner = self.owners.get(x)
         return self._assign(x, outs) if owner is None else owner
+
+    def _fragment_owner(self, key: object, first: Decoded | None, outs: Sequence[Sized]) -> int:
+        owners = self.fragment_owners
+        owner = owners.get(key)
+        if owner is None:
+            if first is None:
+                owner = 0
+            else:
+                x = first[2] ^ first[3]
+                known = self.owners.get(x)
+                owner = self._assign(x, outs) if known is None else known
+            owners[key] = owner
+            if len(owners) > MAX_FRAGMENT_OWNERS:
+                del owners[next(iter(owners))]
+        return owner
 
     def _new(self, x: int, swapped: bool, outs: Sequence[Sized]) -> int:
         """The owner of a port XOR not seen yet in this byte order."""
@@ -246,7 +275,7 @@ class Pipeline:
         for off, ts, data in frames:
             n += 1
             cursor.pos = base + off
-            d = decode(data)
+            d = decode(data, ts)
             if d is not None:
                 flows.frame = data
                 packet(ts, d)
@@ -342,7 +371,7 @@ class Pipeline:
                     continue
             # Any other frame: the general decoder, as `feed` does it.
             cursor.pos = base + off
-            d = decode(buf[off + 16:off + 16 + caplen])
+            d = decode(buf[off + 16:off + 16 + caplen], ts)
             if d is not None:
                 packet(ts, d)
         if offsets:
@@ -372,6 +401,7 @@ class Pipeline:
 
     def close(self) -> list[Transaction]:
         """End of input: every open connection is finished and its transactions returned."""
+        self.decoder.close()
         self.flows.close_all()
         return self._take()
 
@@ -389,6 +419,8 @@ class Pipeline:
         return {
             "frames": self.frames_seen,
             "frames_skipped": dict(sorted(self.decoder.skipped.items())),
+            "undecoded": dict(sorted(self.decoder.undecoded.items())),
+            "ip_fragments": asdict(self.decoder.fragment_counters),
             "tcp_packets": self.frames_seen - sum(self.decoder.skipped.values()),
             "tcp_payload_bytes": f.payload_bytes,
             "transactions": self.transactions,

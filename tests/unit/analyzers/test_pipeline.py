@@ -336,12 +336,16 @@ def conn_of(frame: bytes, linktype: int) -> tuple[Any, ...] | None:
 
 
 def raw_ports(frame: bytes, linktype: int) -> int | None:
-    """sport ^ dport read where plain IPv4 + TCP would have them, for frames that do not decode."""
-    link_len = {g.LINKTYPE_ETHERNET: 14, g.LINKTYPE_LINUX_SLL2: 20}.get(linktype)
+    """sport ^ dport read where plain IPv4 + TCP would have them, for frames that do not decode
+    (on raw IP, the first fragment of a datagram: it goes to its connection's worker, which
+    reassembles it)."""
+    link_len = {g.LINKTYPE_ETHERNET: 14, g.LINKTYPE_LINUX_SLL2: 20, g.LINKTYPE_RAW: 0}.get(linktype)
     if link_len is None or len(frame) < link_len + 40:
         return None
     type_at = 12 if linktype == g.LINKTYPE_ETHERNET else 0
-    if frame[type_at:type_at + 2] != b"\x08\x00" or frame[link_len] != 0x45 or frame[link_len + 9] != 6:
+    if (link_len and frame[type_at:type_at + 2] != b"\x08\x00") or frame[link_len] != 0x45 or frame[link_len + 9] != 6:
+        return None
+    if not link_len and not frame[6] & 0x20:  # raw: only a first fragment (more fragments set)
         return None
     sport, dport = struct.unpack_from("!HH", frame, link_len + 20)
     return int(sport ^ dport)
