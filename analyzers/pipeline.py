@@ -12,7 +12,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import asdict
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
 from analyzers.http.parser import State
@@ -42,11 +42,12 @@ MAX_FRAGMENT_OWNERS = 4096
 class _Routing(NamedTuple):
     """How `Router.split` reads, in one unpack per record, whose a frame is."""
 
-    # Record header (fraction, captured length), then EtherType, IPv4 ver/ihl, protocol and the four
-    # TCP port bytes as one int, all in the capture's byte order.
+    # Record header (fraction, captured length), then EtherType, IPv4 ver/ihl, flags and fragment
+    # offset, protocol and the four TCP port bytes as one int, all in the capture's byte order.
     struct: struct.Struct
     min_caplen: int  # a frame this long holds IPv4 and TCP headers without options
     ipv4: int  # the IPv4 EtherType as `struct` reads it
+    fragment: int  # the more-fragments bit and the offset, as `struct` reads them
     swap: bool  # `struct` reads the ports' XOR byte-swapped (a little-endian capture)
 
     @staticmethod
@@ -58,15 +59,17 @@ class _Routing(NamedTuple):
         link_len, type_off = fixed
         order = layout.header.format[0]
         assert order in "<>" and layout.header.size == 16
-        routing = struct.Struct(f"{order}4xII4x{type_off}xH{link_len - type_off - 2}xB8xB10xI")
-        ipv4 = int.from_bytes(ETH_IPV4.to_bytes(2, "big"), "little" if order == "<" else "big")
-        return _Routing(routing, link_len + 40, ipv4, order == "<")
+        routing = struct.Struct(f"{order}4xII4x{type_off}xH{link_len - type_off - 2}xB5xHxB10xI")
+        byteorder: Literal["little", "big"] = "little" if order == "<" else "big"
+        ipv4 = int.from_bytes(ETH_IPV4.to_bytes(2, "big"), byteorder)
+        fragment = int.from_bytes((0x3FFF).to_bytes(2, "big"), byteorder)
+        return _Routing(routing, link_len + 40, ipv4, fragment, order == "<")
 
 
 @lru_cache(maxsize=16)
 def _frame_routing(link_len: int, type_off: int) -> struct.Struct:
-    """`_Routing` for a frame on its own: EtherType, ver/ihl, protocol, ports, network order."""
-    return struct.Struct(f"!{type_off}xH{link_len - type_off - 2}xB8xB10xHH")
+    """`_Routing` for a frame on its own: EtherType, ver/ihl, fragment, protocol, ports, network order."""
+    return struct.Struct(f"!{type_off}xH{link_len - type_off - 2}xB5xHxB10xHH")
 
 
 @lru_cache(maxsize=2)
@@ -120,8 +123,9 @@ class Router:
     the fewest frames so far: load spreads by traffic, where a hash of the ports left one worker
     a tenth more than the other on a capture of a hundred busy connections. A frame that does not
     decode goes to worker 0, whose `FrameDecoder` counts it; one whose bytes hold plain IPv4 +
-    TCP headers (a fragment, a bad TCP header) goes by the ports there, unread further, and that
-    worker counts it. The owners tables hold at most 65,536 entries each, one per XOR value.
+    TCP headers (a bad TCP header) goes by the ports there, unread further, and that worker
+    counts it. An IP fragment goes where its datagram's first fragment went (`fragment_owners`).
+    The owners tables hold at most 65,536 entries each, one per XOR value.
     """
 
     def __init__(self, shards: int) -> None:
@@ -153,16 +157,17 @@ class Router:
             appends = [a.append for a in outs]
             owners_get = (self.owners_swapped if routing.swap else self.owners).get
             unpack, size, min_caplen = routing.struct.unpack_from, routing.struct.size, routing.min_caplen
-            ipv4, swap = routing.ipv4, routing.swap
+            ipv4, fragment, swap = routing.ipv4, routing.fragment, routing.swap
             max_fraction, max_caplen = layout.max_fraction, layout.max_caplen
             while off + size <= end:
-                frac, caplen, ethertype, ver_ihl, proto, ports = unpack(buf, off)
+                frac, caplen, ethertype, ver_ihl, frag, proto, ports = unpack(buf, off)
                 if caplen > max_caplen or frac >= max_fraction:
                     break
                 nxt = off + 16 + caplen
                 if nxt > end:
                     break
-                if caplen >= min_caplen and ethertype == ipv4 and ver_ihl == 0x45 and proto == PROTO_TCP:
+                if (caplen >= min_caplen and ethertype == ipv4 and ver_ihl == 0x45 and proto == PROTO_TCP
+                        and not frag & fragment):
                     x = (ports ^ ports >> 16) & 0xFFFF  # sport ^ dport, in the capture's byte order
                     owner = owners_get(x)
                     appends[self._new(x, swap, outs) if owner is None else owner](off)
@@ -194,8 +199,8 @@ class Router:
             for frame in frames:
                 data = frame[2]
                 if len(data) >= min_len:
-                    ethertype, ver_ihl, proto, sport, dport = unpack(data)
-                    if ethertype == ETH_IPV4 and ver_ihl == 0x45 and proto == PROTO_TCP:
+                    ethertype, ver_ihl, frag, proto, sport, dport = unpack(data)
+                    if ethertype == ETH_IPV4 and ver_ihl == 0x45 and proto == PROTO_TCP and not frag & 0x3FFF:
                         owner = owners_get(sport ^ dport)
                         outs[self._assign(sport ^ dport, outs) if owner is None else owner].append(frame)
                         continue
@@ -220,18 +225,22 @@ class Router:
         return self._assign(x, outs) if owner is None else owner
 
     def _fragment_owner(self, key: object, first: Decoded | None, outs: Sequence[Sized]) -> int:
+        """A first fragment goes with its connection, and says where the rest of its datagram goes
+        (a datagram id is reused once its datagram is done); the rest follow it."""
         owners = self.fragment_owners
-        owner = owners.get(key)
-        if owner is None:
-            if first is None:
-                owner = 0
-            else:
-                x = first[2] ^ first[3]
-                known = self.owners.get(x)
-                owner = self._assign(x, outs) if known is None else known
-            owners[key] = owner
-            if len(owners) > MAX_FRAGMENT_OWNERS:
-                del owners[next(iter(owners))]
+        if first is None:
+            owner = owners.get(key)
+            if owner is not None:
+                return owner
+            owner = 0
+        else:
+            x = first[2] ^ first[3]
+            known = self.owners.get(x)
+            owner = self._assign(x, outs) if known is None else known
+        owners.pop(key, None)
+        owners[key] = owner
+        if len(owners) > MAX_FRAGMENT_OWNERS:
+            del owners[next(iter(owners))]
         return owner
 
     def _new(self, x: int, swapped: bool, outs: Sequence[Sized]) -> int:

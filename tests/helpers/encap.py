@@ -1,8 +1,8 @@
 """Real captured frames re-encapsulated the ways traffic reaches a sensor, and IP fragmentation.
 
 Each `ENCAPSULATIONS` entry takes one captured Ethernet frame and returns it wrapped (PPPoE, Cisco
-HDLC, MPLS, GRE, ERSPAN I/II/III, VXLAN, Geneve, IP in IP, VLAN stacks, and some nestings), with
-the link type of the result; `fragment4`/`fragment6` cut an IP packet into fragments. Headers are
+HDLC, MPLS, GRE, ERSPAN I/II/III, VXLAN, Geneve, IP in IP (4in4, 6in4, 4in6, 6in6), VLAN stacks,
+and a nesting), with the link type of the result; `fragment4`/`fragment6` cut an IP packet into fragments. Headers are
 built field by field from the RFCs, independently of analyzers/tcp/tunnels.py.
 """
 
@@ -48,6 +48,11 @@ def eth(ethertype: int, payload: bytes, src: bytes = MAC_X, dst: bytes = MAC_Y) 
 
 def ethertype_of(ip: bytes) -> int:
     return ETH_IPV4 if ip[0] >> 4 == 4 else ETH_IPV6
+
+
+def ip_proto(ip: bytes) -> int:
+    """The IP protocol number of IP in IP: 4 for IPv4, 41 for IPv6 (the capture holds both)."""
+    return 4 if ip[0] >> 4 == 4 else 41
 
 
 def outer_ipv4(proto: int, payload: bytes) -> bytes:
@@ -139,17 +144,18 @@ ENCAPSULATIONS: dict[str, Encap] = {
     "c-hdlc": Encap(LINKTYPE_C_HDLC, lambda f: c_hdlc(ip_of(f))),
     "mpls": Encap(g.LINKTYPE_ETHERNET, lambda f: eth(0x8847, mpls(ip_of(f)))),
     "vlan-3": Encap(g.LINKTYPE_ETHERNET, _vlan3),
-    "gre-ipv4": Encap(g.LINKTYPE_ETHERNET, _in_ipv4(47, lambda f: gre(ETH_IPV4, ip_of(f), checksum=True))),
+    "gre-ipv4": Encap(g.LINKTYPE_ETHERNET,
+                      _in_ipv4(47, lambda f: gre(ethertype_of(ip_of(f)), ip_of(f), checksum=True))),
     "gre-ipv6-outer": Encap(g.LINKTYPE_ETHERNET,
-                            lambda f: eth(ETH_IPV6, outer_ipv6(47, gre(ETH_IPV4, ip_of(f), key=9)))),
+                            lambda f: eth(ETH_IPV6, outer_ipv6(47, gre(ethertype_of(ip_of(f)), ip_of(f), key=9)))),
     "nvgre": Encap(g.LINKTYPE_ETHERNET, _in_ipv4(47, lambda f: gre(0x6558, f, key=0x123456 << 8 | 7))),
     "erspan1": Encap(g.LINKTYPE_ETHERNET, _in_ipv4(47, lambda f: gre(0x88BE, f))),
     "erspan2": Encap(g.LINKTYPE_ETHERNET, erspan2),
     "erspan3": Encap(g.LINKTYPE_ETHERNET, erspan3),
     "vxlan": Encap(g.LINKTYPE_ETHERNET, lambda f: vxlan(f, 5001), ("-d", "udp.port==4789,vxlan")),
     "geneve": Encap(g.LINKTYPE_ETHERNET, lambda f: geneve(f, 77), ("-d", "udp.port==6081,geneve")),
-    "ipip": Encap(g.LINKTYPE_ETHERNET, _in_ipv4(4, ip_of)),
-    "4in6": Encap(g.LINKTYPE_ETHERNET, lambda f: eth(ETH_IPV6, outer_ipv6(4, ip_of(f)))),
+    "ip-in-ipv4": Encap(g.LINKTYPE_ETHERNET, lambda f: eth(ETH_IPV4, outer_ipv4(ip_proto(ip_of(f)), ip_of(f)))),
+    "ip-in-ipv6": Encap(g.LINKTYPE_ETHERNET, lambda f: eth(ETH_IPV6, outer_ipv6(ip_proto(ip_of(f)), ip_of(f)))),
     # Nested: VXLAN carried over an MPLS core inside GRE, mirrored with ERSPAN II.
     "erspan2-mpls-gre-vxlan": Encap(g.LINKTYPE_ETHERNET, lambda f: erspan2(
         eth(0x8847, mpls(outer_ipv4(47, gre(ETH_IPV4, ip_of(vxlan(f, 42)))), labels=(300,)))),
