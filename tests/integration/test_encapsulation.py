@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,7 @@ def test_two_tenants_with_identical_five_tuples_stay_apart(tmp_path: Path, worke
 
     one = write(tmp_path, "one", g.LINKTYPE_ETHERNET, encap.interleave(a, a))
     records, result, err = read_records(one, workers=workers)
+    assert (result.files_failed, err) == (0, "")
     assert comparable(records, uid=False) == comparable(want, uid=False)
 
 
@@ -237,3 +239,21 @@ def test_a_missing_fragment_is_a_gap(tmp_path: Path) -> None:
     assert len(differ) == 1 and len(records) == len(want)
     hit = dict(differ[0])
     assert json.loads(hit["flags"]) != []
+
+
+def test_what_is_not_decoded_is_counted_and_shown(tmp_path: Path) -> None:
+    """Frames of encapsulations not decoded: counted by kind in `read`'s stats and its summary."""
+    from watcher.read.progress import format_summary
+
+    _linktype, packets, want = original()
+    gre_v1 = encap.eth(0x0800, encap.outer_ipv4(47, struct.pack("!HH", 0x3001, 0x880B) + b"\0" * 8))
+    pw = encap.eth(0x8847, struct.pack("!I", 16 << 12 | 1 << 8) + b"\0" * 40)  # a pseudowire
+    ts = packets[-1][0]
+    odd = [(ts, gre_v1), (ts, gre_v1), (ts, pw)]
+    path = write(tmp_path, "odd", g.LINKTYPE_ETHERNET, [*packets, *odd])
+    records, result, err = read_records(path)
+    assert (result.files_failed, err) == (0, "")
+    assert comparable(records) == comparable(want)
+    assert result.stats["undecoded"] == {"gre_version": 2, "mpls_payload": 1}
+    assert result.stats["frames_skipped"] == {"undecoded": 3}
+    assert "  undecoded     gre_version 2, mpls_payload 1\n" in format_summary(result.stats)
