@@ -269,6 +269,7 @@ class Pipeline:
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         self.decoder = FrameDecoder()
         self.flows = FlowTable(max_connections, idle_timeout)
+        self.decoder.position = self.flows.cursor
         self.frames_seen = 0
         self.transactions = 0
 
@@ -390,8 +391,9 @@ class Pipeline:
         return self._take()
 
     def pin(self) -> int | None:
-        """See FlowTable.pin."""
-        return self.flows.pin()
+        """See FlowTable.pin; fragments waiting for the rest of their datagram pin too."""
+        pins = [p for p in (self.flows.pin(), self.decoder.pin()) if p is not None]
+        return min(pins, default=None)
 
     def set_source(self, name: str) -> None:
         self.flows.set_source(name)

@@ -55,10 +55,11 @@ class FragmentCounters:
 
 
 class _Datagram:
-    __slots__ = ("count", "covered", "first_ts", "pieces", "proto", "size", "total")
+    __slots__ = ("count", "covered", "first_pos", "first_ts", "pieces", "proto", "size", "total")
 
-    def __init__(self, ts: float) -> None:
+    def __init__(self, ts: float, pos: int) -> None:
         self.first_ts = ts
+        self.first_pos = pos  # input position of its first fragment (see `pin`)
         self.count = 0  # fragments received, duplicates included
         self.pieces: list[tuple[int, int, bytes]] = []  # (start, end, bytes): sorted, disjoint
         self.covered = 0  # bytes held
@@ -75,17 +76,19 @@ class Fragments:
         self.counters = counters
         self.pending: dict[Hashable, _Datagram] = {}  # in order of first fragment
         self.pending_bytes = 0
+        self.completed_pos = 0  # input position of the first fragment of the datagram last completed
 
     def add(self, key: Hashable, offset: int, more: bool, payload: bytes, ts: float,
-            proto: int) -> tuple[int, bytes] | None:
+            proto: int, pos: int = 0) -> tuple[int, bytes] | None:
         """One fragment; ``(protocol, payload)`` of the datagram when this one completes it.
-        `proto` is the protocol this fragment names (for IPv6 only the offset-0 one counts)."""
+        `proto` is the protocol this fragment names (for IPv6 only the offset-0 one counts); `pos`
+        its input position."""
         c = self.counters
         c.fragments += 1
         self.expire(ts)
         dg = self.pending.get(key)
         if dg is None:
-            dg = self.pending[key] = _Datagram(ts)
+            dg = self.pending[key] = _Datagram(ts, pos)
             self.pending_bytes += dg.size
         end = offset + len(payload)
         dg.count += 1
@@ -122,6 +125,7 @@ class Fragments:
             del self.pending[key]
             self.pending_bytes -= dg.size
             c.datagrams += 1
+            self.completed_pos = dg.first_pos
             return dg.proto, b"".join(p[2] for p in dg.pieces)
         return None
 
@@ -169,6 +173,11 @@ class Fragments:
         dg = self.pending.pop(key)
         self.pending_bytes -= dg.size
         self.counters.dropped_fragments += dg.count
+
+    def pin(self) -> int | None:
+        """The input position of the oldest incomplete datagram's first fragment: a restart must
+        replay from there to complete it (None when none is pending)."""
+        return min((dg.first_pos for dg in self.pending.values()), default=None)
 
     def expire(self, ts: float) -> None:
         """Drop the datagrams whose first fragment is older than the timeout."""

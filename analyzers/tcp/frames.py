@@ -107,6 +107,12 @@ Decoded = tuple[Address, Address, int, int, int, int, int, bytes]
 
 
 
+class Position(Protocol):
+    """Where in the input the frame being decoded is (the flow table's cursor)."""
+
+    pos: int
+
+
 class LinkDecode(Protocol):
     """Decodes one frame of one link type; `ts` (capture time) ages IP fragments."""
 
@@ -143,6 +149,9 @@ class FrameDecoder:
         self.fragments6 = Fragments(IPV6_TIMEOUT, self.fragment_counters)
         self.reassemble = reassemble
         self.last_fragment: FragmentHint | None = None
+        # Set by the pipeline: fragments remember their input position, and a reassembled packet
+        # takes its first fragment's.
+        self.position: Position | None = None
         self._link: dict[int, Callable[[bytes], tuple[int, int]]] = {
             LINKTYPE_ETHERNET: self._ethernet,
             LINKTYPE_LINUX_SLL: self._sll,
@@ -201,6 +210,20 @@ class FrameDecoder:
         """The input ended: datagrams still missing fragments are dropped (counted)."""
         self.fragments4.close()
         self.fragments6.close()
+
+    def pin(self) -> int | None:
+        """The earliest input position of a fragment still waiting for the rest of its datagram."""
+        pins = [p for p in (self.fragments4.pin(), self.fragments6.pin()) if p is not None]
+        return min(pins, default=None)
+
+    def _pos(self) -> int:
+        return 0 if self.position is None else self.position.pos
+
+    def _completed(self, fragments: Fragments) -> None:
+        """A reassembled packet is where its first fragment is in the input: a restart replaying
+        from there sees all of it."""
+        if self.position is not None:
+            self.position.pos = fragments.completed_pos
 
     def _unsupported(self, data: bytes, ts: float = 0.0) -> None:
         self.skipped["unsupported_linktype"] += 1
@@ -311,11 +334,12 @@ class FrameDecoder:
                 self._hint(key, frag & 0x1FFF, proto, data[off + ihl:end], a, b, ts, depth, tenant)
                 return None
             whole = self.fragments4.add(key, (frag & 0x1FFF) * 8, bool(frag & 0x2000),
-                                        data[off + ihl:end], ts, proto)
+                                        data[off + ihl:end], ts, proto, self._pos())
             if whole is None:
                 self.skipped["ip_fragment"] += 1
                 return None
             proto, payload = whole
+            self._completed(self.fragments4)
             return self._transport(proto, payload, 0, len(payload), a, b, ts, depth, tenant)
         return self._transport(proto, data, off + ihl, off + total, a, b, ts, depth, tenant)
 
@@ -362,11 +386,12 @@ class FrameDecoder:
         if not self.reassemble:
             self._hint(key, offword >> 3, nxt, data[pos:end], src, dst, ts, depth, tenant)
             return None
-        whole = self.fragments6.add(key, offword & 0xFFF8, bool(offword & 1), data[pos:end], ts, nxt)
+        whole = self.fragments6.add(key, offword & 0xFFF8, bool(offword & 1), data[pos:end], ts, nxt, self._pos())
         if whole is None:
             self.skipped["ip_fragment"] += 1
             return None
         nxt, payload = whole
+        self._completed(self.fragments6)
         return self._ipv6_chain(payload, 0, len(payload), nxt, src, dst, ts, depth, tenant, walked)
 
     def _hint(self, key: tuple[object, ...], offset: int, proto: int, payload: bytes, src: Address,

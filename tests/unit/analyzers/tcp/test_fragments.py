@@ -199,3 +199,15 @@ def test_pipeline_counts_fragments_and_what_was_never_completed() -> None:
     assert {k: v for k, v in s["ip_fragments"].items() if v} == {"fragments": 2, "dropped_at_end": 1,
                                                                  "dropped_fragments": 2}
     assert s["undecoded"] == {}
+
+
+def test_a_pending_fragment_pins_the_input_until_its_datagram_completes() -> None:
+    """A restart must replay from the first fragment of a datagram still incomplete."""
+    frags = [g.ethernet(p, pad=False) for p in encap.fragment4(g.ip_packet(SEG), pieces=3)]
+    p = Pipeline()
+    p.feed(1, [(100, 1.0, frags[0]), (200, 1.0, frags[1])], base=1000)
+    assert p.pin() == 1100
+    p.feed(1, [(300, 1.0, frags[2])], base=1000)
+    assert p.pin() == 1100  # now the connection, opened by that packet (at its first fragment), pins
+    p.close()
+    assert p.pin() is None and p.decoder.pin() is None
