@@ -6,11 +6,12 @@ was skipped. Addresses stay raw until a record is written: an IPv4 address is an
 unpack and hash than a bytes slice), an IPv6 address its 16 bytes; inside a tunnel that names a
 tenant, the same as `tunnels.TenantV4`/`TenantV6`, which carry it.
 
-Between the link layer and IP any nesting of the encapsulations in `tunnels` is decoded (VLAN
-stacks, PPPoE, MPLS, GRE and ERSPAN, VXLAN, Geneve, IP in IP), to `MAX_ENCAP_DEPTH` layers; what is
-not decoded is counted by kind in `undecoded` (and as `undecoded` among the skipped frames). IP
-fragments are reassembled (`fragments`); a fragment that does not complete its datagram is
-counted as a skipped `ip_fragment`, so frames less skipped frames is still the TCP packets.
+Link-layer headers are read in `links`; between the link layer and IP any nesting of the
+encapsulations in `tunnels` is decoded (VLAN stacks, PPPoE, MPLS, GRE and ERSPAN, VXLAN, Geneve,
+IP in IP), to `MAX_ENCAP_DEPTH` layers; what is not decoded is counted by kind in `undecoded` (and
+as `undecoded` among the skipped frames). IP fragments are reassembled (`fragments`); a fragment
+that does not complete its datagram is counted as a skipped `ip_fragment`, so frames less skipped
+frames is still the TCP packets.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from analyzers.tcp import tunnels
+from analyzers.tcp import links, tunnels
 from analyzers.tcp.fragments import IPV4_TIMEOUT, IPV6_TIMEOUT, FragmentCounters, Fragments
 from analyzers.tcp.tunnels import TenantV4, TenantV6
 
@@ -63,8 +64,6 @@ IPV6_EXT_HEADERS = frozenset({0, 43, 60, 135, 139, 140})  # hop-by-hop, routing,
 IPV6_FRAGMENT = 44
 IPV6_AH = 51
 IPV6_NO_NEXT = 59
-# BSD null/loopback address families meaning IPv6 (they differ by OS).
-NULL_AF_INET6 = frozenset({10, 24, 28, 30})
 PROTO_TCP = 6
 PROTO_IPIP = 4
 PROTO_UDP = 17
@@ -72,8 +71,6 @@ PROTO_IPV6 = 41
 PROTO_GRE = 47
 
 _u16 = struct.Struct("!H").unpack_from
-_u32le = struct.Struct("<I").unpack_from
-_u32be = struct.Struct("!I").unpack_from
 _ipv4 = struct.Struct("!BxHHHxB2xII").unpack_from  # ver/ihl, total length, id, flags/frag, protocol, src, dst
 _udp_ports = struct.Struct("!HH").unpack_from
 _frag6 = struct.Struct("!BxHI").unpack_from  # IPv6 fragment header: next header, offset/M, id
@@ -153,21 +150,21 @@ class FrameDecoder:
         # takes its first fragment's.
         self.position: Position | None = None
         self._link: dict[int, Callable[[bytes], tuple[int, int]]] = {
-            LINKTYPE_ETHERNET: self._ethernet,
-            LINKTYPE_LINUX_SLL: self._sll,
-            LINKTYPE_LINUX_SLL2: self._sll2,
-            LINKTYPE_NULL: self._null,
-            LINKTYPE_LOOP: self._loop,
-            LINKTYPE_RAW: self._raw,
-            LINKTYPE_RAW_BSD12: self._raw,
-            LINKTYPE_RAW_BSD14: self._raw,
-            LINKTYPE_IPV4: self._raw,
-            LINKTYPE_IPV6: self._raw,
-            LINKTYPE_C_HDLC: self._c_hdlc,
-            LINKTYPE_PPP: self._ppp,
-            LINKTYPE_PPP_HDLC: self._ppp,
+            LINKTYPE_ETHERNET: links.ethernet,
+            LINKTYPE_LINUX_SLL: links.sll,
+            LINKTYPE_LINUX_SLL2: links.sll2,
+            LINKTYPE_NULL: links.null,
+            LINKTYPE_LOOP: links.loop,
+            LINKTYPE_RAW: links.raw,
+            LINKTYPE_RAW_BSD12: links.raw,
+            LINKTYPE_RAW_BSD14: links.raw,
+            LINKTYPE_IPV4: links.raw,
+            LINKTYPE_IPV6: links.raw,
+            LINKTYPE_C_HDLC: links.c_hdlc,
+            LINKTYPE_PPP: links.ppp,
+            LINKTYPE_PPP_HDLC: links.ppp,
         }
-        self._ethernet_general = self._general(self._ethernet)
+        self._ethernet_general = self._general(links.ethernet)
 
     def link_decoder(self, linktype: int) -> LinkDecode:
         """Return the per-frame decode function for one link type (chosen once per batch)."""
@@ -232,44 +229,6 @@ class FrameDecoder:
     def _undecoded(self, kind: str) -> None:
         self.skipped["undecoded"] += 1
         self.undecoded[kind] += 1
-
-    # Link layers: each returns (ethertype, offset of the network header).
-    @staticmethod
-    def _ethernet(data: bytes) -> tuple[int, int]:
-        return _u16(data, 12)[0], 14
-
-    @staticmethod
-    def _sll(data: bytes) -> tuple[int, int]:
-        return _u16(data, 14)[0], 16
-
-    @staticmethod
-    def _sll2(data: bytes) -> tuple[int, int]:
-        return _u16(data, 0)[0], 20
-
-    @staticmethod
-    def _null(data: bytes) -> tuple[int, int]:
-        family = _u32le(data, 0)[0]
-        if family > 0xFFFF:  # written by a big-endian host
-            family = _u32be(data, 0)[0]
-        return _family(family), 4
-
-    @staticmethod
-    def _loop(data: bytes) -> tuple[int, int]:
-        return _family(_u32be(data, 0)[0]), 4
-
-    @staticmethod
-    def _raw(data: bytes) -> tuple[int, int]:
-        version = data[0] >> 4  # IndexError on an empty frame: counted as truncated
-        return (ETH_IPV4 if version == 4 else ETH_IPV6 if version == 6 else 0), 0
-
-    @staticmethod
-    def _c_hdlc(data: bytes) -> tuple[int, int]:
-        return _u16(data, 2)[0], 4  # address (unicast 0x0F, broadcast 0x8F), control 0, EtherType
-
-    @staticmethod
-    def _ppp(data: bytes) -> tuple[int, int]:
-        step = tunnels.ppp(data, 0)
-        return (0, 0) if isinstance(step, str) else step[:2]
 
     # Between the link layer and IP: VLAN tags and the encapsulations of `tunnels`.
     def _network(self, data: bytes, ethertype: int, off: int, ts: float, depth: int,
@@ -450,11 +409,3 @@ _ENCAPSULATIONS: dict[int, Callable[[bytes, int], tunnels.Step]] = {
     tunnels.ETH_MPLS_MULTICAST: tunnels.mpls,
     tunnels.ETH_TEB: lambda data, off: (_u16(data, off + 12)[0], off + 14, None),
 }
-
-
-def _family(family: int) -> int:
-    if family == 2:
-        return ETH_IPV4
-    if family in NULL_AF_INET6:
-        return ETH_IPV6
-    return 0
