@@ -123,6 +123,7 @@ class FragmentHint:
 
     key: tuple[object, ...]
     first: Decoded | None
+    last: bool  # no more fragments after this one
 
 
 # TCP flag bits.
@@ -290,7 +291,8 @@ class FrameDecoder:
                 return None
             key = (a, b, proto, ident)
             if not self.reassemble:
-                self._hint(key, frag & 0x1FFF, proto, data[off + ihl:end], a, b, ts, depth, tenant)
+                self._hint(key, frag & 0x1FFF, not frag & 0x2000, proto, data[off + ihl:end], a, b, ts, depth,
+                           tenant)
                 return None
             whole = self.fragments4.add(key, (frag & 0x1FFF) * 8, bool(frag & 0x2000),
                                         data[off + ihl:end], ts, proto, self._pos())
@@ -343,7 +345,7 @@ class FrameDecoder:
             return None
         key = (src, dst, ident)
         if not self.reassemble:
-            self._hint(key, offword >> 3, nxt, data[pos:end], src, dst, ts, depth, tenant)
+            self._hint(key, offword >> 3, not offword & 1, nxt, data[pos:end], src, dst, ts, depth, tenant)
             return None
         whole = self.fragments6.add(key, offword & 0xFFF8, bool(offword & 1), data[pos:end], ts, nxt, self._pos())
         if whole is None:
@@ -353,14 +355,14 @@ class FrameDecoder:
         self._completed(self.fragments6)
         return self._ipv6_chain(payload, 0, len(payload), nxt, src, dst, ts, depth, tenant, walked)
 
-    def _hint(self, key: tuple[object, ...], offset: int, proto: int, payload: bytes, src: Address,
-              dst: Address, ts: float, depth: int, tenant: str | None) -> None:
+    def _hint(self, key: tuple[object, ...], offset: int, last: bool, proto: int, payload: bytes,
+              src: Address, dst: Address, ts: float, depth: int, tenant: str | None) -> None:
         """A fragment, for a decoder that does not reassemble: note whose it is and skip it."""
         first = None
         if offset == 0:  # (what it counts is not kept: the worker's decoder counts)
             with contextlib.suppress(struct.error, IndexError):
                 first = self._transport(proto, payload, 0, len(payload), src, dst, ts, depth, tenant)
-        self.last_fragment = FragmentHint(key, first)
+        self.last_fragment = FragmentHint(key, first, last)
         self.skipped["ip_fragment"] += 1
 
     def _transport(self, proto: int, data: bytes, off: int, end: int, src: Address, dst: Address,
