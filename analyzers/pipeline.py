@@ -15,6 +15,7 @@ from functools import lru_cache, partial
 from typing import Any, Literal, NamedTuple
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
+from analyzers.fragment_routes import FragmentRoutes, frames_after, records_after
 from analyzers.http.parser import State
 from analyzers.http.transactions import Transaction
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
@@ -35,14 +36,6 @@ from analyzers.tcp.frames import (
 from analyzers.tcp.reassembly import MAX_ACK_AHEAD, SEQ_MOD
 
 Frame = tuple[int, float, bytes]
-# Datagrams whose fragments `Router` remembers the owner of: far more than are in flight at once
-# (a datagram's fragments travel together); the oldest are forgotten first.
-MAX_FRAGMENT_OWNERS = 4096
-# A fragment seen before its datagram's first (sent in reverse, or reordered) is routed by that
-# first fragment, looked for among the next records: fragments are sent back to back, and 64
-# records hold the 45 fragments of a 64 KiB datagram over Ethernet with others interleaved.
-FRAGMENT_LOOKAHEAD = 64
-
 
 class _Routing(NamedTuple):
     """How `Router.split` reads, in one unpack per record, whose a frame is."""
@@ -99,24 +92,6 @@ def _frames(buf: bytes, offsets: Sequence[int], layout: RecordLayout) -> Iterato
         yield off, sec + frac * scale, bytes(buf[off + size:off + size + caplen])
 
 
-def _records_after(buf: bytes, off: int, end: int, layout: RecordLayout) -> Iterator[bytes]:
-    """The frames of the next `FRAGMENT_LOOKAHEAD` complete records from `off`."""
-    unpack, size = layout.header.unpack_from, layout.header.size
-    for _ in range(FRAGMENT_LOOKAHEAD):
-        if off + size > end:
-            return
-        _sec, frac, caplen, _orig = unpack(buf, off)
-        if caplen > layout.max_caplen or frac >= layout.max_fraction or off + size + caplen > end:
-            return
-        yield bytes(buf[off + size:off + size + caplen])
-        off += size + caplen
-
-
-def _frames_after(frames: Sequence[Frame], i: int) -> Iterator[bytes]:
-    for frame in frames[i:i + FRAGMENT_LOOKAHEAD]:
-        yield frame[2]
-
-
 def split_records(buf: bytes, start: int, end: int, layout: RecordLayout) -> tuple[array[int], int]:
     """Walk the classic pcap records in `buf[start:end]` up to the first incomplete or corrupt
     one: their offsets, and the offset where the walk stopped (see `Pipeline.feed_records`)."""
@@ -147,7 +122,7 @@ class Router:
     a tenth more than the other on a capture of a hundred busy connections. A frame that does not
     decode goes to worker 0, whose `FrameDecoder` counts it; one whose bytes hold plain IPv4 +
     TCP headers (a bad TCP header) goes by the ports there, unread further, and that worker
-    counts it. An IP fragment goes where its datagram's first fragment went (`fragment_owners`).
+    counts it. An IP fragment goes where its datagram's first fragment went (`fragment_routes`).
     The owners tables hold at most 65,536 entries each, one per XOR value.
     """
 
@@ -161,11 +136,7 @@ class Router:
         # Its counts are not kept (the owner's decoder counts); it keeps no fragments.
         self._decoder = FrameDecoder(reassemble=False)
         self._decoders: dict[int, LinkDecode] = {}
-        # A fragment goes where its datagram's first fragment goes (the owner of the connection
-        # it carries), so the worker that owns the connection reassembles it. A fragment whose
-        # first is neither behind it nor in the next FRAGMENT_LOOKAHEAD records goes to worker 0,
-        # and so does the rest of its datagram.
-        self.fragment_owners: dict[object, tuple[int, bool]] = {}  # key -> (owner, seen before its first)
+        self.fragments = FragmentRoutes()
 
     def split(self, buf: bytes, start: int, end: int,
               layout: RecordLayout) -> tuple[list[array[int]], int]:
@@ -196,7 +167,7 @@ class Router:
                     owner = owners_get(x)
                     appends[self._new(x, swap, outs) if owner is None else owner](off)
                 else:
-                    ahead = partial(_records_after, buf, nxt, end, layout)
+                    ahead = partial(records_after, buf, nxt, end, layout)
                     outs[self._owner(layout.linktype, buf[off + 16:nxt], outs, ahead)].append(off)
                 off = nxt
         # Other link types, and the last records of a buffer (too near its end for `unpack`).
@@ -205,7 +176,7 @@ class Router:
             _sec, frac, caplen, _orig = unpack_header(buf, off)
             if caplen > layout.max_caplen or frac >= layout.max_fraction or off + 16 + caplen > end:
                 break
-            ahead = partial(_records_after, buf, off + 16 + caplen, end, layout)
+            ahead = partial(records_after, buf, off + 16 + caplen, end, layout)
             outs[self._owner(layout.linktype, buf[off + 16:off + 16 + caplen], outs, ahead)].append(off)
             off += 16 + caplen
         for k, a in enumerate(outs):
@@ -218,7 +189,7 @@ class Router:
         fixed = FIXED_LINK_HEADERS.get(linktype)
         if fixed is None:
             for i, frame in enumerate(frames):
-                outs[self._owner(linktype, frame[2], outs, partial(_frames_after, frames, i + 1))].append(frame)
+                outs[self._owner(linktype, frame[2], outs, partial(frames_after, frames, i + 1))].append(frame)
         else:
             unpack, min_len = _frame_routing(*fixed).unpack_from, fixed[0] + 40
             owners_get = self.owners.get
@@ -230,7 +201,7 @@ class Router:
                         owner = owners_get(sport ^ dport)
                         outs[self._assign(sport ^ dport, outs) if owner is None else owner].append(frame)
                         continue
-                outs[self._owner(linktype, data, outs, partial(_frames_after, frames, i + 1))].append(frame)
+                outs[self._owner(linktype, data, outs, partial(frames_after, frames, i + 1))].append(frame)
         for k, share in enumerate(outs):
             self.loads[k] += len(share)
         return outs
@@ -247,58 +218,18 @@ class Router:
             if hint is None:
                 return 0
             self._decoder.last_fragment = None
-            return self._fragment_owner(hint, decode, outs, ahead)
+            return self.fragments.owner(hint, decode, self._take_hint, ahead, lambda d: self._of(d, outs))
+        return self._of(d, outs)
+
+    def _of(self, d: Decoded, outs: Sequence[Sized]) -> int:
+        """The owner of the connection of packet `d`."""
         x = d[2] ^ d[3]
         owner = self.owners.get(x)
         return self._assign(x, outs) if owner is None else owner
 
-    def _fragment_owner(self, hint: FragmentHint, decode: LinkDecode, outs: Sequence[Sized],
-                        ahead: Callable[[], Iterator[bytes]] | None) -> int:
-        """Where a fragment goes: the first of a datagram with its connection; the others where it
-        went, or, when it is still to come, where it will go.
-
-        `fragment_owners` remembers each datagram, by its key, from its first fragment to its last
-        in the order the capture has them (an IP id is reused once its datagram is done): in order,
-        the last fragment forgets it; in reverse, the first does."""
-        owners = self.fragment_owners
-        key, first = hint.key, hint.first
-        if first is not None:
-            x = first[2] ^ first[3]
-            known = self.owners.get(x)
-            owner = self._assign(x, outs) if known is None else known
-            entry = owners.pop(key, None)
-            if entry is None or not entry[1]:  # in order: the rest follow
-                self._remember(key, owner, False)
-            return owner
-        entry = owners.get(key)
-        if entry is not None:
-            if hint.last and not entry[1]:
-                del owners[key]
-            return entry[0]
-        found = None if ahead is None else self._find_first(decode, key, ahead())
-        if found is None:
-            owner = 0
-        else:
-            x = found[2] ^ found[3]
-            known = self.owners.get(x)
-            owner = self._assign(x, outs) if known is None else known
-        self._remember(key, owner, True)
-        return owner
-
-    def _remember(self, key: object, owner: int, reversed_: bool) -> None:
-        owners = self.fragment_owners
-        owners[key] = (owner, reversed_)
-        if len(owners) > MAX_FRAGMENT_OWNERS:
-            del owners[next(iter(owners))]
-
-    def _find_first(self, decode: LinkDecode, key: object, frames: Iterator[bytes]) -> Decoded | None:
-        """The packet the first fragment of datagram `key` starts, if it is among `frames`."""
-        for frame in frames:
-            if decode(frame) is None and (hint := self._decoder.last_fragment) is not None:
-                self._decoder.last_fragment = None
-                if hint.key == key and hint.first is not None:
-                    return hint.first
-        return None
+    def _take_hint(self) -> FragmentHint | None:
+        hint, self._decoder.last_fragment = self._decoder.last_fragment, None
+        return hint
 
     def _new(self, x: int, swapped: bool, outs: Sequence[Sized]) -> int:
         """The owner of a port XOR not seen yet in this byte order."""
