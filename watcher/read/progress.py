@@ -68,4 +68,13 @@ def format_summary(s: dict[str, Any]) -> str:
                 f"{t['stream_buffer_flushes'] + t['global_buffer_flushes']:,}"),
         ("anomalies", anomalies),
     ]
+    undecoded = s.get("undecoded") or {}
+    if undecoded:  # encapsulations not decoded, by kind
+        lines.insert(2, ("undecoded", ", ".join(f"{k} {v:,}" for k, v in undecoded.items())))
+    f = s.get("ip_fragments") or {}
+    if f.get("fragments"):
+        dropped = sum(v for k, v in f.items() if k.startswith("dropped_") and k != "dropped_fragments")
+        lines.insert(2, ("ip fragments", f"{f['fragments']:,} ({f['datagrams']:,} datagrams reassembled, "
+                                         f"{dropped:,} dropped, overlaps {f['overlaps']:,} "
+                                         f"({f['overlap_mismatches']:,} differing))"))
     return "".join(f"  {k:<13} {v}\n" for k, v in lines)

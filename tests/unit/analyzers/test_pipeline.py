@@ -336,12 +336,16 @@ def conn_of(frame: bytes, linktype: int) -> tuple[Any, ...] | None:
 
 
 def raw_ports(frame: bytes, linktype: int) -> int | None:
-    """sport ^ dport read where plain IPv4 + TCP would have them, for frames that do not decode."""
-    link_len = {g.LINKTYPE_ETHERNET: 14, g.LINKTYPE_LINUX_SLL2: 20}.get(linktype)
+    """sport ^ dport read where plain IPv4 + TCP would have them, for frames that do not decode
+    (on raw IP, the first fragment of a datagram: it goes to its connection's worker, which
+    reassembles it)."""
+    link_len = {g.LINKTYPE_ETHERNET: 14, g.LINKTYPE_LINUX_SLL2: 20, g.LINKTYPE_RAW: 0}.get(linktype)
     if link_len is None or len(frame) < link_len + 40:
         return None
     type_at = 12 if linktype == g.LINKTYPE_ETHERNET else 0
-    if frame[type_at:type_at + 2] != b"\x08\x00" or frame[link_len] != 0x45 or frame[link_len + 9] != 6:
+    if (link_len and frame[type_at:type_at + 2] != b"\x08\x00") or frame[link_len] != 0x45 or frame[link_len + 9] != 6:
+        return None
+    if not link_len and not frame[6] & 0x20:  # raw: only a first fragment (more fragments set)
         return None
     sport, dport = struct.unpack_from("!HH", frame, link_len + 20)
     return int(sport ^ dport)
@@ -375,6 +379,56 @@ def test_router_gives_each_connection_to_one_worker(link: str) -> None:
                 assert k == 0
     assert sorted(owner.values()).count(0) < len(owner)  # not all on one worker
     assert router.loads == [len(s) for s in shares]
+
+
+@pytest.mark.parametrize("order", [1, -1], ids=["in-order", "reversed"])
+@pytest.mark.parametrize("form", ["records", "frames"])
+def test_router_keeps_a_datagrams_fragments_with_its_connection(order: int, form: str) -> None:
+    """Every fragment goes to the worker of the connection its datagram belongs to, the first
+    fragment before or after the rest (looked for ahead)."""
+    from helpers import encap
+
+    packets = []
+    for n, (ts, frame) in enumerate(g.frames(traffic(), "ethernet")):
+        ip = frame[14:18] + n.to_bytes(2, "big") + frame[20:]  # a unique IP id
+        if len(ip) > 120:
+            packets += [(ts, frame[:14] + f) for f in encap.fragment4(ip, pieces=3)[::order]]
+        else:
+            packets.append((ts, frame))
+    router = Router(3)
+    conns: dict[Any, set[int]] = {}
+    if form == "records":
+        data = g.pcap_bytes(g.LINKTYPE_ETHERNET, packets)
+        start, layout = layout_of(data)
+        shares, _stop = router.split(data, start, len(data), layout)
+        owned = [(k, data[off + 16:off + 16 + struct.unpack_from("<I", data, off + 8)[0]])
+                 for k, share in enumerate(shares) for off in share]
+    else:
+        frames = [(i, ts / 1e9, f) for i, (ts, f) in enumerate(packets)]
+        owned = [(k, f[2]) for k, share in enumerate(router.route_frames(g.LINKTYPE_ETHERNET, frames)) for f in share]
+    by_id = {}  # IP id -> connection, from the first fragments
+    for _k, frame in owned:
+        if struct.unpack_from("!H", frame, 20)[0] == 0x2000:  # more fragments, offset 0
+            by_id[frame[18:20]] = conn_of_first(frame)
+    fragments = 0
+    for k, frame in owned:
+        if struct.unpack_from("!H", frame, 20)[0] & 0x3FFF:
+            fragments += 1
+            conn = by_id[frame[18:20]]
+        else:
+            conn = conn_of(frame, g.LINKTYPE_ETHERNET)
+        if conn is not None:
+            conns.setdefault(conn, set()).add(k)
+    assert fragments > 100
+    assert all(len(ks) == 1 for ks in conns.values())
+
+
+def conn_of_first(frame: bytes) -> tuple[Any, ...]:
+    """The connection of a first fragment, read from its TCP header."""
+    src, dst = frame[26:30], frame[30:34]
+    sport, dport = struct.unpack_from("!HH", frame, 34)
+    a, b = (int.from_bytes(src, "big"), sport), (int.from_bytes(dst, "big"), dport)
+    return (a, b) if a <= b else (b, a)
 
 
 def test_router_spreads_new_connections_by_load() -> None:
