@@ -69,6 +69,7 @@ class Delivery:
         try:
             for output in config.outputs:
                 self.sinks[output.name] = open_sink(output, log, metrics)  # its library imported now
+                self.sinks[output.name].strings = self.strings  # how its JSON is written
             self._open_pcap_writers()
         except BaseException:
             self.close(1.0)
@@ -80,6 +81,8 @@ class Delivery:
         self.rules = rule_set(config)
         self.policy = redact_policy(config)
         self.strings = Strings(config.strings)
+        for sink in self.sinks.values():
+            sink.strings = self.strings
         self._open_pcap_writers()
 
     def _open_pcap_writers(self) -> None:

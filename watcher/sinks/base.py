@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self, cast
 
+from analyzers import Strings
+
 if TYPE_CHECKING:
     from watcher.config.model import OutputConfig
     from watcher.metrics import MetricsModel
@@ -42,13 +44,23 @@ DEFAULT_BATCH = 1000
 
 COUNTERS = ("submitted", "written", "dropped", "retries", "errors", "reconnects", "buffered")
 
-_encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False, default=str)
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False, default=str)
+_ascii_encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False, default=str)
 
 
-def encode(record: Record) -> str:
-    """One record as compact ASCII JSON (the encoding of `pcapwatch read`: text beyond ASCII, such as
-    UTF-8 from the wire, as \\u escapes, README "Text"); never contains a newline."""
-    return _encoder.encode(record)
+def encode(record: Record, strings: Strings = Strings.UTF8) -> str:
+    """One record as compact JSON, as `pcapwatch read` writes it (README "Text"): text as characters
+    (what the record holds of the wire is escaped already where it must be); with `strings: ascii`,
+    7-bit ASCII, characters beyond it as \\u escapes, as before there was a choice. Never contains a
+    newline. Make bytes of it with `utf8`."""
+    return (_ascii_encoder if strings == Strings.ASCII else _encoder).encode(record)
+
+
+def utf8(text: str) -> bytes:
+    """Encoded JSON as the bytes an output sends: UTF-8. The one thing UTF-8 cannot encode, a lone
+    surrogate (a capture file name that is not UTF-8, as Python decodes it), becomes the JSON escape
+    the ASCII form has for it (\\udcNN), so the bytes stay valid UTF-8 and valid JSON."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 def stderr_log(level: str, message: str) -> None:
@@ -110,6 +122,9 @@ class Sink:
         if buffer < 1 or batch < 1:
             raise ValueError("buffer and batch must be at least 1")
         self.name = name
+        # How records are encoded (`encode`): the configuration's `strings`, set by the service
+        # (watcher/run/delivery.py) when it opens the outputs and at a reload.
+        self.strings = Strings.UTF8
         self.capacity = buffer
         self.batch = min(batch, buffer)
         self.log = log
