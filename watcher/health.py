@@ -74,12 +74,16 @@ HealthSource = Callable[[], Health]
 OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
     "submitted": ("pcapwatch_output_submitted_total", "counter", "Records handed to the output."),
     "written": ("pcapwatch_output_written_total", "counter", "Records the output delivered."),
+    "written_bytes": ("pcapwatch_output_written_bytes_total", "counter", "Bytes of whole records a jsonl output "
+                      "wrote to its file or standard output."),
     "dropped": ("pcapwatch_output_dropped_total", "counter",
                 "Records dropped because the output's buffer was full."),
     "retries": ("pcapwatch_output_retries_total", "counter", "Delivery attempts repeated after a failure."),
     "errors": ("pcapwatch_output_errors_total", "counter", "Delivery failures of the output."),
     "reconnects": ("pcapwatch_output_reconnects_total", "counter", "Connections the output re-established."),
     "buffered": ("pcapwatch_output_buffered", "gauge", "Records waiting in the output's buffer."),
+    "blocking": ("pcapwatch_output_blocking", "gauge", "1 while a required output's buffer is full and analysis "
+                 "waits for it (the capture waits in the spool); 0 otherwise. Only required outputs."),
     # The pcap writers' own (watcher.sinks.pcap_sink.COUNTS), under `pcap:DIR`.
     "files_written": ("pcapwatch_pcap_files_written_total", "counter", "pcap files a rule's pcap action started."),
     "packets_written": ("pcapwatch_pcap_packets_written_total", "counter", "Packets written to pcap files."),

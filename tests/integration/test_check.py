@@ -38,10 +38,11 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
         "spool": {"dir": str(REPO / "spool"), "pattern": "*", "rescan_seconds": 2.0, "ring_bytes": None,
                   "lag_warn_fraction": 0.5},
         "state": {"dir": str(REPO / "state"), "checkpoint_seconds": 5.0},
-        "outputs": [{"name": "stdout", "type": "jsonl", "default": True, "buffer": 10000, "path": "-",
-                     "format": "flat"}],
+        "outputs": [{"name": "stdout", "type": "jsonl", "default": True, "buffer": 10000, "required": False,
+                     "path": "-", "format": "flat"}],
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
-                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000},
+                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000,
+                   "gunzip_max_bytes": 17179869184, "gunzip_max_ratio": 200.0},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "tcp", "user": None},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
                                 "authorization", "cookie"],
@@ -67,7 +68,7 @@ def test_environment_variable_and_relative_c(tmp_path: Path) -> None:
         got = effective(p.stdout, conf)
         assert got["spool"]["dir"] == str(tmp_path / "etc" / "spool")
         assert got["outputs"] == [{"name": "file", "type": "jsonl", "default": True, "buffer": 10000,
-                                   "path": str(tmp_path / "out.jsonl"), "format": "flat"}]
+                                   "required": False, "path": str(tmp_path / "out.jsonl"), "format": "flat"}]
         assert got["state"] == {"dir": "/var/lib/pcapwatch", "checkpoint_seconds": 5.0}
 
 

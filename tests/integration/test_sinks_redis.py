@@ -24,7 +24,8 @@ from helpers.outputservers import RedisServer, stream_ids
 from analyzers import Strings
 from watcher.config.model import RedisOutputConfig
 from watcher.sinks import open_sink
-from watcher.sinks.base import Backoff, Record, encode, utf8
+from watcher.sinks.base import Backoff, Record
+from watcher.sinks.jsontext import encode, utf8
 from watcher.sinks.redis_sink import RedisSink
 
 KEY = "pcapwatch:http"

@@ -18,8 +18,9 @@ from helpers.outputservers import Rsyslog
 
 from watcher.config.model import SyslogOutputConfig
 from watcher.sinks import open_sink
-from watcher.sinks.base import Backoff, Record, encode
+from watcher.sinks.base import Backoff, Record
 from watcher.sinks.ecs import timestamp
+from watcher.sinks.jsontext import encode
 from watcher.sinks.syslog import SyslogSink, structured_data
 
 HOSTNAME = "web-1"

@@ -19,7 +19,8 @@ from helpers.liveenv import PCAPWATCH, wait_until
 from helpers.outputservers import Tail
 
 from watcher.config.model import ZmqOutputConfig
-from watcher.sinks.base import Record, encode, utf8
+from watcher.sinks.base import Record
+from watcher.sinks.jsontext import encode, utf8
 from watcher.sinks.zmq_sink import ZmqSink
 from watcher.sinks.zmq_tail import format_line
 

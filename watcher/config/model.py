@@ -52,12 +52,14 @@ class StateConfig:
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
     """The keys every output has; each output type adds its own in a subclass. `default`: records
-    no rule routes elsewhere go here; `buffer`: records held while the output is slow or down."""
+    no rule routes elsewhere go here; `buffer`: records held while the output is slow or down;
+    `required`: never drop, the pipeline waits for it instead."""
 
     name: str
     type: str
     default: bool = field(default=True, kw_only=True)
     buffer: int = field(default=DEFAULT_BUFFER, kw_only=True)
+    required: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

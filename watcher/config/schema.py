@@ -304,7 +304,10 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
             hint="set the type, e.g. type: jsonl"),
         Key("default", Kind.BOOL, True, "records no rule sends elsewhere go to every output with default: true"),
         Key("buffer", Kind.INT, DEFAULT_BUFFER, "records held while the output is slow or down; past it new "
-            "records are dropped and counted", minimum=1),
+            "records are dropped and counted (the newest: those held are older and on their way)", minimum=1),
+        Key("required", Kind.BOOL, False, "never drop: when the buffer is full, analysis waits for this output "
+            "(the capture files wait in the spool, the lag grows and is warned about) and the checkpoint never "
+            "passes a record it has not written"),
     ), OUTPUT_TYPES, ({"name": "stdout", "type": "jsonl", "path": "-"},)),
     Section("limits", "bounds on memory", (
         Key("max_connections", Kind.INT, DEFAULT_MAX_CONNECTIONS, "connections tracked at once; past it "

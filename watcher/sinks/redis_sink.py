@@ -20,7 +20,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from watcher.config.model import RedisOutputConfig
-from watcher.sinks.base import Log, Record, Sink, encode, stderr_log, utf8
+from watcher.sinks.base import Log, Record, Sink, stderr_log
+from watcher.sinks.jsontext import encode, utf8
 
 MODES = ("stream", "publish")
 FIELD = "json"  # the stream entry's one field: the record as JSON, as `pcapwatch read` writes it

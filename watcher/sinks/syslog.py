@@ -24,8 +24,9 @@ from typing import Any
 
 from analyzers import Strings
 from watcher.config.model import SyslogOutputConfig
-from watcher.sinks.base import Log, Record, SendError, Sink, encode, stderr_log, utf8
+from watcher.sinks.base import Log, Record, SendError, Sink, stderr_log
 from watcher.sinks.ecs import timestamp
+from watcher.sinks.jsontext import encode, utf8
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,

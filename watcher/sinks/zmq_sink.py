@@ -19,7 +19,8 @@ import zmq
 
 from analyzers import Strings
 from watcher.config.model import ZmqOutputConfig
-from watcher.sinks.base import Log, Record, Sink, encode, stderr_log, utf8
+from watcher.sinks.base import Log, Record, Sink, stderr_log
+from watcher.sinks.jsontext import encode, utf8
 
 # Messages queued per subscriber before libzmq drops for that subscriber: a few seconds of a busy
 # server, a few MB of memory per subscriber.

@@ -232,8 +232,8 @@ BAD_OUTPUTS = [
     ("  - name: a\n    type: kafka\n    host: x\n",  # unknown type: its keys are unknown, only `type` is wrong
      [f"F:3: outputs[0].type: found 'kafka' (a string), expected one of {TYPES}; set the type, e.g. type: jsonl"]),
     ("  - name: a\n    type: syslog\n    path: x\n",  # a key of another type
-     ["F:4: outputs[0].path: found unknown key 'path', expected one of name, type, default, buffer, address, "
-      "facility, app_name, hostname (the keys of a syslog output); delete it or correct its spelling"]),
+     ["F:4: outputs[0].path: found unknown key 'path', expected one of name, type, default, buffer, required, "
+      "address, facility, app_name, hostname (the keys of a syslog output); delete it or correct its spelling"]),
     ("  - name: a\n    type: jsonl\n    path: 5\n",
      [f"F:4: outputs[0].path: found 5 (a whole number), expected '-' (standard output) or a file path; "
       f"{TYPE_TODO}"]),
@@ -241,8 +241,8 @@ BAD_OUTPUTS = [
      ["F:4: outputs[0].path: found '' (an empty string), expected '-' (standard output) or a file path; "
       "correct the value, or delete the key to use the default ('-')"]),
     ("  - name: a\n    type: jsonl\n    pth: a.jsonl\n",
-     ["F:4: outputs[0].pth: found unknown key 'pth', expected one of name, type, default, buffer, path, format (the "
-      "keys of a jsonl output); did you mean 'path'?"]),
+     ["F:4: outputs[0].pth: found unknown key 'pth', expected one of name, type, default, buffer, required, path, "
+      "format (the keys of a jsonl output); did you mean 'path'?"]),
     ("  - name: a\n    type: jsonl\n  - name: b\n    type: jsonl\n  - name: a\n    type: jsonl\n"
      "  - {name: b, type: jsonl}\n",
      ["F:6: outputs[2].name: found 'a', expected a name no other output has (outputs[0] at line 2 is also 'a'); "
@@ -276,6 +276,8 @@ BAD_OUTPUT_VALUES = [
     ("jsonl", "default", "yes please", "found 'yes please' (a string), expected true or false; correct the value, or "
                                        "delete the key to use the default (true)"),
     ("jsonl", "buffer", "0", f"found 0 (a whole number), expected a whole number >= 1; {defaults_todo('10000')}"),
+    ("jsonl", "required", "'yes'", "found 'yes' (a string), expected true or false; correct the value, or delete "
+                                   "the key to use the default (false)"),
     ("jsonl", "format", "json", "found 'json' (a string), expected one of flat, ecs; "
                                 f"{defaults_todo(repr('flat'))}"),
     ("syslog", "address", "/dev/log", "found '/dev/log' (a string), expected unix:/PATH, udp://HOST:PORT or "
@@ -615,10 +617,11 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
         "spool": {"dir": str(tmp_path / "s"), "pattern": "*", "rescan_seconds": 2.0, "ring_bytes": 5000,
                   "lag_warn_fraction": 0.5},
         "state": {"dir": "/var/lib/pcapwatch", "checkpoint_seconds": 5.0},
-        "outputs": [{"name": "a", "type": "jsonl", "default": True, "buffer": 10000, "path": str(tmp_path / "x"),
+        "outputs": [{"name": "a", "type": "jsonl", "default": True, "buffer": 10000, "required": False,
+                     "path": str(tmp_path / "x"), "format": "flat"},
+                    {"name": "b", "type": "jsonl", "default": True, "buffer": 10000, "required": False, "path": "-",
                      "format": "flat"},
-                    {"name": "b", "type": "jsonl", "default": True, "buffer": 10000, "path": "-", "format": "flat"},
-                    {"name": "r", "type": "redis", "default": False, "buffer": 10000,
+                    {"name": "r", "type": "redis", "default": False, "buffer": 10000, "required": False,
                      "url": "redis://:<redacted>@h:6379/1", "mode": "stream", "key": "pcapwatch:http",
                      "maxlen": 100000, "batch": 100, "backoff_max_seconds": 30.0}],
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
