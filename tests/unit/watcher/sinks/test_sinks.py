@@ -1116,6 +1116,7 @@ def test_utf8_text_through_every_encoder(tmp_path: Path, umask022: None) -> None
     name_line = encode(record(2, pcap_file="caf\u00e9 \udcff.pcap")).replace("\udcff", "\\udcff")
     assert data == (line + "\n" + name_line + "\n" + old_form + "\n").encode("utf-8")
     assert b'"pcap_file":"caf\xc3\xa9 \\udcff.pcap"' in data  # the surrogate as json's escape for it
+    assert sink.stats()["written_bytes"] == len(data)
     assert data.count(b"K\xc3\xb6ln") == 1
     assert [json.loads(x)["uri"] for x in data.splitlines()] == ["/st\u00e4dte/K\u00f6ln?q=\u20ac", "/item/2?q=1",
                                                                    "/st\u00e4dte/K\u00f6ln?q=\u20ac"]
@@ -1134,6 +1135,7 @@ def test_jsonl_stdout_is_utf8_whatever_the_locale(monkeypatch: pytest.MonkeyPatc
     assert s.flush(5)
     s.close(1)
     assert raw.getvalue() == b"before " + utf8(encode(r)) + b"\n"
+    assert s.stats()["written_bytes"] == len(utf8(encode(r))) + 1  # bytes, not characters
     assert b'"uri":"/K\xc3\xb6ln/\xe6\x9d\xb1\xe4\xba\xac"' in raw.getvalue()
 
 
