@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from analyzers.http.head import looks_like_request_line
 from analyzers.http.parser import MessageParser
-from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
+from analyzers.http.transactions import Conversation, Cursor, Endpoints, HttpCounters, Transaction
 from analyzers.packet_keep import Kept, KeptUpTo, PacketKeep
 from analyzers.tcp.frames import ACK, FIN, RST, SYN, Address, Decoded
 from analyzers.tcp.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
@@ -96,6 +96,7 @@ class FlowTable:
         self.tcp = TcpCounters()
         self.counters = FlowCounters()
         self.anomalies: Counter[str] = Counter()
+        self.http = HttpCounters()
         self.out: list[Transaction] = []
         self.lingering: dict[Key, float] = {}  # keys of recently closed connections -> close time
         self.cursor = Cursor()  # input position of the packet being processed
@@ -223,7 +224,7 @@ class FlowTable:
                               str(ipaddress.ip_address(server_ip)), server_port, not conn.syn)
         # (ip_address takes an IPv4 int or IPv6 bytes, the two forms frames.py produces)
         conv = Conversation(endpoints, self.anomalies, resync=not conn.syn, cursor=self.cursor,
-                            pin=conn.first_pos)
+                            pin=conn.first_pos, counters=self.http)
         conv.source = self.source
         conn.conv = conv
         conn.parsers = (conv.client, conv.server) if conn.client_dir == 0 else (conv.server, conv.client)

@@ -8,6 +8,7 @@ to keep while it looks, and whether a client's first byte rules HTTP out.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
 # While resynchronising, keep this much of the unmatched tail so a message start split across
 # packets is still found: a request line can be long (its target), ...
@@ -24,6 +25,27 @@ _RESPONSE_START = re.compile(rb"HTTP/\d\.\d \d{3}[ \r\n]")
 # First bytes of a TLS record (handshake, alert, change cipher spec, application data) or of an
 # SSLv2 hello: certainly not HTTP, decided at once.
 _TLS_FIRST_BYTES = frozenset({0x14, 0x15, 0x16, 0x17, 0x80})
+
+
+class NotHttp(StrEnum):
+    """What a connection that is not HTTP/1.x speaks instead, as far as its first bytes tell."""
+
+    TLS = "tls"  # a TLS record or an SSLv2 hello
+    HTTP2 = "http2"  # the HTTP/2 connection preface (prior knowledge, RFC 9113 3.4)
+    OTHER = "other"  # anything else: a shell, SSH, a database protocol, ...
+
+
+# HTTP/2's client connection preface: its first line has a request line's shape, method PRI.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def not_http_kind(first: bytes) -> NotHttp:
+    """What the first bytes of a client that is not HTTP/1.x are."""
+    if first[:1] and first[0] in _TLS_FIRST_BYTES:
+        return NotHttp.TLS
+    if first[:len(HTTP2_PREFACE)] == HTTP2_PREFACE[:len(first)] and first.startswith(b"PRI * HTTP/2"):
+        return NotHttp.HTTP2
+    return NotHttp.OTHER
 
 
 def find_start(buf: bytes | bytearray, is_request: bool) -> int:

@@ -14,7 +14,30 @@ from dataclasses import dataclass, field, replace
 from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import Headers, RequestHead, ResponseHead
 from analyzers.http.parser import MessageParser
+from analyzers.http.resync import NotHttp
 from analyzers.packet_keep import KeptUpTo
+
+# Unanswered requests kept per connection. Real clients pipeline a handful (browsers stopped at 6
+# to 8, benchmarks at a few hundred); a client that sends more without any answer is an attack on
+# the monitor's memory (400,000 held ~900 MB). Past it the oldest is written without its response
+# (reason `pipeline_overflow`, counted), which keeps a connection's HTTP state near 1 MB.
+MAX_UNANSWERED_REQUESTS = 1024
+# Methods of requests written that way, remembered in runs (`GET` x 5000 is one run) so that their
+# responses, if they come, still pair in order and a HEAD's answer is framed without a body. Past
+# this many runs the last run absorbs the rest: only a HEAD among them could be framed wrongly.
+MAX_OVERFLOW_RUNS = 1024
+NOT_HTTP_KINDS = tuple(NotHttp)
+
+
+@dataclass(slots=True)
+class HttpCounters:
+    """What the HTTP side of all connections let go or set aside, for `stats()`."""
+
+    pipeline_overflow: int = 0  # requests written without response past MAX_UNANSWERED_REQUESTS
+    overflow_responses: int = 0  # responses to those, written without their request
+    tunnels: int = 0  # CONNECT tunnels whose cleartext HTTP was parsed as a conversation of its own
+    tunnel_not_http: Counter[str] = field(default_factory=Counter)  # tunnels of another protocol, by kind
+    not_http: Counter[str] = field(default_factory=Counter)  # connections not HTTP, by kind
 
 
 @dataclass(slots=True)
@@ -83,6 +106,7 @@ class Conversation:
         "answering",
         "client",
         "client_gap",
+        "counters",
         "cursor",
         "depth",
         "endpoints",
@@ -92,6 +116,8 @@ class Conversation:
         "loose",
         "not_http",
         "out",
+        "overflow",
+        "overflow_answer",
         "parsing",
         "pin",
         "response",
@@ -103,8 +129,10 @@ class Conversation:
     )
 
     def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False,
-                 cursor: Cursor | None = None, pin: int | None = None) -> None:
+                 cursor: Cursor | None = None, pin: int | None = None,
+                 counters: HttpCounters | None = None) -> None:
         self.endpoints = endpoints
+        self.counters = counters if counters is not None else HttpCounters()
         self.cursor = cursor if cursor is not None else Cursor()
         # Position where this connection's unfinished work began, None while it has none: a
         # restart must replay from there to rebuild it (see FlowTable.pin).
@@ -127,6 +155,10 @@ class Conversation:
         self.tunnel = False
         self.answering: Message | None = None  # the request the response being parsed answers
         self.not_http = False  # the client's first bytes were another protocol: stop parsing
+        # Methods of requests written past MAX_UNANSWERED_REQUESTS, in runs [method, count], oldest
+        # first: the next responses answer them (see `_overflow`).
+        self.overflow: deque[list[object]] = deque()
+        self.overflow_answer = False  # the response being parsed answers one of those
 
     # MessageSink --------------------------------------------------------------------------------
 
@@ -152,12 +184,18 @@ class Conversation:
                 self.anomaly_counts[Anomaly.DUPLICATE_HOST] += 1
             self.parsing = msg
             self.unanswered.append(msg)
+            if len(self.unanswered) > MAX_UNANSWERED_REQUESTS:
+                self._overflow(self.unanswered.popleft())
             return None
+        interim = 100 <= head.status < 200 and head.status != 101
+        if self.overflow:
+            return self._answer_overflow(msg, interim)
+        self.overflow_answer = False
         suspect = self.client_gap is not None
         request = self._pair(first_ts)
         if request is None and suspect:
             msg.gap = True  # most likely the answer to a request lost in the client's gap
-        if 100 <= head.status < 200 and head.status != 101:
+        if interim:
             if request is not None:
                 request.info_code, request.info_msg = head.status, head.reason
             msg.depth = -1  # interim: ends without a transaction
@@ -209,8 +247,8 @@ class Conversation:
         if resp.depth < 0:
             return
         request = self.answering
-        tx = Transaction(self.endpoints, request, resp, None if request else "no_request", self.tunnel,
-                         self.cursor.pos)
+        reason = None if request else "pipeline_overflow" if self.overflow_answer else "no_request"
+        tx = Transaction(self.endpoints, request, resp, reason, self.tunnel, self.cursor.pos)
         if request is not None and request is self.parsing:
             # Answered before it was all sent (an early 4xx, 100-continue refused): its body
             # length and timing are final only when it ends, so the record waits for that.
@@ -287,6 +325,37 @@ class Conversation:
     def _next_depth(self) -> int:
         self.depth += 1
         return self.depth
+
+    def _overflow(self, request: Message) -> None:
+        """Too many requests wait for an answer: the oldest is written now, without it. Its method
+        is remembered (in runs) for the response that may still come."""
+        self.counters.pipeline_overflow += 1
+        method = getattr(request.head, "method", None)
+        runs = self.overflow
+        if runs and (runs[-1][0] == method or len(runs) >= MAX_OVERFLOW_RUNS):
+            runs[-1][1] += 1  # type: ignore[operator]
+        else:
+            runs.append([method, 1])
+        self._emit_unanswered(request, "pipeline_overflow")
+
+    def _answer_overflow(self, msg: Message, interim: bool) -> str | None:
+        """A response to a request already written by `_overflow`: written on its own, with the
+        same reason; the request's method still frames it."""
+        run = self.overflow[0]
+        method = run[0]
+        if interim:
+            msg.depth = -1  # an interim answer: ends without a transaction
+        else:
+            run[1] -= 1  # type: ignore[operator]
+            if not run[1]:
+                self.overflow.popleft()
+            self.counters.overflow_responses += 1
+            msg.depth = self._next_depth()
+        msg.pcap_file = self.source
+        self.response = msg
+        self.answering = None
+        self.overflow_answer = True
+        return method  # type: ignore[return-value]
 
     def _emit_unanswered(self, request: Message, reason: str) -> None:
         if self.parsing is request:

@@ -442,3 +442,53 @@ def test_workers_together_give_what_one_gives() -> None:
     merged = merge_stats(parts)
     assert merged["tcp"].pop("buffered_bytes_limit") == 2 * stats["tcp"].pop("buffered_bytes_limit")
     assert merged == stats
+
+
+# Bounds -----------------------------------------------------------------------------------------
+
+# 400,000 unanswered requests held ~884 MB before the queue was bounded; now what is held is one
+# connection's MAX_UNANSWERED_REQUESTS requests and a batch's transactions.
+PIPELINED_REQUESTS = 400_000
+PIPELINED_PEAK_BYTES = 48 << 20
+
+
+@pytest.mark.slow
+def test_unanswered_pipelined_requests_are_bounded() -> None:
+    import tracemalloc
+
+    from analyzers.http.transactions import MAX_UNANSWERED_REQUESTS
+
+    segs: list[Segment] = []
+    c = Conn(segs, 1)
+    c.open(T0)
+    request = b"GET /p HTTP/1.1\r\nHost: h.test\r\n\r\n"
+    t = c.send(T0 + 10_000, True, request * PIPELINED_REQUESTS)
+    c.close(t)
+    data = g.pcap_bytes(g.LINKTYPE_ETHERNET, g.frames(segs))
+    del segs
+    start, layout = layout_of(data)
+    offsets, stop = split_records(data, start, len(data), layout)
+    assert stop == len(data)
+    p = Pipeline()
+    reasons: dict[str | None, int] = {}
+    depths: list[int] = []
+    tracemalloc.start()
+    try:
+        for i in range(0, len(offsets), 256):
+            for tx in p.feed_records(data, offsets[i:i + 256], layout):
+                reasons[tx.reason] = reasons.get(tx.reason, 0) + 1
+                assert tx.request is not None and tx.response is None
+                depths.append(tx.request.depth)
+        for tx in p.close():
+            reasons[tx.reason] = reasons.get(tx.reason, 0) + 1
+            assert tx.request is not None
+            depths.append(tx.request.depth)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    overflow = PIPELINED_REQUESTS - MAX_UNANSWERED_REQUESTS
+    assert reasons == {"pipeline_overflow": overflow, "closed": MAX_UNANSWERED_REQUESTS}
+    assert depths == list(range(1, PIPELINED_REQUESTS + 1))
+    assert p.stats()["http"]["pipeline_overflow"] == overflow
+    print(f"peak {peak / 1e6:.1f} MB")
+    assert peak < PIPELINED_PEAK_BYTES, f"peak {peak / 1e6:.1f} MB"

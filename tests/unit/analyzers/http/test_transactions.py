@@ -734,3 +734,27 @@ def test_random_input_never_raises_and_gives_well_formed_transactions() -> None:
         assert all(isinstance(name, Anomaly) for name in counts), f"case {case}: {counts}"
         produced += len(conv.out)
     assert produced > 2000  # the mix is mostly HTTP: most cases make transactions
+
+
+# Bounds -----------------------------------------------------------------------------------------
+
+
+def test_pipeline_overflow_writes_the_oldest_and_pairs_their_late_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bound the oldest request is written without response; the answers that still come
+    are written alone (a HEAD's framed without a body), and pairing resumes in step."""
+    monkeypatch.setattr("analyzers.http.transactions.MAX_UNANSWERED_REQUESTS", 2)
+    head = b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n"
+    steps = [C(get("/a") + head + get("/b") + get("/c"), 1.0),
+             S(OK5 + OK5.replace(b"hello", b"") + OK0 + OK0, 2.0)]
+    records, _counts, conv = outcome(steps)
+    assert pairs(records) == [
+        ("GET", "/a", None, ["no_response"], "pipeline_overflow"),
+        ("HEAD", "/h", None, ["no_response"], "pipeline_overflow"),
+        (None, None, 200, ["no_request"], "pipeline_overflow"),
+        (None, None, 200, ["no_request"], "pipeline_overflow"),
+        ("GET", "/b", 200, [], None),
+        ("GET", "/c", 200, [], None),
+    ]
+    assert [r["response_body_len"] for r in records] == [0, 0, 5, 0, 0, 0]
+    assert [r["trans_depth"] for r in records] == [1, 2, 5, 6, 3, 4]
+    assert (conv.counters.pipeline_overflow, conv.counters.overflow_responses) == (2, 2)
