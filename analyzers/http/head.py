@@ -167,6 +167,24 @@ def parse_request_head(head: bytes) -> RequestHead:
     return RequestHead(method, uri, version, headers, line_anomalies + anomalies)
 
 
+def partial_head(buf: bytes, is_request: bool) -> RequestHead | ResponseHead | None:
+    """What can be kept of a head the stream ended inside: the start line (a request line read up
+    to the end, `METHOD target`, counts even without its line end; its version only if complete)
+    and the header lines that ended. None when not even that much was read."""
+    nl = buf.rfind(b"\n")
+    line = buf if nl < 0 else buf[:buf.index(b"\n")]
+    if is_request:
+        if nl < 0:
+            parts = line.split(b" ")
+            if len(parts) < 2 or not parts[0] or not _TOKEN.match(parts[0]) or not parts[1]:
+                return None
+            if request_line_kind(line) != VERSIONED:  # `GET /pa`: the target so far, no version
+                return RequestHead(escape(parts[0]), escape(b" ".join(parts[1:])), None, {}, ())
+        head = parse_request_head(buf if nl < 0 else buf[:nl + 1])
+        return head if head.method is not None else None
+    return parse_response_head(buf if nl < 0 else buf[:nl + 1])
+
+
 def parse_response_head(head: bytes) -> ResponseHead | None:
     """Parse a response head; None when the status line is not one."""
     line, _, block = head.partition(b"\n")

@@ -12,9 +12,10 @@ Its calls to the sink keep one promise (written down as mitmproxy's `_hooks.py` 
 message that starts ends once. A message starts with its `on_head` and ends with one `on_end`,
 before the next `on_head`; `eof`, which every stream gets (FIN, RST, eviction, end of input), ends
 whatever is open, `truncated` if its framing wanted more. (`tunnel`, the sink's own switch, stops
-the stream where it is.) A head that never completes is no message: after its `on_begin` comes an
-anomaly naming why (junk at a client's start may only be counted, in `skipped_bytes`), and an
-`on_end` too if a gap cut it.
+the stream where it is.) A head the stream ends inside is a message, cut short, when its start
+line was read (`METHOD target` at least); a head that never completes otherwise is no message:
+after its `on_begin` comes an anomaly naming why (junk at a client's start may only be counted, in
+`skipped_bytes`), and an `on_end` too if a gap cut it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from analyzers.http.head import (
     parse_header_block,
     parse_request_head,
     parse_response_head_cached,
+    partial_head,
     start_line_ok,
 )
 from analyzers.http.resync import NOT_HTTP_PROBE_BYTES, find_start, keep_while_looking, rules_out_http
@@ -144,12 +146,21 @@ class MessageParser:
         elif st == State.CLOSE_BODY:
             self._end(ts)
         elif st == State.HEAD and self.buf:
-            self.sink.on_anomaly(self, Anomaly.INCOMPLETE_HEAD)
+            self._partial_head(ts)
         elif st in (State.BODY, State.CHUNK_SIZE, State.CHUNK_DATA, State.CHUNK_END, State.TRAILER):
             self.truncated = st != State.TRAILER
             self._end(ts)
         self.buf = bytearray()
         self.state = State.DONE
+
+    def answered(self) -> None:
+        """The peer answered while this side's head is still incomplete (a request line without its
+        line end, a head without its blank line): the head is taken as read, cut short, and the
+        next message looked for after it."""
+        if self.state is _HEAD and self.in_message and self.buf:
+            self._partial_head(self.last_ts)
+            if not self.in_message:
+                self._start_resync()
 
     def tunnel(self) -> None:
         """The other side switched protocols (CONNECT 2xx, 101): the rest of this stream is not HTTP.
@@ -201,6 +212,7 @@ class MessageParser:
                 return self._complete_head(data[pos:end], end, ts)
         scan, old = max(0, len(buf) - 3), len(buf)  # a head's end may straddle the old and new bytes
         buf += data[pos:] if pos else data
+        self.last_ts = ts
         if not self.line_checked:
             nl = buf.find(b"\n")
             if nl < 0:
@@ -304,6 +316,19 @@ class MessageParser:
             self._end(ts)
         self.state = after  # nothing is buffered (above): RESYNC starts clean
         return consumed
+
+    def _partial_head(self, ts: float) -> None:
+        """The stream ended inside a head: what was read of it is reported as a message cut short,
+        if its start line was (see head.partial_head); else only the anomaly is."""
+        parsed = partial_head(bytes(self.buf), self.is_request) if self.in_message else None
+        if parsed is None:
+            self.sink.on_anomaly(self, Anomaly.INCOMPLETE_HEAD)
+            return
+        self.messages += 1
+        self.sink.on_head(self, parsed, self.first_ts, ts)
+        self.sink.on_anomaly(self, Anomaly.INCOMPLETE_HEAD)
+        self.truncated = True
+        self._end(ts)
 
     def _line(self, data: bytes, pos: int, ts: float) -> int:
         """Chunk-size lines, the CRLF after chunk data, and trailer lines."""

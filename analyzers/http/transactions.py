@@ -191,6 +191,11 @@ class Conversation:
         if self.overflow:
             return self._answer_overflow(msg, interim)
         self.overflow_answer = False
+        if not self.unanswered and head.status >= 400 and self.client.in_message:
+            # An error while the client's head is unfinished (400, 408, 431): the server gave up
+            # on that head, and what was read is the request. (Any other status is more likely
+            # the answer to a head whose end was captured late.)
+            self.client.answered()
         suspect = self.client_gap is not None
         request = self._pair(first_ts)
         if request is None and suspect:

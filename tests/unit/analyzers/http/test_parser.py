@@ -321,11 +321,36 @@ def test_binary_after_a_request_is_a_bad_request_line_not_a_protocol_switch() ->
 # End of stream --------------------------------------------------------------------------------
 
 
-def test_eof_in_head_is_incomplete_head() -> None:
+def test_eof_in_head_is_a_truncated_message_with_what_was_read() -> None:
+    """The head never completed: the request line and the header lines that ended are the message,
+    cut short (it used to vanish, leaving only the anomaly's count)."""
     evs, parser = run([D(b"GET / HTTP/1.1\r\nHost"), EOF()])
-    assert evs == [("anomaly", "incomplete_head")]
+    assert evs == [("head", "GET", "/", "1.1", [], 1.0, 9.0), ("anomaly", "incomplete_head"),
+                   ("end", 0, False, True, 9.0)]
     assert parser.state == State.DONE
     assert events([D(b"GET / HTTP/1.1\r\nHost"), EOF()]) == evs
+
+
+@pytest.mark.parametrize(("data", "head"), [
+    (b"GET /", ("GET", "/", None)),  # no line end: method and target as read, no version
+    (b"GET /a b", ("GET", "/a b", None)),
+    (b"POST /x HTTP/1.1", ("POST", "/x", "1.1")),
+    (b"PUT /y HTTP/1.0\r\nHost: h\r\nContent-Len", ("PUT", "/y", "1.0")),
+])
+def test_eof_in_head_keeps_the_request_line(data: bytes, head: tuple[object, ...]) -> None:
+    assert events([D(data, 1.0), EOF(2.0)]) == [("head", *head, [], 1.0, 2.0), ("anomaly", "incomplete_head"),
+                                                ("end", 0, False, True, 2.0)]
+
+
+@pytest.mark.parametrize("data", [b"GET", b"GET ", b"G\x00T /"])
+def test_eof_in_head_without_a_method_and_target_is_only_the_anomaly(data: bytes) -> None:
+    assert events([D(data), EOF()]) == [("anomaly", "incomplete_head")]
+
+
+def test_eof_in_response_head_keeps_the_status() -> None:
+    ops = [D(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nX", 1.0), EOF(2.0)]
+    assert events(ops, is_request=False, methods=("GET",)) == [
+        ("head", 404, "Not Found", "1.1", [], 1.0, 2.0), ("anomaly", "incomplete_head"), ("end", 0, False, True, 2.0)]
 
 
 def test_eof_in_body_is_truncated() -> None:

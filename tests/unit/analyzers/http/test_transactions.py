@@ -758,3 +758,31 @@ def test_pipeline_overflow_writes_the_oldest_and_pairs_their_late_answers(monkey
     assert [r["response_body_len"] for r in records] == [0, 0, 5, 0, 0, 0]
     assert [r["trans_depth"] for r in records] == [1, 2, 5, 6, 3, 4]
     assert (conv.counters.pipeline_overflow, conv.counters.overflow_responses) == (2, 2)
+
+
+# Heads that never complete ----------------------------------------------------------------------
+
+
+def test_request_line_without_line_end_that_the_server_answered() -> None:
+    """`GET /` and nothing more; the server answers 400 and closes: one record, request and answer."""
+    steps = [C(b"GET /", 1.0), S(BAD400, 2.0), SEOF(2.5), CEOF(3.0)]
+    records, counts, _ = outcome(steps)
+    assert brief(records) == [rec(1, "GET", "/", 400, 1000.0, 1000.0, flags=["truncated"],
+                                  anomalies=["incomplete_head"])]
+    assert counts == {"incomplete_head": 1}
+
+
+def test_head_without_final_blank_line_then_the_client_closes() -> None:
+    steps = [C(b"GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\n", 1.0), CEOF(2.0), S(BAD400, 2.5), SEOF(3.0)]
+    records, _, _ = outcome(steps)
+    assert brief(records) == [rec(1, "GET", "/a", 400, 500.0, 1500.0, flags=["truncated"],
+                                  anomalies=["incomplete_head"])]
+    assert (records[0]["host"], records[0]["user_agent"]) == ("h", "u")
+
+
+def test_head_cut_by_the_end_of_the_capture() -> None:
+    steps = [C(get("/a"), 1.0), S(OK0, 1.5), C(b"GET /b HTTP/1.1\r\nHo", 2.0), CEOF(3.0)]
+    records, _, _ = outcome(steps, reason="capture_end")
+    assert pairs(records) == [("GET", "/a", 200, [], None),
+                              ("GET", "/b", None, ["no_response", "truncated"], "capture_end")]
+    assert records[1]["anomalies"] == ["incomplete_head"]
