@@ -108,10 +108,15 @@ def can_start(first: int, is_request: bool) -> bool:
 
 def start_line_ok(line: bytes, is_request: bool) -> bool:
     """Whether a first line (up to its LF, CR or not) opens a head with header lines: a versioned
-    request line, or a line starting ``HTTP/``."""
+    request line, or a status line."""
     if is_request:
         return request_line_kind(line.rstrip(b"\r")) == VERSIONED
-    return line[:5].upper() == b"HTTP/"
+    return status_line_ok(line)
+
+
+def status_line_ok(line: bytes) -> bool:
+    """Whether a response's first line (up to its LF) is a status line `HTTP/x.y NNN ...`."""
+    return _STATUS.match(line.rstrip(b"\r")) is not None
 
 
 def header_line_ahead(buf: bytes | bytearray) -> bool | None:

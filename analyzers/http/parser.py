@@ -36,6 +36,7 @@ from analyzers.http.head import (
     parse_response_head_cached,
     partial_head,
     start_line_ok,
+    status_line_ok,
 )
 from analyzers.http.resync import NOT_HTTP_PROBE_BYTES, find_start, keep_while_looking, rules_out_http
 from analyzers.http.sink import MessageSink
@@ -226,7 +227,10 @@ class MessageParser:
                     return self._junk(bytes(buf), ts, True)
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
-            if not self.is_request and not start_line_ok(line, False):
+            if not self.is_request and not status_line_ok(line):
+                if self.sink.headless_response():  # HTTP/0.9's answer, a body that starts "HTTP/"
+                    self._headless(ts)
+                    return n
                 self.sink.on_anomaly(self, Anomaly.BAD_STATUS_LINE)
                 return self._junk(bytes(buf), ts, False)
         end = head_end(buf, scan)
@@ -321,6 +325,10 @@ class MessageParser:
         """The stream ended inside a head: what was read of it is reported as a message cut short,
         if its start line was (see head.partial_head); else only the anomaly is."""
         parsed = partial_head(bytes(self.buf), self.is_request) if self.in_message else None
+        if parsed is None and not self.is_request and self.in_message and self.sink.headless_response():
+            self._headless(ts)  # HTTP/0.9's answer: its few bytes began like a status line
+            self._end(ts)
+            return
         if parsed is None:
             self.sink.on_anomaly(self, Anomaly.INCOMPLETE_HEAD)
             return

@@ -559,6 +559,15 @@ def test_header_lines_after_a_one_line_request_belong_to_it() -> None:
     ]
 
 
+@pytest.mark.parametrize("body", [b"HTTP/1.1 is not a status line\r\n\r\nrest", b"HTTP/2 x\n", b"HTTP/"])
+def test_headless_response_that_starts_like_a_status_line(body: bytes) -> None:
+    """HTTP/0.9's answer is the raw body, whatever its first bytes: one starting `HTTP/` that is no
+    status line is still that body, not a bad status line."""
+    ops = [D(body, 1.0), D(b"more", 2.0), EOF(3.0)]
+    assert events(ops, is_request=False, headless=True) == [
+        ("head", 0, "", "0.9", [], 1.0, 1.0 if b"\n" in body else 3.0), ("end", len(body) + 4, False, False, 3.0)]
+
+
 def test_reply_to_a_one_line_request_with_a_status_line() -> None:
     ops = [D(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad"), EOF(2.0)]
     assert events(ops, is_request=False, headless=True, methods=("GET",)) == [

@@ -786,3 +786,15 @@ def test_head_cut_by_the_end_of_the_capture() -> None:
     assert pairs(records) == [("GET", "/a", 200, [], None),
                               ("GET", "/b", None, ["no_response", "truncated"], "capture_end")]
     assert records[1]["anomalies"] == ["incomplete_head"]
+
+
+# HTTP/0.9 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"<html>hello</html>\r\n\r\n" * 50, b"HTTP is fun\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"])
+def test_http09_request_and_raw_body_until_close(body: bytes) -> None:
+    steps = [C(b"GET /path\r\n", 1.0), S(body[:7], 1.5), S(body[7:], 2.0), SEOF(2.5), CEOF(3.0)]
+    records, counts, _ = outcome(steps)
+    assert brief(records) == [rec(1, "GET", "/path", None, 500.0, 1500.0, version="0.9",
+                                  response_body_len=len(body))]
+    assert counts == {}
