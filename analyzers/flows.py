@@ -276,6 +276,8 @@ class FlowTable:
             conn.streams[1 - conn.client_dir].close(ts)
             conn.streams[conn.client_dir].close(ts)
             conv.close(reason)
+            if conv.not_http:  # found at the close: none of its messages showed HTTP
+                self.counters.not_http += 1
             self._take(conn, conv)
         for s in conn.streams:
             s.release()

@@ -84,5 +84,6 @@ REASONS: dict[Anomaly, str] = {
                              "ended: the message is what was read (flagged truncated)",
     Anomaly.HEAD_CUT_BY_GAP: "capture lost bytes inside a head: that message is lost",
     Anomaly.JUNK_BEFORE_FIRST_MESSAGE: "bytes that are not HTTP before the client's first request",
-    Anomaly.NOT_HTTP: "the client's first bytes are another protocol (TLS, SSH, ...): the connection is not parsed",
+    Anomaly.NOT_HTTP: "the connection speaks another protocol: the client's first bytes (TLS, HTTP/2's preface) or "
+                      "lines neither side answered as HTTP (a shell); it is not parsed, nothing of it written",
 }

@@ -38,7 +38,14 @@ from analyzers.http.head import (
     start_line_ok,
     status_line_ok,
 )
-from analyzers.http.resync import NOT_HTTP_PROBE_BYTES, find_start, keep_while_looking, rules_out_http
+from analyzers.http.resync import (
+    HTTP2_PREFACE,
+    NOT_HTTP_PROBE_BYTES,
+    NotHttp,
+    find_start,
+    keep_while_looking,
+    rules_out_http,
+)
 from analyzers.http.sink import MessageSink
 from analyzers.http.state import AFTER_HEAD, ENDS_WITH_HEAD, State
 
@@ -52,8 +59,8 @@ class MessageParser:
     """One direction's message framing. `is_request` chooses the start-line grammar."""
 
     __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "is_request", "last_ts",
-                 "line_checked", "messages", "one_line", "probing", "remaining", "sink", "skipped_bytes", "state",
-                 "truncated")
+                 "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "sink",
+                 "skipped_bytes", "state", "truncated")
 
     def __init__(self, is_request: bool, sink: MessageSink[MessageParser], resync: bool = False) -> None:
         self.is_request = is_request
@@ -70,6 +77,7 @@ class MessageParser:
         self.in_message = False  # a message has begun and not ended
         self.one_line = False  # the last request was a single line: header lines may follow
         self.probing = False  # junk at a client's start: give up as not HTTP past a budget
+        self.not_http_kind = NotHttp.OTHER  # what the client spoke instead, once it is NOT_HTTP
 
     # Input --------------------------------------------------------------------------------------
 
@@ -297,6 +305,9 @@ class MessageParser:
         if self.buf:
             self.buf = bytearray()
         self.line_checked = False
+        if self.is_request and not self.messages and head.startswith(HTTP2_PREFACE[:16]):
+            self._not_http(NotHttp.HTTP2)  # `PRI * HTTP/2.0`: HTTP/2 with prior knowledge
+            return consumed
         self.messages += 1
         if self.is_request:
             parsed: RequestHead | ResponseHead | None = parse_request_head(head)
@@ -428,7 +439,7 @@ class MessageParser:
                 self.skipped_bytes += excess
                 del buf[:excess]
             if self.probing and self.skipped_bytes + len(buf) > NOT_HTTP_PROBE_BYTES:
-                self._not_http()
+                self._not_http(NotHttp.OTHER)
             return len(data)
         if self.probing:
             self.probing = False
@@ -463,15 +474,16 @@ class MessageParser:
         protocol: TLS is given up on at once, anything else probed; later it is an anomaly. Then resync."""
         if self.is_request and self.messages == 0:
             if rules_out_http(first):
-                self._not_http()
+                self._not_http(NotHttp.TLS)
                 return
             self.probing = True  # junk where the first request should be: HTTP, or not?
         else:
             self.sink.on_anomaly(self, Anomaly.BAD_REQUEST_LINE if self.is_request else Anomaly.BAD_STATUS_LINE)
         self._start_resync()
 
-    def _not_http(self) -> None:
-        """The first bytes of a client are not HTTP (TLS, SSH, ...): stop parsing this direction."""
+    def _not_http(self, kind: NotHttp) -> None:
+        """The first bytes of a client are not HTTP/1.x (TLS, HTTP/2, SSH, ...): stop parsing this direction."""
+        self.not_http_kind = kind
         self.sink.on_anomaly(self, Anomaly.NOT_HTTP)
         self.buf = bytearray()
         self.in_message = False

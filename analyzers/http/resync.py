@@ -39,15 +39,6 @@ class NotHttp(StrEnum):
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-def not_http_kind(first: bytes) -> NotHttp:
-    """What the first bytes of a client that is not HTTP/1.x are."""
-    if first[:1] and first[0] in _TLS_FIRST_BYTES:
-        return NotHttp.TLS
-    if first[:len(HTTP2_PREFACE)] == HTTP2_PREFACE[:len(first)] and first.startswith(b"PRI * HTTP/2"):
-        return NotHttp.HTTP2
-    return NotHttp.OTHER
-
-
 def find_start(buf: bytes | bytearray, is_request: bool) -> int:
     """Offset in `buf` of the first request line (or status line) in the shape of a real one, or -1."""
     m = (_REQUEST_START if is_request else _RESPONSE_START).search(buf)

@@ -26,6 +26,10 @@ MAX_UNANSWERED_REQUESTS = 1024
 # responses, if they come, still pair in order and a HEAD's answer is framed without a body. Past
 # this many runs the last run absorbs the rest: only a HEAD among them could be framed wrongly.
 MAX_OVERFLOW_RUNS = 1024
+# Messages a connection may hold before either side has shown it speaks HTTP (see `proves`). A
+# client whose first lines are not request lines and whose server does not answer with a status line
+# is another protocol (a shell on a watched port): past this many such lines it is given up on.
+MAX_UNPROVEN_MESSAGES = 16
 NOT_HTTP_KINDS = tuple(NotHttp)
 
 
@@ -98,6 +102,15 @@ class Transaction:
     packets: KeptUpTo | None = field(default=None, compare=False, repr=False)
 
 
+def proves(head: RequestHead | ResponseHead) -> bool:
+    """Whether a head shows its connection speaks HTTP: a status line, a request line with an HTTP
+    version, or HTTP/0.9's `GET target` (a shell's `ls /tmp` has that shape too, in lower case)."""
+    if isinstance(head, ResponseHead):
+        return head.status != 0  # 0: HTTP/0.9's headless answer, which any bytes could be
+    return head.method is not None and head.version is not None and (
+        head.version != "0.9" or head.method.isupper())
+
+
 class Conversation:
     """The HTTP side of one TCP connection: both parsers and the pairing between them."""
 
@@ -120,12 +133,14 @@ class Conversation:
         "overflow_answer",
         "parsing",
         "pin",
+        "proven",
         "response",
         "server",
         "server_gap",
         "source",
         "tunnel",
         "unanswered",
+        "unproven",
     )
 
     def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False,
@@ -159,6 +174,10 @@ class Conversation:
         # first: the next responses answer them (see `_overflow`).
         self.overflow: deque[list[object]] = deque()
         self.overflow_answer = False  # the response being parsed answers one of those
+        # Whether either side has spoken HTTP yet (see `proves`); until then transactions wait in
+        # `unproven`, written when it does, dropped (the connection is not HTTP) if it never does.
+        self.proven = False
+        self.unproven: list[Transaction] = []
 
     # MessageSink --------------------------------------------------------------------------------
 
@@ -175,6 +194,8 @@ class Conversation:
         msg.pos, msg.pos_index = pos, self.heads_at_pos
         for name in head.anomalies:
             self.anomaly_counts[name] += 1
+        if not self.proven and proves(head):
+            self._proven()
         if isinstance(head, RequestHead):
             self.depth += 1
             msg.depth = self.depth
@@ -239,7 +260,8 @@ class Conversation:
             msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
             msg.gap, msg.truncated = msg.gap or parser.gap_in_message, parser.truncated
             if self.held:
-                self.out += self.held
+                for tx in self.held:
+                    self._put(tx)
                 self.held.clear()
                 self._maybe_idle()
             return
@@ -259,13 +281,17 @@ class Conversation:
             # length and timing are final only when it ends, so the record waits for that.
             self.held.append(tx)
         else:
-            self.out.append(tx)
+            self._put(tx)
             self._maybe_idle()
 
     def on_anomaly(self, parser: MessageParser, name: str) -> None:
         self.anomaly_counts[name] += 1
         if name == Anomaly.NOT_HTTP and parser.is_request:
-            self.not_http = True
+            self.not_http_found(parser.not_http_kind)
+        elif name == Anomaly.BAD_STATUS_LINE and not self.proven:
+            # Not a status line where the server's first answer should be, and the client spoke no
+            # HTTP either (a shell, a banner): another protocol.
+            self._not_http_other()
         elif name == Anomaly.BAD_STATUS_LINE and not self.server_gap and self.unanswered:
             # The server answered the oldest request with something that is not HTTP: that
             # request has had its answer, and the next response belongs to the next request.
@@ -366,14 +392,47 @@ class Conversation:
         if self.parsing is request:
             request.last_ts = self.client.last_ts
             request.body_len = self.client.body_len
-        self.out.append(Transaction(self.endpoints, request, None, reason, self.tunnel, self.cursor.pos))
+        self._put(Transaction(self.endpoints, request, None, reason, self.tunnel, self.cursor.pos))
+
+    def _put(self, tx: Transaction) -> None:
+        """A finished transaction: out, or held until the connection shows it speaks HTTP."""
+        if self.proven:
+            self.out.append(tx)
+            return
+        self.unproven.append(tx)
+        if len(self.unproven) > MAX_UNPROVEN_MESSAGES:
+            self._not_http_other()
+
+    def _proven(self) -> None:
+        self.proven = True
+        self.out += self.unproven
+        self.unproven.clear()
+
+    def _not_http_other(self) -> None:
+        """Found here, not by the client's parser: named as the parser names what it finds."""
+        if not self.not_http:
+            self.anomaly_counts[Anomaly.NOT_HTTP] += 1
+            self.not_http_found(NotHttp.OTHER)
+
+    def not_http_found(self, kind: NotHttp) -> None:
+        """The connection speaks another protocol: nothing of it is written, its kind is counted."""
+        if self.not_http:
+            return
+        self.not_http = True
+        self.counters.not_http[kind] += 1
+        self.unproven.clear()
+        self.unanswered.clear()
+        self.held.clear()
+        self.parsing = self.response = self.answering = None
 
     # Lifecycle ----------------------------------------------------------------------------------
 
     def close(self, reason: str) -> None:
         """The connection is over (streams already delivered their end): flush what is unanswered."""
-        if self.held:
-            self.out += self.held
-            self.held.clear()
+        for tx in self.held:
+            self._put(tx)
+        self.held.clear()
         while self.unanswered:
             self._emit_unanswered(self.unanswered.popleft(), reason)
+        if self.unproven:  # nobody spoke HTTP on it: another protocol
+            self._not_http_other()

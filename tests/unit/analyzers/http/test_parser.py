@@ -294,6 +294,19 @@ def test_tls_client_hello_is_not_http() -> None:
     assert events([D(hello), D(b"GET /later HTTP/1.1\r\n\r\n", 2.0), EOF()]) == [("anomaly", "not_http")]
 
 
+def test_http2_preface_is_not_http() -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00"
+    evs = events([D(preface), D(b"GET /later HTTP/1.1\r\n\r\n", 2.0), EOF()])
+    assert evs == [("anomaly", "not_http")]
+    _, parser = run([D(preface)])
+    assert (parser.state, parser.not_http_kind, parser.messages) == (State.NOT_HTTP, "http2", 0)
+
+
+def test_pri_after_the_first_request_is_just_a_method() -> None:
+    assert events([D(FIRST + b"PRI * HTTP/2.0\r\n\r\n")]) == [
+        *FIRST_EVENTS, ("head", "PRI", "*", "2.0", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
 def test_binary_junk_then_a_request() -> None:
     assert events([D(b"\x00\x01\x02junk\r\n\r\n"), D(b"GET /a HTTP/1.1\r\n\r\n", 2.0)]) == [
         ("anomaly", "junk_before_first_message"),

@@ -476,6 +476,45 @@ def test_tls_client_hello_is_not_http() -> None:
     assert conv.not_http
 
 
+NOT_HTTP_CASES = {
+    # A reverse shell on a watched port: commands, their output.
+    "shell": [C(b"id\n", 1.0), S(b"uid=0(root) gid=0(root)\n", 1.5), C(b"ls -la /\n", 2.0), S(b"total 0\n", 2.5),
+              CEOF(3.0), SEOF(3.0)],
+    # The listener speaks first (a prompt, a banner).
+    "banner": [S(b"$ ", 1.0), C(b"id\n", 1.5), S(b"uid=0(root)\n$ ", 2.0), CEOF(3.0), SEOF(3.0)],
+    # Lowercase one-word-and-argument lines have HTTP/0.9's shape; the server never answers.
+    "silent server": [C(b"cat /etc/passwd\nexit\n", 1.0), CEOF(2.0), SEOF(2.0)],
+    # HTTP/2 with prior knowledge: the preface, then binary frames both ways.
+    "http2": [C(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", 1.0),
+              S(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00", 1.5), CEOF(2.0), SEOF(2.0)],
+    "tls": [C(bytes.fromhex("16030100f4010000f00303") + bytes(32), 1.0),
+            S(bytes.fromhex("160303003d020000390303") + bytes(32), 1.5), CEOF(2.0), SEOF(2.0)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_HTTP_CASES))
+def test_other_protocols_are_no_records_and_counted_by_kind(name: str) -> None:
+    records, counts, conv = outcome(NOT_HTTP_CASES[name])
+    assert records == []
+    assert conv.not_http
+    kind = name if name in ("http2", "tls") else "other"
+    assert conv.counters.not_http == {kind: 1}
+    assert counts["not_http"] == 1
+
+
+def test_many_lines_nobody_answers_are_given_up_on_early() -> None:
+    steps = [C(b"echo x\n" * 40, 1.0)]
+    conv, _ = play(steps, "closed")
+    assert conv.not_http and conv.out == [] and conv.counters.not_http == {"other": 1}
+
+
+def test_a_garbage_line_the_server_answers_with_a_status_is_a_transaction() -> None:
+    """What nginx answers 400 is HTTP, whatever the client sent: the record stays."""
+    records, counts, conv = outcome([C(b"GARBAGE\r\n\r\n", 1.0), S(BAD400, 1.5), SEOF(2.0), CEOF(2.0)])
+    assert pairs(records) == [(None, None, 400, [], None)]
+    assert not conv.not_http and counts == Counter(bad_request_line=1)
+
+
 def test_plain_http_is_http() -> None:
     _, _, conv = outcome([C(get("/x"), 1.0)])
     assert not conv.not_http
