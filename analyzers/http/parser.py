@@ -21,7 +21,7 @@ after its `on_begin` comes an anomaly naming why (junk at a client's start may o
 from __future__ import annotations
 
 from analyzers.http.anomalies import Anomaly
-from analyzers.http.framing import MAX_LINE_BYTES, cached_body_framing, chunk_size
+from analyzers.http.framing import MAX_LINE_BYTES, cached_body_framing, chunk_size, chunk_size_oddity
 from analyzers.http.head import (
     MAX_HEAD_BYTES,
     TOKEN_BYTES,
@@ -380,6 +380,8 @@ class MessageParser:
 
     def _chunk_size(self, line: bytes, ts: float) -> None:
         size = chunk_size(line)
+        if (line[:1] in b" \t" or line[-1:] in b" \t") and line and chunk_size_oddity(line):
+            self.sink.on_anomaly(self, Anomaly.CHUNK_SIZE_WHITESPACE)
         if isinstance(size, Anomaly):
             self.sink.on_anomaly(self, size)
             self._cut_short(ts)

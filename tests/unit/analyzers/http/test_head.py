@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import (
     BAD,
     SHORT,
@@ -125,7 +126,7 @@ def test_parse_request_line(line: bytes, expected: tuple[object, ...]) -> None:
 
 def test_request_line_escapes_target_bytes() -> None:
     assert parse_request_line(b"GET /a\x01\x7f\x80\\\xff HTTP/1.1") == (
-        "GET", "/a\\x01\\x7f\\x80\\x5c\\xff", "1.1", ())
+        "GET", "/a\\x01\\x7f\\x80\\x5c\\xff", "1.1", (Anomaly.CONTROL_CHAR,))
 
 
 # Request heads --------------------------------------------------------------------------------
@@ -143,7 +144,8 @@ def test_request_head_fields() -> None:
 
 
 def test_request_head_with_bare_lf_lines() -> None:
-    assert parse_request_head(b"GET /a HTTP/1.0\nHost: h\n\n") == RequestHead("GET", "/a", "1.0", {"host": "h"}, ())
+    assert parse_request_head(b"GET /a HTTP/1.0\nHost: h\n\n") == RequestHead("GET", "/a", "1.0", {"host": "h"},
+                                                                                (Anomaly.BARE_LF,))
 
 
 def test_request_head_http09_has_no_headers() -> None:
@@ -226,7 +228,7 @@ def test_header_returns_last_of_repeated_values() -> None:
         (b"HTTP/1.1 204\r\n\r\n", ResponseHead("1.1", 204, "", {}, ())),  # the reason phrase is optional
         (b"http/1.1 301 Moved\r\nLocation: /b\r\n\r\n", ResponseHead("1.1", 301, "Moved", {"location": "/b"}, ())),
         (b"HTTP/1.1 200 O\x01K\xfe\r\n\r\n", ResponseHead("1.1", 200, "O\\x01K\\xfe", {}, ())),
-        (b"HTTP/1.1 999 Odd\n\n", ResponseHead("1.1", 999, "Odd", {}, ())),
+        (b"HTTP/1.1 999 Odd\n\n", ResponseHead("1.1", 999, "Odd", {}, (Anomaly.BARE_LF,))),
     ],
 )
 def test_parse_response_head(head: bytes, expected: ResponseHead) -> None:

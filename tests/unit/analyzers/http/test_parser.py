@@ -160,9 +160,10 @@ def test_empty_lines_between_requests_are_skipped() -> None:
 
 
 def test_bare_lf_head() -> None:
+    """Read as CRLF heads are, and named: some servers refuse bare LF line ends."""
     assert events([D(b"GET /a HTTP/1.0\nHost: h\n\nGET /b HTTP/1.0\n\n")]) == [
-        ("head", "GET", "/a", "1.0", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
-        ("head", "GET", "/b", "1.0", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
+        ("head", "GET", "/a", "1.0", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0),
+        ("head", "GET", "/b", "1.0", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0),
     ]
 
 
@@ -193,7 +194,7 @@ def test_chunked_with_extensions_and_trailers() -> None:
 def test_chunked_hex_sizes_and_bare_lf() -> None:
     body = b"A\nabcdefghij\n00000000000000000000001\nk\n0\n\n"
     assert events([D(b"POST /c HTTP/1.1\nTransfer-Encoding: chunked\n\n" + body)]) == [
-        ("head", "POST", "/c", "1.1", [], 1.0, 1.0), ("end", 11, False, False, 1.0),
+        ("head", "POST", "/c", "1.1", ["bare_lf"], 1.0, 1.0), ("end", 11, False, False, 1.0),
     ]
 
 
@@ -585,3 +586,74 @@ def test_reply_to_a_one_line_request_with_a_status_line() -> None:
     ops = [D(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad"), EOF(2.0)]
     assert events(ops, is_request=False, headless=True, methods=("GET",)) == [
         ("head", 400, "Bad Request", "1.0", [], 1.0, 1.0), ("end", 3, False, False, 1.0)]
+
+
+# Smuggling: heads two servers read differently ---------------------------------------------------
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+SMUGGLED_EVENTS: list[Event] = [("head", "GET", "/smuggled", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def smuggling_post(hidden: bytes) -> bytes:
+    """POST /a whose Content-Length covers a chunked body's end and a smuggled GET, its
+    Transfer-Encoding hidden behind `hidden` (bytes that end a reading of the head early)."""
+    covered = b"0\r\n\r\n" + SMUGGLED
+    return (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n" % len(covered) + hidden
+            + b"Transfer-Encoding: chunked\r\n\r\n" + covered)
+
+
+@pytest.mark.parametrize(("hidden", "oddity"), [
+    (b"\r\r\n", "whitespace_line"),  # a header line of only CR: dpkt (and some servers) end the head there
+    (b" \t\r\n", "whitespace_line"),
+    (b"X-A: a\r", "bare_cr"),  # a bare CR: the value keeps it, the line after it is read as well
+])
+def test_transfer_encoding_hidden_behind_an_odd_line_is_read_and_the_smuggled_request_recorded(
+        hidden: bytes, oddity: str) -> None:
+    assert events([D(smuggling_post(hidden))]) == [
+        ("head", "POST", "/a", "1.1", [oddity], 1.0, 1.0),
+        ("anomaly", "content_length_and_transfer_encoding"), ("anomaly", "ambiguous_framing_chunked"),
+        ("end", 0, False, False, 1.0),
+        *SMUGGLED_EVENTS,
+    ]
+
+
+def test_odd_line_that_changes_no_framing_is_named_without_an_ambiguity() -> None:
+    assert events([D(b"GET / HTTP/1.1\r\nHost: h\r\n\r\r\nUser-Agent: u\r\n\r\n")]) == [
+        ("head", "GET", "/", "1.1", ["whitespace_line"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def test_control_bytes_in_values_are_named() -> None:
+    assert events([D(b"GET / HTTP/1.1\r\nHost: h\x00x\r\nX-A: \x1b[31m\r\n\r\n")]) == [
+        ("head", "GET", "/", "1.1", ["control_char"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def test_bare_cr_in_a_request_target_is_a_byte_of_it() -> None:
+    assert events([D(b"GET /a\rb HTTP/1.1\r\nHost: h\r\n\r\n")]) == [
+        ("head", "GET", "/a\\x0db", "1.1", ["bare_cr"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def test_bare_lf_inside_a_crlf_head_is_named() -> None:
+    assert events([D(b"GET / HTTP/1.1\r\nHost: h\nX-A: 1\r\n\r\n")]) == [
+        ("head", "GET", "/", "1.1", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+@pytest.mark.parametrize("size", [b"5 ", b" 5", b"5\t"])
+def test_white_space_around_a_chunk_size_is_named_and_read(size: bytes) -> None:
+    data = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nhello\r\n0\r\n\r\n" + FIRST
+    assert events([D(data)]) == [
+        ("head", "POST", "/c", "1.1", [], 1.0, 1.0), ("anomaly", "chunk_size_whitespace"),
+        ("end", 5, False, False, 1.0), *FIRST_EVENTS]
+
+
+def test_white_space_before_a_chunk_extension_is_allowed() -> None:
+    data = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 ;x=1\r\nhello\r\n0\r\n\r\n"
+    assert events([D(data)]) == [("head", "POST", "/c", "1.1", [], 1.0, 1.0), ("end", 5, False, False, 1.0)]
+
+
+@pytest.mark.parametrize("line", [b"BAN /admin HTTP/1.1", b"GET  /admin HTTP/1.1", b"PURGE\t/admin HTTP/1.1 "])
+def test_resync_finds_any_method_and_odd_spacing(line: bytes) -> None:
+    ops = [D(b"GET /a HTTP/1.1\r\n\r\n", 1.0), GAP(10, 2.0), D(b"tail of something\r\n" + line + b"\r\n\r\n", 3.0)]
+    method = line.split()[0].decode()
+    assert events(ops) == [
+        ("head", "GET", "/a", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0), ("gap", 10),
+        ("head", method, "/admin", "1.1", [], 3.0, 3.0), ("end", 0, False, False, 3.0)]

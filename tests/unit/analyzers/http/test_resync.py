@@ -19,8 +19,13 @@ from analyzers.http.resync import (
     (b"GET / HTTP/1.1\n", True, 0),
     (b"xxPROPFIND /d HTTP/1.1\r\n", True, 2),
     (b"GET / HTTP/1.1", True, -1),  # its line end has not come yet
-    (b"FOO / HTTP/1.1\r\n", True, -1),  # a method we do not know is no place to resync on
-    (b"GET /a b HTTP/1.1\r\n", True, -1),
+    (b"BAN /admin HTTP/1.1\r\n", True, 0),  # any method name, not a fixed list
+    (b"body\r\nM-SEARCH * HTTP/1.1\r\n", True, 6),
+    (b"x=1GET  /admin HTTP/1.1\r\n", True, 3),  # two spaces; the body's last bytes are not its method
+    (b"junk\tGET\t/a\tHTTP/1.0 \r\n", True, 5),
+    (b"GET /a b HTTP/1.1\r\n", True, -1),  # `b` is no method: a target with a space cannot be resynced on
+    (b"get / HTTP/1.1\r\n", True, -1),
+    (b"a" * 20000 + b" / HTTP/1.1\r\n", True, -1),
     (b"\x00\x01HTTP/1.1 200 OK\r\n", False, 2),
     (b"HTTP/1.0 404\r\n", False, 0),
     (b"HTTP/1.1 20", False, -1),

@@ -837,3 +837,24 @@ def test_http09_request_and_raw_body_until_close(body: bytes) -> None:
     assert brief(records) == [rec(1, "GET", "/path", None, 500.0, 1500.0, version="0.9",
                                   response_body_len=len(body))]
     assert counts == {}
+
+
+# Smuggling --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("hidden", "oddity"), [(b"\r\r\n", "whitespace_line"), (b"X-A: a\r", "bare_cr")])
+def test_request_smuggled_behind_a_hidden_transfer_encoding_is_recorded(hidden: bytes, oddity: str) -> None:
+    """The front server reads Content-Length (it stops at the odd line), the back one reads every
+    line, chunked: two requests. The POST's record says which reading was followed; the GET is one."""
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+    covered = b"0\r\n\r\n" + smuggled
+    post = (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n" % len(covered) + hidden
+            + b"Transfer-Encoding: chunked\r\n\r\n" + covered)
+    steps = [C(post, 1.0), S(OK0 + OK5, 1.5)]
+    records, counts, _ = outcome(steps)
+    assert brief(records) == [
+        rec(1, "POST", "/a", 200, 500.0, 500.0,
+            anomalies=[oddity, "content_length_and_transfer_encoding", "ambiguous_framing_chunked"]),
+        rec(2, "GET", "/smuggled", 200, 500.0, 500.0, response_body_len=5),
+    ]
+    assert counts == {oddity: 1, "content_length_and_transfer_encoding": 1, "ambiguous_framing_chunked": 1}
