@@ -109,7 +109,8 @@ REASONS: dict[Anomaly, str] = {
                                    "size",
     Anomaly.BAD_CHUNK_TERMINATOR: "chunk data not followed by an empty line (CRLF)",
     Anomaly.OVERSIZED_CHUNK_LINE: "a chunk-size or trailer line over the line limit: the message is cut short",
-    Anomaly.OVERSIZED_HEAD: "a head over the head limit: dropped, parsing resumes at the next message",
+    Anomaly.OVERSIZED_HEAD: "a head over the head limit: its start line kept (the message cut short), its headers "
+                            "dropped; parsing resumes at the next message",
     Anomaly.INCOMPLETE_HEAD: "the stream ended inside a head, or the server answered it with an error before it "
                              "ended: the message is what was read (flagged truncated)",
     Anomaly.HEAD_CUT_BY_GAP: "capture lost bytes inside a head: that message is lost",

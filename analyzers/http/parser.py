@@ -463,10 +463,19 @@ class MessageParser:
         return len(data)
 
     def _oversized(self, head: bytes, ts: float) -> int:
-        """A head over the limit: dropped. Resync resumes right after its first MAX_HEAD_BYTES
-        bytes, wherever the segments happened to end, so the outcome does not depend on them.
-        It had the shape of a message: this is HTTP, no longer probed."""
+        """A head over the limit: its start line, when that ended within the limit, is a message cut
+        short (its headers dropped); the rest is skipped. Resync resumes right after its first
+        MAX_HEAD_BYTES bytes, wherever the segments happened to end, so the outcome does not
+        depend on them. It had the shape of a message: this is HTTP, no longer probed."""
+        nl = head.find(b"\n", 0, MAX_HEAD_BYTES)
+        parsed = partial_head(head[:nl + 1], self.is_request) if nl >= 0 and self.in_message else None
+        if parsed is not None:
+            self.messages += 1
+            self.sink.on_head(self, parsed, self.first_ts, ts)
         self.sink.on_anomaly(self, Anomaly.OVERSIZED_HEAD)
+        if parsed is not None:
+            self.truncated = True
+            self._end(ts)
         self.skipped_bytes += MAX_HEAD_BYTES
         self._junk(head[MAX_HEAD_BYTES:], ts, False)
         return len(head)

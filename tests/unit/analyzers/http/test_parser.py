@@ -253,10 +253,12 @@ FIRST_EVENTS: list[Event] = [("head", "GET", "/first", "1.1", [], 1.0, 1.0), ("e
 
 
 def test_oversized_head_whatever_the_segmentation() -> None:
-    """A head over MAX_HEAD_BYTES is dropped and named, whether it arrives in one piece or many."""
+    """A head over MAX_HEAD_BYTES keeps its request line, named and cut short (its headers are
+    dropped), whether it arrives in one piece or many."""
     big = b"GET /big HTTP/1.1\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
     ops = [D(FIRST), D(big + b"GET /n HTTP/1.1\r\n\r\n", 2.0)]
-    expected = [*FIRST_EVENTS, ("anomaly", "oversized_head"), ("head", "GET", "/n", "1.1", [], 2.0, 2.0),
+    expected = [*FIRST_EVENTS, ("head", "GET", "/big", "1.1", [], 2.0, 2.0), ("anomaly", "oversized_head"),
+                ("end", 0, False, True, 2.0), ("head", "GET", "/n", "1.1", [], 2.0, 2.0),
                 ("end", 0, False, False, 2.0)]
     assert run(ops, split=bytewise)[0] == expected
     assert run(ops)[0] == expected
@@ -274,7 +276,8 @@ def test_oversized_first_head_is_still_http() -> None:
     connection another protocol (the resync after it must not run the not-HTTP probe)."""
     ops = [D(b"GET /big HTTP/1.1\r\nCookie: " + b"c" * MAX_HEAD_BYTES, 1.0), D(b"\r\n\r\n", 2.0),
            D(b"GET /n HTTP/1.1\r\n\r\n", 3.0)]
-    assert run(ops)[0] == [("anomaly", "oversized_head"), ("head", "GET", "/n", "1.1", [], 3.0, 3.0),
+    assert run(ops)[0] == [("head", "GET", "/big", "1.1", [], 1.0, 1.0), ("anomaly", "oversized_head"),
+                           ("end", 0, False, True, 1.0), ("head", "GET", "/n", "1.1", [], 3.0, 3.0),
                            ("end", 0, False, False, 3.0)]
 
 
@@ -657,3 +660,12 @@ def test_resync_finds_any_method_and_odd_spacing(line: bytes) -> None:
     assert events(ops) == [
         ("head", "GET", "/a", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0), ("gap", 10),
         ("head", method, "/admin", "1.1", [], 3.0, 3.0), ("end", 0, False, False, 3.0)]
+
+
+def test_oversized_response_head_keeps_its_status() -> None:
+    big = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+    ops = [D(big + b"HTTP/1.1 204 No Content\r\n\r\n", 1.0)]
+    expected = [("head", 200, "OK", "1.1", [], 1.0, 1.0), ("anomaly", "oversized_head"), ("end", 0, False, True, 1.0),
+                ("head", 204, "No Content", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+    assert run(ops, is_request=False, methods=("GET", "GET"), split=bytewise)[0] == expected
+    assert run(ops, is_request=False, methods=("GET", "GET"))[0] == expected

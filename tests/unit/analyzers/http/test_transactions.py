@@ -436,12 +436,14 @@ def test_bad_chunk_size_truncates_and_the_next_request_pairs(size: bytes, anomal
 
 
 def test_oversized_head_is_dropped_whatever_the_segmentation() -> None:
-    """Over 64 KiB a head is dropped and named, whether it came in one segment or many."""
+    """Over 64 KiB a head's headers are dropped: its request line is a record, named and cut short,
+    whether it came in one segment or many."""
     big = b"GET /big HTTP/1.1\r\nX-Pad: " + b"a" * (64 * 1024) + b"\r\n\r\n"
     steps = [C(get("/first"), 1.0), S(OK0, 1.5), C(big + get("/n"), 2.0)]
     expected = [rec(1, "GET", "/first", 200, 500.0, 500.0),
-                rec(2, "GET", "/n", None, None, None, flags=["no_response"], anomalies=["oversized_head"],
-                    reason="closed")]
+                rec(2, "GET", "/big", None, None, None, flags=["no_response", "truncated"],
+                    anomalies=["oversized_head"], reason="closed"),
+                rec(3, "GET", "/n", None, None, None, flags=["no_response"], reason="closed")]
     for split in (bytewise, whole):
         conv, counts = play(steps, split=split)
         assert brief([to_record(tx) for tx in conv.out]) == expected, split.__name__
