@@ -329,8 +329,10 @@ class FlowTable:
         """Name of the capture file being read, stamped on requests that start in it."""
         self.source = name
         for conn, d in self.table.values():
-            if d == 0 and conn.conv is not None:
-                conn.conv.source = name
+            conv = conn.conv if d == 0 else None
+            while conv is not None:  # the connection's conversation, and any inside its CONNECT tunnel
+                conv.source = name
+                conv = conv.inner
 
     def pin(self) -> int | None:
         """The earliest input position a restart must replay from to rebuild every connection

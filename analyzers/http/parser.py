@@ -58,7 +58,7 @@ _HEAD, _BODY, _CHUNK_DATA, _CHUNK_END, _CLOSE_BODY, _TUNNEL = (
 class MessageParser:
     """One direction's message framing. `is_request` chooses the start-line grammar."""
 
-    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "is_request", "last_ts",
+    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "inner", "is_request", "last_ts",
                  "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "sink",
                  "skipped_bytes", "state", "truncated")
 
@@ -78,6 +78,7 @@ class MessageParser:
         self.one_line = False  # the last request was a single line: header lines may follow
         self.probing = False  # junk at a client's start: give up as not HTTP past a budget
         self.not_http_kind = NotHttp.OTHER  # what the client spoke instead, once it is NOT_HTTP
+        self.inner: MessageParser | None = None  # CARRY: the parser the tunnel's bytes go to
 
     # Input --------------------------------------------------------------------------------------
 
@@ -113,6 +114,8 @@ class MessageParser:
                 pos = self._peek_status(data, pos, ts)
             elif st == State.LATE_HEADERS:
                 pos = self._late_headers(data, pos, ts)
+            elif st == State.CARRY:
+                pos = self._carry(data, pos, ts)
             else:  # TUNNEL, NOT_HTTP, DONE: not ours to parse
                 pos = n
 
@@ -121,6 +124,9 @@ class MessageParser:
         the current message is cut short and the parser resynchronises."""
         st = self.state
         if st in (State.TUNNEL, State.NOT_HTTP, State.DONE):
+            return
+        if st == State.CARRY:
+            self.inner.gap(n, ts)  # type: ignore[union-attr]  # set with CARRY
             return
         if st == State.PEEK_STATUS:
             self._headless(ts)
@@ -149,7 +155,9 @@ class MessageParser:
     def eof(self, ts: float) -> None:
         """The stream ended (FIN, RST, eviction or end of capture)."""
         st = self.state
-        if st == State.PEEK_STATUS:
+        if st == State.CARRY:
+            self.inner.eof(ts)  # type: ignore[union-attr]  # set with CARRY
+        elif st == State.PEEK_STATUS:
             self._headless(ts)
             self._end(ts)
         elif st == State.CLOSE_BODY:
@@ -170,6 +178,22 @@ class MessageParser:
             self._partial_head(self.last_ts)
             if not self.in_message:
                 self._start_resync()
+
+    def carry(self, inner: MessageParser) -> None:
+        """A CONNECT tunnel opened (the other side's 2xx): the rest of this stream is the conversation
+        inside it, whose parser on this side is `inner`. (On the side whose head opened it, the
+        switch is made when that head's framing is set, in `_complete_head`.)"""
+        self.inner = inner
+        if self.state is _HEAD and not self.in_message and not self.buf:
+            self.state = State.CARRY
+
+    def _carry(self, data: bytes, pos: int, ts: float) -> int:
+        inner = self.inner
+        assert inner is not None
+        inner.data(data[pos:] if pos else data, ts)
+        if inner.state in (State.TUNNEL, State.NOT_HTTP):
+            self.state = _TUNNEL  # nothing more for the inner parser: bytes are dropped from here
+        return len(data)
 
     def tunnel(self) -> None:
         """The other side switched protocols (CONNECT 2xx, 101): the rest of this stream is not HTTP.
@@ -327,6 +351,8 @@ class MessageParser:
         self.last_ts = ts
         self.remaining = length
         after = AFTER_HEAD[framing]
+        if self.inner is not None and (after is _TUNNEL or after is _HEAD):
+            after = State.CARRY  # a CONNECT's 2xx (204 too): the conversation inside the tunnel follows
         if after in ENDS_WITH_HEAD:
             self._end(ts)
         self.state = after  # nothing is buffered (above): RESYNC starts clean

@@ -102,6 +102,11 @@ class Transaction:
     packets: KeptUpTo | None = field(default=None, compare=False, repr=False)
 
 
+# What a parser reports where a protocol other than HTTP speaks (see `on_anomaly`).
+_NOT_HTTP_SIGNS = frozenset({Anomaly.NOT_HTTP, Anomaly.BAD_STATUS_LINE, Anomaly.BAD_REQUEST_LINE,
+                             Anomaly.JUNK_BEFORE_FIRST_MESSAGE})
+
+
 def proves(head: RequestHead | ResponseHead) -> bool:
     """Whether a head shows its connection speaks HTTP: a status line, a request line with an HTTP
     version, or HTTP/0.9's `GET target` (a shell's `ls /tmp` has that shape too, in lower case)."""
@@ -126,6 +131,7 @@ class Conversation:
         "head_pos",
         "heads_at_pos",
         "held",
+        "inner",
         "loose",
         "not_http",
         "out",
@@ -138,6 +144,7 @@ class Conversation:
         "server",
         "server_gap",
         "source",
+        "target",
         "tunnel",
         "unanswered",
         "unproven",
@@ -145,8 +152,12 @@ class Conversation:
 
     def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False,
                  cursor: Cursor | None = None, pin: int | None = None,
-                 counters: HttpCounters | None = None) -> None:
+                 counters: HttpCounters | None = None, target: str | None = None) -> None:
         self.endpoints = endpoints
+        # Inside a CONNECT tunnel: its target (the CONNECT's authority), which its records give as
+        # their host; None on the connection itself.
+        self.target = target
+        self.inner: Conversation | None = None  # the conversation inside this one's CONNECT tunnel
         self.counters = counters if counters is not None else HttpCounters()
         self.cursor = cursor if cursor is not None else Cursor()
         # Position where this connection's unfinished work began, None while it has none: a
@@ -167,7 +178,7 @@ class Conversation:
         self.client_gap: int | None = None
         self.loose: tuple[list[str], list[str]] = ([], [])  # anomalies seen between messages
         self.source: str | None = None  # capture file being read, for records
-        self.tunnel = False
+        self.tunnel = target is not None  # a tunnel opened here (CONNECT 2xx, 101), or this is inside one
         self.answering: Message | None = None  # the request the response being parsed answers
         self.not_http = False  # the client's first bytes were another protocol: stop parsing
         # Methods of requests written past MAX_UNANSWERED_REQUESTS, in runs [method, count], oldest
@@ -197,6 +208,8 @@ class Conversation:
         if not self.proven and proves(head):
             self._proven()
         if isinstance(head, RequestHead):
+            if self.target is not None:  # inside a tunnel: the record's host is the tunnel's target
+                msg.head = replace(head, headers={**head.headers, "host": self.target})
             self.depth += 1
             msg.depth = self.depth
             msg.pcap_file = self.source
@@ -229,7 +242,10 @@ class Conversation:
             if request is not None:
                 self.unanswered.remove(request)
             connect = request is not None and getattr(request.head, "method", None) == "CONNECT"
-            if head.status == 101 or (connect and 200 <= head.status < 300):
+            if connect and 200 <= head.status < 300:
+                self.tunnel = True
+                self._open_tunnel(request)  # type: ignore[arg-type]  # connect: request is not None
+            elif head.status == 101:
                 self.tunnel = True
                 self.client.tunnel()
         msg.pcap_file = request.pcap_file if request is not None else self.source
@@ -245,9 +261,25 @@ class Conversation:
         if self.pin is None:
             self.pin = self.cursor.pos
 
+    def _open_tunnel(self, request: Message) -> None:
+        """A CONNECT was answered 2xx: what the two sides say next is a conversation of its own, the
+        tunnel's. Cleartext HTTP/1.x in it is parsed (its records on this connection's uid, depths
+        going on, `host` the tunnel's target); anything else is counted by kind and skipped."""
+        target = getattr(request.head, "uri", None) or ""
+        inner = Conversation(self.endpoints, self.anomaly_counts, cursor=self.cursor, counters=self.counters,
+                             target=target)
+        inner.out = self.out  # one list: the flow table collects both
+        inner.depth = self.depth
+        inner.source = self.source
+        self.inner = inner
+        self.counters.tunnels += 1
+        self.client.carry(inner.client)
+        self.server.carry(inner.server)
+
     def _maybe_idle(self) -> None:
-        """Nothing unfinished left: a restart need not replay this connection's past."""
-        if not (self.unanswered or self.held or self.parsing or self.response
+        """Nothing unfinished left: a restart need not replay this connection's past (nor, while a
+        tunnel is open, the CONNECT that opened it)."""
+        if self.inner is None and not (self.unanswered or self.held or self.parsing or self.response
                 or self.client.in_message or self.server.in_message):
             self.pin = None
 
@@ -285,6 +317,11 @@ class Conversation:
             self._maybe_idle()
 
     def on_anomaly(self, parser: MessageParser, name: str) -> None:
+        if self.target is not None and not self.proven and name in _NOT_HTTP_SIGNS:
+            # Inside a CONNECT tunnel another protocol is the usual case (TLS), no anomaly: counted
+            # by kind, and the tunnel is not parsed further.
+            self.not_http_found(parser.not_http_kind if name == Anomaly.NOT_HTTP else NotHttp.OTHER)
+            return
         self.anomaly_counts[name] += 1
         if name == Anomaly.NOT_HTTP and parser.is_request:
             self.not_http_found(parser.not_http_kind)
@@ -419,7 +456,10 @@ class Conversation:
         if self.not_http:
             return
         self.not_http = True
-        self.counters.not_http[kind] += 1
+        (self.counters.not_http if self.target is None else self.counters.tunnel_not_http)[kind] += 1
+        if self.target is not None:  # neither side of the tunnel is parsed from here
+            self.client.tunnel()
+            self.server.tunnel()
         self.unproven.clear()
         self.unanswered.clear()
         self.held.clear()
@@ -436,3 +476,5 @@ class Conversation:
             self._emit_unanswered(self.unanswered.popleft(), reason)
         if self.unproven:  # nobody spoke HTTP on it: another protocol
             self._not_http_other()
+        if self.inner is not None:
+            self.inner.close(reason)

@@ -288,6 +288,42 @@ def test_connect_then_tunnel_bytes_are_not_parsed() -> None:
     assert counts == Counter()
 
 
+def test_cleartext_http_inside_a_connect_tunnel_is_a_conversation_of_its_own() -> None:
+    """After the 2xx, what the client and server say is the tunnel's conversation: its transactions
+    are records on the same connection (depths going on), `host` the tunnel's target, flag tunnel."""
+    steps = [
+        C(b"CONNECT inner.test:80 HTTP/1.1\r\nHost: inner.test:80\r\n\r\n", 1.0),
+        S(b"HTTP/1.1 200 Connection Established\r\n\r\n", 1.5),
+        C(b"GET /in HTTP/1.1\r\nHost: inner.test\r\nUser-Agent: u\r\n\r\n" + get("/in2"), 2.0),
+        S(OK5 + OK0, 2.5), SEOF(3.0), CEOF(3.0),
+    ]
+    records, counts, conv = outcome(steps)
+    assert brief(records) == [
+        rec(1, "CONNECT", "inner.test:80", 200, 500.0, 500.0, flags=["tunnel"]),
+        rec(2, "GET", "/in", 200, 500.0, 500.0, response_body_len=5, flags=["tunnel"]),
+        rec(3, "GET", "/in2", 200, 500.0, 500.0, flags=["tunnel"]),
+    ]
+    assert [r["host"] for r in records] == ["inner.test:80"] * 3
+    assert {r["uid"] for r in records} == {ENDPOINTS.uid}
+    assert records[1]["user_agent"] == "u"
+    assert counts == Counter()
+    assert (conv.counters.tunnels, conv.counters.tunnel_not_http) == (1, {})
+
+
+@pytest.mark.parametrize(("inside", "kind"), [
+    ([C(bytes.fromhex("16030100f4010000f00303") + bytes(32), 2.0), S(bytes.fromhex("160303003d02") + bytes(16), 2.5)],
+     "tls"),
+    ([S(b"220 mail.test ESMTP\r\n", 2.0), C(b"EHLO me\r\n", 2.5), S(b"250 mail.test\r\n", 2.6)], "other"),
+])
+def test_other_protocols_inside_a_connect_tunnel_are_counted_and_skipped(inside: list[Step], kind: str) -> None:
+    steps = [C(b"CONNECT inner.test:443 HTTP/1.1\r\n\r\n", 1.0), S(b"HTTP/1.1 200 OK\r\n\r\n", 1.5),
+             *inside, C(get("/not-parsed"), 2.8), SEOF(3.0), CEOF(3.0)]
+    records, counts, conv = outcome(steps)
+    assert brief(records) == [rec(1, "CONNECT", "inner.test:443", 200, 500.0, 500.0, flags=["tunnel"])]
+    assert counts == Counter()
+    assert (conv.counters.tunnels, conv.counters.tunnel_not_http, conv.counters.not_http) == (1, {kind: 1}, {})
+
+
 def test_connect_refused_is_not_a_tunnel() -> None:
     steps = [
         C(b"CONNECT h:443 HTTP/1.1\r\n\r\n", 1.0),
