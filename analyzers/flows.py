@@ -13,9 +13,10 @@ import ipaddress
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from analyzers.http.counters import HttpCounters
 from analyzers.http.head import looks_like_request_line
 from analyzers.http.parser import MessageParser
-from analyzers.http.transactions import Conversation, Cursor, Endpoints, HttpCounters, Transaction
+from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
 from analyzers.packet_keep import Kept, KeptUpTo, PacketKeep
 from analyzers.tcp.frames import ACK, FIN, RST, SYN, Address, Decoded
 from analyzers.tcp.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead

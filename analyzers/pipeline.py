@@ -15,8 +15,9 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
+from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
 from analyzers.http.parser import State
-from analyzers.http.transactions import NOT_HTTP_KINDS, HttpCounters, Transaction
+from analyzers.http.transactions import Transaction
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
 from analyzers.tcp.frames import (
     ACK,

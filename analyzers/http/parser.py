@@ -6,16 +6,8 @@ responses). It keeps no body bytes: bodies are counted. It never raises on input
 server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for the next
 message start and counts what it skipped. Every change of its state is made in this file (as in
 h11's `_state.py`); the pure questions it asks of the bytes are answered in head.py, framing.py
-(bodies, chunk lines) and resync.py (where the next message starts).
-
-Its calls to the sink keep one promise (written down as mitmproxy's `_hooks.py` does): every
-message that starts ends once. A message starts with its `on_head` and ends with one `on_end`,
-before the next `on_head`; `eof`, which every stream gets (FIN, RST, eviction, end of input), ends
-whatever is open, `truncated` if its framing wanted more. (`tunnel`, the sink's own switch, stops
-the stream where it is.) A head the stream ends inside is a message, cut short, when its start
-line was read (`METHOD target` at least); a head that never completes otherwise is no message:
-after its `on_begin` comes an anomaly naming why (junk at a client's start may only be counted, in
-`skipped_bytes`), and an `on_end` too if a gap cut it.
+(bodies, chunk lines) and resync.py (where the next message starts). The promise its calls to
+the sink keep (every message that starts ends once) is written down in sink.py.
 """
 
 from __future__ import annotations
@@ -171,8 +163,7 @@ class MessageParser:
         self.state = State.DONE
 
     def answered(self) -> None:
-        """The peer answered while this side's head is still incomplete (a request line without its
-        line end, a head without its blank line): the head is taken as read, cut short, and the
+        """The peer answered a head still incomplete here: it is taken as read, cut short, and the
         next message looked for after it."""
         if self.state is _HEAD and self.in_message and self.buf:
             self._partial_head(self.last_ts)
@@ -180,9 +171,8 @@ class MessageParser:
                 self._start_resync()
 
     def carry(self, inner: MessageParser) -> None:
-        """A CONNECT tunnel opened (the other side's 2xx): the rest of this stream is the conversation
-        inside it, whose parser on this side is `inner`. (On the side whose head opened it, the
-        switch is made when that head's framing is set, in `_complete_head`.)"""
+        """A CONNECT tunnel opened: the rest of this stream goes to `inner`, the parser of the
+        conversation inside it (on the side whose head opened it, from `_complete_head`)."""
         self.inner = inner
         if self.state is _HEAD and not self.in_message and not self.buf:
             self.state = State.CARRY
@@ -359,21 +349,25 @@ class MessageParser:
         return consumed
 
     def _partial_head(self, ts: float) -> None:
-        """The stream ended inside a head: what was read of it is reported as a message cut short,
-        if its start line was (see head.partial_head); else only the anomaly is."""
+        """The stream ended inside a head (or the peer answered it): what was read of it is a
+        message cut short, if its start line was (see head.partial_head); else only the anomaly is."""
         parsed = partial_head(bytes(self.buf), self.is_request) if self.in_message else None
         if parsed is None and not self.is_request and self.in_message and self.sink.headless_response():
             self._headless(ts)  # HTTP/0.9's answer: its few bytes began like a status line
             self._end(ts)
-            return
-        if parsed is None:
-            self.sink.on_anomaly(self, Anomaly.INCOMPLETE_HEAD)
-            return
-        self.messages += 1
-        self.sink.on_head(self, parsed, self.first_ts, ts)
-        self.sink.on_anomaly(self, Anomaly.INCOMPLETE_HEAD)
-        self.truncated = True
-        self._end(ts)
+        else:
+            self._cut_head(parsed, Anomaly.INCOMPLETE_HEAD, ts)
+
+    def _cut_head(self, parsed: RequestHead | ResponseHead | None, why: Anomaly, ts: float) -> None:
+        """A head that could not be read whole: its start line (`parsed`, if there is one) is a
+        message, named `why` and cut short; else `why` alone is reported."""
+        if parsed is not None:
+            self.messages += 1
+            self.sink.on_head(self, parsed, self.first_ts, ts)
+        self.sink.on_anomaly(self, why)
+        if parsed is not None:
+            self.truncated = True
+            self._end(ts)
 
     def _line(self, data: bytes, pos: int, ts: float) -> int:
         """Chunk-size lines, the CRLF after chunk data, and trailer lines."""
@@ -494,14 +488,8 @@ class MessageParser:
         MAX_HEAD_BYTES bytes, wherever the segments happened to end, so the outcome does not
         depend on them. It had the shape of a message: this is HTTP, no longer probed."""
         nl = head.find(b"\n", 0, MAX_HEAD_BYTES)
-        parsed = partial_head(head[:nl + 1], self.is_request) if nl >= 0 and self.in_message else None
-        if parsed is not None:
-            self.messages += 1
-            self.sink.on_head(self, parsed, self.first_ts, ts)
-        self.sink.on_anomaly(self, Anomaly.OVERSIZED_HEAD)
-        if parsed is not None:
-            self.truncated = True
-            self._end(ts)
+        self._cut_head(partial_head(head[:nl + 1], self.is_request) if nl >= 0 and self.in_message else None,
+                       Anomaly.OVERSIZED_HEAD, ts)
         self.skipped_bytes += MAX_HEAD_BYTES
         self._junk(head[MAX_HEAD_BYTES:], ts, False)
         return len(head)

@@ -12,36 +12,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
 from analyzers.http.anomalies import Anomaly
-from analyzers.http.head import Headers, RequestHead, ResponseHead
+from analyzers.http.counters import MAX_OVERFLOW_RUNS, MAX_UNANSWERED_REQUESTS, MAX_UNPROVEN_MESSAGES, HttpCounters
+from analyzers.http.head import Headers, RequestHead, ResponseHead, speaks_http
 from analyzers.http.parser import MessageParser
 from analyzers.http.resync import NotHttp
 from analyzers.packet_keep import KeptUpTo
-
-# Unanswered requests kept per connection. Real clients pipeline a handful (browsers stopped at 6
-# to 8, benchmarks at a few hundred); a client that sends more without any answer is an attack on
-# the monitor's memory (400,000 held ~900 MB). Past it the oldest is written without its response
-# (reason `pipeline_overflow`, counted), which keeps a connection's HTTP state near 1 MB.
-MAX_UNANSWERED_REQUESTS = 1024
-# Methods of requests written that way, remembered in runs (`GET` x 5000 is one run) so that their
-# responses, if they come, still pair in order and a HEAD's answer is framed without a body. Past
-# this many runs the last run absorbs the rest: only a HEAD among them could be framed wrongly.
-MAX_OVERFLOW_RUNS = 1024
-# Messages a connection may hold before either side has shown it speaks HTTP (see `proves`). A
-# client whose first lines are not request lines and whose server does not answer with a status line
-# is another protocol (a shell on a watched port): past this many such lines it is given up on.
-MAX_UNPROVEN_MESSAGES = 16
-NOT_HTTP_KINDS = tuple(NotHttp)
-
-
-@dataclass(slots=True)
-class HttpCounters:
-    """What the HTTP side of all connections let go or set aside, for `stats()`."""
-
-    pipeline_overflow: int = 0  # requests written without response past MAX_UNANSWERED_REQUESTS
-    overflow_responses: int = 0  # responses to those, written without their request
-    tunnels: int = 0  # CONNECT tunnels whose cleartext HTTP was parsed as a conversation of its own
-    tunnel_not_http: Counter[str] = field(default_factory=Counter)  # tunnels of another protocol, by kind
-    not_http: Counter[str] = field(default_factory=Counter)  # connections not HTTP, by kind
 
 
 @dataclass(slots=True)
@@ -105,15 +80,6 @@ class Transaction:
 # What a parser reports where a protocol other than HTTP speaks (see `on_anomaly`).
 _NOT_HTTP_SIGNS = frozenset({Anomaly.NOT_HTTP, Anomaly.BAD_STATUS_LINE, Anomaly.BAD_REQUEST_LINE,
                              Anomaly.JUNK_BEFORE_FIRST_MESSAGE})
-
-
-def proves(head: RequestHead | ResponseHead) -> bool:
-    """Whether a head shows its connection speaks HTTP: a status line, a request line with an HTTP
-    version, or HTTP/0.9's `GET target` (a shell's `ls /tmp` has that shape too, in lower case)."""
-    if isinstance(head, ResponseHead):
-        return head.status != 0  # 0: HTTP/0.9's headless answer, which any bytes could be
-    return head.method is not None and head.version is not None and (
-        head.version != "0.9" or head.method.isupper())
 
 
 class Conversation:
@@ -185,7 +151,7 @@ class Conversation:
         # first: the next responses answer them (see `_overflow`).
         self.overflow: deque[list[object]] = deque()
         self.overflow_answer = False  # the response being parsed answers one of those
-        # Whether either side has spoken HTTP yet (see `proves`); until then transactions wait in
+        # Whether either side has spoken HTTP yet (see head.speaks_http); until then transactions wait in
         # `unproven`, written when it does, dropped (the connection is not HTTP) if it never does.
         self.proven = False
         self.unproven: list[Transaction] = []
@@ -205,7 +171,7 @@ class Conversation:
         msg.pos, msg.pos_index = pos, self.heads_at_pos
         for name in head.anomalies:
             self.anomaly_counts[name] += 1
-        if not self.proven and proves(head):
+        if not self.proven and speaks_http(head):
             self._proven()
         if isinstance(head, RequestHead):
             if self.target is not None:  # inside a tunnel: the record's host is the tunnel's target
