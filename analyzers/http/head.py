@@ -251,7 +251,7 @@ def _read_uncached(block: bytes) -> tuple[Headers, tuple[Anomaly, ...], Headers 
         if other_block != block:
             other = parse_headers(other_block, [])
     headers = parse_headers(block, anomalies)
-    return headers, tuple(dict.fromkeys(anomalies)), other
+    return headers, tuple(dict.fromkeys(anomalies)), None if other == headers else other
 
 
 _read_header_block = lru_cache(maxsize=HEADER_CACHE_SIZE)(_read_uncached)
@@ -278,10 +278,13 @@ def _two_readings(block: bytes, anomalies: list[Anomaly]) -> tuple[bytes, bytes]
             anomalies.append(Anomaly.WHITESPACE_LINE)
             other_done = True
             continue
-        ours.append(line)
-        if b"\r" in line:  # the value keeps the CR; what follows it, if a header line, is one too
+        if b"\r" not in line:
+            ours.append(line)
+        else:  # the value keeps the CR; what follows it, if a header line, is one too
             anomalies.append(Anomaly.BARE_CR)
-            ours += [piece for piece in line.split(b"\r")[1:] if b":" in piece and piece[:1] not in b" \t"]
+            first, *rest = line.split(b"\r")
+            ours += [line] if first.strip(b" \t") else []
+            ours += [piece for piece in rest if b":" in piece and piece[:1] not in b" \t"]
         if not other_done:
             other.append(line)
     return b"".join(x + b"\r\n" for x in ours) + b"\r\n", b"".join(x + b"\r\n" for x in other) + b"\r\n"

@@ -282,3 +282,18 @@ def test_start_line_ok(line: bytes, is_request: bool, ok: bool) -> None:
 ])
 def test_header_line_ahead(buf: bytes, ahead: bool | None) -> None:
     assert header_line_ahead(buf) is ahead
+
+
+def test_a_line_starting_with_a_bare_cr_is_read_once() -> None:
+    head = parse_request_head(b"POST / HTTP/1.1\r\nHost: h\r\n\rTransfer-Encoding: chunked\r\n\r\n")
+    assert (head.headers, head.anomalies, head.other_headers) == (
+        {"host": "h", "transfer-encoding": "chunked"}, (Anomaly.BARE_CR,), None)
+
+
+def test_the_other_reading_of_an_odd_block() -> None:
+    """Ours reads every line; the other stops at the white-space-only line and sees no line after a
+    bare CR, as some servers (and dpkt) do."""
+    head = parse_request_head(b"POST / HTTP/1.1\r\nX-A: a\rContent-Length: 1\r\n\r\r\nUser-Agent: u\r\n\r\n")
+    assert head.headers == {"x-a": "a\\x0dContent-Length: 1", "content-length": "1", "user-agent": "u"}
+    assert head.other_headers == {"x-a": "a\\x0dContent-Length: 1"}
+    assert head.anomalies == (Anomaly.BARE_CR, Anomaly.WHITESPACE_LINE)
