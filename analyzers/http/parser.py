@@ -174,8 +174,18 @@ class MessageParser:
         """A CONNECT tunnel opened: the rest of this stream goes to `inner`, the parser of the
         conversation inside it (on the side whose head opened it, from `_complete_head`)."""
         self.inner = inner
-        if self.state is _HEAD and not self.in_message and not self.buf:
-            self.state = State.CARRY
+        st = self.state
+        if st in (State.TUNNEL, State.NOT_HTTP, State.DONE):
+            return
+        if self.in_message and st is not _HEAD:  # a message sent after the CONNECT: cut by the switch
+            self.truncated = True
+            self._end(self.last_ts)
+        pending = bytes(self.buf) if st in (_HEAD, State.RESYNC, State.LATE_HEADERS) else b""
+        self.buf = bytearray()
+        self.in_message = self.line_checked = self.one_line = False
+        self.state = State.CARRY
+        if pending:  # bytes the client sent into the tunnel before the 2xx was seen
+            inner.data(pending, self.last_ts)
 
     def _carry(self, data: bytes, pos: int, ts: float) -> int:
         inner = self.inner
@@ -246,7 +256,8 @@ class MessageParser:
             line = bytes(buf[:nl])
             if self.is_request and not start_line_ok(line, True):
                 if self.messages == 0 and is_binary(line.rstrip(b"\r")):
-                    return self._junk(bytes(buf), ts, True)
+                    self._junk(bytes(buf), ts, True)
+                    return n  # all of `data` is in `buf`, which the resync took over
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
             if not self.is_request and not status_line_ok(line):
@@ -254,7 +265,10 @@ class MessageParser:
                     self._headless(ts)
                     return n
                 self.sink.on_anomaly(self, Anomaly.BAD_STATUS_LINE)
-                return self._junk(bytes(buf), ts, False)
+                skip = nl + 1 if line[:5].upper() == b"HTTP/" else 0  # resync would find it again
+                self.skipped_bytes += skip
+                self._junk(bytes(buf[skip:]), ts, False)
+                return n
         end = head_end(buf, scan)
         if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
             return self._oversized(bytes(buf), ts)

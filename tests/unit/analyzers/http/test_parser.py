@@ -669,3 +669,21 @@ def test_oversized_response_head_keeps_its_status() -> None:
                 ("head", 204, "No Content", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
     assert run(ops, is_request=False, methods=("GET", "GET"), split=bytewise)[0] == expected
     assert run(ops, is_request=False, methods=("GET", "GET"))[0] == expected
+
+
+@pytest.mark.parametrize("line", [b"HTTP/1.1 200\rOK", b"HTTP/1.0 404\r\x00"])
+def test_a_status_line_resync_would_find_again_is_passed_over(line: bytes) -> None:
+    """A line that begins like a status line and is none: named, and looked past (not found again
+    by the resync, which once made this recurse without end)."""
+    ops = [D(b"junk" + line + b"\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")]
+    assert events(ops, is_request=False, resync=True, methods=("GET",)) == [
+        ("anomaly", "bad_status_line"), ("head", 204, "No Content", "1.1", [], 1.0, 1.0),
+        ("end", 0, False, False, 1.0)]
+
+
+def test_junk_after_empty_lines_is_not_parsed_twice() -> None:
+    """Empty lines, then a binary first line: the resync takes over every buffered byte; none of
+    them is read again (a request after them used to be reported twice)."""
+    ops = [D(b"\n" * 40 + b"G\x00T /x\r\n" + b"GET /a HTTP/1.0\n\n")]
+    assert events(ops) == [("anomaly", "junk_before_first_message"),
+                           ("head", "GET", "/a", "1.0", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
