@@ -46,7 +46,7 @@ _OBS_FOLD = re.compile(rb"\r?\n[ \t]+")
 _BAD_HEADER_LINE = re.compile(rb"^(?:[^:\r\n]*[ \t]:|[^:\r\n]+\r?$)", re.MULTILINE)
 # White space that may sit inside a value but must not reach a log raw.
 _VALUE_CONTROL = re.compile(rb"\t|\r(?!\n)")
-_STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+(\d{3})(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
+_STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+([1-9]\d\d)(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
 # Bytes that cannot go to a log as they are: controls, DEL, non-ASCII, and the backslash itself
 # (so that an escape in the output always means a byte on the wire). Head blocks keep CR, LF, TAB.
 _NEEDS_ESCAPE = re.compile(rb"[\x00-\x1f\x7f-\xff\\]")

@@ -441,7 +441,8 @@ def test_headless_response_to_http09() -> None:
         ("head", 0, "", "0.9", [], 1.0, 1.0), ("end", 19, False, False, 3.0)]
 
 
-@pytest.mark.parametrize("line", [b"HTTX/1.1 200 OK", b"HTTP/1.1 2x0 OK", b"\x00\x01garbage", b"SSH-2.0-x"])
+@pytest.mark.parametrize("line", [b"HTTX/1.1 200 OK", b"HTTP/1.1 2x0 OK", b"\x00\x01garbage", b"SSH-2.0-x",
+                                  b"HTTP/1.1 004 OK"])
 def test_bad_status_line_resyncs_at_next_response(line: bytes) -> None:
     ops = [D(b"HTTP/1.1 304 Not Modified\r\n\r\n"),
            D(line + b"\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 2.0)]
