@@ -708,12 +708,16 @@ _REQUESTS = [
     b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n",
     b"PUT /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
     b"CONNECT h:443 HTTP/1.1\r\n\r\n", b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+    b"CONNECT in:80 HTTP/1.1\r\n\r\n", b"GET /\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"id\n",
+    b"GET /a HTTP/1.1\r\nX: a\rTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\r\nContent-Length: 3\r\n\r\nabc",
 ]
 _RESPONSES = [
     OK0, OK5, b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nto close",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     b"HTTP/1.1 101 Switching Protocols\r\n\r\n", BAD400,
+    b"HTTP/1.1 200 Connection established\r\n\r\n", b"uid=0\n",
 ]
 _FRAGMENTS = [
     b"\r\n", b"\n", b"0\r\n", b"\r\n\r\n", b"GET ", b" HTTP/1.1\r\n", b"HTTP/1.1 ", b"zz\r\n",
