@@ -51,7 +51,7 @@ class MessageParser:
     """One direction's message framing. `is_request` chooses the start-line grammar."""
 
     __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "inner", "is_request", "last_ts",
-                 "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "sink",
+                 "lf_named", "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "sink",
                  "skipped_bytes", "state", "truncated")
 
     def __init__(self, is_request: bool, sink: MessageSink[MessageParser], resync: bool = False) -> None:
@@ -63,6 +63,7 @@ class MessageParser:
         self.first_ts = self.last_ts = 0.0  # the current message's first and latest bytes
         self.gap_in_message = False  # bytes of the current message were lost
         self.truncated = False  # the current message ended before its framing said
+        self.lf_named = False  # the current message's bare LF line ends have been named
         self.messages = 0  # heads parsed
         self.skipped_bytes = 0  # bytes passed over while resynchronising
         self.line_checked = False  # the buffered head's first line has been looked at
@@ -349,6 +350,7 @@ class MessageParser:
                 self._start_resync()
                 return consumed
             method = self.sink.on_head(self, parsed, self.first_ts, ts)
+        self.lf_named = Anomaly.BARE_LF in parsed.anomalies  # type: ignore[union-attr]
         framing, length, anomalies = cached_body_framing(parsed, method)  # type: ignore[arg-type]
         for name in anomalies:
             self.sink.on_anomaly(self, name)
@@ -399,6 +401,9 @@ class MessageParser:
         line = bytes(self.buf) + data[pos:nl] if self.buf else data[pos:nl]
         self.buf = bytearray()
         self.last_ts = ts
+        if line[-1:] != b"\r" and not self.lf_named:  # named once a message, head or chunk lines
+            self.lf_named = True
+            self.sink.on_anomaly(self, Anomaly.BARE_LF)
         line = line.rstrip(b"\r")
         st = self.state
         if st == State.CHUNK_END:
@@ -432,7 +437,7 @@ class MessageParser:
         self.in_message = True
         self.first_ts = self.last_ts = ts
         self.body_len = 0
-        self.gap_in_message = self.truncated = False
+        self.gap_in_message = self.truncated = self.lf_named = False
 
     def _end(self, ts: float) -> None:
         self.last_ts = ts

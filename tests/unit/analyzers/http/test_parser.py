@@ -688,3 +688,10 @@ def test_junk_after_empty_lines_is_not_parsed_twice() -> None:
     ops = [D(b"\n" * 40 + b"G\x00T /x\r\n" + b"GET /a HTTP/1.0\n\n")]
     assert events(ops) == [("anomaly", "junk_before_first_message"),
                            ("head", "GET", "/a", "1.0", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def test_bare_lf_in_chunk_lines_is_named_once() -> None:
+    data = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n2\r\nde\r\n0\n\n" + FIRST
+    assert events([D(data)]) == [
+        ("head", "POST", "/c", "1.1", [], 1.0, 1.0), ("anomaly", "bare_lf"), ("end", 5, False, False, 1.0),
+        *FIRST_EVENTS]
