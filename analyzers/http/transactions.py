@@ -245,8 +245,8 @@ class Conversation:
     def _maybe_idle(self) -> None:
         """Nothing unfinished left: a restart need not replay this connection's past (nor, while a
         tunnel is open, the CONNECT that opened it)."""
-        if self.inner is None and not (self.unanswered or self.held or self.parsing or self.response
-                or self.client.in_message or self.server.in_message):
+        if self.inner is None and not (self.unanswered or self.held or self.parsing or self.response or self.unproven
+                                       or self.client.in_message or self.server.in_message):
             self.pin = None
 
     def on_end(self, parser: MessageParser, ts: float) -> None:

@@ -900,3 +900,17 @@ def test_request_smuggled_behind_a_hidden_transfer_encoding_is_recorded(hidden: 
         rec(2, "GET", "/smuggled", 200, 500.0, 500.0, response_body_len=5),
     ]
     assert counts == {oddity: 1, "content_length_and_transfer_encoding": 1, "ambiguous_framing_chunked": 1}
+
+
+def test_transactions_waiting_for_proof_of_http_keep_the_restart_pin() -> None:
+    """A lower-case one-line request and a raw answer prove nothing: the transaction is held, not
+    written, so a restart must replay from its start (the pin stays); at the close, nobody having
+    spoken HTTP, the connection is another protocol."""
+    conv = Conversation(ENDPOINTS, Counter(), pin=7)
+    conv.client.data(b"get /x\r\n", 1.0)
+    conv.server.data(b"some output\n", 1.5)
+    conv.server.eof(2.0)
+    assert (conv.out, len(conv.unproven), conv.pin) == ([], 1, 7)
+    conv.client.eof(2.0)
+    conv.close("closed")
+    assert (conv.out, conv.not_http, conv.counters.not_http) == ([], True, {"other": 1})
