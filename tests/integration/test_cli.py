@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import pcapgen as g
 from helpers.env import corpus
 
 SCRIPT = Path(sys.executable).parent / "pcapwatch"
@@ -237,6 +238,40 @@ def test_stats_text_summary(mix: Path, mix_stdout: bytes, stats_json: dict[str, 
     want_anomalies = ", ".join(f"{k} {v:,}" for k, v in s["anomalies"].items()) or "none"
     assert text["anomalies"] == want_anomalies
     assert all(re.match(r"^  \S+ +\S", line) for line in lines)
+
+
+def test_stats_count_what_is_not_http_by_kind(tmp_path: Path) -> None:
+    """A capture with a TLS connection, HTTP/2 with prior knowledge, a shell on port 80 and a CONNECT
+    tunnel with HTTP inside: the records are the HTTP ones, the rest is counted by kind."""
+    segs: list[g.Segment] = []
+    t0 = 1_700_000_000 * 10**9
+    for n, (client, server) in enumerate([
+        (bytes.fromhex("16030100f4010000f00303") + bytes(64), bytes.fromhex("160303003d020000390303") + bytes(64)),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+         b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"),
+        (b"id\n", b"uid=0(root) gid=0(root)\n"),
+    ]):
+        c = g.Conn(segs, n + 1)
+        c.open(t0 + n * 10**8)
+        t = c.send(t0 + n * 10**8 + 10_000, True, client)
+        c.close(c.send(t + 1000, False, server) + 1000)
+    tun = g.Conn(segs, 9, 3128)
+    tun.open(t0 + 10**9)
+    t = tun.send(t0 + 10**9 + 10_000, True, b"CONNECT in.test:80 HTTP/1.1\r\n\r\n")
+    t = tun.send(t + 1000, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
+    t = tun.send(t + 1000, True, b"GET /inside HTTP/1.1\r\nHost: in.test\r\n\r\n")
+    tun.close(tun.send(t + 1000, False, b"HTTP/1.1 204 No Content\r\n\r\n") + 1000)
+    segs.sort(key=lambda s: s.ts_ns)
+    cap = tmp_path / "kinds.pcap"
+    g.write_pcap(cap, g.LINKTYPE_ETHERNET, g.frames(segs))
+    p = run("read", cap, "--stats", "json")
+    assert p.returncode == 0
+    records = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [(r["method"], r["host"], r["uri"], r["status_code"], r["flags"]) for r in records] == [
+        ("CONNECT", None, "in.test:80", 200, ["tunnel"]), ("GET", "in.test:80", "/inside", 204, ["tunnel"])]
+    s = json.loads(p.stderr.decode().splitlines()[-1])
+    assert s["http"]["not_http"] == {"tls": 1, "http2": 1, "other": 1}
+    assert (s["http"]["tunnels"], s["connections"]["not_http"], s["transactions"]) == (1, 3, 2)
 
 
 # terminal-only output --------------------------------------------------------------------------
