@@ -306,11 +306,11 @@ class Pipeline:
                         and total >= 40 and doff >= 0x50 and total <= caplen - link_len and plen >= 0):
                     entry = table_get((src, sport, dst, dport))
                     if entry is not None and not flags & control:
-                        conn, direction = entry
+                        conn, side, peer = entry
                         conv = conn.conv
                         streams = conn.streams
                         if conv is not None and not conn.ignored and (not flags & ack_flag or not (
-                                (other := streams[1 - direction]).pending or (
+                                (other := streams[peer]).pending or (
                                     other.base is not None
                                     and 0 < (ack - other.base - other.offset) % seq_mod < max_ack_ahead))):
                             if not plen:  # a bare ACK that proves nothing
@@ -319,14 +319,14 @@ class Pipeline:
                                     cursor.pos = base + off
                                     flows.after_packet(conn, conv, ts)
                                 continue
-                            stream = streams[direction]
+                            stream = streams[side]
                             if (stream.base is not None and not stream.pending and not stream.finished
                                     and not (seq - stream.base - stream.offset) & 0xFFFFFFFF):
                                 # Stream.segment's in-order case: the bytes go to the parser now.
                                 stream.offset += plen
                                 payload_bytes += plen
                                 conn.last_ts = ts
-                                parser = conn.parsers[direction]  # type: ignore[index]  # set with conv
+                                parser = conn.parsers[side]  # type: ignore[index]  # set with conv
                                 st = parser.state
                                 if (st is body or st is chunk_data) and plen < parser.remaining:
                                     # MessageParser.data's body case: count, never copy.

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Strings
 from watcher.read.lines import OutputError
 
 EXIT_OK = 0
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "machine, else 1); records of one connection stay in order either way")
     r.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close connections idle this long in capture time (default %(default)s)")
+    r.add_argument("--strings", choices=tuple(Strings), default=Strings.UTF8.value,
+                   help="utf8: valid UTF-8 in URIs and headers kept as text (default); ascii: every "
+                        "byte that is not printable ASCII written \\xNN")
     c = sub.add_parser("check", help="validate a configuration file and print the effective configuration",
                        description="Validate a configuration file and print the effective configuration:\n"
                                    "every key, defaults filled in, paths absolute.",
@@ -285,7 +288,7 @@ def _read(args: argparse.Namespace) -> int:
     try:
         result = read_captures(args.inputs, out, sys.stderr, progress=progress,
                                max_connections=args.max_connections, idle_timeout=args.idle_timeout,
-                               workers=args.workers)
+                               workers=args.workers, strings=Strings(args.strings))
         if out is not sys.stdout:
             out.close()
     except (OutputError, OSError) as e:

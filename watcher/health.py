@@ -32,6 +32,9 @@ class Health:
     files: int = 0  # capture files read to the end
     files_lost: int = 0  # overwritten by tcpdump's ring before they were read
     lost_bytes: int = 0
+    files_unreadable: int = 0  # found unreadable (permissions), once per file until readable
+    files_unreadable_now: int = 0  # unreadable at the last scan, tried again at every scan
+    files_failed: int = 0  # read up to a corrupt spot (or a gzip bomb's limit), the rest skipped
     packets: int = 0
     bytes: int = 0  # capture bytes read
     lag_bytes: int = 0  # capture on disk not read yet
@@ -109,6 +112,12 @@ def health_families(h: Health) -> list[Family]:
              "pcapwatch read them.", h.files_lost),
         family_one("pcapwatch_capture_lost_bytes_total", "counter", "Bytes of the capture files lost that way.",
              h.lost_bytes),
+        family_one("pcapwatch_capture_files_unreadable_total", "counter", "Capture files found unreadable "
+                   "(permissions), each counted once until it is readable.", h.files_unreadable),
+        family_one("pcapwatch_capture_files_unreadable", "gauge", "Capture files unreadable now: tried again at "
+                   "every scan, read once readable, lost if rewritten or removed first.", h.files_unreadable_now),
+        family_one("pcapwatch_capture_files_failed_total", "counter", "Capture files corrupt (or expanding past "
+                   "limits.gunzip_*) at some point: read up to it, the rest skipped.", h.files_failed),
         family_one("pcapwatch_capture_packets_total", "counter", "Packets (capture records) analysed.", h.packets),
         family_one("pcapwatch_capture_bytes_total", "counter", "Capture file bytes read.", h.bytes),
         family_one("pcapwatch_lag_bytes", "gauge", "Capture bytes tcpdump has written that pcapwatch has not read yet.",

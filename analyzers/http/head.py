@@ -3,8 +3,9 @@
 dpkt parses the header block of a head whose end we found ourselves (its whole-message parser
 cannot frame a HEAD response or partial input, see STYLE.md). The start line we split ourselves,
 because dpkt rejects methods it does not know and a passive observer must record them.
-Bytes that are not printable ASCII are kept as ``\\xNN`` escapes, so nothing from the wire is
-lost and no control character reaches a log.
+Strings are made text by `analyzers.http.text.escape`: valid UTF-8 stays text, any other byte and
+every control character is kept as a ``\\xNN`` escape, so nothing from the wire is lost and no
+control character reaches a log.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from functools import lru_cache
 import dpkt.http
 
 from analyzers.http.anomalies import Anomaly
+from analyzers.http.text import escape, utf8_text
+from analyzers.side import Side
 
 Headers = dict[str, "str | list[str]"]
 
@@ -47,21 +50,14 @@ _BAD_HEADER_LINE = re.compile(rb"^(?:[^:\r\n]*[ \t]:|[^:\r\n]+\r?$)", re.MULTILI
 # White space that may sit inside a value but must not reach a log raw.
 _VALUE_CONTROL = re.compile(rb"\t|\r(?!\n)")
 _STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+([1-9]\d\d)(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
-# Bytes that cannot go to a log as they are: controls, DEL, non-ASCII, and the backslash itself
-# (so that an escape in the output always means a byte on the wire). Head blocks keep CR, LF, TAB.
-_NEEDS_ESCAPE = re.compile(rb"[\x00-\x1f\x7f-\xff\\]")
+# Bytes a header block cannot hand to dpkt as they are (it decodes ASCII, dropping the rest):
+# controls, DEL, non-ASCII and the backslash, as `\\xNN`; the block keeps CR, LF, TAB. Values with
+# non-ASCII bytes are then turned into text (`utf8_text`).
 _NEEDS_ESCAPE_BLOCK = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff\\]")
 
 
 def _esc(m: re.Match[bytes]) -> bytes:
     return b"\\x%02x" % m.group()[0]
-
-
-def escape(raw: bytes) -> str:
-    """Decode wire bytes for logs: printable ASCII as is, any other byte (and ``\\``) as ``\\xNN``."""
-    if _NEEDS_ESCAPE.search(raw):
-        raw = _NEEDS_ESCAPE.sub(_esc, raw)
-    return raw.decode("ascii")
 
 
 def _escape_block(raw: bytes) -> bytes:
@@ -117,15 +113,15 @@ def request_line_kind(line: bytes) -> int:
 TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
-def can_start(first: int, is_request: bool) -> bool:
+def can_start(first: int, side: Side) -> bool:
     """Whether byte `first` can begin a message: a token character for a request, 'H' for a status line."""
-    return first in TOKEN_BYTES if is_request else first == 0x48 or first == 0x68  # "H", "h"
+    return first in TOKEN_BYTES if side is Side.CLIENT else first == 0x48 or first == 0x68  # "H", "h"
 
 
-def start_line_ok(line: bytes, is_request: bool) -> bool:
+def start_line_ok(line: bytes, side: Side) -> bool:
     """Whether a first line (up to its LF, CR or not) opens a head with header lines: a versioned
     request line, or a status line."""
-    if is_request:
+    if side is Side.CLIENT:
         return request_line_kind(line.rstrip(b"\r")) == VERSIONED
     return status_line_ok(line)
 
@@ -194,13 +190,13 @@ def parse_request_head(head: bytes) -> RequestHead:
     return RequestHead(method, uri, version, headers, _once(line_anomalies + anomalies), other)
 
 
-def partial_head(buf: bytes, is_request: bool) -> RequestHead | ResponseHead | None:
+def partial_head(buf: bytes, side: Side) -> RequestHead | ResponseHead | None:
     """What can be kept of a head the stream ended inside: the start line (a request line read up
     to the end, `METHOD target`, counts even without its line end; its version only if complete)
     and the header lines that ended. None when not even that much was read."""
     nl = buf.rfind(b"\n")
     line = buf if nl < 0 else buf[:buf.index(b"\n")]
-    if is_request:
+    if side is Side.CLIENT:
         if nl < 0:
             parts = line.split(b" ")
             if len(parts) < 2 or not parts[0] or not _TOKEN.match(parts[0]) or not parts[1]:
@@ -292,6 +288,7 @@ def _two_readings(block: bytes, anomalies: list[Anomaly]) -> tuple[bytes, bytes]
 
 def parse_headers(block: bytes, anomalies: list[Anomaly]) -> Headers:
     """Header block to {lower-case name: value or list of values}, via dpkt."""
+    text = not block.isascii()
     block = _escape_block(block)
     if b"\n " in block or b"\n\t" in block:
         # obs-fold (RFC 9112 5.2): a line starting with white space continues the previous one.
@@ -313,6 +310,8 @@ def parse_headers(block: bytes, anomalies: list[Anomaly]) -> Headers:
         headers = dict(dpkt.http.parse_headers(io.BytesIO(b"\n".join(kept))))
     if _VALUE_CONTROL.search(block):
         headers = {k: _escape_value(v) for k, v in headers.items()}
+    if text:
+        headers = {k: _utf8_value(v) for k, v in headers.items()}
     return headers
 
 
@@ -325,6 +324,12 @@ def _escape_value(v: str | list[str]) -> str | list[str]:
     if isinstance(v, list):
         return [_escape_value(x) for x in v]  # type: ignore[misc]
     return v.replace("\t", "\\x09").replace("\r", "\\x0d")
+
+
+def _utf8_value(v: str | list[str]) -> str | list[str]:
+    if isinstance(v, list):
+        return [utf8_text(x) for x in v]
+    return utf8_text(v)
 
 
 def header(headers: Headers, name: str) -> str | None:
@@ -375,5 +380,14 @@ def head_end(buf: bytearray | bytes, scan: int) -> int:
 
 
 def is_binary(line: bytes) -> bool:
-    """Control characters (but TAB) or non-ASCII bytes: not a text line."""
-    return any(b < 0x20 and b != 0x09 for b in line) or not line.isascii()
+    """Control characters (but TAB) or bytes that are not UTF-8: not a text line. Valid UTF-8 is
+    text, as it is in the records (a one-line request for /Köln is a request)."""
+    if any(b < 0x20 and b != 0x09 for b in line):
+        return True
+    if line.isascii():
+        return False
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False

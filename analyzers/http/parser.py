@@ -40,22 +40,24 @@ from analyzers.http.resync import (
 )
 from analyzers.http.sink import MessageSink
 from analyzers.http.state import AFTER_HEAD, ENDS_WITH_HEAD, State
+from analyzers.side import Side
 
 # The members the per-segment paths compare with, as plain names: looking one up on its enum class
 # costs more than the comparison (a tenth of a microsecond per head, in a profile of a busy capture).
 _HEAD, _BODY, _CHUNK_DATA, _CHUNK_END, _CLOSE_BODY, _TUNNEL = (
     State.HEAD, State.BODY, State.CHUNK_DATA, State.CHUNK_END, State.CLOSE_BODY, State.TUNNEL)
+_CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 
 
 class MessageParser:
-    """One direction's message framing. `is_request` chooses the start-line grammar."""
+    """One side's message framing. `side` chooses the start-line grammar: requests or responses."""
 
-    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "inner", "is_request", "last_ts",
-                 "lf_named", "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "sink",
+    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "inner", "last_ts", "lf_named",
+                 "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "side", "sink",
                  "skipped_bytes", "state", "truncated")
 
-    def __init__(self, is_request: bool, sink: MessageSink[MessageParser], resync: bool = False) -> None:
-        self.is_request = is_request
+    def __init__(self, side: Side, sink: MessageSink[MessageParser], resync: bool = False) -> None:
+        self.side = side
         self.sink = sink
         self.state = State.RESYNC if resync else State.HEAD
         self.buf = bytearray()
@@ -207,13 +209,13 @@ class MessageParser:
         """The usual start of a message, a segment that begins with a whole head: `_head`'s work minus
         the calls other cases need. Returns 0 (nothing consumed) in any other case, for `_head`."""
         first = data[0]
-        if self.is_request:
+        if self.side is _CLIENT:
             if first not in TOKEN_BYTES or self.one_line:
                 return 0
         elif (first != 0x48 and first != 0x68) or self.sink.headless_response():  # "H", "h"
             return 0
         end = head_end(data, 0)
-        if end < 0 or end > MAX_HEAD_BYTES or not start_line_ok(data[:data.index(b"\n")], self.is_request):
+        if end < 0 or end > MAX_HEAD_BYTES or not start_line_ok(data[:data.index(b"\n")], self.side):
             return 0
         self._begin(ts)
         return self._complete_head(data[:end], end, ts)
@@ -226,20 +228,20 @@ class MessageParser:
                 pos += 1
             if pos == n:
                 return pos
-            if not self.is_request and self.sink.headless_response():
+            if self.side is _SERVER and self.sink.headless_response():
                 self._begin(ts)
                 self.state = State.PEEK_STATUS
                 return pos
-            if self.one_line and self.is_request:
+            if self.one_line and self.side is _CLIENT:
                 self.state = State.LATE_HEADERS
                 return pos
             first = data[pos]
-            if not can_start(first, self.is_request):
+            if not can_start(first, self.side):
                 self._bad_start(first)
                 return pos
             self._begin(ts)
             end = head_end(data, pos)
-            if end >= 0 and start_line_ok(data[pos:data.index(b"\n", pos)], self.is_request):
+            if end >= 0 and start_line_ok(data[pos:data.index(b"\n", pos)], self.side):
                 if end - pos > MAX_HEAD_BYTES:
                     return self._oversized(data[pos:], ts)
                 # The usual case: the whole head is in this segment; no copy into the buffer.
@@ -255,13 +257,13 @@ class MessageParser:
                 return n
             self.line_checked = True
             line = bytes(buf[:nl])
-            if self.is_request and not start_line_ok(line, True):
+            if self.side is _CLIENT and not start_line_ok(line, _CLIENT):
                 if self.messages == 0 and is_binary(line.rstrip(b"\r")):
                     self._junk(bytes(buf), ts, True)
                     return n  # all of `data` is in `buf`, which the resync took over
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
-            if not self.is_request and not status_line_ok(line):
+            if self.side is _SERVER and not status_line_ok(line):
                 if self.sink.headless_response():  # HTTP/0.9's answer, a body that starts "HTTP/"
                     self._headless(ts)
                     return n
@@ -334,11 +336,11 @@ class MessageParser:
         if self.buf:
             self.buf = bytearray()
         self.line_checked = False
-        if self.is_request and not self.messages and head.startswith(HTTP2_PREFACE[:16]):
+        if self.side is _CLIENT and not self.messages and head.startswith(HTTP2_PREFACE[:16]):
             self._not_http(NotHttp.HTTP2)  # `PRI * HTTP/2.0`: HTTP/2 with prior knowledge
             return consumed
         self.messages += 1
-        if self.is_request:
+        if self.side is _CLIENT:
             parsed: RequestHead | ResponseHead | None = parse_request_head(head)
             self.one_line = head.count(b"\n") <= 1
             method = self.sink.on_head(self, parsed, self.first_ts, ts)  # type: ignore[arg-type]
@@ -367,8 +369,8 @@ class MessageParser:
     def _partial_head(self, ts: float) -> None:
         """The stream ended inside a head (or the peer answered it): what was read of it is a
         message cut short, if its start line was (see head.partial_head); else only the anomaly is."""
-        parsed = partial_head(bytes(self.buf), self.is_request) if self.in_message else None
-        if parsed is None and not self.is_request and self.in_message and self.sink.headless_response():
+        parsed = partial_head(bytes(self.buf), self.side) if self.in_message else None
+        if parsed is None and self.side is _SERVER and self.in_message and self.sink.headless_response():
             self._headless(ts)  # HTTP/0.9's answer: its few bytes began like a status line
             self._end(ts)
         else:
@@ -473,9 +475,9 @@ class MessageParser:
         """Look for a message start in what is buffered plus `data[pos:]`; parse on from it if found."""
         buf = self.buf
         buf += data[pos:] if pos else data
-        start = find_start(buf, self.is_request)
+        start = find_start(buf, self.side)
         if start < 0:
-            excess = len(buf) - keep_while_looking(self.is_request)
+            excess = len(buf) - keep_while_looking(self.side)
             if excess > 0:
                 self.skipped_bytes += excess
                 del buf[:excess]
@@ -507,7 +509,7 @@ class MessageParser:
         MAX_HEAD_BYTES bytes, wherever the segments happened to end, so the outcome does not
         depend on them. It had the shape of a message: this is HTTP, no longer probed."""
         nl = head.find(b"\n", 0, MAX_HEAD_BYTES)
-        self._cut_head(partial_head(head[:nl + 1], self.is_request) if nl >= 0 and self.in_message else None,
+        self._cut_head(partial_head(head[:nl + 1], self.side) if nl >= 0 and self.in_message else None,
                        Anomaly.OVERSIZED_HEAD, ts)
         self.skipped_bytes += MAX_HEAD_BYTES
         self._junk(head[MAX_HEAD_BYTES:], ts, False)
@@ -516,13 +518,13 @@ class MessageParser:
     def _bad_start(self, first: int) -> None:
         """`first` cannot begin the message that should start here. At a client's start it may be another
         protocol: TLS is given up on at once, anything else probed; later it is an anomaly. Then resync."""
-        if self.is_request and self.messages == 0:
+        if self.side is _CLIENT and self.messages == 0:
             if rules_out_http(first):
                 self._not_http(NotHttp.TLS)
                 return
             self.probing = True  # junk where the first request should be: HTTP, or not?
         else:
-            self.sink.on_anomaly(self, Anomaly.BAD_REQUEST_LINE if self.is_request else Anomaly.BAD_STATUS_LINE)
+            self.sink.on_anomaly(self, Anomaly.BAD_REQUEST_LINE if self.side is _CLIENT else Anomaly.BAD_STATUS_LINE)
         self._start_resync()
 
     def _not_http(self, kind: NotHttp) -> None:

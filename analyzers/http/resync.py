@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
+from analyzers.side import Side
+
 # While resynchronising, keep this much of the unmatched tail so a message start split across
 # packets is still found: a request line can be long (its target), ...
 RESYNC_KEEP_BYTES = 8 * 1024
@@ -46,9 +48,9 @@ class NotHttp(StrEnum):
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-def find_start(buf: bytes | bytearray, is_request: bool) -> int:
+def find_start(buf: bytes | bytearray, side: Side) -> int:
     """Offset in `buf` of the first request line (or status line) in the shape of a real one, or -1."""
-    if not is_request:
+    if side is Side.SERVER:
         m = _RESPONSE_START.search(buf)
         return -1 if m is None else m.start()
     for m in _REQUEST_START.finditer(buf):
@@ -58,9 +60,9 @@ def find_start(buf: bytes | bytearray, is_request: bool) -> int:
     return -1
 
 
-def keep_while_looking(is_request: bool) -> int:
+def keep_while_looking(side: Side) -> int:
     """How many bytes of an unmatched tail to keep: a start may be split across packets."""
-    return RESYNC_KEEP_BYTES if is_request else RESYNC_KEEP_RESPONSE_BYTES
+    return RESYNC_KEEP_BYTES if side is Side.CLIENT else RESYNC_KEEP_RESPONSE_BYTES
 
 
 def rules_out_http(first: int) -> bool:

@@ -12,7 +12,7 @@ its `on_begin` comes an anomaly naming why (junk at a client's start may only be
 `skipped_bytes`), and an `on_end` too if a gap cut it.
 
 A sink is generic in the parser that calls it, which it gets with every call to read its public
-fields (`is_request`, `in_message`, `body_len`, `last_ts`, `gap_in_message`, `truncated`); so this
+fields (`side`, `in_message`, `body_len`, `last_ts`, `gap_in_message`, `truncated`); so this
 module need not import the parser.
 """
 

@@ -17,6 +17,7 @@ from analyzers.http.head import Headers, RequestHead, ResponseHead, speaks_http
 from analyzers.http.parser import MessageParser
 from analyzers.http.resync import NotHttp
 from analyzers.packet_keep import KeptUpTo
+from analyzers.side import Side
 
 
 @dataclass(slots=True)
@@ -132,8 +133,8 @@ class Conversation:
         self.head_pos = -1
         self.heads_at_pos = 0
         self.anomaly_counts = anomaly_counts
-        self.client = MessageParser(True, self, resync)
-        self.server = MessageParser(False, self, resync)
+        self.client = MessageParser(Side.CLIENT, self, resync)
+        self.server = MessageParser(Side.SERVER, self, resync)
         self.unanswered: deque[Message] = deque()
         self.parsing: Message | None = None  # request whose head is parsed and body is not done
         self.response: Message | None = None
@@ -142,7 +143,7 @@ class Conversation:
         self.held: list[Transaction] = []  # answered while the request was still being sent
         self.server_gap = False
         self.client_gap: int | None = None
-        self.loose: tuple[list[str], list[str]] = ([], [])  # anomalies seen between messages
+        self.loose: tuple[list[str], list[str]] = ([], [])  # per side: anomalies seen between messages
         self.source: str | None = None  # capture file being read, for records
         self.tunnel = target is not None  # a tunnel opened here (CONNECT 2xx, 101), or this is inside one
         self.answering: Message | None = None  # the request the response being parsed answers
@@ -160,9 +161,9 @@ class Conversation:
 
     def on_head(self, parser: MessageParser, head: RequestHead | ResponseHead, first_ts: float,
                 ts: float) -> str | None:
-        side = 0 if parser.is_request else 1
-        msg = Message(head, first_ts, ts, ts, anomalies=list(head.anomalies) + self.loose[side])
-        self.loose[side].clear()
+        loose = self.loose[parser.side]
+        msg = Message(head, first_ts, ts, ts, anomalies=list(head.anomalies) + loose)
+        loose.clear()
         pos = self.cursor.pos
         if pos == self.head_pos:
             self.heads_at_pos += 1
@@ -250,7 +251,7 @@ class Conversation:
             self.pin = None
 
     def on_end(self, parser: MessageParser, ts: float) -> None:
-        if parser.is_request:
+        if parser is self.client:
             msg = self.parsing
             self.parsing = None
             if msg is None:
@@ -289,7 +290,7 @@ class Conversation:
             self.not_http_found(parser.not_http_kind if name == Anomaly.NOT_HTTP else NotHttp.OTHER)
             return
         self.anomaly_counts[name] += 1
-        if name == Anomaly.NOT_HTTP and parser.is_request:
+        if name == Anomaly.NOT_HTTP and parser is self.client:
             self.not_http_found(parser.not_http_kind)
         elif name == Anomaly.BAD_STATUS_LINE and not self.proven:
             # Not a status line where the server's first answer should be, and the client spoke no
@@ -302,14 +303,14 @@ class Conversation:
             request.anomalies.append(name)
             self._emit_unanswered(request, "bad_response")
             return
-        msg = self.parsing if parser.is_request else self.response
+        msg = self.parsing if parser is self.client else self.response
         if msg is not None and parser.in_message:
             msg.anomalies.append(name)
         else:
-            self.loose[0 if parser.is_request else 1].append(name)
+            self.loose[parser.side].append(name)
 
     def on_gap(self, parser: MessageParser, n: int, ts: float) -> None:
-        if parser.is_request:
+        if parser is self.client:
             self.client_gap = self.depth  # requests after this one may be paired wrongly
         else:
             self.server_gap = True

@@ -18,6 +18,7 @@ from analyzers import (
     RoutePattern,
     Rule,
 )
+from watcher.capture.sources import GUNZIP_MAX_BYTES, GUNZIP_MAX_RATIO
 from watcher.metrics import DEFAULT_BUCKETS_MS
 
 # Records buffered per output before new ones are dropped (and counted): about 10 s of a busy
@@ -108,13 +109,16 @@ class ZmqOutputConfig(OutputConfig):
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    """Bounds on memory: tracked connections, their idle lifetime, buffered frame batches."""
+    """Bounds on memory: tracked connections, their idle lifetime, buffered frame batches, how far
+    a gzip capture file may expand."""
 
     max_connections: int
     idle_timeout: float
     queue_batches: int
     pcap_connection_bytes: int
     pcap_total_bytes: int
+    gunzip_max_bytes: int = GUNZIP_MAX_BYTES
+    gunzip_max_ratio: float = GUNZIP_MAX_RATIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,7 @@ class Config:
     headers: HeadersConfig = HeadersConfig()
     redact: RedactConfig = RedactConfig()
     routes: RoutesConfig = RoutesConfig()
+    strings: str = "utf8"  # utf8 | ascii: how wire text is written (analyzers.Strings)
     rules_dir: Path | None = None
     rules: tuple[Rule, ...] = ()
     source: Path | None = None

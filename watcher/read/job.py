@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, TextIO
 
-from analyzers import Pipeline, split_records
+from analyzers import Pipeline, Strings, split_records
 from watcher.capture.sources import Batches, Records, expand
 from watcher.read.files import ReadResult, input_size, read_files
 from watcher.read.lines import JsonLinesWriter, TextSink
@@ -22,11 +22,12 @@ PARALLEL_MIN_BYTES = 32 << 20
 
 def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: bool = False,
                   max_connections: int | None = None, idle_timeout: float | None = None,
-                  workers: int | None = None) -> ReadResult:
+                  workers: int | None = None, strings: Strings = Strings.UTF8) -> ReadResult:
     """Read every input as one capture; write records to `out`, one-line problems to `err`.
 
     `workers`: processes sharing the connections; None chooses (several for a large input on a
-    multi-core machine, one otherwise). Stdin is always read by one process.
+    multi-core machine, one otherwise). Stdin is always read by one process. `strings`: how wire
+    text is written (README "The record").
     """
     files, notes = expand(paths)
     for note in notes:
@@ -42,17 +43,18 @@ def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: boo
     if "-" in files:
         workers = 1
     if workers > 1:
-        return read_parallel(files, out, err, workers, progress, kw)
-    return analyze_files(files, out, err, progress, Pipeline(**kw))
+        return read_parallel(files, out, err, workers, progress, kw, strings)
+    return analyze_files(files, out, err, progress, Pipeline(**kw), strings)
 
 
-def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, pipeline: Pipeline) -> ReadResult:
+def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, pipeline: Pipeline,
+                  strings: Strings = Strings.UTF8) -> ReadResult:
     """The read loop of one process: every file in order through one pipeline.
 
     A failing output raises `OutputError` out of here; problems of an input are reported and the
     loop goes on with the next file.
     """
-    writer = JsonLinesWriter(out)
+    writer = JsonLinesWriter(out, strings)
 
     def consume(item: Batches | Records) -> int:
         if isinstance(item, Records):

@@ -12,7 +12,9 @@ from analyzers import (
     Headers,
     RequestHead,
     ResponseHead,
+    Strings,
     Transaction,
+    ascii_text,
     header,
     record_anomalies,
     record_flags,
@@ -49,11 +51,16 @@ class OutputError(Exception):
     """Records could not be written (disk full, closed pipe): not a problem of the input."""
 
 
-def record_line(tx: Transaction) -> str:
-    """The JSON line of `to_record(tx)`, byte for byte what `json` makes of that dict (compact,
-    ASCII), written straight from the transaction: about three times cheaper than building the dict
-    and encoding it generically, which was an eighth of `pcapwatch read`'s time.
-    tests/unit/watcher/read/test_lines.py checks the two agree on every transaction of the test captures."""
+def record_line(tx: Transaction, strings: Strings = Strings.UTF8) -> str:
+    """The JSON line of `to_record(tx, strings)`, byte for byte what `json` makes of that dict
+    (compact, ASCII: text beyond ASCII as \\u escapes), written straight from the transaction: about
+    three times cheaper than building the dict and encoding it generically, which was an eighth of
+    `pcapwatch read`'s time. tests/unit/watcher/read/test_lines.py checks the two agree on every
+    transaction of the test captures, in both forms of `strings`."""
+    if strings == Strings.UTF8:
+        wire, headers, response = encode_basestring_ascii, _HEADERS, _RESPONSE
+    else:
+        wire, headers, response = _ascii_json, _ASCII_HEADERS, _ASCII_RESPONSE
     req, resp, conn = tx.request, tx.response, tx.conn
     rh = req.head if req is not None and isinstance(req.head, RequestHead) else None
     sh = resp.head if resp is not None and isinstance(resp.head, ResponseHead) else None
@@ -69,12 +76,12 @@ def record_line(tx: Transaction) -> str:
     else:
         ttfb = duration = "null"
     uid, endpoints = _ENDPOINTS.get(conn)
-    host, agent_referrer = _HEADERS.get(rh.headers) if rh is not None else _NO_HEADERS
-    status, content_type = _RESPONSE.get(sh) if sh is not None else _NO_RESPONSE
+    host, agent_referrer = headers.get(rh.headers) if rh is not None else _NO_HEADERS
+    status, content_type = response.get(sh) if sh is not None else _NO_RESPONSE
     return _LINE % (
         _ts(first.first_ts), uid, first.depth, endpoints,
-        "null" if rh is None or rh.method is None else encode_basestring_ascii(rh.method), host,
-        "null" if rh is None or rh.uri is None else encode_basestring_ascii(rh.uri),
+        "null" if rh is None or rh.method is None else wire(rh.method), host,
+        "null" if rh is None or rh.uri is None else wire(rh.uri),
         "null" if version is None else encode_basestring_ascii(version), agent_referrer,
         req.body_len if req is not None else 0, status,
         "null" if req is None or req.info_code is None else "%d" % req.info_code,
@@ -121,26 +128,32 @@ def _endpoints(conn: Endpoints) -> tuple[str, str]:
         conn.server_port)
 
 
-def _header_fields(h: Headers) -> tuple[str, str]:
-    """host; user_agent and referrer."""
-    return _str(_first(h.get("host"))), '"user_agent":%s,"referrer":%s' % (
-        _str(_first(h.get("user-agent"))), _str(_first(h.get("referer"))))
+def _ascii_json(s: str) -> str:
+    """A wire string in JSON, in the `strings: ascii` form."""
+    return encode_basestring_ascii(ascii_text(s))
 
 
-def _response_fields(sh: ResponseHead) -> tuple[str, str]:
+def _header_fields(h: Headers, wire: Callable[[str], str] = encode_basestring_ascii) -> tuple[str, str]:
+    """host; user_agent and referrer (`wire`: the JSON of a wire string)."""
+    return _str(_first(h.get("host")), wire), '"user_agent":%s,"referrer":%s' % (
+        _str(_first(h.get("user-agent")), wire), _str(_first(h.get("referer")), wire))
+
+
+def _response_fields(sh: ResponseHead, wire: Callable[[str], str] = encode_basestring_ascii) -> tuple[str, str]:
     """status_code and status_msg; response_content_type."""
-    status = ('"status_code":%d,"status_msg":%s' % (sh.status, encode_basestring_ascii(sh.reason))
-              if sh.status else _NO_RESPONSE[0])
-    return status, _str(header(sh.headers, "content-type"))
+    status = ('"status_code":%d,"status_msg":%s' % (sh.status, wire(sh.reason)) if sh.status else _NO_RESPONSE[0])
+    return status, _str(header(sh.headers, "content-type"), wire)
 
 
 _ENDPOINTS = _Memo(_endpoints)
 _HEADERS = _Memo(_header_fields, lambda h: h)
 _RESPONSE = _Memo(_response_fields, lambda sh: sh.headers)
+_ASCII_HEADERS = _Memo(lambda h: _header_fields(h, _ascii_json), lambda h: h)
+_ASCII_RESPONSE = _Memo(lambda sh: _response_fields(sh, _ascii_json), lambda sh: sh.headers)
 
 
-def _str(v: str | None) -> str:
-    return "null" if v is None else encode_basestring_ascii(v)
+def _str(v: str | None, wire: Callable[[str], str]) -> str:
+    return "null" if v is None else wire(v)
 
 
 def _first(v: str | list[str] | None) -> str | None:
@@ -181,12 +194,14 @@ def _float(x: float) -> str:
 
 
 class JsonLinesWriter:
-    def __init__(self, stream: TextSink) -> None:
+    def __init__(self, stream: TextSink, strings: Strings = Strings.UTF8) -> None:
         self.stream = stream
+        self.strings = strings
         self.written = 0
 
     def write(self, txs: Iterable[Transaction]) -> None:
-        lines = [record_line(tx) for tx in txs]
+        strings = self.strings
+        lines = [record_line(tx, strings) for tx in txs]
         if lines:
             try:
                 self.stream.write("\n".join(lines) + "\n")
@@ -201,6 +216,6 @@ class JsonLinesWriter:
             raise OutputError(e.strerror or str(e)) from e
 
 
-def reference_line(tx: Transaction) -> str:
+def reference_line(tx: Transaction, strings: Strings = Strings.UTF8) -> str:
     """The plain way to the same line, for tests: the record dict, encoded by `json`."""
-    return _encode(to_record(tx))
+    return _encode(to_record(tx, strings))

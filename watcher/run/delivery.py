@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analyzers import Message, Pcap, Policy, RuleSet, Transaction, TxView, finalize
+from analyzers import Message, Pcap, Policy, RuleSet, Strings, Transaction, TxView, ascii_headers, finalize
 from watcher.config.load import redact_policy, rule_set
 from watcher.config.model import Config
 from watcher.metrics import MetricsModel
@@ -30,9 +30,10 @@ Log = Callable[[str, str], None]
 CLOSE_SECONDS = 5.0
 
 
-def _headers(message: Message | None) -> dict[str, Any]:
+def _headers(message: Message | None, strings: Strings) -> dict[str, Any]:
     head = message.head if message is not None else None
-    return dict(getattr(head, "headers", {}))
+    headers = getattr(head, "headers", {})
+    return dict(ascii_headers(headers) if strings == Strings.ASCII else headers)
 
 
 def _began(tx: Transaction) -> float:
@@ -59,6 +60,7 @@ class Delivery:
         self.metrics = metrics
         self.rules: RuleSet = rule_set(config)
         self.policy: Policy = redact_policy(config)
+        self.strings = Strings(config.strings)  # how records write wire text (the service builds them)
         self.outputs = config.outputs
         self.default = tuple(o.name for o in config.outputs if o.default)
         self.counters = counters if counters is not None else DeliveryCounters()
@@ -77,6 +79,7 @@ class Delivery:
         whose directory and caps are unchanged are kept too)."""
         self.rules = rule_set(config)
         self.policy = redact_policy(config)
+        self.strings = Strings(config.strings)
         self._open_pcap_writers()
 
     def _open_pcap_writers(self) -> None:
@@ -106,7 +109,7 @@ class Delivery:
             self.pcap_writers[d].submit(snapshot_item(rule, tx.conn.uid, packets, _began(tx)))
 
     def deliver(self, record: dict[str, Any], tx: Transaction) -> None:
-        view = TxView(record, _headers(tx.request), _headers(tx.response))
+        view = TxView(record, _headers(tx.request, self.strings), _headers(tx.response, self.strings))
         decision = self.rules.evaluate(view)
         final = finalize(view, decision, self.policy)
         self.counters.records += 1

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyzers import Pipeline, Transaction, to_record
+from watcher.capture.sources import GunzipLimits
 from watcher.capture.spool import Spool
 from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
@@ -86,7 +87,7 @@ class Service:
         self.batches: queue.Queue[Batch] = queue.Queue(maxsize=lim.queue_batches)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.signals = SignalPipe()
-        self.spool = Spool(str(config.spool.dir), config.spool.pattern)
+        self.spool = Spool(str(config.spool.dir), config.spool.pattern, _gunzip(config))
         self.state_dir = str(config.state.dir)
         self.saved, warning = ckpt.load(self.state_dir)
         if warning:
@@ -240,7 +241,7 @@ class Service:
             self.counters.records += 1
 
     def record(self, tx: Transaction) -> dict[str, Any]:
-        rec = to_record(tx)
+        rec = to_record(tx, self.delivery.strings)
         rec["event_id"], name = record_origin(tx, self.reader.generations)
         if name is not None:
             rec["pcap_file"] = name
@@ -311,6 +312,7 @@ class Service:
         c = self.counters
         return (f"records {c.records:,}, lag {unread:,} bytes / {seconds:.1f} s, queue {self.batches.qsize()}/"
                 f"{self.batches.maxsize}, files done {sp.done:,}, lost {sp.lost:,} ({sp.lost_bytes:,} bytes), "
+                f"unreadable {len(self.spool.unreadable):,} now ({sp.unreadable:,} in all), failed {sp.failed:,}, "
                 f"connections {st['connections']['active']:,} (evicted {st['connections']['evicted']:,}), "
                 f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}")
 
@@ -332,6 +334,7 @@ class Service:
             return
         self.pipeline.flows.max_connections = new.limits.max_connections
         self.pipeline.flows.idle_timeout = new.limits.idle_timeout
+        self.spool.gunzip = _gunzip(new)  # one attribute: the reader thread takes it at its next .gz
         self._keep_packets(new)
         self.config = new
         log("info", "reloaded the configuration and reopened the outputs")
@@ -356,6 +359,7 @@ class Service:
         age = time.time() - self.last_checkpoint_wall if self.last_checkpoint_wall else None
         self.health = Health.from_pipeline(
             self.pipeline.stats(), files=sp.done, files_lost=sp.lost, lost_bytes=sp.lost_bytes,
+            files_unreadable=sp.unreadable, files_unreadable_now=len(self.spool.unreadable), files_failed=sp.failed,
             bytes=self.forgotten_bytes + sum(g.read_offset for g in list(self.reader.generations.values())),
             lag_bytes=unread, lag_seconds=seconds,
             rule_errors=dict(self.delivery.rules.errors), queue_depth=self.batches.qsize(),
@@ -364,6 +368,10 @@ class Service:
     def _health(self) -> Health:
         return dataclasses.replace(self.health, outputs=self.delivery.stats(),
                                    delivery=dataclasses.asdict(self.delivery.counters))
+
+
+def _gunzip(config: Config) -> GunzipLimits:
+    return GunzipLimits(config.limits.gunzip_max_bytes, config.limits.gunzip_max_ratio)
 
 
 def _buckets(config: Config) -> tuple[float, ...]:

@@ -46,7 +46,8 @@ _encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circ
 
 
 def encode(record: Record) -> str:
-    """One record as compact ASCII JSON (the encoding of `pcapwatch read`); never contains a newline."""
+    """One record as compact ASCII JSON (the encoding of `pcapwatch read`: text beyond ASCII, such as
+    UTF-8 from the wire, as \\u escapes, README "Text"); never contains a newline."""
     return _encoder.encode(record)
 
 

@@ -123,8 +123,10 @@ class SyslogSink(Sink):
         level = r.get("level")
         severity = SEVERITIES.get(str(level).lower(), 4) if level is not None else 6
         msgid = "alert" if level is not None else "http"
+        # UTF-8: the SD-PARAM values (host, uri) may hold text (RFC 5424 6.3.3 PARAM-VALUE is
+        # UTF-8); the JSON message itself is ASCII.
         return (f"<{self.facility * 8 + severity}>1 {timestamp(r.get('ts'))} {self._head} "
-                f"{header_token(msgid, MAX_MSGID)} {structured_data(r)} {encode(r)}").encode("ascii")
+                f"{header_token(msgid, MAX_MSGID)} {structured_data(r)} {encode(r)}").encode()
 
     def _connect(self) -> None:
         if self.transport == "unix":

@@ -7,6 +7,7 @@ each message's JSON as published instead, one per line, for jq. Ctrl-C ends it w
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -84,7 +85,10 @@ def _size(payload: dict[str, Any]) -> str:
 def tail(connect: str, filters: Sequence[str], as_json: bool, out: TextIO | None = None,
          color: bool | None = None) -> int:
     """Receive until Ctrl-C or SIGTERM; 0 then, 2 for an endpoint zmq refuses."""
-    out = out or sys.stdout
+    if out is None:
+        out = sys.stdout
+        if isinstance(out, io.TextIOWrapper):  # UTF-8 text on a terminal of another encoding: escapes
+            out.reconfigure(errors="backslashreplace")
     if color is None:
         color = out.isatty() and "NO_COLOR" not in os.environ
     from watcher.sinks.zmq_sink import Subscriber  # pyzmq only when tailing

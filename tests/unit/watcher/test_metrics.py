@@ -286,7 +286,8 @@ def test_bad_buckets(buckets: list[float]) -> None:
 
 
 def test_health_families_exact() -> None:
-    h = Health(files=3, files_lost=1, lost_bytes=2_000_000, packets=7042, bytes=13_055_937, lag_bytes=4096,
+    h = Health(files=3, files_lost=1, lost_bytes=2_000_000, files_unreadable=2, files_unreadable_now=1,
+               files_failed=4, packets=7042, bytes=13_055_937, lag_bytes=4096,
                lag_seconds=1.5, connections=367, connections_active=2, connections_evicted=5, gaps=4, routes=12,
                route_overflow=9, anomalies={"bad_request_line": 2, "incomplete_head": 1},
                not_http={"tls": 4, "http2": 1, "other": 0}, pipeline_overflow=11,
@@ -305,6 +306,9 @@ def test_health_families_exact() -> None:
         "pcapwatch_capture_files_total": ("counter", (), {(): 3.0}),
         "pcapwatch_capture_files_lost_total": ("counter", (), {(): 1.0}),
         "pcapwatch_capture_lost_bytes_total": ("counter", (), {(): 2e6}),
+        "pcapwatch_capture_files_unreadable_total": ("counter", (), {(): 2.0}),
+        "pcapwatch_capture_files_unreadable": ("gauge", (), {(): 1.0}),
+        "pcapwatch_capture_files_failed_total": ("counter", (), {(): 4.0}),
         "pcapwatch_capture_packets_total": ("counter", (), {(): 7042.0}),
         "pcapwatch_capture_bytes_total": ("counter", (), {(): 13055937.0}),
         "pcapwatch_lag_bytes": ("gauge", (), {(): 4096.0}),

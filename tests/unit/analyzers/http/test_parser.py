@@ -16,6 +16,7 @@ from analyzers.http.framing import MAX_LINE_BYTES
 from analyzers.http.head import MAX_HEAD_BYTES, Headers, RequestHead, ResponseHead
 from analyzers.http.parser import MessageParser, State
 from analyzers.http.resync import NOT_HTTP_PROBE_BYTES
+from analyzers.side import Side
 
 Event = tuple[object, ...]
 Op = tuple[str, object, float]  # ("data", bytes, ts) | ("gap", n, ts) | ("eof", None, ts)
@@ -68,10 +69,10 @@ def bytewise(i: int, data: bytes) -> list[bytes]:
     return [data[k:k + 1] for k in range(len(data))]
 
 
-def run(ops: list[Op], is_request: bool = True, split: Splitter = whole, resync: bool = False,
+def run(ops: list[Op], side: Side = Side.CLIENT, split: Splitter = whole, resync: bool = False,
         methods: tuple[str | None, ...] = (), headless: bool = False) -> tuple[list[Event], MessageParser]:
     sink = Recorder(methods, headless)
-    parser = MessageParser(is_request, sink, resync)
+    parser = MessageParser(side, sink, resync)
     for i, (kind, arg, ts) in enumerate(ops):
         if kind == "data":
             assert isinstance(arg, bytes)
@@ -99,11 +100,11 @@ def splitters(ops: list[Op]) -> Iterator[tuple[str, Splitter]]:
             yield f"op {i} cut at {cut}", split
 
 
-def events(ops: list[Op], is_request: bool = True, **kw: object) -> list[Event]:
+def events(ops: list[Op], side: Side = Side.CLIENT, **kw: object) -> list[Event]:
     """The events of feeding `ops` whole, after checking every other split gives the same."""
-    expected, parser = run(ops, is_request, whole, **kw)  # type: ignore[arg-type]
+    expected, parser = run(ops, side, whole, **kw)  # type: ignore[arg-type]
     for name, split in splitters(ops):
-        got, other = run(ops, is_request, split, **kw)  # type: ignore[arg-type]
+        got, other = run(ops, side, split, **kw)  # type: ignore[arg-type]
         assert got == expected, f"fed {name}"
         assert (other.state, other.messages) == (parser.state, parser.messages), f"fed {name}"
     return expected
@@ -366,7 +367,7 @@ def test_eof_in_head_without_a_method_and_target_is_only_the_anomaly(data: bytes
 
 def test_eof_in_response_head_keeps_the_status() -> None:
     ops = [D(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nX", 1.0), EOF(2.0)]
-    assert events(ops, is_request=False, methods=("GET",)) == [
+    assert events(ops, side=Side.SERVER, methods=("GET",)) == [
         ("head", 404, "Not Found", "1.1", [], 1.0, 2.0), ("anomaly", "incomplete_head"), ("end", 0, False, True, 2.0)]
 
 
@@ -402,7 +403,7 @@ def test_responses_content_length_chunked_and_close() -> None:
         D(b" the end", 4.0),
         EOF(5.0),
     ]
-    assert events(ops, is_request=False, methods=("GET", "GET", "GET")) == [
+    assert events(ops, side=Side.SERVER, methods=("GET", "GET", "GET")) == [
         ("head", 200, "OK", "1.1", [], 1.0, 1.0), ("end", 3, False, False, 1.0),
         ("head", 200, "OK", "1.1", [], 2.0, 2.0), ("end", 2, False, False, 2.0),
         ("head", 200, "OK", "1.0", [], 3.0, 3.0), ("end", 13, False, False, 5.0),
@@ -411,7 +412,7 @@ def test_responses_content_length_chunked_and_close() -> None:
 
 def test_response_to_head_has_no_body() -> None:
     ops = [D(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nHTTP/1.1 404 NF\r\nContent-Length: 2\r\n\r\nno")]
-    assert events(ops, is_request=False, methods=("HEAD", "GET")) == [
+    assert events(ops, side=Side.SERVER, methods=("HEAD", "GET")) == [
         ("head", 200, "OK", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
         ("head", 404, "NF", "1.1", [], 1.0, 1.0), ("end", 2, False, False, 1.0),
     ]
@@ -420,7 +421,7 @@ def test_response_to_head_has_no_body() -> None:
 def test_interim_responses_have_no_body() -> None:
     ops = [D(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
              b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n")]
-    assert events(ops, is_request=False, methods=("GET", "GET", "GET", "GET")) == [
+    assert events(ops, side=Side.SERVER, methods=("GET", "GET", "GET", "GET")) == [
         ("head", 100, "Continue", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
         ("head", 103, "Early Hints", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
         ("head", 204, "No Content", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
@@ -431,13 +432,13 @@ def test_interim_responses_have_no_body() -> None:
 def test_101_then_other_protocol_is_not_parsed() -> None:
     ops = [D(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"),
            D(b"HTTP/1.1 200 OK\r\n\r\n", 2.0), GAP(10, 3.0), EOF()]
-    evs = events(ops, is_request=False, methods=("GET",))
+    evs = events(ops, side=Side.SERVER, methods=("GET",))
     assert evs == [("head", 101, "Switching Protocols", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
 
 
 def test_headless_response_to_http09() -> None:
     ops = [D(b"<html>hi</html>", 1.0), D(b"more", 2.0), EOF(3.0)]
-    assert events(ops, is_request=False, headless=True) == [
+    assert events(ops, side=Side.SERVER, headless=True) == [
         ("head", 0, "", "0.9", [], 1.0, 1.0), ("end", 19, False, False, 3.0)]
 
 
@@ -446,7 +447,7 @@ def test_headless_response_to_http09() -> None:
 def test_bad_status_line_resyncs_at_next_response(line: bytes) -> None:
     ops = [D(b"HTTP/1.1 304 Not Modified\r\n\r\n"),
            D(line + b"\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 2.0)]
-    assert events(ops, is_request=False, methods=("GET", "GET", "GET")) == [
+    assert events(ops, side=Side.SERVER, methods=("GET", "GET", "GET")) == [
         ("head", 304, "Not Modified", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
         ("anomaly", "bad_status_line"),
         ("head", 204, "No Content", "1.1", [], 2.0, 2.0), ("end", 0, False, False, 2.0),
@@ -504,7 +505,7 @@ def test_gap_in_chunked_framing_cuts_the_message() -> None:
 
 def test_gap_in_close_delimited_body_is_counted() -> None:
     ops = [D(b"HTTP/1.0 200 OK\r\n\r\nabc", 1.0), GAP(100, 2.0), D(b"xyz", 3.0), EOF(4.0)]
-    assert events(ops, is_request=False, methods=("GET",)) == [
+    assert events(ops, side=Side.SERVER, methods=("GET",)) == [
         ("head", 200, "OK", "1.0", [], 1.0, 1.0), ("end", 106, True, False, 4.0)]
 
 
@@ -543,7 +544,7 @@ def test_midstream_start_skips_to_first_request() -> None:
 
 def test_midstream_start_skips_to_first_response() -> None:
     ops = [D(b"tail of a body HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]
-    assert no_anomalies(events(ops, is_request=False, resync=True, methods=("GET",))) == [
+    assert no_anomalies(events(ops, side=Side.SERVER, resync=True, methods=("GET",))) == [
         ("head", 200, "OK", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
 
 
@@ -582,13 +583,13 @@ def test_headless_response_that_starts_like_a_status_line(body: bytes) -> None:
     """HTTP/0.9's answer is the raw body, whatever its first bytes: one starting `HTTP/` that is no
     status line is still that body, not a bad status line."""
     ops = [D(body, 1.0), D(b"more", 2.0), EOF(3.0)]
-    assert events(ops, is_request=False, headless=True) == [
+    assert events(ops, side=Side.SERVER, headless=True) == [
         ("head", 0, "", "0.9", [], 1.0, 1.0 if b"\n" in body else 3.0), ("end", len(body) + 4, False, False, 3.0)]
 
 
 def test_reply_to_a_one_line_request_with_a_status_line() -> None:
     ops = [D(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad"), EOF(2.0)]
-    assert events(ops, is_request=False, headless=True, methods=("GET",)) == [
+    assert events(ops, side=Side.SERVER, headless=True, methods=("GET",)) == [
         ("head", 400, "Bad Request", "1.0", [], 1.0, 1.0), ("end", 3, False, False, 1.0)]
 
 
@@ -668,8 +669,8 @@ def test_oversized_response_head_keeps_its_status() -> None:
     ops = [D(big + b"HTTP/1.1 204 No Content\r\n\r\n", 1.0)]
     expected = [("head", 200, "OK", "1.1", [], 1.0, 1.0), ("anomaly", "oversized_head"), ("end", 0, False, True, 1.0),
                 ("head", 204, "No Content", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
-    assert run(ops, is_request=False, methods=("GET", "GET"), split=bytewise)[0] == expected
-    assert run(ops, is_request=False, methods=("GET", "GET"))[0] == expected
+    assert run(ops, side=Side.SERVER, methods=("GET", "GET"), split=bytewise)[0] == expected
+    assert run(ops, side=Side.SERVER, methods=("GET", "GET"))[0] == expected
 
 
 @pytest.mark.parametrize("line", [b"HTTP/1.1 200\rOK", b"HTTP/1.0 404\r\x00"])
@@ -677,7 +678,7 @@ def test_a_status_line_resync_would_find_again_is_passed_over(line: bytes) -> No
     """A line that begins like a status line and is none: named, and looked past (not found again
     by the resync, which once made this recurse without end)."""
     ops = [D(b"junk" + line + b"\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")]
-    assert events(ops, is_request=False, resync=True, methods=("GET",)) == [
+    assert events(ops, side=Side.SERVER, resync=True, methods=("GET",)) == [
         ("anomaly", "bad_status_line"), ("head", 204, "No Content", "1.1", [], 1.0, 1.0),
         ("end", 0, False, False, 1.0)]
 

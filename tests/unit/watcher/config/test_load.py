@@ -116,6 +116,10 @@ BAD_VALUES = [
                                              f"{defaults_todo('2000000')}"),
     ("limits", "pcap_total_bytes", "1.5", "found 1.5 (a number), expected a whole number of bytes >= 1; "
                                           f"{defaults_todo('64000000')}"),
+    ("limits", "gunzip_max_bytes", "0", "found 0 (a whole number), expected a whole number of bytes >= 1; "
+                                        f"{defaults_todo('17179869184')}"),
+    ("limits", "gunzip_max_ratio", "0.5", "found 0.5 (a number), expected a number >= 1; "
+                                          f"{defaults_todo('200.0')}"),
     ("capture", "file_mb", "0", "found 0 (a whole number), expected a whole number of millions of bytes >= 1; "
                                 f"{defaults_todo('100')}"),
     ("capture", "file_mb", "100MB", "found '100MB' (a string), expected a whole number of millions of bytes "
@@ -359,7 +363,7 @@ def test_every_output_type_with_defaults_and_with_values(tmp_path: Path) -> None
         "redis://127.0.0.1:6379/0", "tcp://127.0.0.1:5556")
 
 
-SECTIONS = "spool, state, outputs, limits, capture, headers, redact, routes, rules_dir, rules"
+SECTIONS = "spool, state, outputs, limits, capture, headers, redact, routes, strings, rules_dir, rules"
 UNKNOWN_KEYS = [
     ("spol:\n  dir: x\n", f"F:1: spol: found unknown section 'spol', expected one of {SECTIONS}; did you mean "
                           "'spool'?"),
@@ -369,8 +373,8 @@ UNKNOWN_KEYS = [
     ("spool:\n  dir: x\n  rescan_secs: 1\n", "F:3: spool.rescan_secs: found unknown key 'rescan_secs', expected "
      "one of dir, pattern, rescan_seconds, ring_bytes, lag_warn_fraction; did you mean 'rescan_seconds'?"),
     ("limits:\n  max_conections: 5\n", "F:2: limits.max_conections: found unknown key 'max_conections', expected "
-     "one of max_connections, idle_timeout, queue_batches, pcap_connection_bytes, pcap_total_bytes; did you mean "
-     "'max_connections'?"),
+     "one of max_connections, idle_timeout, queue_batches, pcap_connection_bytes, pcap_total_bytes, "
+     "gunzip_max_bytes, gunzip_max_ratio; did you mean 'max_connections'?"),
     ("capture:\n  zzz: 1\n", "F:2: capture.zzz: found unknown key 'zzz', expected one of file_mb, files, snaplen, "
                              "bpf, user; delete it or correct its spelling"),
     ("state:\n  3: x\n", "F:2: state.3: found unknown key 3 (a whole number), expected one of dir, "
@@ -618,7 +622,8 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
                      "url": "redis://:<redacted>@h:6379/1", "mode": "stream", "key": "pcapwatch:http",
                      "maxlen": 100000, "batch": 100, "backoff_max_seconds": 30.0}],
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
-                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000},
+                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000,
+                   "gunzip_max_bytes": 17179869184, "gunzip_max_ratio": 200.0},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "", "user": "nobody"},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
                                 "authorization", "cookie"],
@@ -627,6 +632,7 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": ["<redacted>"], "max_field_bytes": 4096},
         "routes": {"patterns": [{"match": "^/a", "route": "/a"}], "max_routes": 1000},
+        "strings": "utf8",
         "rules_dir": None,
     }
     again = write(tmp_path, render(c, reveal=True), name="elsewhere/again.yaml")  # absolute paths: the directory

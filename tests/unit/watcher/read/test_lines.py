@@ -11,6 +11,7 @@ thousand values, among them the ties and range ends where a shortcut would go wr
 from __future__ import annotations
 
 import io
+import json
 import math
 import random
 from collections import Counter
@@ -20,6 +21,7 @@ import pytest
 from helpers.env import CORPUS
 
 from analyzers.http.head import RequestHead, ResponseHead
+from analyzers.http.text import Strings
 from analyzers.http.transactions import Conversation, Endpoints, Message, Transaction
 from analyzers.pipeline import Pipeline
 from unit.analyzers.test_records import request, response
@@ -48,11 +50,16 @@ def hand_made() -> list[Transaction]:
                       anomalies=["bad_request_line"], depth=4)
     typed = response(b"HTTP/1.1 404 Not Found\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n", 7.25, 7.5,
                      body_len=9, depth=2, pcap_file="g", anomalies=["duplicate_content_length"])
+    text = request(b"GET /K\xc3\xb6ln?q=\xe2\x80\xae\xff\\ HTTP/1.1\r\nHost: k\xc3\xb6ln.test\r\n"
+                   b"User-Agent: \xf0\x9f\x98\x80\xc2\x85\r\nReferer: \xc3\r\n\r\n", 8.0, 8.0, depth=1)
+    text_reply = response(b"HTTP/1.1 200 Gr\xc3\xbc\xc3\x9fe\r\nContent-Type: text/plain; charset=\xe2\x82\xac\r\n"
+                          b"\r\n", 8.5, 8.5, depth=1)
     return [
         Transaction(CONN, req, resp),
         Transaction(CONN, req, None, "reset"),
         Transaction(MIDSTREAM, None, typed, "no_request"),
         Transaction(CONN, odd, typed),
+        Transaction(CONN, text, text_reply),
         Transaction(CONN, one_line, headless),
         Transaction(MIDSTREAM, early, switching, None, tunnel=True),
         Transaction(CONN, early, None, "gap"),
@@ -65,6 +72,28 @@ def hand_made() -> list[Transaction]:
 def test_hand_made_transactions() -> None:
     for tx in hand_made():
         assert record_line(tx) == reference_line(tx)
+        assert record_line(tx, Strings.ASCII) == reference_line(tx, Strings.ASCII)
+        assert record_line(tx, Strings.UTF8) == record_line(tx)
+
+
+def test_utf8_text_in_both_forms() -> None:
+    """Valid UTF-8 is JSON text (\\u escapes: the line stays ASCII, json.loads gives the text back);
+    with strings: ascii every non-ASCII byte is \\xNN, the line as before there was a choice."""
+    (tx,) = [t for t in hand_made() if t.request is not None and t.request.first_ts == 8.0]
+    line = record_line(tx)
+    assert line.isascii()
+    assert '"uri":"/K\\u00f6ln?q=\\\\xe2\\\\x80\\\\xae\\\\xff\\\\x5c"' in line
+    r = json.loads(line)
+    assert (r["uri"], r["host"], r["user_agent"], r["referrer"], r["status_msg"], r["response_content_type"]) == (
+        "/K\u00f6ln?q=\\xe2\\x80\\xae\\xff\\x5c", "k\u00f6ln.test", "\U0001f600\\xc2\\x85", "\\xc3",
+        "Gr\u00fc\u00dfe", "text/plain; charset=\u20ac")
+    a = json.loads(record_line(tx, Strings.ASCII))
+    assert (a["uri"], a["host"], a["user_agent"], a["referrer"], a["status_msg"], a["response_content_type"]) == (
+        "/K\\xc3\\xb6ln?q=\\xe2\\x80\\xae\\xff\\x5c", "k\\xc3\\xb6ln.test", "\\xf0\\x9f\\x98\\x80\\xc2\\x85",
+        "\\xc3", "Gr\\xc3\\xbc\\xc3\\x9fe", "text/plain; charset=\\xe2\\x82\\xac")
+    out = io.StringIO()
+    JsonLinesWriter(out, Strings.ASCII).write([tx])
+    assert out.getvalue() == reference_line(tx, Strings.ASCII) + "\n"
 
 
 def test_parsed_conversation_with_wire_escapes() -> None:
@@ -127,6 +156,7 @@ def test_every_transaction_of_the_corpus() -> None:
         txs += p.close()
         for tx in txs:
             assert record_line(tx) == reference_line(tx), path
+            assert record_line(tx, Strings.ASCII) == reference_line(tx, Strings.ASCII), path
         checked += len(txs)
     assert checked > 1000
 

@@ -5,16 +5,18 @@ client library (redis, zmq, prometheus_client) is imported only when an output o
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from helpers.liveenv import free_port
 
 import watcher
-from analyzers.http.transactions import Endpoints, Message, Transaction
+from analyzers.http.transactions import Conversation, Endpoints, Message, Transaction
 from analyzers.records import to_record
 from watcher.config.load import load
 from watcher.metrics import MetricsModel
@@ -91,3 +93,31 @@ def test_client_libraries_are_imported_only_when_an_output_uses_them(tmp_path: P
                        timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["none", "redis zmq prometheus_client"]
+
+
+def test_strings_ascii_for_the_rules_headers_and_on_reload(tmp_path: Path) -> None:
+    """`strings: ascii`: the header values the rules and the outputs see are escaped too; a reload
+    (set_rules, as on SIGHUP with the same outputs) switches the form."""
+    conf = tmp_path / "c.yaml"
+    out = tmp_path / "out.jsonl"
+    base = (f"outputs:\n  - {{name: f, type: jsonl, path: {out}}}\n"
+            "rules:\n  - {name: t, match: {header: {user-agent: '^K\u00f6ln$'}}, actions: {tag: [utf8]}}\n")
+    conf.write_text("strings: ascii\n" + base, encoding="utf-8")
+    conv = Conversation(Endpoints("Cs", "127.0.0.1", 40000, "127.0.0.1", 80, False), Counter())
+    conv.client.data(b"GET /K\xc3\xb6ln HTTP/1.1\r\nHost: h\r\nUser-Agent: K\xc3\xb6ln\r\n\r\n", 1.0)
+    conv.server.data(b"HTTP/1.1 204 No Content\r\n\r\n", 1.5)
+    (t,) = conv.out
+    d = Delivery(load(conf), MetricsModel(), quiet)
+    try:
+        d.deliver(to_record(t, d.strings), t)
+        conf.write_text(base, encoding="utf-8")
+        d.set_rules(load(conf))
+        d.deliver(to_record(t, d.strings), t)
+        assert d.flush(5.0)
+    finally:
+        d.close(1.0)
+    first, second = (json.loads(line) for line in out.read_text().splitlines())
+    assert (first["uri"], first["request_headers"]["user-agent"], first["tags"]) == (
+        "/K\\xc3\\xb6ln", "K\\xc3\\xb6ln", [])
+    assert (second["uri"], second["request_headers"]["user-agent"], second["tags"]) == (
+        "/K\u00f6ln", "K\u00f6ln", ["utf8"])

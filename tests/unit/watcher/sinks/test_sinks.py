@@ -10,6 +10,7 @@ after every step and, in one test, continuously while the worker fails and retri
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import stat
@@ -804,3 +805,29 @@ def test_tail_lines(utc: None) -> None:
     assert format_line("out", record(8)) == "22:13:20.008 192.0.2.10:40008      <- 200     2.5ms    1.2K"
     assert format_line("alert", {"level": "warning", "message": "slow", "ts": 1700000000.0}) == \
         "22:13:20.000 -                     !! warning: slow"
+
+
+def test_utf8_text_through_every_encoder(tmp_path: Path, umask022: None) -> None:
+    """Records hold valid UTF-8 from the wire as text (strings: utf8). The JSON of every output is
+    ASCII with \\u escapes that decode to the text; syslog's structured data carries it as UTF-8
+    (RFC 5424 PARAM-VALUE); ECS splits the URL of the text."""
+    r = record(1, uri="/st\u00e4dte/K\u00f6ln?q=\u20ac", host="k\u00f6ln.test:8080", user_agent="\U0001f600 \\xff")
+    line = encode(r)
+    assert line.isascii()
+    assert '"uri":"/st\\u00e4dte/K\\u00f6ln?q=\\u20ac"' in line and '"user_agent":"\\ud83d\\ude00 \\\\xff"' in line
+    assert json.loads(line) == r
+    ecs = json.loads(encode(to_ecs(r)))
+    assert (ecs["url"]["path"], ecs["url"]["query"], ecs["url"]["domain"]) == ("/st\u00e4dte/K\u00f6ln", "q=\u20ac",
+                                                                              "k\u00f6ln.test")
+    assert ecs["user_agent"]["original"] == "\U0001f600 \\xff"
+    s = SyslogSink(SyslogOutputConfig("s", "syslog", "udp://127.0.0.1:9", hostname="web-1"))
+    msg = s.format(r)
+    assert ' host="k\u00f6ln.test:8080" uri="/st\u00e4dte/K\u00f6ln?q=\u20ac" '.encode() in msg
+    assert msg.endswith(line.encode())
+    path = tmp_path / "http.jsonl"
+    sink = open_sink(JsonlOutputConfig("file", "jsonl", path))
+    sink.submit(r)
+    assert sink.flush(5)
+    sink.close(1)
+    assert path.read_bytes() == (line + "\n").encode()
+    assert json.loads(path.read_text())["uri"] == "/st\u00e4dte/K\u00f6ln?q=\u20ac"
