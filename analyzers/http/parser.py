@@ -4,9 +4,10 @@ Fed bytes, gaps and end-of-stream in stream order (`data`, `gap`, `eof`); report
 message ends and anomalies to a `MessageSink` (sink.py: the conversation that pairs requests with
 responses). It keeps no body bytes: bodies are counted. It never raises on input: what a strict
 server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for the next
-message start and counts what it skipped. Every change of its state is made in this file (as in
-h11's `_state.py`); the pure questions it asks of the bytes are answered in head.py, framing.py
-(bodies, chunk lines) and resync.py (where the next message starts). The promise its calls to
+message start and counts what it skipped. Every change of its state is made by its own methods (as
+in h11's `_state.py`): here, and for input that did not parse in recovery.py, its mixin; the pure
+questions it asks of the bytes are answered in head.py, framing.py (bodies, chunk lines) and
+resync.py (where the next message starts). The promise its calls to
 the sink keep (every message that starts ends once) is written down in sink.py.
 """
 
@@ -26,17 +27,13 @@ from analyzers.http.head import (
     parse_header_block,
     parse_request_head,
     parse_response_head_cached,
-    partial_head,
     start_line_ok,
     status_line_ok,
 )
+from analyzers.http.recovery import Recovery
 from analyzers.http.resync import (
     HTTP2_PREFACE,
-    NOT_HTTP_PROBE_BYTES,
     NotHttp,
-    find_start,
-    keep_while_looking,
-    rules_out_http,
 )
 from analyzers.http.sink import MessageSink
 from analyzers.http.state import AFTER_HEAD, ENDS_WITH_HEAD, State
@@ -49,7 +46,7 @@ _HEAD, _BODY, _CHUNK_DATA, _CHUNK_END, _CLOSE_BODY, _TUNNEL = (
 _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 
 
-class MessageParser:
+class MessageParser(Recovery):
     """One side's message framing. `side` chooses the start-line grammar: requests or responses."""
 
     __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "inner", "last_ts", "lf_named",
@@ -164,14 +161,6 @@ class MessageParser:
             self._end(ts)
         self.buf = bytearray()
         self.state = State.DONE
-
-    def answered(self) -> None:
-        """The peer answered a head still incomplete here: it is taken as read, cut short, and the
-        next message looked for after it."""
-        if self.state is _HEAD and self.in_message and self.buf:
-            self._partial_head(self.last_ts)
-            if not self.in_message:
-                self._start_resync()
 
     def carry(self, inner: MessageParser) -> None:
         """A CONNECT tunnel opened: the rest of this stream goes to `inner`, the parser of the
@@ -366,27 +355,6 @@ class MessageParser:
         self.state = after  # nothing is buffered (above): RESYNC starts clean
         return consumed
 
-    def _partial_head(self, ts: float) -> None:
-        """The stream ended inside a head (or the peer answered it): what was read of it is a
-        message cut short, if its start line was (see head.partial_head); else only the anomaly is."""
-        parsed = partial_head(bytes(self.buf), self.side) if self.in_message else None
-        if parsed is None and self.side is _SERVER and self.in_message and self.sink.headless_response():
-            self._headless(ts)  # HTTP/0.9's answer: its few bytes began like a status line
-            self._end(ts)
-        else:
-            self._cut_head(parsed, Anomaly.INCOMPLETE_HEAD, ts)
-
-    def _cut_head(self, parsed: RequestHead | ResponseHead | None, why: Anomaly, ts: float) -> None:
-        """A head that could not be read whole: its start line (`parsed`, if there is one) is a
-        message, named `why` and cut short; else `why` alone is reported."""
-        if parsed is not None:
-            self.messages += 1
-            self.sink.on_head(self, parsed, self.first_ts, ts)
-        self.sink.on_anomaly(self, why)
-        if parsed is not None:
-            self.truncated = True
-            self._end(ts)
-
     def _line(self, data: bytes, pos: int, ts: float) -> int:
         """Chunk-size lines, the CRLF after chunk data, and trailer lines."""
         nl = data.find(b"\n", pos)
@@ -462,75 +430,3 @@ class MessageParser:
         self.truncated = True
         self._end(ts)
         self._start_resync()
-
-    # Recovery: off the hot path, for input that did not parse ----------------------------------
-
-    def _start_resync(self) -> None:
-        """From here on, look for the next message start."""
-        self.state = State.RESYNC
-        self.buf = bytearray()
-        self.line_checked = False
-
-    def _resync(self, data: bytes, pos: int, ts: float) -> int:
-        """Look for a message start in what is buffered plus `data[pos:]`; parse on from it if found."""
-        buf = self.buf
-        buf += data[pos:] if pos else data
-        start = find_start(buf, self.side)
-        if start < 0:
-            excess = len(buf) - keep_while_looking(self.side)
-            if excess > 0:
-                self.skipped_bytes += excess
-                del buf[:excess]
-            if self.probing and self.skipped_bytes + len(buf) > NOT_HTTP_PROBE_BYTES:
-                self._not_http(NotHttp.OTHER)
-            return len(data)
-        if self.probing:
-            self.probing = False
-            self.sink.on_anomaly(self, Anomaly.JUNK_BEFORE_FIRST_MESSAGE)
-        self.skipped_bytes += start
-        rest = bytes(buf[start:])
-        self.buf = bytearray()
-        self.state = State.HEAD
-        self.data(rest, ts)
-        return len(data)
-
-    def _junk(self, data: bytes, ts: float, probing: bool) -> int:
-        """What should have been a message start is not one: look for the next one in it. `probing`:
-        it came where a client's first request should be, so it may be another protocol."""
-        self.in_message = False
-        self.probing = probing
-        self._start_resync()
-        self._resync(data, 0, ts)
-        return len(data)
-
-    def _oversized(self, head: bytes, ts: float) -> int:
-        """A head over the limit: its start line, when that ended within the limit, is a message cut
-        short (its headers dropped); the rest is skipped. Resync resumes right after its first
-        MAX_HEAD_BYTES bytes, wherever the segments happened to end, so the outcome does not
-        depend on them. It had the shape of a message: this is HTTP, no longer probed."""
-        nl = head.find(b"\n", 0, MAX_HEAD_BYTES)
-        self._cut_head(partial_head(head[:nl + 1], self.side) if nl >= 0 and self.in_message else None,
-                       Anomaly.OVERSIZED_HEAD, ts)
-        self.skipped_bytes += MAX_HEAD_BYTES
-        self._junk(head[MAX_HEAD_BYTES:], ts, False)
-        return len(head)
-
-    def _bad_start(self, first: int) -> None:
-        """`first` cannot begin the message that should start here. At a client's start it may be another
-        protocol: TLS is given up on at once, anything else probed; later it is an anomaly. Then resync."""
-        if self.side is _CLIENT and self.messages == 0:
-            if rules_out_http(first):
-                self._not_http(NotHttp.TLS)
-                return
-            self.probing = True  # junk where the first request should be: HTTP, or not?
-        else:
-            self.sink.on_anomaly(self, Anomaly.BAD_REQUEST_LINE if self.side is _CLIENT else Anomaly.BAD_STATUS_LINE)
-        self._start_resync()
-
-    def _not_http(self, kind: NotHttp) -> None:
-        """The first bytes of a client are not HTTP/1.x (TLS, HTTP/2, SSH, ...): stop parsing this direction."""
-        self.not_http_kind = kind
-        self.sink.on_anomaly(self, Anomaly.NOT_HTTP)
-        self.buf = bytearray()
-        self.in_message = False
-        self.state = State.NOT_HTTP
