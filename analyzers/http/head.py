@@ -361,11 +361,12 @@ def _response_head(head: bytes) -> ResponseHead | None:
 
 def speaks_http(head: RequestHead | ResponseHead) -> bool:
     """Whether a head shows its connection speaks HTTP: a status line, a request line with an HTTP
-    version, or HTTP/0.9's `GET target` (a shell's `ls /tmp` has that shape too, in lower case)."""
+    version, or HTTP/0.9's `GET target`, whole or cut short (a shell's `ls /tmp` has that shape
+    too, in lower case)."""
     if isinstance(head, ResponseHead):
         return head.status != 0  # 0: HTTP/0.9's headless answer, which any bytes could be
-    return head.method is not None and head.version is not None and (
-        head.version != "0.9" or head.method.isupper())
+    return head.method is not None and head.uri is not None and (
+        head.version not in (None, "0.9") or head.method.isupper())
 
 
 def head_end(buf: bytearray | bytes, scan: int) -> int:

@@ -193,9 +193,8 @@ class Conversation:
             return self._answer_overflow(msg, interim)
         self.overflow_answer = False
         if not self.unanswered and head.status >= 400 and self.client.in_message:
-            # An error while the client's head is unfinished (400, 408, 431): the server gave up
-            # on that head, and what was read is the request. (Any other status is more likely
-            # the answer to a head whose end was captured late.)
+            # An error while the client's head is unfinished (400, 408, 431): the server gave up on it, what
+            # was read is the request (another status more likely answers a head whose end came late).
             self.client.answered()
         suspect = self.client_gap is not None
         request = self._pair(first_ts)
@@ -324,7 +323,11 @@ class Conversation:
             request.anomalies.extend(anomalies)
 
     def headless_response(self) -> bool:
-        return bool(self.unanswered) and getattr(self.unanswered[0].head, "version", None) == "0.9"
+        """The oldest request is HTTP/0.9's one line, or a request line cut before its version."""
+        request = self.unanswered[0] if self.unanswered else None
+        version = getattr(request and request.head, "version", None)
+        return version == "0.9" or (request is not None and version is None and request.truncated
+                                    and getattr(request.head, "uri", None) is not None)
 
     # Pairing ------------------------------------------------------------------------------------
 

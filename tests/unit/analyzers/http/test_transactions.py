@@ -914,3 +914,12 @@ def test_transactions_waiting_for_proof_of_http_keep_the_restart_pin() -> None:
     conv.client.eof(2.0)
     conv.close("closed")
     assert (conv.out, conv.not_http, conv.counters.not_http) == ([], True, {"other": 1})
+
+
+def test_request_line_cut_before_its_version_answered_with_a_bare_body() -> None:
+    """`GET /path` and the client's FIN, then HTTP/0.9's kind of answer: one record, the body its."""
+    steps = [C(b"GET /path", 1.0), CEOF(1.5), S(b"<html>hi</html>", 2.0), SEOF(2.5)]
+    records, counts, conv = outcome(steps)
+    assert brief(records) == [rec(1, "GET", "/path", None, 500.0, 1500.0, version="0.9", flags=["truncated"],
+                                  anomalies=["incomplete_head"], response_body_len=15)]
+    assert counts == {"incomplete_head": 1} and not conv.not_http
