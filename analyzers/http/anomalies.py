@@ -50,7 +50,7 @@ class Anomaly(StrEnum):
     CHUNK_SIZE_WHITESPACE = "chunk_size_whitespace"
     BAD_CHUNK_TERMINATOR = "bad_chunk_terminator"
     OVERSIZED_CHUNK_LINE = "oversized_chunk_line"
-    # Heads and the stream (parser.py)
+    # Heads and the stream (parser.py, recovery.py)
     OVERSIZED_HEAD = "oversized_head"
     INCOMPLETE_HEAD = "incomplete_head"
     HEAD_CUT_BY_GAP = "head_cut_by_gap"

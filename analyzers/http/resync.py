@@ -1,7 +1,7 @@
 """Where the next HTTP message starts in bytes that did not parse, and whether they can be HTTP at all.
 
-Pure scanning, off the hot path: after a gap, junk or an oversized head the parser (parser.py, which
-makes every state change itself) asks here where to pick up again, how much of an unmatched tail
+Pure scanning, off the hot path: after a gap, junk or an oversized head the parser (parser.py and its mixin
+recovery.py, which make every state change) asks here where to pick up again, how much of an unmatched tail
 to keep while it looks, and whether a client's first byte rules HTTP out.
 """
 

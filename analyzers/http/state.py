@@ -1,6 +1,7 @@
 """Where one direction's HTTP parser stands in its stream: the states, and where a head leads, as data.
 
-Apart from parser.py, which makes every move between them, as h11's tables are apart from its moves.
+Apart from parser.py (and recovery.py, its mixin), which make every move between them, as h11's tables
+are apart from its moves.
 """
 
 from __future__ import annotations
