@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from analyzers.http.counters import HttpCounters
 from analyzers.http.head import looks_like_request_line
 from analyzers.http.parser import MessageParser
 from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
@@ -108,6 +109,7 @@ class FlowTable:
         self.tcp = TcpCounters()
         self.counters = FlowCounters()
         self.anomalies: Counter[str] = Counter()
+        self.http = HttpCounters()
         self.out: list[Transaction] = []
         self.lingering: dict[Key, float] = {}  # keys of recently closed connections -> close time
         self.cursor = Cursor()  # input position of the packet being processed
@@ -237,7 +239,7 @@ class FlowTable:
                               str(ipaddress.ip_address(server_ip)), server_port, not conn.syn)
         # (ip_address takes an IPv4 int or IPv6 bytes, the two forms frames.py produces)
         conv = Conversation(endpoints, self.anomalies, resync=not conn.syn, cursor=self.cursor,
-                            pin=conn.first_pos)
+                            pin=conn.first_pos, counters=self.http)
         conv.source = self.source
         conn.conv = conv
         conn.parsers = (conv.client, conv.server)
@@ -289,6 +291,8 @@ class FlowTable:
             server.close(ts)
             client.close(ts)
             conv.close(reason)
+            if conv.not_http:  # found at the close: none of its messages showed HTTP
+                self.counters.not_http += 1
             self._take(conn, conv)
         for s in conn.streams:
             s.release()
@@ -340,8 +344,10 @@ class FlowTable:
         """Name of the capture file being read, stamped on requests that start in it."""
         self.source = name
         for conn in self._connections():
-            if conn.conv is not None:
-                conn.conv.source = name
+            conv = conn.conv
+            while conv is not None:  # the connection's conversation, and any inside its CONNECT tunnel
+                conv.source = name
+                conv = conv.inner
 
     def pin(self) -> int | None:
         """The earliest input position a restart must replay from to rebuild every connection

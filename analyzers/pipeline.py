@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
 from analyzers.fragment_routes import FragmentRoutes, frames_after, records_after
+from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
 from analyzers.http.parser import State
 from analyzers.http.transactions import Transaction
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
@@ -250,6 +251,13 @@ class Router:
         return owner
 
 
+def _http_stats(h: HttpCounters) -> dict[str, Any]:
+    """The HTTP side's counters: what was let go or set aside, and connections not HTTP by kind."""
+    return {"pipeline_overflow": h.pipeline_overflow, "overflow_responses": h.overflow_responses,
+            "tunnels": h.tunnels, "tunnel_not_http": {k: h.tunnel_not_http[k] for k in NOT_HTTP_KINDS},
+            "not_http": {k: h.not_http[k] for k in NOT_HTTP_KINDS}}
+
+
 class Pipeline:
     """Decodes frames, tracks connections and parses HTTP; returns finished transactions."""
 
@@ -426,5 +434,6 @@ class Pipeline:
             "connections": {**asdict(f.counters), "active": f.active},
             "tcp": asdict(f.tcp),
             "anomalies": dict(sorted(f.anomalies.items())),
+            "http": _http_stats(f.http),
             **({"packets_kept": asdict(f.keep.counters)} if f.keep is not None else {}),
         }
