@@ -9,21 +9,30 @@ capture time are closed.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 
-from analyzers.http.head import looks_like_request_line
-from analyzers.http.parser import MessageParser
+from analyzers.connection import (
+    RST_GRACE_SECONDS,
+    RST_HOLD_PACKETS,
+    Connection,
+    Entry,
+    Key,
+    file_mismatch,
+    first_sender,
+    in_window,
+    uid,
+)
 from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
-from analyzers.packet_keep import Kept, KeptUpTo, PacketKeep
+from analyzers.packet_keep import KeptUpTo, PacketKeep
 from analyzers.side import Side
-from analyzers.tcp.frames import ACK, FIN, RST, SYN, Address, Decoded
-from analyzers.tcp.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
+from analyzers.tcp.frames import ACK, FIN, RST, SYN, Decoded
+from analyzers.tcp.reassembly import SEQ_MOD, TcpCounters, ack_ahead
 
-Key = tuple[Address, int, Address, int]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "RST_GRACE_SECONDS", "FlowCounters", "FlowTable"]
 
 # 100,000 connections keep the table near 100 MB at worst (about 1 KB each with HTTP state), far
 # more than one web server's concurrent clients; SYN floods and scans are what pushes past it.
@@ -38,8 +47,6 @@ SWEEP_INTERVAL = 10.0
 LINGER_SECONDS = 60.0
 # Closed connections remembered at most; the oldest are forgotten first.
 MAX_LINGERING = 65_536
-# Ports where the side listening is almost surely the server, for connections picked up midstream.
-WELL_KNOWN_HTTP_PORTS = frozenset({80, 81, 443, 591, 3128, 8000, 8008, 8080, 8081, 8088, 8443, 8888})
 
 
 @dataclass(slots=True)
@@ -55,45 +62,10 @@ class FlowCounters:
     untracked_packets: int = 0  # pure ACK/FIN/RST of a connection we never saw start or data of
     late_packets: int = 0  # packets of a connection after its FIN/RST closed it
     ignored_packets: int = 0  # packets of connections that are not HTTP
-
-
-def _noop_data(data: bytes, ts: float) -> None:
-    return None
-
-
-def _noop_eof(ts: float) -> None:
-    return None
-
-
-class Connection:
-    __slots__ = ("conv", "fins", "first", "first_pos", "first_ts", "ignored", "kept", "keys", "last_ts",
-                 "parsers", "streams", "syn")
-
-    def __init__(self, keys: tuple[Key, Key], first: Side, ts: float,
-                 counters: TcpCounters, syn: bool, pos: int) -> None:
-        # The table's own bookkeeping: `keys[0]` is the key of the first packet seen, `keys[1]` its
-        # reverse, and `first` the side that sent it. Everything else is indexed by `Side`.
-        self.keys = keys
-        self.first = first
-        self.first_pos = pos
-        self.first_ts = ts
-        self.last_ts = ts
-        # Each side's stream, `streams[Side.CLIENT]` and `streams[Side.SERVER]`.
-        self.streams = (Stream(counters, _noop_data, _noop_data, _noop_eof),  # type: ignore[arg-type]
-                        Stream(counters, _noop_data, _noop_data, _noop_eof))  # type: ignore[arg-type]
-        self.conv: Conversation | None = None
-        # Once HTTP is parsed: each side's parser (the one `streams[side]` delivers to).
-        self.parsers: tuple[MessageParser, MessageParser] | None = None
-        self.ignored = False
-        self.syn = syn
-        self.fins = 0  # bit `1 << side` per side that sent FIN, for connections we stopped parsing
-        self.kept: Kept | None = None  # its packets, while rules want them (FlowTable.keep)
-
-
-# What the table holds under a packet's key: its connection, the side that sends packets with that
-# key, and the side that receives them (the peer, carried so the per-packet path need not look it
-# up on the enum: a tenth of a microsecond per packet).
-Entry = tuple[Connection, Side, Side]
+    resets_out_of_window: int = 0  # RSTs far outside the sender's sequence window: ignored
+    resets_refused: int = 0  # RSTs whose sender went on sending in sequence: ignored
+    fins_out_of_window: int = 0  # FINs far outside the sender's sequence window: ignored
+    self_connections: int = 0  # both ends the same address and port (LAND, a self-connect): ignored
 
 
 class FlowTable:
@@ -169,6 +141,9 @@ class FlowTable:
     def _control(self, conn: Connection, side: Side, d: Decoded, ts: float) -> None:
         """Packets with SYN, FIN or RST, and packets of connections that are not HTTP."""
         seq, ack, flags, payload = d[4:]
+        if conn.rst is not None:
+            self._after_reset(conn, side, d, ts)
+            return
         if conn.ignored:
             self.counters.ignored_packets += 1
             if flags & FIN:
@@ -186,8 +161,15 @@ class FlowTable:
             stream.syn(seq)
             conn.syn = True
         if flags & RST:
-            self._finish(conn, "reset")
+            if in_window(stream, seq):
+                conn.rst = (side, ts, self.cursor.pos)
+                conn.ignored = True
+            else:
+                self.counters.resets_out_of_window += 1
             return
+        if flags & FIN and not in_window(stream, (seq + len(payload)) % SEQ_MOD):
+            self.counters.fins_out_of_window += 1
+            flags &= ~FIN
         if payload and conn.conv is None:
             self._start_http(conn, payload)
         if flags & ACK:
@@ -195,13 +177,36 @@ class FlowTable:
             if other.pending or ack_ahead(other, ack):
                 other.acked(ack, ts)
         if payload or flags & FIN:
-            stream.segment(seq, payload, bool(flags & FIN), ts)
+            # TCP Fast Open: data on a SYN starts one past the SYN's own sequence number.
+            stream.segment((seq + 1) % SEQ_MOD if flags & SYN else seq, payload, bool(flags & FIN), ts)
         conv = conn.conv
         if conv is not None:
             self._collect(conn, conv)
         client, server = conn.streams
         if client.finished and server.finished:
             self._finish(conn, "closed")
+
+    def _after_reset(self, conn: Connection, side: Side, d: Decoded, ts: float) -> None:
+        """A packet of a connection whose RST is in doubt: the RST's sender sending on in
+        sequence refutes it; time, a new SYN or too many packets confirm it."""
+        assert conn.rst is not None
+        rside, rts, _pos = conn.rst
+        seq, flags, payload = d[4], d[6], d[7]
+        if ts - rts > RST_GRACE_SECONDS or flags & SYN or len(conn.held) >= RST_HOLD_PACKETS:
+            self._finish(conn, "reset")
+            self.packet(ts, d)  # as a late packet of the closed connection, or a new one
+            return
+        stream = conn.streams[side]
+        if side is rside and payload and not flags & RST and stream.base is not None:
+            start = stream.rel(seq)
+            if stream.offset <= start <= max(stream.high, stream.offset):
+                self.counters.resets_refused += 1
+                held, conn.held, conn.rst, conn.ignored = conn.held, [], None, False
+                for hts, hd in held:
+                    self.packet(hts, hd)
+                self.packet(ts, d)
+                return
+        conn.held.append((ts, d))
 
     def _collect(self, conn: Connection, conv: Conversation) -> None:
         if conv.out:
@@ -217,12 +222,18 @@ class FlowTable:
         if flags & SYN:
             first = Side.SERVER if flags & ACK else Side.CLIENT
         else:
-            first = _first_sender(sport, dport, payload)
+            first = first_sender(sport, dport, payload)
         key = (src, sport, dst, dport)
         rkey = (dst, dport, src, sport)
         conn = Connection((key, rkey), first, ts, self.tcp, bool(flags & SYN), self.cursor.pos)
         entry = self.table[key] = (conn, first, first.peer)
-        self.table[rkey] = (conn, first.peer, first)
+        if rkey == key:
+            # Both ends the same address and port (a LAND attack, or a loopback self-connect): one
+            # key for both directions, so no telling who sent what. Counted and ignored.
+            self.counters.self_connections += 1
+            conn.ignored = True
+        else:
+            self.table[rkey] = (conn, first.peer, first)
         self.active += 1
         self.counters.connections += 1
         if not flags & SYN:
@@ -233,7 +244,7 @@ class FlowTable:
         """First payload of a connection: set up HTTP parsing, client first in `Endpoints`."""
         key = conn.keys[0] if conn.first is Side.CLIENT else conn.keys[1]  # the client's packets' key
         client_ip, client_port, server_ip, server_port = key
-        endpoints = Endpoints(_uid(key, conn.first_ts), str(ipaddress.ip_address(client_ip)), client_port,
+        endpoints = Endpoints(uid(key, conn.first_ts), str(ipaddress.ip_address(client_ip)), client_port,
                               str(ipaddress.ip_address(server_ip)), server_port, not conn.syn)
         # (ip_address takes an IPv4 int or IPv6 bytes, the two forms frames.py produces)
         conv = Conversation(endpoints, self.anomalies, resync=not conn.syn, cursor=self.cursor,
@@ -245,6 +256,7 @@ class FlowTable:
             stream.deliver = parser.data
             stream.gap = parser.gap
             stream.eof = parser.eof
+            stream.mismatch = partial(file_mismatch, conn, self.anomalies, parser.side)
             if stream.offset:
                 # Bytes were already skipped as lost (an ACK proved it) before this first
                 # payload: the whole first request, typically. HTTP must hear of it.
@@ -276,6 +288,14 @@ class FlowTable:
         """End a connection: deliver what is buffered, flush unanswered requests, forget it."""
         if self.table.get(conn.keys[0], (None,))[0] is not conn:
             return
+        if conn.rst is not None:  # the RST in doubt is taken: it ended the connection when sent
+            pos = self.cursor.pos
+            _side, conn.last_ts, self.cursor.pos = conn.rst
+            self.counters.late_packets += len(conn.held)
+            conn.rst, conn.held, conn.ignored = None, [], False
+            self._finish(conn, "reset")
+            self.cursor.pos = pos
+            return
         if reason == "closed":
             self.counters.closed += 1
         elif reason == "reset":
@@ -294,7 +314,8 @@ class FlowTable:
             s.release()
         self._let_go(conn)
         del self.table[conn.keys[0]]
-        del self.table[conn.keys[1]]
+        if conn.keys[1] != conn.keys[0]:
+            del self.table[conn.keys[1]]
         self.active -= 1
         if reason in ("closed", "reset", "port_reuse"):
             lingering = self.lingering
@@ -325,7 +346,24 @@ class FlowTable:
                 break
             del lingering[key]
         limit = ts - self.idle_timeout
-        idle = [c for c in self._connections() if c.last_ts < limit]
+        idle = []
+        reset = []
+        for conn in self._connections():
+            if conn.rst is not None:
+                if ts - conn.rst[1] > RST_GRACE_SECONDS:
+                    reset.append(conn)
+            elif conn.last_ts < limit:
+                idle.append(conn)
+            elif conn.conv is not None and not conn.ignored:
+                # Holes waiting behind an ACK: declared lost when their wait has run out, even if
+                # the connection has gone quiet (the HTTP side must not wait on them forever).
+                client, server = conn.streams
+                if client.wait_since is not None or server.wait_since is not None:
+                    client.expire(ts)
+                    server.expire(ts)
+                    self._collect(conn, conn.conv)
+        for conn in reset:
+            self._finish(conn, "reset")
         for conn in idle:
             self.counters.idle_timeouts += 1
             self._finish(conn, "idle_timeout")
@@ -349,7 +387,7 @@ class FlowTable:
         pin: after a restart they are picked up again at their next request."""
         best = None
         for conn in self._connections():
-            if conn.ignored:
+            if conn.ignored and conn.rst is None:
                 continue
             p = conn.first_pos if conn.conv is None else conn.conv.pin
             if p is not None and (best is None or p < best):
@@ -364,32 +402,3 @@ class FlowTable:
     def _connections(self) -> Iterator[Connection]:
         """Each connection once (its entry under the key of its first packet), oldest first."""
         return (conn for conn, side, _peer in self.table.values() if side is conn.first)
-
-
-def _first_sender(sport: int, dport: int, payload: bytes) -> Side:
-    """Which side sent the first packet seen of a connection picked up midstream (no SYN)."""
-    first_line = payload[:payload.find(b"\n")] if b"\n" in payload[:8192] else payload[:64]
-    if payload[:5].upper() == b"HTTP/":
-        return Side.SERVER
-    if looks_like_request_line(first_line.rstrip(b"\r")):
-        return Side.CLIENT
-    if dport in WELL_KNOWN_HTTP_PORTS and sport not in WELL_KNOWN_HTTP_PORTS:
-        return Side.CLIENT
-    if sport in WELL_KNOWN_HTTP_PORTS and dport not in WELL_KNOWN_HTTP_PORTS:
-        return Side.SERVER
-    return Side.CLIENT if dport < sport else Side.SERVER
-
-
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _uid(key: Key, first_ts: float) -> str:
-    """Zeek-style connection id: stable for the same connection in the same capture."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(("%r|%d|%r|%d|%.6f" % (key[0], key[1], key[2], key[3], first_ts)).encode())
-    n = int.from_bytes(h.digest(), "big")
-    out = []
-    for _ in range(17):
-        n, r = divmod(n, 62)
-        out.append(_B62[r])
-    return "C" + "".join(out)

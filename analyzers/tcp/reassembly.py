@@ -4,23 +4,59 @@ Like Zeek's TCP_Reassembler, it delivers upward only "here are bytes" or "here i
 the HTTP side never sees a sequence number. Positions are kept as unbounded stream offsets
 (bytes since the first sequence number seen), so sequence wraparound is handled in one place,
 the conversion in `segment`.
+
+Out-of-order bytes wait in `Pieces`, a sorted list of disjoint runs that merge as they touch, so
+that a flood of tiny segments in any order costs time linear in its bytes. A capture's order is
+not the wire's: the peer's ACK of bytes not seen yet is evidence that they were sent, not proof
+that the capture lost them (multi-queue NICs, `-i any` and merged captures put a segment after the
+ACK that covers it). A hole behind such an ACK is kept open for a bounded while
+(`HOLE_WAIT_SECONDS`, `HOLE_WAIT_BYTES`) and declared a gap only when that runs out, the buffer
+bounds are reached, or the connection ends.
 """
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from analyzers.tcp.runs import Run, TcpCounters
+
+__all__ = ["MAX_ACK_AHEAD", "SEQ_MOD", "Stream", "TcpCounters", "ack_ahead"]
 
 SEQ_MOD = 1 << 32
 SEQ_HALF = 1 << 31
 # Out-of-order bytes one direction may hold while waiting for a missing segment. Most holes close
-# within a window (a retransmission or the peer's ACK proves the bytes were lost in capture);
-# 1 MiB covers a full default Linux receive window at gigabit RTTs.
+# within a window (a late segment fills it, or it is declared lost); 1 MiB covers a full default
+# Linux receive window at gigabit RTTs.
 MAX_PENDING_BYTES_PER_STREAM = 1 << 20
+# Separate runs of buffered bytes one direction may hold. Linux's out-of-order queue is bounded by
+# the receive buffer at a few hundred bytes of truesize per segment, a few thousand segments at the
+# default 6 MB; runs that touch merge, so only a hostile or very lossy stream needs many.
+MAX_PENDING_PIECES_PER_STREAM = 2048
+# What one buffered run costs beyond its bytes (its offsets in two lists, the run object and its
+# two bytearrays): 252 bytes measured with tracemalloc on CPython 3.11. Counted in both budgets,
+# so that a flood of 1-byte segments is bounded by memory, not by payload.
+PIECE_OVERHEAD = 256
+# How long (capture time) a hole behind the peer's ACK stays open for the segment to turn up later
+# in the capture. Reordering by multi-queue NICs and `-i any` is microseconds to milliseconds, a
+# merge of two hosts' captures adds their clock skew (milliseconds under NTP); a second leaves a
+# wide margin, and waiting longer only delays the records behind a hole the capture really lost.
+HOLE_WAIT_SECONDS = 1.0
+# Bytes buffered past such a hole after which it is declared lost without waiting longer: a
+# segment reordered in capture is a few segments late, not a quarter of a megabyte.
+HOLE_WAIT_BYTES = 256 << 10
 # An ACK further ahead than this is not about this stream's data (garbage, or a mix-up after
 # sequence numbers were lost track of); a real window is far smaller.
 MAX_ACK_AHEAD = 1 << 30
+# Bytes acknowledged but never seen that the close reports as a gap: what a sender can have in
+# flight beyond the last bytes captured (a large receive window). An ACK further ahead is not
+# believed (a forged ACK would otherwise turn into a gap of its own choosing).
+ACK_UNSEEN_SLACK = 1 << 20
+# Delivered bytes kept to compare a retransmission with what was delivered first (an insertion:
+# the first copy was one the receiver dropped). Retransmissions resend the oldest unacknowledged
+# segment, normally within the last one or two segments delivered; 4 KiB per stream (8 KiB before a
+# trim) keeps 100,000 connections' windows under 2 GB at worst and a few MB in practice.
+RECENT_BYTES = 4096
 
 
 def ack_ahead(stream: Stream, ack: int) -> bool:
@@ -29,48 +65,44 @@ def ack_ahead(stream: Stream, ack: int) -> bool:
     return base is not None and 0 < (ack - base - stream.offset) % SEQ_MOD < MAX_ACK_AHEAD
 
 
-@dataclass(slots=True)
-class TcpCounters:
-    """Reassembly counters shared by every stream of one analyzer (and the global buffer budget)."""
-
-    retransmitted_segments: int = 0
-    retransmitted_bytes: int = 0
-    overlap_segments: int = 0
-    overlap_bytes: int = 0
-    overlap_mismatch_segments: int = 0
-    out_of_order_segments: int = 0
-    gaps: int = 0
-    gap_bytes: int = 0
-    stream_buffer_flushes: int = 0
-    global_buffer_flushes: int = 0
-    buffered_bytes: int = 0
-    buffered_bytes_limit: int = 256 << 20
-
-
 Deliver = Callable[[bytes, float], None]
 Gap = Callable[[int, float], None]
 Eof = Callable[[float], None]
+Mismatch = Callable[[float], None]
+
+
+def _no_mismatch(ts: float) -> None:
+    return None
 
 
 class Stream:
     """One direction's byte stream, rebuilt in sequence order.
 
     `deliver(data, ts)`, `gap(n, ts)` and `eof(ts)` are called in stream order; `ts` is the capture
-    time of the packet that made the bytes deliverable.
+    time of the packet that made the bytes deliverable. `mismatch(ts)` says that bytes seen again
+    differ from those seen first (which won).
     """
 
     __slots__ = (
+        "acked_to",
         "base",
         "counters",
         "deliver",
+        "ends",
         "eof",
         "fin_offset",
         "finished",
         "gap",
+        "high",
         "midstream",
+        "mismatch",
         "offset",
         "pending",
         "pending_bytes",
+        "recent",
+        "recent_end",
+        "runs",
+        "wait_since",
     )
 
     def __init__(self, counters: TcpCounters, deliver: Deliver, gap: Gap, eof: Eof) -> None:
@@ -78,10 +110,19 @@ class Stream:
         self.deliver = deliver
         self.gap = gap
         self.eof = eof
+        self.mismatch: Mismatch = _no_mismatch
         self.base: int | None = None  # sequence number of stream offset 0
         self.offset = 0  # stream offset of the next byte to deliver
-        self.pending: list[tuple[int, bytes]] = []  # out-of-order (offset, data), sorted
+        # Buffered runs, sorted and disjoint: run k holds stream offsets pending[k] to ends[k].
+        self.pending: list[int] = []
+        self.ends: list[int] = []
+        self.runs: list[Run] = []
         self.pending_bytes = 0
+        self.high = 0  # the end of the furthest bytes buffered (holes below it were sent)
+        self.acked_to = 0  # the furthest offset the peer acknowledged
+        self.wait_since: float | None = None  # when a hole behind an ACK began to wait
+        self.recent = bytearray()  # the last bytes delivered, ending at offset `recent_end`
+        self.recent_end = 0
         self.fin_offset: int | None = None
         self.finished = False
         self.midstream = False
@@ -91,13 +132,15 @@ class Stream:
         if self.base is None:
             self.base = (seq + 1) % SEQ_MOD
 
-    def _rel(self, seq: int) -> int:
+    def rel(self, seq: int) -> int:
         """Stream offset of `seq`, taking the nearest one to the current position (wraparound)."""
         assert self.base is not None
         d = (seq - self.base - self.offset) % SEQ_MOD
         if d >= SEQ_HALF:
             d -= SEQ_MOD
         return self.offset + d
+
+    _rel = rel
 
     def segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
         """Take one segment's payload (possibly empty) and deliver what has become contiguous."""
@@ -106,9 +149,21 @@ class Stream:
             off = self.offset
             if (seq - base - off) & 0xFFFFFFFF == 0:  # the common case: next in order, nothing waiting
                 self.offset = off + len(payload)
-                self.deliver(payload, ts)
+                self._deliver(payload, off, ts)
                 return
         self._segment(seq, payload, fin, ts)
+
+    def _deliver(self, data: bytes, start: int, ts: float) -> None:
+        """Deliver `data` (at stream offset `start`), keeping the last of it for comparisons."""
+        recent = self.recent
+        if self.recent_end == start:
+            recent += data
+            if len(recent) > 2 * RECENT_BYTES:
+                del recent[:len(recent) - RECENT_BYTES]
+        else:
+            self.recent = bytearray(data[-RECENT_BYTES:])
+        self.recent_end = start + len(data)
+        self.deliver(data, ts)
 
     def _segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
         if self.finished:
@@ -116,13 +171,13 @@ class Stream:
         if self.base is None:
             self.base = seq
             self.midstream = True
-        start = self._rel(seq)
+        start = self.rel(seq)
         n = len(payload)
         if fin:
             self.fin_offset = start + n
         if n:
             if start < self.offset:
-                start, payload = self._trim_old(start, payload)
+                start, payload = self._trim_old(start, payload, ts)
             if not payload:
                 pass
             elif self.pending:  # may overlap bytes already buffered: those came first and win
@@ -130,9 +185,15 @@ class Stream:
                 self._drain(ts)
             elif start == self.offset:
                 self.offset += len(payload)
-                self.deliver(payload, ts)
+                self._deliver(payload, start, ts)
             else:
                 self._insert(start, payload, ts)
+        if self.wait_since is not None:
+            if self._waiting():
+                self.expire(ts)
+            else:  # a late segment filled the hole the peer had acknowledged
+                self.counters.late_segments_filled += 1
+                self.wait_since = None
         self._check_fin(ts)
 
     def _check_fin(self, ts: float) -> None:
@@ -140,10 +201,18 @@ class Stream:
             self.finished = True
             self.eof(ts)
 
-    def _trim_old(self, start: int, payload: bytes) -> tuple[int, bytes]:
-        """Drop the part of a segment that was already delivered (a retransmission)."""
+    def _trim_old(self, start: int, payload: bytes, ts: float) -> tuple[int, bytes]:
+        """Drop the part of a segment that was already delivered (a retransmission), comparing it
+        with the bytes delivered first where they are still kept."""
         old = self.offset - start
         c = self.counters
+        recent, rend = self.recent, self.recent_end
+        lo, hi = max(start, rend - len(recent)), min(start + min(old, len(payload)), rend)
+        if lo < hi:
+            r0 = len(recent) - (rend - lo)
+            if payload[lo - start:hi - start] != recent[r0:r0 + hi - lo]:
+                c.retransmission_mismatch_segments += 1
+                self.mismatch(ts)
         if old >= len(payload):
             c.retransmitted_segments += 1
             c.retransmitted_bytes += len(payload)
@@ -153,71 +222,173 @@ class Stream:
         return self.offset, payload[old:]
 
     def _insert(self, start: int, payload: bytes, ts: float) -> None:
-        """Buffer a segment, keeping bytes already buffered where they overlap (first wins)."""
+        """Buffer a segment, keeping bytes already buffered where they overlap (first wins), and
+        merging it with the runs it touches."""
         c = self.counters
         if start > self.offset:
             c.out_of_order_segments += 1
         end = start + len(payload)
-        pieces = [(start, payload)]
-        for pstart, pdata in self.pending:
-            pend = pstart + len(pdata)
-            if pend <= start or pstart >= end:
-                continue
-            pieces = _cut(pieces, pstart, pend, pdata, c)
-        for piece in pieces:
-            insort(self.pending, piece)
-            self.pending_bytes += len(piece[1])
-            c.buffered_bytes += len(piece[1])
+        starts, ends, runs = self.pending, self.ends, self.runs
+        lo = bisect_left(ends, start)  # the first run ending at or after `start` (touching it)
+        hi = bisect_right(starts, end)  # past the last run starting at or before `end`
+        added = len(payload)
+        if lo == hi:  # touches nothing buffered
+            starts.insert(lo, start)
+            ends.insert(lo, end)
+            runs.insert(lo, Run(payload))
+            pieces = 1
+        else:
+            added, mismatched = self._merge(lo, hi, start, end, payload)
+            pieces = 1 - (hi - lo)
+            if mismatched:
+                c.overlap_mismatch_segments += 1
+                self.mismatch(ts)
+        self.pending_bytes += added
+        c.buffered_bytes += added
+        c.buffered_pieces += pieces
+        if end > self.high:
+            self.high = end
+        if self.wait_since is None and self.acked_to > self.offset:
+            self.wait_since = ts
         if self.pending_bytes > MAX_PENDING_BYTES_PER_STREAM:
             c.stream_buffer_flushes += 1
             self.flush(ts)
-        elif c.buffered_bytes > c.buffered_bytes_limit:
+        elif len(starts) > MAX_PENDING_PIECES_PER_STREAM:
+            c.stream_piece_flushes += 1
+            self.flush(ts)
+        elif c.buffered_bytes + PIECE_OVERHEAD * c.buffered_pieces > c.buffered_bytes_limit:
             c.global_buffer_flushes += 1
             self.flush(ts)
 
+    def _merge(self, lo: int, hi: int, start: int, end: int, payload: bytes) -> tuple[int, bool]:
+        """Merge the segment `payload` at [start, end) with runs lo..hi-1, which touch it: the runs'
+        bytes win where they overlap. Returns the bytes added and whether an overlap differed.
+
+        The largest run is kept and the rest copied onto its ends, so that a byte is copied only
+        when its run joins a larger one: linear in practice, n log n at worst."""
+        c = self.counters
+        starts, ends, runs = self.pending, self.ends, self.runs
+        mismatched = False
+        added = 0
+        big = max(range(lo, hi), key=lambda k: ends[k] - starts[k])
+        left: list[bytes] = []  # what goes before run `big`, in order
+        right: list[bytes] = []  # and after it
+        pos = start  # the next byte of the segment not yet placed
+        for k in range(lo, hi):
+            s, e = starts[k], ends[k]
+            if pos < s:  # segment bytes in the hole before run k
+                piece = payload[pos - start:min(s, end) - start]
+                added += len(piece)
+                (left if k <= big else right).append(piece)
+            o_lo, o_hi = max(s, start), min(e, end)
+            if o_lo < o_hi:
+                c.overlap_segments += 1
+                c.overlap_bytes += o_hi - o_lo
+                if runs[k].get(o_lo - s, o_hi - s) != payload[o_lo - start:o_hi - start]:
+                    mismatched = True
+            if k != big:
+                (left if k < big else right).append(runs[k].whole())
+            pos = max(pos, e)
+        if pos < end:
+            piece = payload[pos - start:]
+            added += len(piece)
+            right.append(piece)
+        run = runs[big]
+        if left:
+            run.prepend(b"".join(left))
+        if right:
+            run.append(b"".join(right))
+        new_start, new_end = min(start, starts[lo]), max(end, ends[hi - 1])
+        starts[lo:hi] = [new_start]
+        ends[lo:hi] = [new_end]
+        runs[lo:hi] = [run]
+        return added, mismatched
+
     def _drain(self, ts: float) -> None:
-        pending = self.pending
-        while pending and pending[0][0] <= self.offset:
-            pstart, pdata = pending.pop(0)
-            self.pending_bytes -= len(pdata)
-            self.counters.buffered_bytes -= len(pdata)
+        starts = self.pending
+        while starts and starts[0] <= self.offset:
+            pstart, pend, run = starts.pop(0), self.ends.pop(0), self.runs.pop(0)
+            self.pending_bytes -= pend - pstart
+            self.counters.buffered_bytes -= pend - pstart
+            self.counters.buffered_pieces -= 1
             skip = self.offset - pstart
-            if skip >= len(pdata):
+            if skip >= pend - pstart:
                 self.counters.retransmitted_segments += 1
-                self.counters.retransmitted_bytes += len(pdata)
+                self.counters.retransmitted_bytes += pend - pstart
                 continue
-            data = pdata[skip:] if skip else pdata
+            data = run.whole()
+            if skip:
+                data = data[skip:]
+            start = self.offset
             self.offset += len(data)
-            self.deliver(data, ts)
+            self._deliver(data, start, ts)
+
+    def _waiting(self) -> bool:
+        """Whether a hole below buffered bytes is covered by the peer's ACK."""
+        return bool(self.pending) and min(self.acked_to, self.high) > self.offset
 
     def acked(self, ack: int, ts: float) -> None:
-        """The peer acknowledged up to `ack`: bytes it received that we never saw were lost by the
-        capture, not the network, and will not come again. Report them now rather than at close.
+        """The peer acknowledged up to `ack`: it received what we have not seen. Evidence, not a
+        verdict: the bytes may be later in the capture. A hole below bytes already buffered that
+        the ACK covers waits `HOLE_WAIT_SECONDS` / `HOLE_WAIT_BYTES`, then is declared a gap.
 
+        Bytes acknowledged that were never seen at all are not declared lost on the ACK's word
+        alone (a forged ACK far ahead would hide every byte sent after it); they become a hole to
+        wait on when later bytes arrive beyond them, or a gap when the connection ends.
         The caller checks first that `ack` is ahead of what was delivered (see `ack_ahead`).
         """
         if self.base is None or self.finished:
             return
-        rel = self._rel(ack)
-        if self.pending:
-            if rel >= self.pending[0][0]:
-                self.flush(ts)
-                self._check_fin(ts)
+        rel = self.rel(ack)
+        if rel <= self.acked_to:
             return
-        ahead = rel - self.offset
+        seen = max(self.high, self.offset)
         if self.fin_offset is not None:
-            ahead = min(ahead, self.fin_offset - self.offset)  # the FIN takes a number too
-        if 0 < ahead < MAX_ACK_AHEAD:
-            self._gap(ahead, ts)
+            seen = max(seen, self.fin_offset + 1)
+        if rel > seen:
+            self.counters.acks_beyond_seen += 1
+        self.acked_to = rel
+        if self.wait_since is None and self._waiting():
+            self.wait_since = ts
+        if self.wait_since is not None:
+            self.expire(ts)
+
+    def expire(self, ts: float) -> None:
+        """Declare the holes behind the peer's ACK lost if their wait has run out."""
+        since = self.wait_since
+        if since is None or self.finished:
+            return
+        if not self._waiting():
+            self.wait_since = None
+            return
+        if ts - since >= HOLE_WAIT_SECONDS or self.pending_bytes >= HOLE_WAIT_BYTES:
+            self.counters.holes_expired += 1
+            self.wait_since = None
+            self.flush_to(min(self.acked_to, self.high), ts)
             self._check_fin(ts)
+
+    def flush_to(self, limit: int, ts: float) -> None:
+        """Give up waiting below `limit`: report each hole there as a gap, deliver what follows it."""
+        starts = self.pending
+        while self.offset < limit:
+            if starts and starts[0] <= limit:
+                hole = starts[0] - self.offset
+                if hole > 0:
+                    self._gap(hole, ts)
+                self._drain(ts)
+            else:
+                self._gap(limit - self.offset, ts)
+        if self.wait_since is not None and not self._waiting():
+            self.wait_since = None
 
     def flush(self, ts: float) -> None:
         """Give up waiting: report each hole as a gap and deliver everything buffered."""
         while self.pending:
-            hole = self.pending[0][0] - self.offset
+            hole = self.pending[0] - self.offset
             if hole > 0:
                 self._gap(hole, ts)
             self._drain(ts)
+        self.wait_since = None
 
     def _gap(self, n: int, ts: float) -> None:
         self.counters.gaps += 1
@@ -226,38 +397,26 @@ class Stream:
         self.gap(n, ts)
 
     def close(self, ts: float) -> None:
-        """The connection ended (FIN/RST seen, idle, evicted or capture over): deliver what is left."""
+        """The connection ended (FIN/RST seen, idle, evicted or capture over): deliver what is left,
+        and report as a gap what the peer acknowledged or the FIN shows was sent but never seen."""
         if self.finished:
             return
         self.flush(ts)
-        if self.fin_offset is not None and self.fin_offset > self.offset:
-            self._gap(self.fin_offset - self.offset, ts)
+        end = self.fin_offset
+        if end is None and 0 < self.acked_to - self.offset <= ACK_UNSEEN_SLACK:
+            end = self.acked_to
+        if end is not None and end > self.offset:
+            self._gap(end - self.offset, ts)
         self.finished = True
         self.eof(ts)
 
     def release(self) -> None:
         """Return this stream's buffered bytes to the global budget (eviction without delivery)."""
         self.counters.buffered_bytes -= self.pending_bytes
+        self.counters.buffered_pieces -= len(self.pending)
         self.pending = []
+        self.ends = []
+        self.runs = []
         self.pending_bytes = 0
+        self.wait_since = None
 
-
-def _cut(pieces: list[tuple[int, bytes]], pstart: int, pend: int, pdata: bytes,
-         c: TcpCounters) -> list[tuple[int, bytes]]:
-    """Remove [pstart, pend) from each piece (first wins), counting overlaps and differing bytes."""
-    out = []
-    for start, data in pieces:
-        end = start + len(data)
-        lo, hi = max(start, pstart), min(end, pend)
-        if lo >= hi:
-            out.append((start, data))
-            continue
-        c.overlap_segments += 1
-        c.overlap_bytes += hi - lo
-        if data[lo - start:hi - start] != pdata[lo - pstart:hi - pstart]:
-            c.overlap_mismatch_segments += 1
-        if start < lo:
-            out.append((start, data[:lo - start]))
-        if hi < end:
-            out.append((hi, data[hi - start:]))
-    return out

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from analyzers.flows import FlowTable
+from analyzers.flows import RST_GRACE_SECONDS, FlowTable
 from analyzers.records import to_record
 from analyzers.side import Side
 from analyzers.tcp.frames import ACK, FIN, RST, SYN
+from analyzers.tcp.reassembly import HOLE_WAIT_SECONDS
 
 PSH = 0x08
 OK0 = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
@@ -140,6 +141,10 @@ def test_rst_closes_and_flushes_unanswered_requests() -> None:
     t.handshake(1.0)
     t.c(1.1, get("/a"))
     t.s(1.2, flags=RST | ACK)
+    # The RST is believed when its sender has not gone on sending for RST_GRACE_SECONDS (a
+    # refused RST is followed by more data in sequence): the sweep or the next packet says so.
+    assert records(ft) == []
+    ft.sweep(1.2 + RST_GRACE_SECONDS + 0.01)
     assert [who(r) for r in records(ft)] == [
         ("10.0.0.1", 40000, "10.0.0.2", 80, "GET", "/a", None, ["no_response"], "reset")]
     assert (ft.counters.reset, ft.counters.closed, ft.active) == (1, 0, 0)
@@ -317,6 +322,8 @@ def test_ack_past_a_lost_response_segment_makes_a_gap() -> None:
     t.s(1.3, b"hij")
     t.c(1.4, get("/b"), flags=ACK | PSH)  # the client acknowledges all ten body bytes
     t.s(1.5, OK0)
+    assert records(ft) == []  # "defg" may still turn up later in the capture
+    t.c(1.4 + HOLE_WAIT_SECONDS, b"", flags=ACK)  # it has not: a gap
     rs = records(ft)
     assert [(r["uri"], r["status_code"], r["response_body_len"], r["flags"]) for r in rs] == [
         ("/a", 200, 10, ["gap"]), ("/b", 200, 0, [])]

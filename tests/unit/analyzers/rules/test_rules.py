@@ -184,8 +184,8 @@ KNOWN_ANOMALIES = (
     "bad_request_line, bad_status_line, chunk_size_overflow, chunked_applied_twice, conflicting_content_length, "
     "content_length_and_transfer_encoding, content_length_overflow, duplicate_content_length, duplicate_host, "
     "head_cut_by_gap, headers_after_short_request_line, incomplete_head, junk_before_first_message, "
-    "missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, space_in_request_target, "
-    "transfer_encoding_not_chunked")
+    "missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, retransmission_mismatch, "
+    "space_in_request_target, transfer_encoding_not_chunked")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), BAD_MATCHES, ids=[f"{k}={v}" for k, v, _ in BAD_MATCHES])

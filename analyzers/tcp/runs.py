@@ -1,0 +1,66 @@
+"""The pieces reassembly is built from: the bytes of one buffered run, and the counters.
+
+A `Run` is a stretch of out-of-order bytes waiting for the hole before it to fill (see
+`reassembly.Stream`); runs that touch are merged, so it grows at either end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class TcpCounters:
+    """Reassembly counters shared by every stream of one analyzer (and the global buffer budget)."""
+
+    retransmitted_segments: int = 0
+    retransmitted_bytes: int = 0
+    retransmission_mismatch_segments: int = 0  # resent bytes differing from those delivered first
+    overlap_segments: int = 0
+    overlap_bytes: int = 0
+    overlap_mismatch_segments: int = 0
+    out_of_order_segments: int = 0
+    late_segments_filled: int = 0  # segments that filled a hole the peer had already acknowledged
+    holes_expired: int = 0  # holes behind an ACK declared lost when their wait ran out
+    acks_beyond_seen: int = 0  # ACKs of bytes never seen sent: evidence bounded by what was seen
+    gaps: int = 0
+    gap_bytes: int = 0
+    stream_buffer_flushes: int = 0
+    stream_piece_flushes: int = 0
+    global_buffer_flushes: int = 0
+    buffered_bytes: int = 0
+    buffered_pieces: int = 0
+    buffered_bytes_limit: int = 256 << 20
+
+
+
+class Run:
+    """The bytes of one buffered run, growable at both ends in amortized constant time per byte:
+    `head` holds the bytes before the run's first piece, reversed; `tail` the rest."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, data: bytes) -> None:
+        self.head = bytearray()
+        self.tail = bytearray(data)
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    def prepend(self, data: bytes | bytearray) -> None:
+        self.head += data[::-1]
+
+    def append(self, data: bytes | bytearray) -> None:
+        self.tail += data
+
+    def get(self, i: int, j: int) -> bytes:
+        """Bytes `i` to `j` of the run."""
+        h = len(self.head)
+        if j <= h:
+            return bytes(self.head[h - j:h - i][::-1])
+        if i >= h:
+            return bytes(self.tail[i - h:j - h])
+        return bytes(self.head[:h - i][::-1]) + bytes(self.tail[:j - h])
+
+    def whole(self) -> bytes:
+        return bytes(self.head[::-1]) + bytes(self.tail) if self.head else bytes(self.tail)
