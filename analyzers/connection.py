@@ -76,8 +76,9 @@ class Connection:
         # An RST in doubt (see RST_GRACE_SECONDS): the side that sent it and when. Meanwhile the
         # connection is marked `ignored`, so that every packet of it takes `FlowTable._control`,
         # and the peer's packets wait in `held`.
-        # (side, time, input position of the RST): its records are finished at that position.
-        self.rst: tuple[Side, float, int] | None = None
+        # (side, time, input position, stream offset of the RST): its records are finished at
+        # that position.
+        self.rst: tuple[Side, float, int, int] | None = None
         self.held: list[tuple[float, Decoded]] = []
 
 

@@ -162,7 +162,7 @@ class FlowTable:
             conn.syn = True
         if flags & RST:
             if in_window(stream, seq):
-                conn.rst = (side, ts, self.cursor.pos)
+                conn.rst = (side, ts, self.cursor.pos, stream.rel(seq) if stream.base is not None else 0)
                 conn.ignored = True
             else:
                 self.counters.resets_out_of_window += 1
@@ -190,7 +190,7 @@ class FlowTable:
         """A packet of a connection whose RST is in doubt: the RST's sender sending on in
         sequence refutes it; time, a new SYN or too many packets confirm it."""
         assert conn.rst is not None
-        rside, rts, _pos = conn.rst
+        rside, rts, _pos, rst_at = conn.rst
         seq, flags, payload = d[4], d[6], d[7]
         if ts - rts > RST_GRACE_SECONDS or flags & SYN or len(conn.held) >= RST_HOLD_PACKETS:
             self._finish(conn, "reset")
@@ -199,7 +199,9 @@ class FlowTable:
         stream = conn.streams[side]
         if side is rside and payload and not flags & RST and stream.base is not None:
             start = stream.rel(seq)
-            if stream.offset <= start <= max(stream.high, stream.offset):
+            # New bytes at or past the RST's own number: sent after it (bytes below it were in
+            # flight before it and only reordered in the capture).
+            if max(stream.offset, rst_at) <= start <= max(stream.high, stream.offset):
                 self.counters.resets_refused += 1
                 held, conn.held, conn.rst, conn.ignored = conn.held, [], None, False
                 for hts, hd in held:
@@ -290,7 +292,7 @@ class FlowTable:
             return
         if conn.rst is not None:  # the RST in doubt is taken: it ended the connection when sent
             pos = self.cursor.pos
-            _side, conn.last_ts, self.cursor.pos = conn.rst
+            _side, conn.last_ts, self.cursor.pos, _at = conn.rst
             self.counters.late_packets += len(conn.held)
             conn.rst, conn.held, conn.ignored = None, [], False
             self._finish(conn, "reset")

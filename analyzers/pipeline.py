@@ -30,7 +30,7 @@ from analyzers.tcp.frames import (
     FrameDecoder,
     RecordLayout,
 )
-from analyzers.tcp.reassembly import MAX_ACK_AHEAD, SEQ_MOD
+from analyzers.tcp.reassembly import MAX_ACK_AHEAD, RECENT_BYTES, SEQ_MOD
 
 Frame = tuple[int, float, bytes]
 
@@ -285,7 +285,7 @@ class Pipeline:
         ip_at = 16 + link_len  # the IP header, from the record's start
         body, chunk_data, close_body, tunnel = State.BODY, State.CHUNK_DATA, State.CLOSE_BODY, State.TUNNEL
         ipv4, tcp, control, ack_flag = ETH_IPV4, PROTO_TCP, SYN | FIN | RST, ACK  # locals: no global lookups
-        seq_mod, max_ack_ahead = SEQ_MOD, MAX_ACK_AHEAD
+        seq_mod, max_ack_ahead, recent_max = SEQ_MOD, MAX_ACK_AHEAD, RECENT_BYTES
         payload_bytes = 0
         for off in offsets:
             sec, frac, caplen = unpack_header(buf, off)
@@ -331,7 +331,15 @@ class Pipeline:
                                 elif st is not tunnel:
                                     cursor.pos = base + off
                                     end = off + ip_at + total
-                                    parser.data(buf[end - plen:end], ts)
+                                    data = buf[end - plen:end]
+                                    # Stream._deliver's record of the last bytes delivered, which a
+                                    # retransmission is compared with (body bytes are not kept).
+                                    if stream.recent_end == stream.offset - plen and len(stream.recent) < recent_max:
+                                        stream.recent += data
+                                    else:
+                                        stream.recent = bytearray(data[-recent_max:])
+                                    stream.recent_end = stream.offset
+                                    parser.data(data, ts)
                                 if conv.out or conv.not_http or ts >= flows.next_sweep:
                                     cursor.pos = base + off
                                     flows.after_packet(conn, conv, ts)
