@@ -38,6 +38,10 @@ CONTROL_WINDOW = 1 << 20
 RST_GRACE_SECONDS = 2.0
 # Packets of the peer held while an RST is in doubt; beyond this the RST is taken as real.
 RST_HOLD_PACKETS = 256
+# Packets of one side held back while they answer bytes of the other side not seen yet (see
+# `Connection.parked`); beyond this the other side's hole is declared lost at once. A response
+# that outruns its request by more than this many packets in a capture is not reordering.
+PARK_PACKETS = 128
 # Ports where the side listening is almost surely the server, for connections picked up midstream.
 WELL_KNOWN_HTTP_PORTS = frozenset({80, 81, 443, 591, 3128, 8000, 8008, 8080, 8081, 8088, 8443, 8888})
 
@@ -52,7 +56,7 @@ def _noop_eof(ts: float) -> None:
 
 class Connection:
     __slots__ = ("conv", "fins", "first", "first_pos", "first_ts", "held", "ignored", "kept", "keys", "last_ts",
-                 "parsers", "rst", "streams", "syn")
+                 "parked", "parked_side", "parsers", "rst", "streams", "syn", "unparking")
 
     def __init__(self, keys: tuple[Key, Key], first: Side, ts: float,
                  counters: TcpCounters, syn: bool, pos: int) -> None:
@@ -80,6 +84,12 @@ class Connection:
         # that position.
         self.rst: tuple[Side, float, int, int] | None = None
         self.held: list[tuple[float, Decoded]] = []
+        # Server data that answers client bytes the capture has not shown yet (its ACK is ahead
+        # of them): held back, also marked `ignored`, until the client's stream catches up or its
+        # hole is declared lost, so that HTTP sees a request before its answer.
+        self.parked: list[tuple[float, Decoded]] = []
+        self.parked_side: Side | None = None
+        self.unparking = False
 
 
 # What the table holds under a packet's key: its connection, the side that sends packets with that

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from analyzers.connection import (
+    PARK_PACKETS,
     RST_GRACE_SECONDS,
     RST_HOLD_PACKETS,
     Connection,
@@ -31,6 +32,8 @@ from analyzers.packet_keep import KeptUpTo, PacketKeep
 from analyzers.side import Side
 from analyzers.tcp.frames import ACK, FIN, RST, SYN, Decoded
 from analyzers.tcp.reassembly import SEQ_MOD, TcpCounters, ack_ahead
+
+_SERVER = Side.SERVER
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "RST_GRACE_SECONDS", "FlowCounters", "FlowTable"]
 
@@ -122,6 +125,12 @@ class FlowTable:
                 if other.finished and stream.finished:
                     self._finish(conn, "closed")
                     return
+                # A response outrunning the request bytes it answers (requests may run ahead of
+                # responses: they queue; a response ahead of its request would be paired wrongly).
+                if (payload and side is _SERVER and not conn.unparking and ack_ahead(other, ack)
+                        and not other.finished):
+                    self._park(conn, side, ts, d)
+                    return
         if payload:
             stream.segment(seq, payload, False, ts)
         conv = conn.conv
@@ -143,6 +152,9 @@ class FlowTable:
         seq, ack, flags, payload = d[4:]
         if conn.rst is not None:
             self._after_reset(conn, side, d, ts)
+            return
+        if conn.parked:
+            self._while_parked(conn, side, d, ts)
             return
         if conn.ignored:
             self.counters.ignored_packets += 1
@@ -185,6 +197,76 @@ class FlowTable:
         client, server = conn.streams
         if client.finished and server.finished:
             self._finish(conn, "closed")
+
+    def _park(self, conn: Connection, side: Side, ts: float, d: Decoded) -> None:
+        """Hold back data of `side` that answers bytes of the peer not seen yet (see
+        `Connection.parked`); the peer's stream waits for them as for a hole behind an ACK."""
+        conn.parked.append((ts, d))
+        conn.parked_side = side
+        conn.ignored = True  # every packet of it now takes `_control`
+        other = conn.streams[side.peer]
+        other.need(d[5], ts)
+        if len(conn.parked) == 1:
+            other.hold(other.rel(d[5]), ts)
+        self._unpark(conn, ts)
+
+    def _while_parked(self, conn: Connection, side: Side, d: Decoded, ts: float) -> None:
+        flags = d[6]
+        if side is conn.parked_side and (d[7] or flags & (SYN | FIN | RST)):
+            conn.parked.append((ts, d))  # behind what is held already
+            if flags & ACK:
+                conn.streams[side.peer].need(d[5], ts)
+            self._unpark(conn, ts, force=len(conn.parked) > PARK_PACKETS)
+            return
+        # The peer's packet goes through (its bytes may fill what the held data waits for), with
+        # the held data put aside meanwhile.
+        held, conn.parked, conn.ignored = conn.parked, [], False
+        self.packet(ts, d)
+        conn.parked = held + conn.parked
+        if self.table.get(conn.keys[0], (None,))[0] is conn:
+            self._unpark(conn, ts)
+        else:  # it ended the connection: what was held comes after the end
+            held, conn.parked = conn.parked, []
+            for pts, pd in held:
+                self.packet(pts, pd)
+
+    def _unpark(self, conn: Connection, ts: float, force: bool = False) -> None:
+        """Let held-back server data through as far as the client's stream has caught up with
+        it, the client's bytes after each held packet's ACK waiting for it in turn (causal order:
+        a response after its request, the next request after that response). `force`d: the
+        client's missing bytes are declared lost and everything goes."""
+        client = conn.streams[Side.CLIENT]
+        for _ in range(2 * PARK_PACKETS + 2):  # each round releases a packet or ends
+            parked = conn.parked
+            if not parked:
+                break
+            ack = parked[0][1][5]
+            if not client.finished and ack_ahead(client, ack):
+                client.hold(client.rel(ack), ts)  # deliver up to what the first held packet answers
+                client.expire(ts)
+                if ack_ahead(client, ack):
+                    if not force:
+                        conn.ignored = True
+                        return
+                    client.give_up(ts)
+            pts, pd = parked.pop(0)
+            conn.parked, conn.ignored, conn.unparking = [], False, force
+            # Not before the client bytes it answers were delivered: the capture may show the
+            # request later than its answer, and HTTP pairs them in time order.
+            self.packet(max(pts, client.last_ts), pd)
+            conn.unparking = False
+            if self.table.get(conn.keys[0], (None,))[0] is not conn:  # that packet ended it
+                for pts, pd in parked:
+                    self.packet(pts, pd)
+                return
+            conn.parked = parked + conn.parked
+        if not conn.parked:
+            conn.parked_side = None
+            conn.ignored = False
+            if client.base is not None:
+                client.hold(None, ts)
+        else:
+            conn.ignored = True
 
     def _after_reset(self, conn: Connection, side: Side, d: Decoded, ts: float) -> None:
         """A packet of a connection whose RST is in doubt: the RST's sender sending on in
@@ -290,6 +372,10 @@ class FlowTable:
         """End a connection: deliver what is buffered, flush unanswered requests, forget it."""
         if self.table.get(conn.keys[0], (None,))[0] is not conn:
             return
+        if conn.parked:  # the held data goes in, what it waited for declared lost
+            self._unpark(conn, conn.last_ts, force=True)
+            if self.table.get(conn.keys[0], (None,))[0] is not conn:
+                return
         if conn.rst is not None:  # the RST in doubt is taken: it ended the connection when sent
             pos = self.cursor.pos
             _side, conn.last_ts, self.cursor.pos, _at = conn.rst
@@ -350,6 +436,7 @@ class FlowTable:
         limit = ts - self.idle_timeout
         idle = []
         reset = []
+        waiting = []
         for conn in self._connections():
             if conn.rst is not None:
                 if ts - conn.rst[1] > RST_GRACE_SECONDS:
@@ -364,6 +451,12 @@ class FlowTable:
                     client.expire(ts)
                     server.expire(ts)
                     self._collect(conn, conn.conv)
+            elif conn.parked:
+                waiting.append(conn)
+        for conn in waiting:
+            self._unpark(conn, ts)
+            if conn.conv is not None:
+                self._collect(conn, conn.conv)
         for conn in reset:
             self._finish(conn, "reset")
         for conn in idle:

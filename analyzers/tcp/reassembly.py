@@ -37,14 +37,21 @@ MAX_PENDING_PIECES_PER_STREAM = 2048
 # two bytearrays): 252 bytes measured with tracemalloc on CPython 3.11. Counted in both budgets,
 # so that a flood of 1-byte segments is bounded by memory, not by payload.
 PIECE_OVERHEAD = 256
+# What one segment's arrival time costs while it waits in a run (an (offset, time) tuple in a
+# list, see `Run.marks`): about 116 bytes.
+MARK_OVERHEAD = 120
+# Bookkeeping (runs and marks) one direction may hold: as much as MAX_PENDING_PIECES_PER_STREAM
+# runs cost, half of the data bound. A flood of tiny segments reaches it long before its bytes do.
+MAX_PENDING_OVERHEAD_PER_STREAM = MAX_PENDING_PIECES_PER_STREAM * PIECE_OVERHEAD
 # How long (capture time) a hole behind the peer's ACK stays open for the segment to turn up later
 # in the capture. Reordering by multi-queue NICs and `-i any` is microseconds to milliseconds, a
 # merge of two hosts' captures adds their clock skew (milliseconds under NTP); a second leaves a
 # wide margin, and waiting longer only delays the records behind a hole the capture really lost.
 HOLE_WAIT_SECONDS = 1.0
 # Bytes buffered past such a hole after which it is declared lost without waiting longer: a
-# segment reordered in capture is a few segments late, not a quarter of a megabyte.
-HOLE_WAIT_BYTES = 256 << 10
+# segment reordered in capture is a few packets late, and a packet captured on the sending host
+# with segmentation offload (or after GRO on the receiving one) holds up to 64 KB: eight of them.
+HOLE_WAIT_BYTES = 512 << 10
 # An ACK further ahead than this is not about this stream's data (garbage, or a mix-up after
 # sequence numbers were lost track of); a real window is far smaller.
 MAX_ACK_AHEAD = 1 << 30
@@ -94,8 +101,12 @@ class Stream:
         "finished",
         "gap",
         "high",
+        "hold_at",
+        "last_ts",
+        "marks",
         "midstream",
         "mismatch",
+        "needed",
         "offset",
         "pending",
         "pending_bytes",
@@ -118,11 +129,19 @@ class Stream:
         self.ends: list[int] = []
         self.runs: list[Run] = []
         self.pending_bytes = 0
+        self.marks = 0  # arrival times kept in the runs
         self.high = 0  # the end of the furthest bytes buffered (holes below it were sent)
         self.acked_to = 0  # the furthest offset the peer acknowledged
+        # The furthest offset the peer acknowledged in a packet that carried data: it answered
+        # bytes up to there, so they were sent even if the capture never shows them (see `need`).
+        self.needed = 0
+        # Deliver nothing at or past this offset (None: no such bound): the peer's held-back
+        # data answers the bytes up to here, and must reach HTTP before what follows them.
+        self.hold_at: int | None = None
         self.wait_since: float | None = None  # when a hole behind an ACK began to wait
         self.recent = bytearray()  # the last bytes delivered, ending at offset `recent_end`
         self.recent_end = 0
+        self.last_ts = 0.0  # the time given with the last bytes or gap delivered on the slow path
         self.fin_offset: int | None = None
         self.finished = False
         self.midstream = False
@@ -163,6 +182,7 @@ class Stream:
         else:
             self.recent = bytearray(data[-RECENT_BYTES:])
         self.recent_end = start + len(data)
+        self.last_ts = ts
         self.deliver(data, ts)
 
     def _segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
@@ -236,9 +256,11 @@ class Stream:
             starts.insert(lo, start)
             ends.insert(lo, end)
             runs.insert(lo, Run(payload))
+            marks = runs[lo].mark(end, ts)
             pieces = 1
         else:
             added, mismatched = self._merge(lo, hi, start, end, payload)
+            marks = runs[lo].mark(end, ts)
             pieces = 1 - (hi - lo)
             if mismatched:
                 c.overlap_mismatch_segments += 1
@@ -246,17 +268,21 @@ class Stream:
         self.pending_bytes += added
         c.buffered_bytes += added
         c.buffered_pieces += pieces
+        c.buffered_marks += marks
+        self.marks += marks
         if end > self.high:
             self.high = end
-        if self.wait_since is None and self.acked_to > self.offset:
+        if self.wait_since is None and self._waiting():
             self.wait_since = ts
         if self.pending_bytes > MAX_PENDING_BYTES_PER_STREAM:
             c.stream_buffer_flushes += 1
             self.flush(ts)
-        elif len(starts) > MAX_PENDING_PIECES_PER_STREAM:
+        elif (len(starts) > MAX_PENDING_PIECES_PER_STREAM
+              or PIECE_OVERHEAD * len(starts) + MARK_OVERHEAD * self.marks > MAX_PENDING_OVERHEAD_PER_STREAM):
             c.stream_piece_flushes += 1
             self.flush(ts)
-        elif c.buffered_bytes + PIECE_OVERHEAD * c.buffered_pieces > c.buffered_bytes_limit:
+        elif (c.buffered_bytes + PIECE_OVERHEAD * c.buffered_pieces + MARK_OVERHEAD * c.buffered_marks
+              > c.buffered_bytes_limit):
             c.global_buffer_flushes += 1
             self.flush(ts)
 
@@ -288,6 +314,7 @@ class Stream:
                     mismatched = True
             if k != big:
                 (left if k < big else right).append(runs[k].whole())
+                runs[big].marks += runs[k].marks
             pos = max(pos, e)
         if pos < end:
             piece = payload[pos - start:]
@@ -304,13 +331,19 @@ class Stream:
         runs[lo:hi] = [run]
         return added, mismatched
 
-    def _drain(self, ts: float) -> None:
+    def _drain(self, ts: float, floor: float | None = None) -> None:
+        """Deliver the runs that have become contiguous: at `ts`, or when a hole before them was
+        declared lost (`floor`, the time the hole was known lost), each segment's bytes at its
+        arrival time but not before `floor`."""
         starts = self.pending
-        while starts and starts[0] <= self.offset:
+        hold = self.hold_at
+        while starts and starts[0] <= self.offset and (hold is None or self.offset < hold):
             pstart, pend, run = starts.pop(0), self.ends.pop(0), self.runs.pop(0)
             self.pending_bytes -= pend - pstart
             self.counters.buffered_bytes -= pend - pstart
             self.counters.buffered_pieces -= 1
+            self.counters.buffered_marks -= len(run.marks)
+            self.marks -= len(run.marks)
             skip = self.offset - pstart
             if skip >= pend - pstart:
                 self.counters.retransmitted_segments += 1
@@ -320,12 +353,78 @@ class Stream:
             if skip:
                 data = data[skip:]
             start = self.offset
-            self.offset += len(data)
-            self._deliver(data, start, ts)
+            if hold is not None and start + len(data) > hold:
+                # The hold falls inside the run: the rest waits as a run of its own.
+                rest = Run(data[hold - start:])
+                rest.marks = [m for m in run.marks if m[0] > hold]
+                self._put_back(hold, rest, len(run.marks))
+                data = data[:hold - start]
+            if floor is None:
+                self.offset += len(data)
+                self._deliver(data, start, ts)
+                continue
+            pos = 0
+            for end, t in run.times(start, floor):
+                piece = data[pos:end - start]
+                if piece:
+                    pos += len(piece)
+                    self.offset += len(piece)
+                    self._deliver(piece, self.offset - len(piece), t)
+            if pos < len(data):
+                self.offset += len(data) - pos
+                self._deliver(data[pos:], self.offset - (len(data) - pos), ts)
+
+    def _put_back(self, start: int, run: Run, old_marks: int) -> None:
+        """Buffer again, first, the part of a run that was taken out but not delivered (its
+        accounting was let go with the whole run's `old_marks` marks)."""
+        self.pending.insert(0, start)
+        self.ends.insert(0, start + len(run))
+        self.runs.insert(0, run)
+        c = self.counters
+        self.pending_bytes += len(run)
+        c.buffered_bytes += len(run)
+        c.buffered_pieces += 1
+        c.buffered_marks += len(run.marks)
+        self.marks += len(run.marks)
+
+    def _limit(self) -> int:
+        """How far the evidence of sent bytes reaches: the peer's ACK, as far as bytes buffered
+        beyond a hole or the peer's answering data (`need`) back it."""
+        return min(self.acked_to, max(self.high if self.pending else 0, self.needed))
 
     def _waiting(self) -> bool:
-        """Whether a hole below buffered bytes is covered by the peer's ACK."""
-        return bool(self.pending) and min(self.acked_to, self.high) > self.offset
+        """Whether a hole is covered by the evidence: the peer has bytes we have not seen."""
+        return self._limit() > self.offset
+
+    def need(self, ack: int, ts: float) -> None:
+        """The peer sent data after acknowledging up to `ack` (its answer may depend on those
+        bytes, so the caller holds it back): the bytes before `ack` were sent. Wait for them as
+        for a hole behind an ACK, bounded by `ACK_UNSEEN_SLACK` past the bytes seen."""
+        if self.base is None or self.finished:
+            return
+        rel = min(self.rel(ack), max(self.high, self.offset) + ACK_UNSEEN_SLACK)
+        if rel > self.needed:
+            self.needed = rel
+            self.acked(ack, ts)
+            if self.wait_since is None and self._waiting():
+                self.wait_since = ts
+
+    def hold(self, at: int | None, ts: float) -> None:
+        """Deliver nothing past stream offset `at` (a relative one, see `rel`), or, None, go on
+        delivering what is contiguous, each segment's bytes at its arrival time."""
+        self.hold_at = at
+        if self.pending and self.pending[0] <= self.offset:
+            self._drain(ts, 0.0)
+            self._check_fin(ts)
+
+    def give_up(self, ts: float) -> None:
+        """Declare now what the evidence says is lost (the caller cannot wait any longer)."""
+        if self._waiting():
+            self.counters.holes_expired += 1
+            since = self.wait_since
+            self.wait_since = None
+            self.flush_to(self._limit(), ts, since)
+            self._check_fin(ts)
 
     def acked(self, ack: int, ts: float) -> None:
         """The peer acknowledged up to `ack`: it received what we have not seen. Evidence, not a
@@ -364,36 +463,43 @@ class Stream:
         if ts - since >= HOLE_WAIT_SECONDS or self.pending_bytes >= HOLE_WAIT_BYTES:
             self.counters.holes_expired += 1
             self.wait_since = None
-            self.flush_to(min(self.acked_to, self.high), ts)
+            self.flush_to(self._limit(), ts, since)
             self._check_fin(ts)
 
-    def flush_to(self, limit: int, ts: float) -> None:
+    def flush_to(self, limit: int, ts: float, floor: float | None = None) -> None:
         """Give up waiting below `limit`: report each hole there as a gap, deliver what follows it."""
         starts = self.pending
+        if self.hold_at is not None and self.hold_at > self.offset:
+            limit = min(limit, self.hold_at)
         while self.offset < limit:
+            at = ts if floor is None else floor
             if starts and starts[0] <= limit:
                 hole = starts[0] - self.offset
                 if hole > 0:
-                    self._gap(hole, ts)
-                self._drain(ts)
+                    self._gap(hole, at)
+                self._drain(ts, floor)
             else:
-                self._gap(limit - self.offset, ts)
+                self._gap(limit - self.offset, at)
         if self.wait_since is not None and not self._waiting():
             self.wait_since = None
 
     def flush(self, ts: float) -> None:
         """Give up waiting: report each hole as a gap and deliver everything buffered."""
+        self.hold_at = None
+        floor = self.wait_since  # a hole known lost since then: what follows it keeps its times
         while self.pending:
             hole = self.pending[0] - self.offset
             if hole > 0:
-                self._gap(hole, ts)
-            self._drain(ts)
+                self._gap(hole, ts if floor is None else floor)
+            self._drain(ts, floor)
+            floor = None
         self.wait_since = None
 
     def _gap(self, n: int, ts: float) -> None:
         self.counters.gaps += 1
         self.counters.gap_bytes += n
         self.offset += n
+        self.last_ts = ts
         self.gap(n, ts)
 
     def close(self, ts: float) -> None:
@@ -414,6 +520,8 @@ class Stream:
         """Return this stream's buffered bytes to the global budget (eviction without delivery)."""
         self.counters.buffered_bytes -= self.pending_bytes
         self.counters.buffered_pieces -= len(self.pending)
+        self.counters.buffered_marks -= self.marks
+        self.marks = 0
         self.pending = []
         self.ends = []
         self.runs = []

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Arrival times kept per run (see `Run.marks`); past this, neighbouring segments share the later
+# time. Bounds the bookkeeping of a flood of tiny segments to a few KB per run.
+MAX_MARKS = 4096
+
 
 @dataclass(slots=True)
 class TcpCounters:
@@ -30,6 +34,7 @@ class TcpCounters:
     global_buffer_flushes: int = 0
     buffered_bytes: int = 0
     buffered_pieces: int = 0
+    buffered_marks: int = 0
     buffered_bytes_limit: int = 256 << 20
 
 
@@ -38,11 +43,32 @@ class Run:
     """The bytes of one buffered run, growable at both ends in amortized constant time per byte:
     `head` holds the bytes before the run's first piece, reversed; `tail` the rest."""
 
-    __slots__ = ("head", "tail")
+    __slots__ = ("head", "marks", "tail")
 
     def __init__(self, data: bytes) -> None:
         self.head = bytearray()
         self.tail = bytearray(data)
+        # (stream offset where a segment's bytes end, its capture time), in no order: when a hole
+        # before the run is declared lost, its bytes are delivered at the times they arrived.
+        self.marks: list[tuple[int, float]] = []
+
+    def mark(self, end: int, ts: float) -> int:
+        """Note a segment's end and arrival time; returns the change in the number of marks."""
+        marks = self.marks
+        marks.append((end, ts))
+        if len(marks) <= MAX_MARKS:
+            return 1
+        # Halve: neighbours merge, the later time wins.
+        marks.sort()
+        self.marks = [(b[0], max(a[1], b[1])) for a, b in zip(marks[::2], marks[1::2], strict=False)]
+        if len(marks) % 2:
+            self.marks.append(marks[-1])
+        return len(self.marks) - len(marks) + 1
+
+    def times(self, start: int, floor: float) -> list[tuple[int, float]]:
+        """(end, time) for consecutive slices of the run starting at stream offset `start`: each
+        segment's bytes at its arrival time, none before `floor`."""
+        return [(end, max(t, floor)) for end, t in sorted(self.marks) if end > start]
 
     def __len__(self) -> int:
         return len(self.head) + len(self.tail)

@@ -6,6 +6,7 @@ from analyzers.tcp.reassembly import (
     ACK_UNSEEN_SLACK,
     HOLE_WAIT_BYTES,
     HOLE_WAIT_SECONDS,
+    MARK_OVERHEAD,
     MAX_PENDING_BYTES_PER_STREAM,
     PIECE_OVERHEAD,
     SEQ_MOD,
@@ -174,8 +175,9 @@ def test_ack_beyond_a_hole_reports_a_gap_when_the_wait_runs_out() -> None:
     assert up.events == [("data", b"abc", 1.0)]
     s.acked(1013, 1.3 + HOLE_WAIT_SECONDS)  # said again: no news
     s.acked(1014, 1.3 + HOLE_WAIT_SECONDS)
-    assert up.events == [("data", b"abc", 1.0), ("gap", 6, 1.3 + HOLE_WAIT_SECONDS),
-                         ("data", b"jkl", 1.3 + HOLE_WAIT_SECONDS)]
+    # Declared at the time of the first ACK into the hole (1.2): what follows it is delivered at
+    # that time too, not when the wait ran out (records keep their timing).
+    assert up.events == [("data", b"abc", 1.0), ("gap", 6, 1.2), ("data", b"jkl", 1.2)]
     assert (c.gaps, c.gap_bytes, c.buffered_bytes, c.holes_expired) == (1, 6, 0, 1)
 
 
@@ -206,7 +208,7 @@ def test_hole_behind_an_ack_expires_when_enough_bytes_wait_behind_it() -> None:
     # the time limit (all of this is 10 ms of capture time).
     assert (c.holes_expired, c.gaps, c.gap_bytes) == (1, 1, 1)
     assert 0 <= s.offset - 2 - HOLE_WAIT_BYTES < len(piece)
-    assert up.events[1] == ("gap", 1, 1.01)
+    assert up.events[1] == ("gap", 1, 1.0)
     assert up.stream() == b"a?" + b"x" * 1000 + piece * ((s.offset - 1002) // len(piece))
 
 
@@ -224,6 +226,19 @@ def test_ack_beyond_delivered_data_is_no_gap_on_its_own() -> None:
     s.close(9.5)
     assert up.events == [("data", b"abc", 1.0), ("gap", 3996, 9.5), ("eof", 9.5)]
     assert (c.gaps, c.gap_bytes) == (1, 3996)
+
+
+def test_bytes_behind_an_expired_hole_keep_their_arrival_times() -> None:
+    s, up, _ = make()
+    s.segment(1001, b"a", False, 1.0)
+    s.segment(1005, b"ef", False, 1.1)
+    s.segment(1003, b"cd", False, 1.2)
+    s.acked(1007, 1.5)
+    s.segment(1007, b"gh", False, 1.7)
+    s.segment(1009, b"ij", False, 1.8)
+    s.acked(1011, 2.6)
+    assert up.events == [("data", b"a", 1.0), ("gap", 1, 1.5), ("data", b"cd", 1.5), ("data", b"ef", 1.5),
+                         ("data", b"gh", 1.7), ("data", b"ij", 1.8)]
 
 
 def test_forged_ack_far_ahead_declares_nothing() -> None:
@@ -273,7 +288,7 @@ def test_fin_then_ack_beyond_hole_ends_the_stream() -> None:
     s.acked(1011, 1.2 + HOLE_WAIT_SECONDS)  # no news: the wait is checked all the same
     assert up.events == [("data", b"abc", 1.0)]
     s.expire(1.2 + HOLE_WAIT_SECONDS)  # as the flow table's sweep does
-    assert up.events == [("data", b"abc", 1.0), ("gap", 3, 2.2), ("data", b"ghi", 2.2), ("eof", 2.2)]
+    assert up.events == [("data", b"abc", 1.0), ("gap", 3, 1.2), ("data", b"ghi", 1.2), ("eof", 2.2)]
 
 
 def test_gap_at_close_before_fin() -> None:
@@ -317,7 +332,7 @@ def test_per_stream_buffer_limit_flushes() -> None:
 
 
 def test_global_buffer_limit_flushes_the_stream_that_crossed_it() -> None:
-    counters = TcpCounters(buffered_bytes_limit=1000 + 2 * PIECE_OVERHEAD)  # two runs' bookkeeping
+    counters = TcpCounters(buffered_bytes_limit=1000 + 2 * (PIECE_OVERHEAD + MARK_OVERHEAD))  # two runs
     a, up_a, c = make(counters=counters)
     b, up_b, _ = make(isn=5000, counters=counters)
     a.segment(1001, b"a", False, 1.0)
