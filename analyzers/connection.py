@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from dataclasses import dataclass
 
 from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import looks_like_request_line
@@ -44,6 +45,25 @@ RST_HOLD_PACKETS = 256
 PARK_PACKETS = 128
 # Ports where the side listening is almost surely the server, for connections picked up midstream.
 WELL_KNOWN_HTTP_PORTS = frozenset({80, 81, 443, 591, 3128, 8000, 8008, 8080, 8081, 8088, 8443, 8888})
+
+
+@dataclass(slots=True)
+class FlowCounters:
+    connections: int = 0
+    midstream: int = 0
+    closed: int = 0
+    reset: int = 0
+    idle_timeouts: int = 0
+    evicted: int = 0
+    port_reuse: int = 0
+    not_http: int = 0
+    untracked_packets: int = 0  # pure ACK/FIN/RST of a connection we never saw start or data of
+    late_packets: int = 0  # packets of a connection after its FIN/RST closed it
+    ignored_packets: int = 0  # packets of connections that are not HTTP
+    resets_out_of_window: int = 0  # RSTs far outside the sender's sequence window: ignored
+    resets_refused: int = 0  # RSTs whose sender went on sending in sequence: ignored
+    fins_out_of_window: int = 0  # FINs far outside the sender's sequence window: ignored
+    self_connections: int = 0  # both ends the same address and port (LAND, a self-connect): ignored
 
 
 def _noop_data(data: bytes, ts: float) -> None:

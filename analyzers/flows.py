@@ -12,21 +12,21 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 
 from analyzers.connection import (
-    PARK_PACKETS,
     RST_GRACE_SECONDS,
-    RST_HOLD_PACKETS,
     Connection,
     Entry,
+    FlowCounters,
     Key,
     file_mismatch,
     first_sender,
     in_window,
     uid,
 )
+from analyzers.held import HeldPackets
 from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
 from analyzers.packet_keep import KeptUpTo, PacketKeep
 from analyzers.side import Side
@@ -52,26 +52,7 @@ LINGER_SECONDS = 60.0
 MAX_LINGERING = 65_536
 
 
-@dataclass(slots=True)
-class FlowCounters:
-    connections: int = 0
-    midstream: int = 0
-    closed: int = 0
-    reset: int = 0
-    idle_timeouts: int = 0
-    evicted: int = 0
-    port_reuse: int = 0
-    not_http: int = 0
-    untracked_packets: int = 0  # pure ACK/FIN/RST of a connection we never saw start or data of
-    late_packets: int = 0  # packets of a connection after its FIN/RST closed it
-    ignored_packets: int = 0  # packets of connections that are not HTTP
-    resets_out_of_window: int = 0  # RSTs far outside the sender's sequence window: ignored
-    resets_refused: int = 0  # RSTs whose sender went on sending in sequence: ignored
-    fins_out_of_window: int = 0  # FINs far outside the sender's sequence window: ignored
-    self_connections: int = 0  # both ends the same address and port (LAND, a self-connect): ignored
-
-
-class FlowTable:
+class FlowTable(HeldPackets):
     """Feeds decoded packets to per-connection reassembly and HTTP; collects finished transactions."""
 
     def __init__(self, max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -197,100 +178,6 @@ class FlowTable:
         client, server = conn.streams
         if client.finished and server.finished:
             self._finish(conn, "closed")
-
-    def _park(self, conn: Connection, side: Side, ts: float, d: Decoded) -> None:
-        """Hold back data of `side` that answers bytes of the peer not seen yet (see
-        `Connection.parked`); the peer's stream waits for them as for a hole behind an ACK."""
-        conn.parked.append((ts, d))
-        conn.parked_side = side
-        conn.ignored = True  # every packet of it now takes `_control`
-        other = conn.streams[side.peer]
-        other.need(d[5], ts)
-        if len(conn.parked) == 1:
-            other.hold(other.rel(d[5]), ts)
-        self._unpark(conn, ts)
-
-    def _while_parked(self, conn: Connection, side: Side, d: Decoded, ts: float) -> None:
-        flags = d[6]
-        if side is conn.parked_side and (d[7] or flags & (SYN | FIN | RST)):
-            conn.parked.append((ts, d))  # behind what is held already
-            if flags & ACK:
-                conn.streams[side.peer].need(d[5], ts)
-            self._unpark(conn, ts, force=len(conn.parked) > PARK_PACKETS)
-            return
-        # The peer's packet goes through (its bytes may fill what the held data waits for), with
-        # the held data put aside meanwhile.
-        held, conn.parked, conn.ignored = conn.parked, [], False
-        self.packet(ts, d)
-        conn.parked = held + conn.parked
-        if self.table.get(conn.keys[0], (None,))[0] is conn:
-            self._unpark(conn, ts)
-        else:  # it ended the connection: what was held comes after the end
-            held, conn.parked = conn.parked, []
-            for pts, pd in held:
-                self.packet(pts, pd)
-
-    def _unpark(self, conn: Connection, ts: float, force: bool = False) -> None:
-        """Let held-back server data through as far as the client's stream has caught up with
-        it, the client's bytes after each held packet's ACK waiting for it in turn (causal order:
-        a response after its request, the next request after that response). `force`d: the
-        client's missing bytes are declared lost and everything goes."""
-        client = conn.streams[Side.CLIENT]
-        for _ in range(2 * PARK_PACKETS + 2):  # each round releases a packet or ends
-            parked = conn.parked
-            if not parked:
-                break
-            ack = parked[0][1][5]
-            if not client.finished and ack_ahead(client, ack):
-                client.hold(client.rel(ack), ts)  # deliver up to what the first held packet answers
-                client.expire(ts)
-                if ack_ahead(client, ack):
-                    if not force:
-                        conn.ignored = True
-                        return
-                    client.give_up(ts)
-            pts, pd = parked.pop(0)
-            conn.parked, conn.ignored, conn.unparking = [], False, force
-            # Not before the client bytes it answers were delivered: the capture may show the
-            # request later than its answer, and HTTP pairs them in time order.
-            self.packet(max(pts, client.last_ts), pd)
-            conn.unparking = False
-            if self.table.get(conn.keys[0], (None,))[0] is not conn:  # that packet ended it
-                for pts, pd in parked:
-                    self.packet(pts, pd)
-                return
-            conn.parked = parked + conn.parked
-        if not conn.parked:
-            conn.parked_side = None
-            conn.ignored = False
-            if client.base is not None:
-                client.hold(None, ts)
-        else:
-            conn.ignored = True
-
-    def _after_reset(self, conn: Connection, side: Side, d: Decoded, ts: float) -> None:
-        """A packet of a connection whose RST is in doubt: the RST's sender sending on in
-        sequence refutes it; time, a new SYN or too many packets confirm it."""
-        assert conn.rst is not None
-        rside, rts, _pos, rst_at = conn.rst
-        seq, flags, payload = d[4], d[6], d[7]
-        if ts - rts > RST_GRACE_SECONDS or flags & SYN or len(conn.held) >= RST_HOLD_PACKETS:
-            self._finish(conn, "reset")
-            self.packet(ts, d)  # as a late packet of the closed connection, or a new one
-            return
-        stream = conn.streams[side]
-        if side is rside and payload and not flags & RST and stream.base is not None:
-            start = stream.rel(seq)
-            # New bytes at or past the RST's own number: sent after it (bytes below it were in
-            # flight before it and only reordered in the capture).
-            if max(stream.offset, rst_at) <= start <= max(stream.high, stream.offset):
-                self.counters.resets_refused += 1
-                held, conn.held, conn.rst, conn.ignored = conn.held, [], None, False
-                for hts, hd in held:
-                    self.packet(hts, hd)
-                self.packet(ts, d)
-                return
-        conn.held.append((ts, d))
 
     def _collect(self, conn: Connection, conv: Conversation) -> None:
         if conv.out:

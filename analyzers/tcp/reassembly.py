@@ -5,13 +5,13 @@ the HTTP side never sees a sequence number. Positions are kept as unbounded stre
 (bytes since the first sequence number seen), so sequence wraparound is handled in one place,
 the conversion in `segment`.
 
-Out-of-order bytes wait in `Pieces`, a sorted list of disjoint runs that merge as they touch, so
+Out-of-order bytes wait in a sorted list of disjoint runs that merge as they touch, so
 that a flood of tiny segments in any order costs time linear in its bytes. A capture's order is
 not the wire's: the peer's ACK of bytes not seen yet is evidence that they were sent, not proof
 that the capture lost them (multi-queue NICs, `-i any` and merged captures put a segment after the
-ACK that covers it). A hole behind such an ACK is kept open for a bounded while
-(`HOLE_WAIT_SECONDS`, `HOLE_WAIT_BYTES`) and declared a gap only when that runs out, the buffer
-bounds are reached, or the connection ends.
+ACK that covers it). A hole behind such an ACK is kept open for a bounded while (capture time,
+bytes and packets behind it: the bounds are in limits.py) and declared a gap only when that runs
+out, the buffer bounds are reached, or the connection ends.
 """
 
 from __future__ import annotations
@@ -19,51 +19,22 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
-from analyzers.tcp.runs import Run, TcpCounters
-
-__all__ = ["MAX_ACK_AHEAD", "SEQ_MOD", "Stream", "TcpCounters", "ack_ahead"]
-
-SEQ_MOD = 1 << 32
-SEQ_HALF = 1 << 31
-# Out-of-order bytes one direction may hold while waiting for a missing segment. Most holes close
-# within a window (a late segment fills it, or it is declared lost); 1 MiB covers a full default
-# Linux receive window at gigabit RTTs.
-MAX_PENDING_BYTES_PER_STREAM = 1 << 20
-# Separate runs of buffered bytes one direction may hold. Linux's out-of-order queue is bounded by
-# the receive buffer at a few hundred bytes of truesize per segment, a few thousand segments at the
-# default 6 MB; runs that touch merge, so only a hostile or very lossy stream needs many.
-MAX_PENDING_PIECES_PER_STREAM = 2048
-# What one buffered run costs beyond its bytes (its offsets in two lists, the run object and its
-# two bytearrays): 252 bytes measured with tracemalloc on CPython 3.11. Counted in both budgets,
-# so that a flood of 1-byte segments is bounded by memory, not by payload.
-PIECE_OVERHEAD = 256
-# What one segment's arrival time costs while it waits in a run (an (offset, time) tuple in a
-# list, see `Run.marks`): about 116 bytes.
-MARK_OVERHEAD = 120
-# Bookkeeping (runs and marks) one direction may hold: as much as MAX_PENDING_PIECES_PER_STREAM
-# runs cost, half of the data bound. A flood of tiny segments reaches it long before its bytes do.
-MAX_PENDING_OVERHEAD_PER_STREAM = MAX_PENDING_PIECES_PER_STREAM * PIECE_OVERHEAD
-# How long (capture time) a hole behind the peer's ACK stays open for the segment to turn up later
-# in the capture. Reordering by multi-queue NICs and `-i any` is microseconds to milliseconds, a
-# merge of two hosts' captures adds their clock skew (milliseconds under NTP); a second leaves a
-# wide margin, and waiting longer only delays the records behind a hole the capture really lost.
-HOLE_WAIT_SECONDS = 1.0
-# Bytes buffered past such a hole after which it is declared lost without waiting longer: a
-# segment reordered in capture is a few packets late, and a packet captured on the sending host
-# with segmentation offload (or after GRO on the receiving one) holds up to 64 KB: eight of them.
-HOLE_WAIT_BYTES = 512 << 10
-# An ACK further ahead than this is not about this stream's data (garbage, or a mix-up after
-# sequence numbers were lost track of); a real window is far smaller.
-MAX_ACK_AHEAD = 1 << 30
-# Bytes acknowledged but never seen that the close reports as a gap: what a sender can have in
-# flight beyond the last bytes captured (a large receive window). An ACK further ahead is not
-# believed (a forged ACK would otherwise turn into a gap of its own choosing).
-ACK_UNSEEN_SLACK = 1 << 20
-# Delivered bytes kept to compare a retransmission with what was delivered first (an insertion:
-# the first copy was one the receiver dropped). Retransmissions resend the oldest unacknowledged
-# segment, normally within the last one or two segments delivered; 4 KiB per stream (8 KiB before a
-# trim) keeps 100,000 connections' windows under 2 GB at worst and a few MB in practice.
-RECENT_BYTES = 4096
+from analyzers.tcp.limits import (
+    ACK_UNSEEN_SLACK,
+    HOLE_WAIT_BYTES,
+    HOLE_WAIT_PACKETS,
+    HOLE_WAIT_SECONDS,
+    MARK_OVERHEAD,
+    MAX_ACK_AHEAD,
+    MAX_PENDING_BYTES_PER_STREAM,
+    MAX_PENDING_OVERHEAD_PER_STREAM,
+    MAX_PENDING_PIECES_PER_STREAM,
+    PIECE_OVERHEAD,
+    RECENT_BYTES,
+    SEQ_HALF,
+    SEQ_MOD,
+)
+from analyzers.tcp.runs import Run, TcpCounters, merge
 
 
 def ack_ahead(stream: Stream, ack: int) -> bool:
@@ -90,31 +61,9 @@ class Stream:
     differ from those seen first (which won).
     """
 
-    __slots__ = (
-        "acked_to",
-        "base",
-        "counters",
-        "deliver",
-        "ends",
-        "eof",
-        "fin_offset",
-        "finished",
-        "gap",
-        "high",
-        "hold_at",
-        "last_ts",
-        "marks",
-        "midstream",
-        "mismatch",
-        "needed",
-        "offset",
-        "pending",
-        "pending_bytes",
-        "recent",
-        "recent_end",
-        "runs",
-        "wait_since",
-    )
+    __slots__ = ("acked_to", "base", "counters", "deliver", "ends", "eof", "fin_offset", "finished", "gap", "high",
+                 "hold_at", "last_ts", "marks", "midstream", "mismatch", "needed", "offset", "pending", "pending_bytes",
+                 "recent", "recent_end", "runs", "wait_since", "waited")
 
     def __init__(self, counters: TcpCounters, deliver: Deliver, gap: Gap, eof: Eof) -> None:
         self.counters = counters
@@ -139,6 +88,7 @@ class Stream:
         # data answers the bytes up to here, and must reach HTTP before what follows them.
         self.hold_at: int | None = None
         self.wait_since: float | None = None  # when a hole behind an ACK began to wait
+        self.waited = 0  # packets of the connection seen since (each direction's that reach here)
         self.recent = bytearray()  # the last bytes delivered, ending at offset `recent_end`
         self.recent_end = 0
         self.last_ts = 0.0  # the time given with the last bytes or gap delivered on the slow path
@@ -259,7 +209,7 @@ class Stream:
             marks = runs[lo].mark(end, ts)
             pieces = 1
         else:
-            added, mismatched = self._merge(lo, hi, start, end, payload)
+            added, mismatched = merge(starts, ends, runs, c, lo, hi, start, end, payload)
             marks = runs[lo].mark(end, ts)
             pieces = 1 - (hi - lo)
             if mismatched:
@@ -274,6 +224,7 @@ class Stream:
             self.high = end
         if self.wait_since is None and self._waiting():
             self.wait_since = ts
+            self.waited = 0
         if self.pending_bytes > MAX_PENDING_BYTES_PER_STREAM:
             c.stream_buffer_flushes += 1
             self.flush(ts)
@@ -285,51 +236,6 @@ class Stream:
               > c.buffered_bytes_limit):
             c.global_buffer_flushes += 1
             self.flush(ts)
-
-    def _merge(self, lo: int, hi: int, start: int, end: int, payload: bytes) -> tuple[int, bool]:
-        """Merge the segment `payload` at [start, end) with runs lo..hi-1, which touch it: the runs'
-        bytes win where they overlap. Returns the bytes added and whether an overlap differed.
-
-        The largest run is kept and the rest copied onto its ends, so that a byte is copied only
-        when its run joins a larger one: linear in practice, n log n at worst."""
-        c = self.counters
-        starts, ends, runs = self.pending, self.ends, self.runs
-        mismatched = False
-        added = 0
-        big = max(range(lo, hi), key=lambda k: ends[k] - starts[k])
-        left: list[bytes] = []  # what goes before run `big`, in order
-        right: list[bytes] = []  # and after it
-        pos = start  # the next byte of the segment not yet placed
-        for k in range(lo, hi):
-            s, e = starts[k], ends[k]
-            if pos < s:  # segment bytes in the hole before run k
-                piece = payload[pos - start:min(s, end) - start]
-                added += len(piece)
-                (left if k <= big else right).append(piece)
-            o_lo, o_hi = max(s, start), min(e, end)
-            if o_lo < o_hi:
-                c.overlap_segments += 1
-                c.overlap_bytes += o_hi - o_lo
-                if runs[k].get(o_lo - s, o_hi - s) != payload[o_lo - start:o_hi - start]:
-                    mismatched = True
-            if k != big:
-                (left if k < big else right).append(runs[k].whole())
-                runs[big].marks += runs[k].marks
-            pos = max(pos, e)
-        if pos < end:
-            piece = payload[pos - start:]
-            added += len(piece)
-            right.append(piece)
-        run = runs[big]
-        if left:
-            run.prepend(b"".join(left))
-        if right:
-            run.append(b"".join(right))
-        new_start, new_end = min(start, starts[lo]), max(end, ends[hi - 1])
-        starts[lo:hi] = [new_start]
-        ends[lo:hi] = [new_end]
-        runs[lo:hi] = [run]
-        return added, mismatched
 
     def _drain(self, ts: float, floor: float | None = None) -> None:
         """Deliver the runs that have become contiguous: at `ts`, or when a hole before them was
@@ -408,6 +314,8 @@ class Stream:
             self.acked(ack, ts)
             if self.wait_since is None and self._waiting():
                 self.wait_since = ts
+                self.waited = 0
+            self.waited = 0
 
     def hold(self, at: int | None, ts: float) -> None:
         """Deliver nothing past stream offset `at` (a relative one, see `rel`), or, None, go on
@@ -440,6 +348,8 @@ class Stream:
             return
         rel = self.rel(ack)
         if rel <= self.acked_to:
+            if self.wait_since is not None:
+                self.expire(ts)
             return
         seen = max(self.high, self.offset)
         if self.fin_offset is not None:
@@ -449,6 +359,7 @@ class Stream:
         self.acked_to = rel
         if self.wait_since is None and self._waiting():
             self.wait_since = ts
+            self.waited = 0
         if self.wait_since is not None:
             self.expire(ts)
 
@@ -460,7 +371,9 @@ class Stream:
         if not self._waiting():
             self.wait_since = None
             return
-        if ts - since >= HOLE_WAIT_SECONDS or self.pending_bytes >= HOLE_WAIT_BYTES:
+        self.waited += 1
+        if (ts - since >= HOLE_WAIT_SECONDS or self.pending_bytes >= HOLE_WAIT_BYTES
+                or self.waited > HOLE_WAIT_PACKETS):
             self.counters.holes_expired += 1
             self.wait_since = None
             self.flush_to(self._limit(), ts, since)
@@ -490,9 +403,8 @@ class Stream:
         while self.pending:
             hole = self.pending[0] - self.offset
             if hole > 0:
-                self._gap(hole, ts if floor is None else floor)
+                self._gap(hole, ts if floor is None else max(floor, self.last_ts))
             self._drain(ts, floor)
-            floor = None
         self.wait_since = None
 
     def _gap(self, n: int, ts: float) -> None:

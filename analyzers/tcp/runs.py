@@ -90,3 +90,48 @@ class Run:
 
     def whole(self) -> bytes:
         return bytes(self.head[::-1]) + bytes(self.tail) if self.head else bytes(self.tail)
+
+
+def merge(starts: list[int], ends: list[int], runs: list[Run], c: TcpCounters, lo: int, hi: int, start: int,
+          end: int, payload: bytes) -> tuple[int, bool]:
+    """Merge the segment `payload` at [start, end) with runs lo..hi-1, which touch it: the runs'
+    bytes win where they overlap. Returns the bytes added and whether an overlap differed.
+
+    The largest run is kept and the rest copied onto its ends, so that a byte is copied only
+    when its run joins a larger one: linear in practice, n log n at worst."""
+    mismatched = False
+    added = 0
+    big = max(range(lo, hi), key=lambda k: ends[k] - starts[k])
+    left: list[bytes] = []  # what goes before run `big`, in order
+    right: list[bytes] = []  # and after it
+    pos = start  # the next byte of the segment not yet placed
+    for k in range(lo, hi):
+        s, e = starts[k], ends[k]
+        if pos < s:  # segment bytes in the hole before run k
+            piece = payload[pos - start:min(s, end) - start]
+            added += len(piece)
+            (left if k <= big else right).append(piece)
+        o_lo, o_hi = max(s, start), min(e, end)
+        if o_lo < o_hi:
+            c.overlap_segments += 1
+            c.overlap_bytes += o_hi - o_lo
+            if runs[k].get(o_lo - s, o_hi - s) != payload[o_lo - start:o_hi - start]:
+                mismatched = True
+        if k != big:
+            (left if k < big else right).append(runs[k].whole())
+            runs[big].marks += runs[k].marks
+        pos = max(pos, e)
+    if pos < end:
+        piece = payload[pos - start:]
+        added += len(piece)
+        right.append(piece)
+    run = runs[big]
+    if left:
+        run.prepend(b"".join(left))
+    if right:
+        run.append(b"".join(right))
+    new_start, new_end = min(start, starts[lo]), max(end, ends[hi - 1])
+    starts[lo:hi] = [new_start]
+    ends[lo:hi] = [new_end]
+    runs[lo:hi] = [run]
+    return added, mismatched

@@ -144,7 +144,7 @@ def permute(segments: Sequence[Segment], rng: random.Random, lo: int = 2, hi: in
             s = segments[i]
             if s.payload and not s.flags & (SYN | RST) and conn_key(s) in seen_syn:
                 groups.setdefault((s.src, s.sport, s.dst, s.dport), []).append(i)
-        for key, positions in groups.items():
+        for positions in groups.values():
             # Not across an RST of the connection: what the receiver took before it is then a
             # matter of capture order (bytes captured after it are late, as on the wire).
             if len(positions) < 2 or conn_key(segments[positions[0]]) in reset:

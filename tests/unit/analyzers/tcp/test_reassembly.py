@@ -5,6 +5,7 @@ from __future__ import annotations
 from analyzers.tcp.reassembly import (
     ACK_UNSEEN_SLACK,
     HOLE_WAIT_BYTES,
+    HOLE_WAIT_PACKETS,
     HOLE_WAIT_SECONDS,
     MARK_OVERHEAD,
     MAX_PENDING_BYTES_PER_STREAM,
@@ -199,7 +200,7 @@ def test_hole_behind_an_ack_expires_when_enough_bytes_wait_behind_it() -> None:
     s.segment(1001, b"a", False, 1.0)
     s.segment(1003, b"x" * 1000, False, 1.0)
     s.acked(1003, 1.0)
-    piece = b"y" * 4096
+    piece = b"y" * (HOLE_WAIT_BYTES // 8)  # bytes run out before packets do
     seq = 1003 + 1000
     while s.pending:
         s.segment(seq, piece, False, 1.01)
@@ -210,6 +211,21 @@ def test_hole_behind_an_ack_expires_when_enough_bytes_wait_behind_it() -> None:
     assert 0 <= s.offset - 2 - HOLE_WAIT_BYTES < len(piece)
     assert up.events[1] == ("gap", 1, 1.0)
     assert up.stream() == b"a?" + b"x" * 1000 + piece * ((s.offset - 1002) // len(piece))
+
+
+def test_hole_behind_an_ack_expires_after_enough_packets() -> None:
+    """Capture reordering moves a packet a few places: after HOLE_WAIT_PACKETS more packets of the
+    connection, the hole is lost, however little time has passed."""
+    s, up, c = make()
+    s.segment(1001, b"a", False, 1.0)
+    s.segment(1003, b"c", False, 1.0)
+    s.acked(1004, 1.0)  # the wait starts: packet 1
+    for k in range(HOLE_WAIT_PACKETS - 1):
+        s.acked(1004, 1.0 + k * 1e-6)
+    assert up.events == [("data", b"a", 1.0)]
+    s.acked(1004, 1.001)
+    assert up.events == [("data", b"a", 1.0), ("gap", 1, 1.0), ("data", b"c", 1.0)]
+    assert c.holes_expired == 1
 
 
 def test_ack_beyond_delivered_data_is_no_gap_on_its_own() -> None:
@@ -285,9 +301,9 @@ def test_fin_then_ack_beyond_hole_ends_the_stream() -> None:
     s.segment(1007, b"ghi", True, 1.1)
     s.acked(1011, 1.2)
     assert up.events == [("data", b"abc", 1.0)]
-    s.acked(1011, 1.2 + HOLE_WAIT_SECONDS)  # no news: the wait is checked all the same
+    s.expire(1.2 + HOLE_WAIT_SECONDS / 2)  # as the flow table's sweep does: not yet
     assert up.events == [("data", b"abc", 1.0)]
-    s.expire(1.2 + HOLE_WAIT_SECONDS)  # as the flow table's sweep does
+    s.acked(1011, 1.2 + HOLE_WAIT_SECONDS)  # no news, but the wait is checked all the same
     assert up.events == [("data", b"abc", 1.0), ("gap", 3, 1.2), ("data", b"ghi", 1.2), ("eof", 2.2)]
 
 
