@@ -19,9 +19,14 @@ PIECE_OVERHEAD = 256
 # What one segment's arrival time costs while it waits in a run (an (offset, time) tuple in a
 # list, see `Run.marks`): about 116 bytes.
 MARK_OVERHEAD = 120
-# Bookkeeping (runs and marks) one direction may hold: as much as MAX_PENDING_PIECES_PER_STREAM
-# runs cost, half of the data bound. A flood of tiny segments reaches it long before its bytes do.
-MAX_PENDING_OVERHEAD_PER_STREAM = MAX_PENDING_PIECES_PER_STREAM * PIECE_OVERHEAD
+# Arrival times one direction keeps for its buffered bytes (see `Run.marks`); past this, the run
+# a segment joins keeps only its latest time (its bytes are then delivered a little late). Only a
+# flood of tiny segments gets here: 2,048 segments are 3 MB of full-sized ones.
+MAX_STREAM_MARKS = 2048
+# Bookkeeping (runs and marks) one direction may hold: every run at its cap with a mark, and the
+# marks at theirs. A flood of tiny segments reaches this long before its bytes reach theirs.
+MAX_PENDING_OVERHEAD_PER_STREAM = MAX_PENDING_PIECES_PER_STREAM * (PIECE_OVERHEAD + MARK_OVERHEAD) + (
+    MAX_STREAM_MARKS * MARK_OVERHEAD)
 # How long (capture time) a hole behind the peer's ACK stays open for the segment to turn up later
 # in the capture. Reordering by multi-queue NICs and `-i any` is microseconds to milliseconds, a
 # merge of two hosts' captures adds their clock skew (milliseconds under NTP); a second leaves a

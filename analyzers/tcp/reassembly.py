@@ -29,6 +29,7 @@ from analyzers.tcp.limits import (
     MAX_PENDING_BYTES_PER_STREAM,
     MAX_PENDING_OVERHEAD_PER_STREAM,
     MAX_PENDING_PIECES_PER_STREAM,
+    MAX_STREAM_MARKS,
     PIECE_OVERHEAD,
     RECENT_BYTES,
     SEQ_HALF,
@@ -212,6 +213,8 @@ class Stream:
             added, mismatched = merge(starts, ends, runs, c, lo, hi, start, end, payload)
             marks = runs[lo].mark(end, ts)
             pieces = 1 - (hi - lo)
+            if self.marks + marks > MAX_STREAM_MARKS:
+                marks += runs[lo].collapse()
             if mismatched:
                 c.overlap_mismatch_segments += 1
                 self.mismatch(ts)

@@ -65,6 +65,13 @@ class Run:
             self.marks.append(marks[-1])
         return len(self.marks) - len(marks) + 1
 
+    def collapse(self) -> int:
+        """Keep one mark, the latest; returns the change in the number of marks."""
+        n = len(self.marks)
+        if n > 1:
+            self.marks = [max(self.marks, key=lambda m: m[1])]
+        return len(self.marks) - n
+
     def times(self, start: int, floor: float) -> list[tuple[int, float]]:
         """(end, time) for consecutive slices of the run starting at stream offset `start`: each
         segment's bytes at its arrival time, none before `floor`."""
