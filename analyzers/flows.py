@@ -27,9 +27,11 @@ from analyzers.connection import (
     uid,
 )
 from analyzers.held import HeldPackets
+from analyzers.http.parser import State
 from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
 from analyzers.packet_keep import KeptUpTo, PacketKeep
 from analyzers.side import Side
+from analyzers.tcp.doubt import doubt, prune, tcp_checksum_ok
 from analyzers.tcp.frames import ACK, FIN, RST, SYN, Decoded
 from analyzers.tcp.reassembly import SEQ_MOD, TcpCounters, ack_ahead
 
@@ -75,6 +77,9 @@ class FlowTable(HeldPackets):
         self.keep: PacketKeep | None = None
         self.linktype = 0
         self.frame = b""
+        # Where the packet being handed over lies, (buffer, IPv4 header offset, IP length), when
+        # its TCP checksum can be checked (plain IPv4 + TCP); None otherwise. See `_checksum`.
+        self.checksum: tuple[bytes, int, int] | None = None
 
     def packet(self, ts: float, d: Decoded) -> None:
         """One decoded TCP packet."""
@@ -91,6 +96,8 @@ class FlowTable(HeldPackets):
             entry = self._open(d, ts)
         conn, side, peer = entry
         conn.last_ts = ts
+        if self.checksum is not None and self._checksum(conn, side, d):
+            return
         if self.keep is not None and not conn.ignored:
             conn.kept = self.keep.add(conn.kept, ts, self.linktype, self.frame, conn.syn)
         if conn.ignored or flags & (SYN | FIN | RST):
@@ -120,6 +127,30 @@ class FlowTable(HeldPackets):
         if ts >= self.next_sweep:
             self.sweep(ts)
 
+    def _checksum(self, conn: Connection, side: Side, d: Decoded) -> bool:
+        """Whether a packet is kept aside for its TCP checksum. Checked are control packets and
+        the client's packets outside a body (requests' heads: what an insertion targets; checking
+        every packet would cost as much as the rest of reading it). A wrong one in a flow whose
+        checksums have been right (a copy the receiver dropped: an insertion) waits to see
+        whether another copy comes (see tcp/doubt.py), the connection on the slow path meanwhile.
+        A flow none of whose checksums were right is offloading them (captured on the sender)."""
+        flags, payload = d[6], d[7]
+        if not flags & (SYN | FIN | RST) and (side is not Side.CLIENT or not payload or not _in_head(conn)):
+            return False
+        stream = conn.streams[side]
+        assert self.checksum is not None
+        if tcp_checksum_ok(*self.checksum):
+            stream.sums |= 1
+            return False
+        if (stream.sums & 1 and payload and not flags & (SYN | FIN | RST) and not conn.ignored
+                and doubt(stream, d[4], payload, conn.last_ts)):
+            conn.ignored = True
+            return True
+        if not stream.sums:
+            self.tcp.checksum_offloading_streams += 1
+        stream.sums |= 2
+        return False
+
     def after_packet(self, conn: Connection, conv: Conversation, ts: float) -> None:
         """The end of `packet`'s data path, for a caller that did the rest of it inline
         (`Pipeline.feed_records`): collect finished transactions, sweep when it is time."""
@@ -136,6 +167,16 @@ class FlowTable(HeldPackets):
             return
         if conn.parked:
             self._while_parked(conn, side, d, ts)
+            return
+        client, server = conn.streams
+        if conn.ignored and (client.doubtful or server.doubtful):  # see _checksum: the slow path
+            conn.ignored = False
+            self.checksum = None  # judged already
+            self.packet(ts, d)
+            prune(client, ts)
+            prune(server, ts)
+            if self.table.get(conn.keys[0], (None,))[0] is conn and (client.doubtful or server.doubtful):
+                conn.ignored = True
             return
         if conn.ignored:
             self.counters.ignored_packets += 1
@@ -384,3 +425,11 @@ class FlowTable(HeldPackets):
     def _connections(self) -> Iterator[Connection]:
         """Each connection once (its entry under the key of its first packet), oldest first."""
         return (conn for conn, side, _peer in self.table.values() if side is conn.first)
+
+
+_OUTSIDE_HEADS = frozenset({State.BODY, State.CHUNK_DATA, State.CLOSE_BODY, State.TUNNEL})
+
+
+def _in_head(conn: Connection) -> bool:
+    """Whether the client's parser is outside a body (what `_checksum` checks)."""
+    return conn.parsers is None or conn.parsers[Side.CLIENT].state not in _OUTSIDE_HEADS

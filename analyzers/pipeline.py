@@ -18,6 +18,8 @@ from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowT
 from analyzers.http.parser import State
 from analyzers.http.transactions import Transaction
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
+from analyzers.side import Side
+from analyzers.tcp.doubt import tcp_checksum_ok
 from analyzers.tcp.frames import (
     ACK,
     ETH_IPV4,
@@ -33,6 +35,7 @@ from analyzers.tcp.frames import (
 from analyzers.tcp.reassembly import MAX_ACK_AHEAD, RECENT_BYTES, SEQ_MOD
 
 Frame = tuple[int, float, bytes]
+
 
 
 class _Routing(NamedTuple):
@@ -242,6 +245,7 @@ class Pipeline:
         flows.linktype = linktype
         packet = flows.packet
         cursor = flows.cursor
+        link_len, type_off = FIXED_LINK_HEADERS.get(linktype, (-1, 0))
         n = 0
         for off, ts, data in frames:
             n += 1
@@ -249,7 +253,14 @@ class Pipeline:
             d = decode(data)
             if d is not None:
                 flows.frame = data
+                # Checksums can be checked where `feed_records` can: plain IPv4 + TCP frames.
+                if (link_len >= 0 and data[type_off:type_off + 2] == b"\x08\x00"
+                        and data[link_len:link_len + 1] == b"\x45"):
+                    total = int.from_bytes(data[link_len + 2:link_len + 4], "big")
+                    if 40 <= total <= len(data) - link_len:
+                        flows.checksum = (data, link_len, total)
                 packet(ts, d)
+                flows.checksum = None
         self.frames_seen += n
         return self._take()
 
@@ -285,7 +296,7 @@ class Pipeline:
         ip_at = 16 + link_len  # the IP header, from the record's start
         body, chunk_data, close_body, tunnel = State.BODY, State.CHUNK_DATA, State.CLOSE_BODY, State.TUNNEL
         ipv4, tcp, control, ack_flag = ETH_IPV4, PROTO_TCP, SYN | FIN | RST, ACK  # locals: no global lookups
-        seq_mod, max_ack_ahead, recent_max = SEQ_MOD, MAX_ACK_AHEAD, RECENT_BYTES
+        seq_mod, max_ack_ahead, recent_max, client = SEQ_MOD, MAX_ACK_AHEAD, RECENT_BYTES, Side.CLIENT
         payload_bytes = 0
         for off in offsets:
             sec, frac, caplen = unpack_header(buf, off)
@@ -331,6 +342,15 @@ class Pipeline:
                                 elif st is not tunnel:
                                     cursor.pos = base + off
                                     end = off + ip_at + total
+                                    if side is client:  # FlowTable.checked's choice, see there
+                                        if not tcp_checksum_ok(buf, end - total, total):
+                                            stream.offset -= plen  # FlowTable.packet decides
+                                            payload_bytes -= plen
+                                            flows.checksum = (buf, end - total, total)
+                                            packet(ts, (src, dst, sport, dport, seq, ack, flags, buf[end - plen:end]))
+                                            flows.checksum = None
+                                            continue
+                                        stream.sums |= 1
                                     data = buf[end - plen:end]
                                     # Stream._deliver's record of the last bytes delivered, which a
                                     # retransmission is compared with (body bytes are not kept).
@@ -346,7 +366,9 @@ class Pipeline:
                                 continue
                     cursor.pos = base + off
                     end = off + ip_at + total
+                    flows.checksum = (buf, end - total, total)
                     packet(ts, (src, dst, sport, dport, seq, ack, flags, buf[end - plen:end]))
+                    flows.checksum = None
                     continue
             # Any other frame: the general decoder, as `feed` does it.
             cursor.pos = base + off

@@ -41,6 +41,10 @@ HOLE_WAIT_BYTES = 512 << 10
 # leaves a margin and keeps records behind a real loss from waiting on the clock. Every packet of
 # a connection with a waiting hole reaches the stream (the peer's ACKs are ahead of it).
 HOLE_WAIT_PACKETS = 32
+# Segments with a wrong checksum kept aside per direction, in a flow whose checksums are right,
+# until another copy of their bytes comes or their place would be declared lost: an insertion is
+# one packet or a few; beyond this, they are taken as they come.
+MAX_DOUBTFUL_PER_STREAM = 8
 # An ACK further ahead than this is not about this stream's data (garbage, or a mix-up after
 # sequence numbers were lost track of); a real window is far smaller.
 MAX_ACK_AHEAD = 1 << 30

@@ -19,23 +19,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
-from analyzers.tcp.limits import (
-    ACK_UNSEEN_SLACK,
-    HOLE_WAIT_BYTES,
-    HOLE_WAIT_PACKETS,
-    HOLE_WAIT_SECONDS,
-    MARK_OVERHEAD,
-    MAX_ACK_AHEAD,
-    MAX_PENDING_BYTES_PER_STREAM,
-    MAX_PENDING_OVERHEAD_PER_STREAM,
-    MAX_PENDING_PIECES_PER_STREAM,
-    MAX_STREAM_MARKS,
-    PIECE_OVERHEAD,
-    RECENT_BYTES,
-    SEQ_HALF,
-    SEQ_MOD,
-)
-from analyzers.tcp.runs import Run, TcpCounters, merge
+from analyzers.tcp import limits
+from analyzers.tcp.limits import MAX_ACK_AHEAD, MAX_PENDING_BYTES_PER_STREAM, RECENT_BYTES, SEQ_HALF, SEQ_MOD
+from analyzers.tcp.runs import Run, TcpCounters, differs, merge
 
 
 def ack_ahead(stream: Stream, ack: int) -> bool:
@@ -47,10 +33,9 @@ def ack_ahead(stream: Stream, ack: int) -> bool:
 Deliver = Callable[[bytes, float], None]
 Gap = Callable[[int, float], None]
 Eof = Callable[[float], None]
-Mismatch = Callable[[float], None]
 
 
-def _no_mismatch(ts: float) -> None:
+def _nothing(ts: float) -> None:
     return None
 
 
@@ -62,16 +47,16 @@ class Stream:
     differ from those seen first (which won).
     """
 
-    __slots__ = ("acked_to", "base", "counters", "deliver", "ends", "eof", "fin_offset", "finished", "gap", "high",
-                 "hold_at", "last_ts", "marks", "midstream", "mismatch", "needed", "offset", "pending", "pending_bytes",
-                 "recent", "recent_end", "runs", "wait_since", "waited")
+    __slots__ = ("acked_to", "base", "counters", "deliver", "doubtful", "ends", "eof", "fin_offset", "finished", "gap",
+                 "high", "hold_at", "last_ts", "marks", "midstream", "mismatch", "needed", "offset", "pending",
+                 "pending_bytes", "recent", "recent_end", "runs", "sums", "wait_since", "waited")
 
     def __init__(self, counters: TcpCounters, deliver: Deliver, gap: Gap, eof: Eof) -> None:
         self.counters = counters
         self.deliver = deliver
         self.gap = gap
         self.eof = eof
-        self.mismatch: Mismatch = _no_mismatch
+        self.mismatch: Eof = _nothing  # the flow table sets it: bytes seen again differ (at ts)
         self.base: int | None = None  # sequence number of stream offset 0
         self.offset = 0  # stream offset of the next byte to deliver
         # Buffered runs, sorted and disjoint: run k holds stream offsets pending[k] to ends[k].
@@ -93,6 +78,10 @@ class Stream:
         self.recent = bytearray()  # the last bytes delivered, ending at offset `recent_end`
         self.recent_end = 0
         self.last_ts = 0.0  # the time given with the last bytes or gap delivered on the slow path
+        # TCP checksums this direction's packets had, where the capture let them be checked: bit 1
+        # right, bit 2 wrong. A sender offloading checksums puts none right in the capture.
+        self.sums = 0
+        self.doubtful: dict[int, tuple[bytes, float]] = {}  # offset -> (payload, time), see `doubt`
         self.fin_offset: int | None = None
         self.finished = False
         self.midstream = False
@@ -109,8 +98,6 @@ class Stream:
         if d >= SEQ_HALF:
             d -= SEQ_MOD
         return self.offset + d
-
-    _rel = rel
 
     def segment(self, seq: int, payload: bytes, fin: bool, ts: float) -> None:
         """Take one segment's payload (possibly empty) and deliver what has become contiguous."""
@@ -177,13 +164,9 @@ class Stream:
         with the bytes delivered first where they are still kept."""
         old = self.offset - start
         c = self.counters
-        recent, rend = self.recent, self.recent_end
-        lo, hi = max(start, rend - len(recent)), min(start + min(old, len(payload)), rend)
-        if lo < hi:
-            r0 = len(recent) - (rend - lo)
-            if payload[lo - start:hi - start] != recent[r0:r0 + hi - lo]:
-                c.retransmission_mismatch_segments += 1
-                self.mismatch(ts)
+        if differs(self.recent, self.recent_end, start, payload[:old]):
+            c.retransmission_mismatch_segments += 1
+            self.mismatch(ts)
         if old >= len(payload):
             c.retransmitted_segments += 1
             c.retransmitted_bytes += len(payload)
@@ -213,7 +196,7 @@ class Stream:
             added, mismatched = merge(starts, ends, runs, c, lo, hi, start, end, payload)
             marks = runs[lo].mark(end, ts)
             pieces = 1 - (hi - lo)
-            if self.marks + marks > MAX_STREAM_MARKS:
+            if self.marks + marks > limits.MAX_STREAM_MARKS:
                 marks += runs[lo].collapse()
             if mismatched:
                 c.overlap_mismatch_segments += 1
@@ -231,11 +214,12 @@ class Stream:
         if self.pending_bytes > MAX_PENDING_BYTES_PER_STREAM:
             c.stream_buffer_flushes += 1
             self.flush(ts)
-        elif (len(starts) > MAX_PENDING_PIECES_PER_STREAM
-              or PIECE_OVERHEAD * len(starts) + MARK_OVERHEAD * self.marks > MAX_PENDING_OVERHEAD_PER_STREAM):
+        elif len(starts) > limits.MAX_PENDING_PIECES_PER_STREAM or (
+                limits.PIECE_OVERHEAD * len(starts) + limits.MARK_OVERHEAD * self.marks
+                > limits.MAX_PENDING_OVERHEAD_PER_STREAM):
             c.stream_piece_flushes += 1
             self.flush(ts)
-        elif (c.buffered_bytes + PIECE_OVERHEAD * c.buffered_pieces + MARK_OVERHEAD * c.buffered_marks
+        elif (c.buffered_bytes + limits.PIECE_OVERHEAD * c.buffered_pieces + limits.MARK_OVERHEAD * c.buffered_marks
               > c.buffered_bytes_limit):
             c.global_buffer_flushes += 1
             self.flush(ts)
@@ -308,21 +292,19 @@ class Stream:
     def need(self, ack: int, ts: float) -> None:
         """The peer sent data after acknowledging up to `ack` (its answer may depend on those
         bytes, so the caller holds it back): the bytes before `ack` were sent. Wait for them as
-        for a hole behind an ACK, bounded by `ACK_UNSEEN_SLACK` past the bytes seen."""
+        for a hole behind an ACK, bounded by `limits.ACK_UNSEEN_SLACK` past the bytes seen."""
         if self.base is None or self.finished:
             return
-        rel = min(self.rel(ack), max(self.high, self.offset) + ACK_UNSEEN_SLACK)
+        rel = min(self.rel(ack), max(self.high, self.offset) + limits.ACK_UNSEEN_SLACK)
         if rel > self.needed:
             self.needed = rel
             self.acked(ack, ts)
             if self.wait_since is None and self._waiting():
                 self.wait_since = ts
                 self.waited = 0
-            self.waited = 0
 
     def hold(self, at: int | None, ts: float) -> None:
-        """Deliver nothing past stream offset `at` (a relative one, see `rel`), or, None, go on
-        delivering what is contiguous, each segment's bytes at its arrival time."""
+        """Deliver nothing past stream offset `at`; None: deliver what is contiguous (at arrival)."""
         self.hold_at = at
         if self.pending and self.pending[0] <= self.offset:
             self._drain(ts, 0.0)
@@ -338,14 +320,11 @@ class Stream:
             self._check_fin(ts)
 
     def acked(self, ack: int, ts: float) -> None:
-        """The peer acknowledged up to `ack`: it received what we have not seen. Evidence, not a
-        verdict: the bytes may be later in the capture. A hole below bytes already buffered that
-        the ACK covers waits `HOLE_WAIT_SECONDS` / `HOLE_WAIT_BYTES`, then is declared a gap.
-
-        Bytes acknowledged that were never seen at all are not declared lost on the ACK's word
-        alone (a forged ACK far ahead would hide every byte sent after it); they become a hole to
-        wait on when later bytes arrive beyond them, or a gap when the connection ends.
-        The caller checks first that `ack` is ahead of what was delivered (see `ack_ahead`).
+        """The peer acknowledged up to `ack` (the caller checks first that it is ahead, see
+        `ack_ahead`): evidence that the bytes were sent, not a verdict that the capture lost them.
+        A hole it covers waits (see limits.py), then is declared a gap. Bytes never seen at all are
+        not declared lost on an ACK's word alone (a forged ACK would hide what follows): they
+        wait once later bytes, or the peer's answering data (`need`), show they were sent.
         """
         if self.base is None or self.finished:
             return
@@ -375,8 +354,8 @@ class Stream:
             self.wait_since = None
             return
         self.waited += 1
-        if (ts - since >= HOLE_WAIT_SECONDS or self.pending_bytes >= HOLE_WAIT_BYTES
-                or self.waited > HOLE_WAIT_PACKETS):
+        if (ts - since >= limits.HOLE_WAIT_SECONDS or self.pending_bytes >= limits.HOLE_WAIT_BYTES
+                or self.waited > limits.HOLE_WAIT_PACKETS):
             self.counters.holes_expired += 1
             self.wait_since = None
             self.flush_to(self._limit(), ts, since)
@@ -411,6 +390,17 @@ class Stream:
         self.wait_since = None
 
     def _gap(self, n: int, ts: float) -> None:
+        doubtful = self.doubtful
+        while n > 0 and self.offset in doubtful:  # no better copy came: the doubtful one fills in
+            data, dts = doubtful.pop(self.offset)
+            data = data[:n]
+            start = self.offset
+            self.offset += len(data)
+            n -= len(data)
+            self.counters.checksum_accepted_segments += 1
+            self._deliver(data, start, max(dts, self.last_ts))
+        if n <= 0:
+            return
         self.counters.gaps += 1
         self.counters.gap_bytes += n
         self.offset += n
@@ -424,7 +414,7 @@ class Stream:
             return
         self.flush(ts)
         end = self.fin_offset
-        if end is None and 0 < self.acked_to - self.offset <= ACK_UNSEEN_SLACK:
+        if end is None and 0 < self.acked_to - self.offset <= limits.ACK_UNSEEN_SLACK:
             end = self.acked_to
         if end is not None and end > self.offset:
             self._gap(end - self.offset, ts)

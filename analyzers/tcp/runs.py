@@ -20,6 +20,10 @@ class TcpCounters:
     retransmitted_segments: int = 0
     retransmitted_bytes: int = 0
     retransmission_mismatch_segments: int = 0  # resent bytes differing from those delivered first
+    checksum_dropped_segments: int = 0  # bad TCP checksum in a flow whose checksums were right,
+    # and another copy of the bytes came (which won)
+    checksum_accepted_segments: int = 0  # ... and no other copy came: taken after all
+    checksum_offloading_streams: int = 0  # directions whose checksums were wrong from the start
     overlap_segments: int = 0
     overlap_bytes: int = 0
     overlap_mismatch_segments: int = 0
@@ -142,3 +146,13 @@ def merge(starts: list[int], ends: list[int], runs: list[Run], c: TcpCounters, l
     ends[lo:hi] = [new_end]
     runs[lo:hi] = [run]
     return added, mismatched
+
+
+def differs(recent: bytearray, recent_end: int, start: int, payload: bytes) -> bool:
+    """Whether `payload`, at stream offset `start`, differs from the delivered bytes kept in
+    `recent` (which end at offset `recent_end`) where the two overlap."""
+    lo, hi = max(start, recent_end - len(recent)), min(start + len(payload), recent_end)
+    if lo >= hi:
+        return False
+    r0 = len(recent) - (recent_end - lo)
+    return payload[lo - start:hi - start] != recent[r0:r0 + hi - lo]

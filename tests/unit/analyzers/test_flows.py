@@ -9,7 +9,7 @@ from analyzers.flows import RST_GRACE_SECONDS, FlowTable
 from analyzers.records import to_record
 from analyzers.side import Side
 from analyzers.tcp.frames import ACK, FIN, RST, SYN
-from analyzers.tcp.reassembly import HOLE_WAIT_SECONDS
+from analyzers.tcp.limits import HOLE_WAIT_SECONDS
 
 PSH = 0x08
 OK0 = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"

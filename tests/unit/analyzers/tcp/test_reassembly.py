@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analyzers.tcp.reassembly import (
+from analyzers.tcp.limits import (
     ACK_UNSEEN_SLACK,
     HOLE_WAIT_BYTES,
     HOLE_WAIT_PACKETS,
@@ -11,10 +11,8 @@ from analyzers.tcp.reassembly import (
     MAX_PENDING_BYTES_PER_STREAM,
     PIECE_OVERHEAD,
     SEQ_MOD,
-    Stream,
-    TcpCounters,
-    ack_ahead,
 )
+from analyzers.tcp.reassembly import Stream, TcpCounters, ack_ahead
 
 Event = tuple[object, ...]
 
