@@ -86,6 +86,7 @@ def test_tcp_fast_open_capture(tmp_path: Path) -> None:
         time.sleep(1.0)  # on a loaded machine tcpdump says "listening" a moment before it captures
         statuses = [curl(port), curl(port), curl(port), curl(port, "--data-binary", f"@{body}", path="/post")]
         assert statuses == ["200"] * 4
+        time.sleep(1.0)  # and a moment after, for the last packets to reach the file
     segments = g.read_segments(cap)
     syn_data = [s for s in segments if s.flags & SYN and s.payload]
     assert len(syn_data) >= 2, "no data on a SYN: the kernel did not do TCP Fast Open"
