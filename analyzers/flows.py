@@ -133,16 +133,19 @@ class FlowTable(HeldPackets):
         every packet would cost as much as the rest of reading it). A wrong one in a flow whose
         checksums have been right (a copy the receiver dropped: an insertion) waits to see
         whether another copy comes (see tcp/doubt.py), the connection on the slow path meanwhile.
-        A flow none of whose checksums were right is offloading them (captured on the sender)."""
+        A flow with a wrong one before is offloading them (captured on the sender; segmentation
+        offload can leave some right): its packets are taken as they come."""
         flags, payload = d[6], d[7]
         if not flags & (SYN | FIN | RST) and (side is not Side.CLIENT or not payload or not _in_head(conn)):
             return False
         stream = conn.streams[side]
+        if stream.sums & 2:  # offloading: nothing to learn from its checksums
+            return False
         assert self.checksum is not None
         if tcp_checksum_ok(*self.checksum):
             stream.sums |= 1
             return False
-        if (stream.sums & 1 and payload and not flags & (SYN | FIN | RST) and not conn.ignored
+        if (stream.sums == 1 and payload and not flags & (SYN | FIN | RST) and not conn.ignored
                 and doubt(stream, d[4], payload, conn.last_ts)):
             conn.ignored = True
             return True

@@ -342,7 +342,7 @@ class Pipeline:
                                 elif st is not tunnel:
                                     cursor.pos = base + off
                                     end = off + ip_at + total
-                                    if side is client:  # FlowTable.checked's choice, see there
+                                    if side is client and not stream.sums & 2:  # FlowTable._checksum's choice
                                         if not tcp_checksum_ok(buf, end - total, total):
                                             stream.offset -= plen  # FlowTable.packet decides
                                             payload_bytes -= plen
