@@ -449,3 +449,34 @@ def test_retransmission_with_other_bytes_flags_the_request() -> None:
     (r,) = records(ft)
     assert (r["uri"], r["anomalies"]) == ("/r1-benign", ["retransmission_mismatch"])
     assert (ft.tcp.retransmission_mismatch_segments, ft.anomalies["retransmission_mismatch"]) == (1, 1)
+
+
+def test_fin_far_out_of_window_is_ignored() -> None:
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    t.c(1.1, get("/a"))
+    t.c(1.15, flags=FIN | ACK, seq=t.cseq + 500_000_000)  # a blind FIN: the stream does not end there
+    t.s(1.2, OK0)
+    t.c(1.3, get("/b"))
+    t.s(1.4, OK0)
+    t.close(1.5)
+    assert [who(r)[5:] for r in records(ft)] == [("/a", 200, [], None), ("/b", 200, [], None)]
+    assert (ft.counters.fins_out_of_window, ft.counters.closed, ft.tcp.gaps) == (1, 1, 0)
+
+
+def test_request_before_its_answer_when_the_capture_shows_them_the_other_way() -> None:
+    """The response's ACK covers a request segment the capture shows only after the response: the
+    response waits for it (HTTP pairs a response with a request already seen)."""
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    req = get("/late")
+    seq = t.cseq
+    t.cseq += len(req)  # the request is on the wire, its segment late in the capture
+    t.s(1.2, OK0)
+    t.c(1.21, req, seq=seq)
+    t.close(1.3)
+    rs = records(ft)
+    assert [(r["uri"], r["status_code"], r["flags"], r["ts"]) for r in rs] == [("/late", 200, [], 1.21)]
+    assert (ft.tcp.gaps, ft.tcp.retransmitted_segments) == (0, 0)
