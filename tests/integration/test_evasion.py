@@ -15,12 +15,14 @@
 
 from __future__ import annotations
 
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
 
 from helpers import pcapgen as g
 from helpers.env import corpus, read_records
+from helpers.liveenv import read_jsonl, service, wait_until
 from helpers.pcapgen import ACK, PSH, RST, SYN, Conn, Segment
 
 T0 = 1_700_000_000 * 10**9
@@ -155,9 +157,9 @@ def test_inserted_copy_with_a_low_ttl_is_flagged(tmp_path: Path) -> None:
     assert stats["tcp"]["retransmission_mismatch_segments"] == 1
 
 
-def test_land_packet_in_real_traffic(tmp_path: Path) -> None:
-    """A SYN from 10.9.9.9:139 to itself in the middle of a real capture: it used to be stored
-    under one key twice and deleted twice (KeyError, the read died)."""
+def land_capture(tmp_path: Path) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
+    """mix.pcap with a LAND SYN (and an RST of it) from 10.9.9.9:139 to itself in the middle; and
+    mix.pcap's own records and counters."""
     path = corpus("local", "mix.pcap")
     want, result, err = read_records(path)
     assert err == ""
@@ -166,10 +168,34 @@ def test_land_packet_in_real_traffic(tmp_path: Path) -> None:
     mid = len(segs) // 2
     attack = [Segment(segs[mid].ts_ns, land, land, 139, 139, 77, 0, SYN, b""),
               Segment(segs[mid].ts_ns + 1, land, land, 139, 139, 78, 0, RST, b"")]
-    lands = g.write_pcap(tmp_path / "land.pcap", g.LINKTYPE_ETHERNET, g.frames(segs[:mid] + attack + segs[mid:]))
-    got, result2, err2 = read_records(lands)
-    assert (err2, result2.files_failed) == ("", 0)
+    frames = g.frames(segs[:mid] + attack + segs[mid:])
+    return g.write_pcap(tmp_path / "land.pcap", g.LINKTYPE_ETHERNET, frames), want, result.stats
+
+
+def test_land_packet_in_real_traffic(tmp_path: Path) -> None:
+    """It used to be stored under one key twice and deleted twice (KeyError: the read died)."""
+    lands, want, stats = land_capture(tmp_path)
+    got, result, err = read_records(lands)
+    assert (err, result.files_failed) == ("", 0)
     strip = [{k: v for k, v in r.items() if k != "pcap_file"} for r in want]
     assert [{k: v for k, v in r.items() if k != "pcap_file"} for r in got] == strip
-    assert result2.stats["connections"]["self_connections"] == 1
-    assert result2.stats["connections"]["connections"] == result.stats["connections"]["connections"] + 1
+    assert result.stats["connections"]["self_connections"] == 1
+    assert result.stats["connections"]["connections"] == stats["connections"]["connections"] + 1
+
+
+def test_land_packet_through_the_service(tmp_path: Path) -> None:
+    """`pcapwatch run` on the same capture: every record, no error, still running."""
+    lands, want, _stats = land_capture(tmp_path)
+    (tmp_path / "spool").mkdir()
+    conf, out = tmp_path / "pcapwatch.yaml", tmp_path / "out.jsonl"
+    conf.write_text(f"spool: {{dir: {tmp_path / 'spool'}, rescan_seconds: 0.5}}\n"
+                    f"state: {{dir: {tmp_path / 'state'}, checkpoint_seconds: 1.0}}\n"
+                    f"outputs:\n  - {{name: records, type: jsonl, path: {out}}}\n")
+    with service(conf, tmp_path / "stderr") as svc:
+        shutil.copy(lands, tmp_path / "spool" / "cap.pcap")
+        assert wait_until(lambda: out.exists() and len(read_jsonl(out)) >= len(want) - 1, 60)
+        assert svc.proc.poll() is None
+        assert svc.lines("error") == [] and svc.lines("warning") == []
+    got = read_jsonl(out)  # the last connection's records may come at the service's stop
+    assert sorted((r["uid"], r["trans_depth"], r["uri"], r["status_code"]) for r in got) == sorted(
+        (r["uid"], r["trans_depth"], r["uri"], r["status_code"]) for r in want)
