@@ -76,7 +76,7 @@ def _noop_eof(ts: float) -> None:
 
 class Connection:
     __slots__ = ("conv", "fins", "first", "first_pos", "first_ts", "held", "ignored", "kept", "keys", "last_ts",
-                 "parked", "parked_side", "parsers", "rst", "streams", "syn", "unparking")
+                 "parked", "parked_side", "parsers", "rst", "streams", "syn", "unparking", "unparsed")
 
     def __init__(self, keys: tuple[Key, Key], first: Side, ts: float,
                  counters: TcpCounters, syn: bool, pos: int) -> None:
@@ -93,7 +93,11 @@ class Connection:
         self.conv: Conversation | None = None
         # Once HTTP is parsed: each side's parser (the one `streams[side]` delivers to).
         self.parsers: tuple[MessageParser, MessageParser] | None = None
+        # `ignored`: its packets all take FlowTable._control (not the fast path): while it is
+        # `unparsed` (not HTTP, or both ends the same), and while packets are held (held.py) or a
+        # segment is in doubt (tcp/doubt.py).
         self.ignored = False
+        self.unparsed = False
         self.syn = syn
         self.fins = 0  # bit `1 << side` per side that sent FIN, for connections we stopped parsing
         self.kept: Kept | None = None  # its packets, while rules want them (FlowTable.keep)

@@ -98,7 +98,7 @@ class FlowTable(HeldPackets):
         conn.last_ts = ts
         if self.checksum is not None and self._checksum(conn, side, d):
             return
-        if self.keep is not None and not conn.ignored:
+        if self.keep is not None and not conn.unparsed:
             conn.kept = self.keep.add(conn.kept, ts, self.linktype, self.frame, conn.syn)
         if conn.ignored or flags & (SYN | FIN | RST):
             self._control(conn, side, d, ts)
@@ -181,7 +181,7 @@ class FlowTable(HeldPackets):
             if self.table.get(conn.keys[0], (None,))[0] is conn and (client.doubtful or server.doubtful):
                 conn.ignored = True
             return
-        if conn.ignored:
+        if conn.unparsed:
             self.counters.ignored_packets += 1
             if flags & FIN:
                 conn.fins |= 1 << side
@@ -226,7 +226,7 @@ class FlowTable(HeldPackets):
     def _collect(self, conn: Connection, conv: Conversation) -> None:
         if conv.out:
             self._take(conn, conv)
-        if conv.not_http and not conn.ignored:
+        if conv.not_http and not conn.unparsed:
             self._ignore(conn)
 
     def _open(self, d: Decoded, ts: float) -> Entry:
@@ -246,7 +246,7 @@ class FlowTable(HeldPackets):
             # Both ends the same address and port (a LAND attack, or a loopback self-connect): one
             # key for both directions, so no telling who sent what. Counted and ignored.
             self.counters.self_connections += 1
-            conn.ignored = True
+            conn.ignored = conn.unparsed = True
         else:
             self.table[rkey] = (conn, first.peer, first)
         self.active += 1
@@ -293,7 +293,7 @@ class FlowTable(HeldPackets):
         conn.kept = None
 
     def _ignore(self, conn: Connection) -> None:
-        conn.ignored = True
+        conn.ignored = conn.unparsed = True
         self.counters.not_http += 1
         for s in conn.streams:
             s.release()
@@ -320,7 +320,7 @@ class FlowTable(HeldPackets):
         elif reason == "reset":
             self.counters.reset += 1
         conv = conn.conv
-        if conv is not None and not conn.ignored:
+        if conv is not None and not conn.unparsed:
             ts = conn.last_ts
             # The server's end first: a response cut by the close is complete before the
             # requests still waiting are flushed.
@@ -374,7 +374,9 @@ class FlowTable(HeldPackets):
                     reset.append(conn)
             elif conn.last_ts < limit:
                 idle.append(conn)
-            elif conn.conv is not None and not conn.ignored:
+            elif conn.parked:
+                waiting.append(conn)
+            elif conn.conv is not None and not conn.unparsed:
                 # Holes waiting behind an ACK: declared lost when their wait has run out, even if
                 # the connection has gone quiet (the HTTP side must not wait on them forever).
                 client, server = conn.streams
@@ -382,8 +384,6 @@ class FlowTable(HeldPackets):
                     client.expire(ts)
                     server.expire(ts)
                     self._collect(conn, conn.conv)
-            elif conn.parked:
-                waiting.append(conn)
         for conn in waiting:
             self._unpark(conn, ts)
             if conn.conv is not None:
@@ -413,7 +413,7 @@ class FlowTable(HeldPackets):
         pin: after a restart they are picked up again at their next request."""
         best = None
         for conn in self._connections():
-            if conn.ignored and conn.rst is None:
+            if conn.unparsed:
                 continue
             p = conn.first_pos if conn.conv is None else conn.conv.pin
             if p is not None and (best is None or p < best):
