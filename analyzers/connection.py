@@ -39,6 +39,9 @@ CONTROL_WINDOW = 1 << 20
 RST_GRACE_SECONDS = 2.0
 # Packets of the peer held while an RST is in doubt; beyond this the RST is taken as real.
 RST_HOLD_PACKETS = 256
+# Payload bytes a connection holds back either way (below): as much as one direction may buffer out
+# of order; past it the doubt is settled at once (the RST taken, the missing bytes declared lost).
+HOLD_BYTES = 1 << 20
 # Packets of one side held back while they answer bytes of the other side not seen yet (see
 # `Connection.parked`); beyond this the other side's hole is declared lost at once. A response
 # that outruns its request by more than this many packets in a capture is not reordering.

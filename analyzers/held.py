@@ -12,6 +12,7 @@ Two kinds of doubt make the flow table wait, each bounded:
 from __future__ import annotations
 
 from analyzers.connection import (
+    HOLD_BYTES,
     PARK_PACKETS,
     RST_GRACE_SECONDS,
     RST_HOLD_PACKETS,
@@ -55,7 +56,7 @@ class HeldPackets:
             conn.parked.append((ts, d))  # behind what is held already
             if flags & ACK:
                 conn.streams[side.peer].need(d[5], ts)
-            self._unpark(conn, ts, force=len(conn.parked) > PARK_PACKETS)
+            self._unpark(conn, ts, force=len(conn.parked) > PARK_PACKETS or _bytes(conn.parked) > HOLD_BYTES)
             return
         # The peer's packet goes through (its bytes may fill what the held data waits for), with
         # the held data put aside meanwhile.
@@ -113,7 +114,8 @@ class HeldPackets:
         assert conn.rst is not None
         rside, rts, _pos, rst_at = conn.rst
         seq, flags, payload = d[4], d[6], d[7]
-        if ts - rts > RST_GRACE_SECONDS or flags & SYN or len(conn.held) >= RST_HOLD_PACKETS:
+        if (ts - rts > RST_GRACE_SECONDS or flags & SYN or len(conn.held) >= RST_HOLD_PACKETS
+                or _bytes(conn.held) >= HOLD_BYTES):
             self._finish(conn, "reset")
             self.packet(ts, d)  # as a late packet of the closed connection, or a new one
             return
@@ -130,3 +132,8 @@ class HeldPackets:
                 self.packet(ts, d)
                 return
         conn.held.append((ts, d))
+
+
+def _bytes(packets: list[tuple[float, Decoded]]) -> int:
+    """Payload bytes held (at most a few hundred packets: PARK_PACKETS, RST_HOLD_PACKETS)."""
+    return sum(len(d[7]) for _ts, d in packets)
