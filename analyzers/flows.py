@@ -132,9 +132,10 @@ class FlowTable(HeldPackets):
         the client's packets outside a body (requests' heads: what an insertion targets; checking
         every packet would cost as much as the rest of reading it). A wrong one in a flow whose
         checksums have been right (a copy the receiver dropped: an insertion) waits to see
-        whether another copy comes (see tcp/doubt.py), the connection on the slow path meanwhile.
-        A flow with a wrong one before is offloading them (captured on the sender; segmentation
-        offload can leave some right): its packets are taken as they come."""
+        whether another copy comes (see tcp/doubt.py), the connection on the slow path meanwhile;
+        a control packet (a blind RST or FIN with a wrong checksum) is dropped. A direction whose
+        first checked checksum was wrong is offloading them (captured on the sender): its packets
+        are taken as they come and not checked again."""
         flags, payload = d[6], d[7]
         if not flags & (SYN | FIN | RST) and (side is not Side.CLIENT or not payload or not _in_head(conn)):
             return False
@@ -145,12 +146,15 @@ class FlowTable(HeldPackets):
         if tcp_checksum_ok(*self.checksum):
             stream.sums |= 1
             return False
-        if (stream.sums == 1 and payload and not flags & (SYN | FIN | RST) and not conn.ignored
-                and doubt(stream, d[4], payload, conn.last_ts)):
-            conn.ignored = True
-            return True
-        if not stream.sums:
-            self.tcp.checksum_offloading_streams += 1
+        if stream.sums & 1:  # right ones before: the receiver drops this one
+            if flags & (SYN | FIN | RST):
+                self.tcp.checksum_dropped_segments += 1
+                return True
+            if not conn.ignored and doubt(stream, d[4], payload, conn.last_ts):
+                conn.ignored = True
+                return True
+            return False
+        self.tcp.checksum_offloading_streams += 1
         stream.sums |= 2
         return False
 

@@ -112,6 +112,20 @@ def test_rst_followed_by_data_in_sequence(tmp_path: Path) -> None:
     assert (stats["connections"]["resets_refused"], stats["connections"]["reset"]) == (1, 0)
 
 
+def test_rst_with_a_bad_checksum_is_dropped(tmp_path: Path) -> None:
+    """In a flow whose checksums are right, an RST with a wrong one never reached a stack."""
+    c, t = after_first()
+    rst = frame(client_segment(c, t, c.cseq, RST | ACK))
+    at = 14 + 20 + 16
+    rst = rst[:at] + struct.pack("!H", struct.unpack_from("!H", rst, at)[0] ^ 0x0F0F) + rst[at + 2:]
+    _c, packets = two_requests()
+    packets.insert(next(k for k, (ts, _f) in enumerate(packets) if ts > t), (t, rst))
+    records, stats = read(tmp_path, packets)
+    assert records == BOTH
+    assert (stats["tcp"]["checksum_dropped_segments"], stats["connections"]["resets_refused"],
+            stats["connections"]["reset"]) == (1, 0, 0)
+
+
 def test_forged_ack_far_ahead(tmp_path: Path) -> None:
     c, t = after_first()
     _c, packets = two_requests([(server_segment(c, t, c.cseq + 100_000_000), b"")])
