@@ -122,6 +122,12 @@ class HeldPackets:
         stream = conn.streams[side]
         if side is rside and payload and not flags & RST and stream.base is not None:
             start = stream.rel(seq)
+            if start + len(payload) <= rst_at:  # sent before the RST, captured after it: take it
+                doubt_, conn.rst, conn.ignored = conn.rst, None, False
+                self.packet(ts, d)
+                if self.table.get(conn.keys[0], (None,))[0] is conn:
+                    conn.rst, conn.ignored = doubt_, True
+                return
             # New bytes at or past the RST's own number: sent after it (bytes below it were in
             # flight before it and only reordered in the capture).
             if max(stream.offset, rst_at) <= start <= max(stream.high, stream.offset):

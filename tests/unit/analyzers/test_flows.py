@@ -480,3 +480,18 @@ def test_request_before_its_answer_when_the_capture_shows_them_the_other_way() -
     rs = records(ft)
     assert [(r["uri"], r["status_code"], r["flags"], r["ts"]) for r in rs] == [("/late", 200, [], 1.21)]
     assert (ft.tcp.gaps, ft.tcp.retransmitted_segments) == (0, 0)
+
+
+def test_data_sent_before_an_rst_but_captured_after_is_taken_and_does_not_refute_it() -> None:
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    t.c(1.1, get("/a"))
+    seq = t.sseq
+    body = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"
+    t.sseq += len(body)
+    t.s(1.2, flags=RST | ACK)  # its number is past the response, captured after it
+    ft.packet(1.21, (t.saddr, t.caddr, t.sport, t.cport, seq, t.cseq, ACK | PSH, body))
+    ft.sweep(1.2 + RST_GRACE_SECONDS + 0.01)
+    assert [who(r)[4:] for r in records(ft)] == [("GET", "/a", 200, [], None)]
+    assert (ft.counters.resets_refused, ft.counters.reset, ft.counters.late_packets) == (0, 1, 0)
