@@ -342,23 +342,25 @@ class Pipeline:
                                 elif st is not tunnel:
                                     cursor.pos = base + off
                                     end = off + ip_at + total
-                                    if side is client and not stream.sums & 2:  # FlowTable._checksum's choice
-                                        if not tcp_checksum_ok(buf, end - total, total):
-                                            stream.offset -= plen  # FlowTable.packet decides
-                                            payload_bytes -= plen
-                                            flows.checksum = (buf, end - total, total)
-                                            packet(ts, (src, dst, sport, dport, seq, ack, flags, buf[end - plen:end]))
-                                            flows.checksum = None
-                                            continue
-                                        stream.sums |= 1
                                     data = buf[end - plen:end]
-                                    # Stream._deliver's record of the last bytes delivered, which a
-                                    # retransmission is compared with (body bytes are not kept).
-                                    if stream.recent_end == stream.offset - plen and len(stream.recent) < recent_max:
-                                        stream.recent += data
-                                    else:
-                                        stream.recent = bytearray(data[-recent_max:])
-                                    stream.recent_end = stream.offset
+                                    if side is client:  # requests' heads: what an insertion targets
+                                        if not stream.sums & 2:  # FlowTable._checksum's choice
+                                            if not tcp_checksum_ok(buf, end - total, total):
+                                                stream.offset -= plen  # FlowTable.packet decides
+                                                payload_bytes -= plen
+                                                flows.checksum = (buf, end - total, total)
+                                                packet(ts, (src, dst, sport, dport, seq, ack, flags, data))
+                                                flows.checksum = None
+                                                continue
+                                            stream.sums |= 1
+                                        # Stream._deliver's record of the last bytes delivered, which
+                                        # a retransmission is compared with.
+                                        recent = stream.recent
+                                        if stream.recent_end == stream.offset - plen and len(recent) < recent_max:
+                                            recent += data
+                                        else:
+                                            stream.recent = bytearray(data[-recent_max:])
+                                        stream.recent_end = stream.offset
                                     parser.data(data, ts)
                                 if conv.out or conv.not_http or ts >= flows.next_sweep:
                                     cursor.pos = base + off
