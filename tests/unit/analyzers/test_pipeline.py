@@ -25,7 +25,8 @@ from helpers.env import CORPUS
 from helpers.pcapgen import Conn, Segment
 
 from analyzers.http.transactions import Transaction
-from analyzers.pipeline import Pipeline, Router, split_records
+from analyzers.pipeline import Pipeline, split_records
+from analyzers.shard import Router
 from analyzers.tcp.frames import ACK, RecordLayout
 from watcher.capture.pcapfile import CaptureParser, Frame
 from watcher.read.lines import record_line

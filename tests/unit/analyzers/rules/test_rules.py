@@ -191,7 +191,7 @@ KNOWN_ANOMALIES = (
     "content_length_and_transfer_encoding, content_length_overflow, control_char, duplicate_content_length, "
     "duplicate_host, head_cut_by_gap, headers_after_short_request_line, incomplete_head, "
     "junk_before_first_message, missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, "
-    "space_in_request_target, transfer_encoding_not_chunked, whitespace_line")
+    "retransmission_mismatch, space_in_request_target, transfer_encoding_not_chunked, whitespace_line")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), BAD_MATCHES, ids=[f"{k}={v}" for k, v, _ in BAD_MATCHES])
