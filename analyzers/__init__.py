@@ -7,6 +7,7 @@ of `http/` (heads, framing, parser, transactions), and `rules/` compiles and eva
 """
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from analyzers.http.body_keep import DEFAULT_BODY_LIMIT, BodyKeep
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
 from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Endpoints, Message, Transaction
@@ -29,6 +30,7 @@ from analyzers.rules.model import Pcap, RawRule, Rule, RuleError, TxView, descri
 from analyzers.tcp.frames import RecordLayout
 
 __all__ = [
+    "DEFAULT_BODY_LIMIT",
     "DEFAULT_CONNECTION_BYTES",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_TOTAL_BYTES",
     "HANDSHAKE_PACKETS",
     "REDACTED",
+    "BodyKeep",
     "Endpoints",
     "Headers",
     "Message",

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from analyzers.http.body_keep import BodyKeep
 from analyzers.http.head import looks_like_request_line
 from analyzers.http.parser import MessageParser
 from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
@@ -117,6 +118,8 @@ class FlowTable:
         # Packets kept for rules' pcap actions (None: none wanted). The caller sets `frame` to the
         # bytes of each frame before handing over its decoded packet, `linktype` to their link type.
         self.keep: PacketKeep | None = None
+        # Request bodies kept for replay (None: none, the default; analyzers.http.body_keep).
+        self.bodies: BodyKeep | None = None
         self.linktype = 0
         self.frame = b""
 
@@ -239,6 +242,7 @@ class FlowTable:
         conv = Conversation(endpoints, self.anomalies, resync=not conn.syn, cursor=self.cursor,
                             pin=conn.first_pos)
         conv.source = self.source
+        conv.bodies = self.bodies
         conn.conv = conv
         conn.parsers = (conv.client, conv.server)
         for stream, parser in zip(conn.streams, conn.parsers, strict=True):  # each side's

@@ -2,7 +2,8 @@
 
 Fed bytes, gaps and end-of-stream in stream order (`data`, `gap`, `eof`); reports message heads,
 message ends and anomalies to a `MessageSink` (sink.py: the conversation that pairs requests with
-responses). It keeps no body bytes: bodies are counted. It never raises on input: what a strict
+responses). It keeps no body bytes: bodies are counted (unless the sink hangs a `KeptBody` on
+`keep` for one message: body_keep.py). It never raises on input: what a strict
 server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for the next
 message start and counts what it skipped. Every change of its state is made in this file (as in
 h11's `_state.py`); the pure questions it asks of the bytes are answered in head.py, framing.py
@@ -20,6 +21,7 @@ anomaly naming why (junk at a client's start may only be counted, in `skipped_by
 from __future__ import annotations
 
 from analyzers.http.anomalies import Anomaly
+from analyzers.http.body_keep import KeptBody
 from analyzers.http.framing import MAX_LINE_BYTES, cached_body_framing, chunk_size
 from analyzers.http.head import (
     MAX_HEAD_BYTES,
@@ -50,8 +52,9 @@ _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 class MessageParser:
     """One side's message framing. `side` chooses the start-line grammar: requests or responses."""
 
-    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "last_ts", "line_checked",
-                 "messages", "one_line", "probing", "remaining", "side", "sink", "skipped_bytes", "state", "truncated")
+    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "keep", "last_ts",
+                 "line_checked", "messages", "one_line", "probing", "remaining", "side", "sink", "skipped_bytes",
+                 "state", "truncated")
 
     def __init__(self, side: Side, sink: MessageSink[MessageParser], resync: bool = False) -> None:
         self.side = side
@@ -68,6 +71,7 @@ class MessageParser:
         self.in_message = False  # a message has begun and not ended
         self.one_line = False  # the last request was a single line: header lines may follow
         self.probing = False  # junk at a client's start: give up as not HTTP past a budget
+        self.keep: KeptBody | None = None  # the current body's bytes, when asked for (body_keep.py)
 
     # Input --------------------------------------------------------------------------------------
 
@@ -78,6 +82,8 @@ class MessageParser:
             self.remaining -= len(data)
             self.body_len += len(data)
             self.last_ts = ts
+            if self.keep is not None:
+                self.keep.add(data)
             return
         pos, n = 0, len(data)
         if st is _HEAD and not self.buf:
@@ -86,6 +92,8 @@ class MessageParser:
             st = self.state
             if st is _BODY or st is _CHUNK_DATA:
                 take = min(self.remaining, n - pos)
+                if self.keep is not None:
+                    self.keep.add(data[pos:pos + take])
                 pos += take
                 self.last_ts = ts
                 self._count(take, ts)

@@ -12,6 +12,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
 from analyzers.http.anomalies import Anomaly
+from analyzers.http.body_keep import BodyKeep, KeptBody, wants_body
 from analyzers.http.head import Headers, RequestHead, ResponseHead
 from analyzers.http.parser import MessageParser
 from analyzers.packet_keep import KeptUpTo
@@ -48,6 +49,8 @@ class Message:
     info_msg: str | None = None
     pos: int = 0  # input position of the record that completed the head
     pos_index: int = 0  # heads completed before this one on the same connection in that record
+    body: bytes | None = None  # a request's body, kept only when asked for (body_keep.py)
+    body_skip: str | None = None  # why a wanted body was not kept: "too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class Conversation:
     __slots__ = (
         "anomaly_counts",
         "answering",
+        "bodies",
         "client",
         "client_gap",
         "cursor",
@@ -128,6 +132,7 @@ class Conversation:
         self.tunnel = False
         self.answering: Message | None = None  # the request the response being parsed answers
         self.not_http = False  # the client's first bytes were another protocol: stop parsing
+        self.bodies: BodyKeep | None = None  # request bodies to keep for replay (None: none)
 
     # MessageSink --------------------------------------------------------------------------------
 
@@ -153,6 +158,8 @@ class Conversation:
                 self.anomaly_counts[Anomaly.DUPLICATE_HOST] += 1
             self.parsing = msg
             self.unanswered.append(msg)
+            if self.bodies is not None and head.method is not None:
+                self._keep_body(parser, msg, head)
             return None
         suspect = self.client_gap is not None
         request = self._pair(first_ts)
@@ -178,6 +185,17 @@ class Conversation:
             return None
         return request.head.method
 
+    def _keep_body(self, parser: MessageParser, msg: Message, head: RequestHead) -> None:
+        assert self.bodies is not None and head.method is not None
+        limit = wants_body(self.bodies, head.method, head.headers)
+        if limit is None:
+            parser.keep = None
+        elif limit < 0:
+            parser.keep = None
+            msg.body_skip = "too_large"
+        else:
+            parser.keep = KeptBody(limit)
+
     def on_begin(self, parser: MessageParser) -> None:
         if self.pin is None:
             self.pin = self.cursor.pos
@@ -196,6 +214,12 @@ class Conversation:
                 return
             msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
             msg.gap, msg.truncated = msg.gap or parser.gap_in_message, parser.truncated
+            if parser.keep is not None:
+                kept, parser.keep = parser.keep, None
+                if kept.over:
+                    msg.body_skip = "too_large"
+                else:
+                    msg.body = bytes(kept.data)
             if self.held:
                 self.out += self.held
                 self.held.clear()
