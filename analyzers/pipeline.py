@@ -362,6 +362,8 @@ class Pipeline:
                                         parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
                                 elif st is close_body:
                                     parser.body_len += plen
+                                    if parser.keep is not None:
+                                        parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
                                     parser.last_ts = ts
                                 elif st is not tunnel:
                                     cursor.pos = base + off

@@ -17,10 +17,12 @@ DEFAULT_BODY_LIMIT = 64 << 10
 
 @dataclass(frozen=True, slots=True)
 class BodyKeep:
-    """Which request bodies to keep: of these methods (upper case), up to `limit` bytes each."""
+    """Which request bodies to keep: of these methods (upper case), up to `limit` bytes each; with
+    `responses`, their responses' bodies too (bounded the same way), to compare a replay's answer."""
 
     methods: frozenset[str]
     limit: int = DEFAULT_BODY_LIMIT
+    responses: bool = False
 
 
 class KeptBody:

@@ -100,6 +100,8 @@ class MessageParser:
             elif st is _HEAD:
                 pos = self._head(data, pos, ts)
             elif st is _CLOSE_BODY:
+                if self.keep is not None:
+                    self.keep.add(data[pos:])
                 self.body_len += n - pos
                 self.last_ts = ts
                 pos = n

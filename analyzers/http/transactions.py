@@ -49,7 +49,7 @@ class Message:
     info_msg: str | None = None
     pos: int = 0  # input position of the record that completed the head
     pos_index: int = 0  # heads completed before this one on the same connection in that record
-    body: bytes | None = None  # a request's body, kept only when asked for (body_keep.py)
+    body: bytes | None = None  # the body, kept only when asked for (body_keep.py)
     body_skip: str | None = None  # why a wanted body was not kept: "too_large"
 
 
@@ -181,6 +181,11 @@ class Conversation:
             msg.depth = request.depth if request is not None else self._next_depth()
         self.response = msg
         self.answering = request
+        if self.bodies is not None:
+            self.server.keep = None
+            if (self.bodies.responses and request is not None and isinstance(request.head, RequestHead)
+                    and request.head.method in self.bodies.methods):
+                self.server.keep = KeptBody(self.bodies.limit)
         if request is None or not isinstance(request.head, RequestHead):
             return None
         return request.head.method
@@ -231,6 +236,12 @@ class Conversation:
             return
         resp.last_ts, resp.body_len, resp.done = parser.last_ts, parser.body_len, True
         resp.gap, resp.truncated = resp.gap or parser.gap_in_message, parser.truncated
+        if parser.keep is not None:
+            kept, parser.keep = parser.keep, None
+            if kept.over:
+                resp.body_skip = "too_large"
+            else:
+                resp.body = bytes(kept.data)
         if resp.depth < 0:
             return
         request = self.answering

@@ -133,3 +133,21 @@ def test_wants_body_and_kept_body_bound() -> None:
     assert bytes(k.data) == b"abcd" and not k.over
     k.add(b"e")
     assert k.over and not k.data
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_response_bodies_of_wanted_methods_when_asked(fast: bool) -> None:
+    out: list[Segment] = []
+    c = Conn(out, 2)
+    c.open(T0)
+    t = c.send(T0 + 10_000, True, b"GET /a HTTP/1.1\r\nHost: h.test\r\n\r\n")
+    t = c.send(t + 1000, False, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BIG) + BIG)
+    t = c.send(t + 1000, True, post("/p", b"x"))
+    t = c.send(t + 1000, False, OK)
+    t = c.send(t + 1000, True, b"GET /close HTTP/1.1\r\nHost: h.test\r\n\r\n")
+    t = c.send(t + 1000, False, b"HTTP/1.0 200 OK\r\n\r\n" + BIG)
+    c.close(t)
+    data = g.pcap_bytes(g.LINKTYPE_ETHERNET, g.frames(out))
+    txs = run(data, BodyKeep(frozenset({"GET"}), responses=True), fast)
+    got = {tx.request.head.uri: tx.response.body for tx in txs}  # type: ignore[union-attr]
+    assert got == {"/a": BIG, "/p": None, "/close": BIG}
