@@ -2,8 +2,7 @@
 
 Fed bytes, gaps and end-of-stream in stream order (`data`, `gap`, `eof`); reports message heads,
 message ends and anomalies to a `MessageSink` (sink.py: the conversation that pairs requests with
-responses). It keeps no body bytes: bodies are counted (unless the sink hangs a `KeptBody` on
-`keep` for one message: body_keep.py). It never raises on input: what a strict
+responses). Bodies are counted, not kept (unless the sink asks: body_keep.py). It never raises on input: what a strict
 server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for the next
 message start and counts what it skipped. Every change of its state is made in this file (as in
 h11's `_state.py`); the pure questions it asks of the bytes are answered in head.py, framing.py
@@ -52,9 +51,8 @@ _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 class MessageParser:
     """One side's message framing. `side` chooses the start-line grammar: requests or responses."""
 
-    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "keep", "last_ts",
-                 "line_checked", "messages", "one_line", "probing", "remaining", "side", "sink", "skipped_bytes",
-                 "state", "truncated")
+    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "keep", "last_ts", "line_checked",
+                 "messages", "one_line", "probing", "remaining", "side", "sink", "skipped_bytes", "state", "truncated")
 
     def __init__(self, side: Side, sink: MessageSink[MessageParser], resync: bool = False) -> None:
         self.side = side
@@ -78,30 +76,26 @@ class MessageParser:
     def data(self, data: bytes, ts: float) -> None:
         """Take the next bytes of the stream."""
         st = self.state
-        if st is _BODY and len(data) < self.remaining:  # the hot path: body bytes
+        if st is _BODY and len(data) < self.remaining and self.keep is None:  # the hot path: body bytes
             self.remaining -= len(data)
             self.body_len += len(data)
             self.last_ts = ts
-            if self.keep is not None:
-                self.keep.add(data)
             return
         pos, n = 0, len(data)
         if st is _HEAD and not self.buf:
             pos = self._whole_head(data, ts)
         while pos < n:
             st = self.state
+            if self.keep is not None and (st is _BODY or st is _CHUNK_DATA or st is _CLOSE_BODY):
+                self.keep.add(data[pos:n if st is _CLOSE_BODY else pos + self.remaining])  # body_keep.py
             if st is _BODY or st is _CHUNK_DATA:
                 take = min(self.remaining, n - pos)
-                if self.keep is not None:
-                    self.keep.add(data[pos:pos + take])
                 pos += take
                 self.last_ts = ts
                 self._count(take, ts)
             elif st is _HEAD:
                 pos = self._head(data, pos, ts)
             elif st is _CLOSE_BODY:
-                if self.keep is not None:
-                    self.keep.add(data[pos:])
                 self.body_len += n - pos
                 self.last_ts = ts
                 pos = n
