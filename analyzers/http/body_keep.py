@@ -13,16 +13,19 @@ from dataclasses import dataclass
 # A replayed request is re-sent whole: bodies beyond this are rarely worth a shadow's time, and it
 # bounds the memory a connection holding a large upload can take.
 DEFAULT_BODY_LIMIT = 64 << 10
+# A response body is kept only to hash it against the shadow's: one per connection in flight.
+DEFAULT_RESPONSE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class BodyKeep:
     """Which request bodies to keep: of these methods (upper case), up to `limit` bytes each; with
-    `responses`, their responses' bodies too (bounded the same way), to compare a replay's answer."""
+    `responses`, their responses' bodies too (up to `response_limit`), to compare a replay's answer."""
 
     methods: frozenset[str]
     limit: int = DEFAULT_BODY_LIMIT
     responses: bool = False
+    response_limit: int = DEFAULT_RESPONSE_LIMIT
 
 
 class KeptBody:

@@ -185,7 +185,7 @@ class Conversation:
             self.server.keep = None
             if (self.bodies.responses and request is not None and isinstance(request.head, RequestHead)
                     and request.head.method in self.bodies.methods):
-                self.server.keep = KeptBody(self.bodies.limit)
+                self.server.keep = KeptBody(self.bodies.response_limit)
         if request is None or not isinstance(request.head, RequestHead):
             return None
         return request.head.method
