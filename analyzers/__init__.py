@@ -26,7 +26,7 @@ from analyzers.redact import (
 from analyzers.routes import DEFAULT_MAX_ROUTES, RoutePattern, RouteTemplater
 from analyzers.rules.compile import parse_rules
 from analyzers.rules.engine import RuleSet, compile_rules
-from analyzers.rules.model import Pcap, RawRule, Rule, RuleError, TxView, describe
+from analyzers.rules.model import Pcap, RawRule, Replay, Rule, RuleError, TxView, describe
 from analyzers.tcp.frames import RecordLayout
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "Policy",
     "RawRule",
     "RecordLayout",
+    "Replay",
     "RequestHead",
     "ResponseHead",
     "RoutePattern",
