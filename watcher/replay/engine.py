@@ -5,6 +5,7 @@ failed (by reason) or replayed."""
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,9 @@ from watcher.replay.limiter import DEFAULT_QUEUE, BoundedQueue, Rate
 from watcher.replay.policy import Policy, Request, SkipReason, Target, build_request, skip_reason
 from watcher.replay.summary import Summary
 
+# Shadow latency / original latency: from twice as fast to ten times slower.
+RATIO_BUCKETS: tuple[float, ...] = (0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+
 
 @dataclass
 class ReplayCounters:
@@ -29,7 +33,8 @@ class ReplayCounters:
     skipped: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     mismatches: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, field)
-    latency_ratios: list[float] = field(default_factory=list)  # shadow / original, for the histogram
+    ratio_counts: list[int] = field(default_factory=lambda: [0] * (len(RATIO_BUCKETS) + 1))  # by bucket
+    ratio_sum: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +106,9 @@ class Replayer:
                         if ok is False:
                             self.counters.mismatches[(job.route, name)] += 1
                     if orig:
-                        self.counters.latency_ratios.append(result.latency / orig)
-                        if len(self.counters.latency_ratios) > 10_000:
-                            del self.counters.latency_ratios[:5_000]
+                        ratio = result.latency / orig
+                        self.counters.ratio_counts[bisect.bisect_left(RATIO_BUCKETS, ratio)] += 1
+                        self.counters.ratio_sum += ratio
             else:
                 record["replay"] = {"target": self.target.url, "failed": result.reason, "attempts": result.attempts,
                                     "matched": False}
