@@ -57,19 +57,42 @@ def original_latency(tx: Transaction) -> float | None:
     return max(0.0, tx.response.last_ts - tx.request.first_ts)
 
 
-def compare(tx: Transaction, answer: Answer, spec: CompareSpec) -> dict[str, Any]:
-    """The `replay` part of a record: the shadow's answer, the original's, and `match` per field."""
+@dataclass(frozen=True, slots=True)
+class Original:
+    """What a comparison needs of the captured answer, taken when the request is queued: the
+    queue then holds a hash, not the response body."""
+
+    status: int | None
+    headers: dict[str, str | None]  # the compared ones
+    body: tuple[int, str] | None  # (length, hash) of the decoded, masked body; None: not kept
+    latency: float | None
+
+
+def original(tx: Transaction, spec: CompareSpec) -> Original:
     resp = tx.response
     head = resp.head if resp is not None and isinstance(resp.head, ResponseHead) else None
+    if head is None or resp is None:
+        return Original(None, {}, None, original_latency(tx))
+    body = None
+    if resp.body is not None:
+        body = body_hash(resp.body, _header(head.headers, "content-encoding"), spec)
+    headers = {name: _header(head.headers, name) for name in spec.headers if name not in spec.ignore_headers}
+    return Original(head.status, headers, body, original_latency(tx))
+
+
+def compare(orig: Original | Transaction, answer: Answer, spec: CompareSpec) -> dict[str, Any]:
+    """The `replay` part of a record: the shadow's answer, the original's, and `match` per field."""
+    if not isinstance(orig, Original):
+        orig = original(orig, spec)
+    known = orig.status is not None
     shadow_len, shadow_hash = body_hash(answer.body, answer.headers.get("content-encoding"), spec)
     out: dict[str, Any] = {"status": answer.status, "body_len": shadow_len, "body_hash": shadow_hash,
                            "latency": round(answer.latency, 6), "attempts": answer.attempts}
     match: dict[str, bool | None] = {}
-    match["status"] = head.status == answer.status if head is not None else None
-    if resp is not None and resp.body is not None and head is not None:
-        orig_len, orig_hash = body_hash(resp.body, _header(head.headers, "content-encoding"), spec)
-        out["original_body_len"], out["original_body_hash"] = orig_len, orig_hash
-        match["body"] = orig_len == shadow_len and orig_hash == shadow_hash
+    match["status"] = orig.status == answer.status if known else None
+    if orig.body is not None:
+        out["original_body_len"], out["original_body_hash"] = orig.body
+        match["body"] = orig.body == (shadow_len, shadow_hash)
     else:
         match["body"] = None  # the original body was not kept: not compared
     headers: dict[str, Any] = {}
@@ -77,12 +100,10 @@ def compare(tx: Transaction, answer: Answer, spec: CompareSpec) -> dict[str, Any
         if name in spec.ignore_headers:
             continue
         mine = answer.headers.get(name)
-        theirs = _header(head.headers, name) if head is not None else None
         headers[name] = mine
-        match[f"header:{name}"] = mine == theirs if head is not None else None
+        match[f"header:{name}"] = mine == orig.headers.get(name) if known else None
     out["headers"] = headers
-    orig = original_latency(tx)
-    out["original_latency"] = round(orig, 6) if orig is not None else None
+    out["original_latency"] = round(orig.latency, 6) if orig.latency is not None else None
     out["match"] = match
     out["matched"] = all(v is not False for v in match.values())
     return out

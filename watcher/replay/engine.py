@@ -16,7 +16,7 @@ from typing import Any
 from analyzers import RequestHead, RouteTemplater, Transaction
 from watcher.replay.breaker import Breaker, BreakerState
 from watcher.replay.client import Answer, Client
-from watcher.replay.compare import CompareSpec, compare, original_latency
+from watcher.replay.compare import CompareSpec, Original, compare, original
 from watcher.replay.limiter import DEFAULT_QUEUE, BoundedQueue, Rate
 from watcher.replay.policy import Policy, Request, SkipReason, Target, build_request, skip_reason
 from watcher.replay.summary import Summary
@@ -39,7 +39,7 @@ class ReplayCounters:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    tx: Transaction
+    original: Original  # not the transaction: a queued job holds no response body
     request: Request
     record: dict[str, Any]
     route: str
@@ -77,7 +77,10 @@ class Replayer:
             head = tx.request.head if tx.request is not None else None
             method = head.method if isinstance(head, RequestHead) else "?"
             route = f"{method} {self.routes.route(req.target[len(self.target.prefix):])}"
-            if not self.queue.offer(Job(tx, req, record, route), self.block):
+            if not self.block and self.queue.full():  # before hashing the original body: not for nothing
+                self.queue.dropped += 1
+                reason = SkipReason.QUEUE_FULL
+            elif not self.queue.offer(Job(original(tx, self.spec), req, record, route), self.block):
                 reason = SkipReason.QUEUE_FULL
         if reason is not None:
             with self.lock:
@@ -93,10 +96,10 @@ class Replayer:
             result = self.client.send(job.request)
             record = dict(job.record)
             if isinstance(result, Answer):
-                replay = compare(job.tx, result, self.spec)
+                replay = compare(job.original, result, self.spec)
                 replay["target"] = self.target.url
                 record["replay"] = replay
-                orig = original_latency(job.tx)
+                orig = job.original.latency
                 with self.lock:
                     self.counters.replayed += 1
                     self.summary.answered(job.route, replay)

@@ -64,5 +64,8 @@ class BoundedQueue(Generic[T]):
         for _ in range(senders):
             self.q.put(None)
 
+    def full(self) -> bool:
+        return self.q.full()
+
     def depth(self) -> int:
         return self.q.qsize()
