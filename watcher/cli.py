@@ -57,6 +57,8 @@ examples:
   pcapwatch read /var/spool/pcapwatch --stats
                                            a tcpdump ring, oldest file first, with counters
   pcapwatch read --help                    the record's fields, inputs, limits
+  pcapwatch replay cap.pcap --target http://127.0.0.1:8081
+                                           re-send GET/HEAD/OPTIONS to a shadow, compare answers
 
 exit status:
   0  every input was read completely

@@ -50,7 +50,7 @@ class Breaker:
             if self.state is not BreakerState.CLOSED:
                 self.state = BreakerState.CLOSED
                 self.delay = self.first_delay
-                self.log(f"replay: {self.name} answers again; replay resumes")
+                self.log(f"{self.name} answers again; replay resumes")
 
     def failure(self) -> None:
         with self.lock:
@@ -64,5 +64,5 @@ class Breaker:
                 self.state = BreakerState.OPEN
                 self.opened += 1
                 self.next_probe = self.clock() + self.delay
-                self.log(f"replay: {self.name} is down ({self.failures} connection failures in a row); "
+                self.log(f"{self.name} is down ({self.failures} connection failures in a row); "
                          f"replay paused, probing it with backoff")
