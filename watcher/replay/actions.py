@@ -71,8 +71,9 @@ class ReplayActions:
         return out
 
     def close(self) -> None:
+        """The service stops: what is still queued is let go (counted), what is in flight ends."""
         for r in self.replayers.values():
-            r.close()
+            r.close(drain=False)
 
     def families(self) -> list[Family]:
         every = [*self.retired, *self.replayers.values()]

@@ -127,8 +127,13 @@ class Replayer:
     def breaker_open(self) -> bool:
         return self.breaker.state is not BreakerState.CLOSED
 
-    def close(self) -> None:
-        """Send what is queued, then stop the senders."""
+    def close(self, drain: bool = True) -> None:
+        """Send what is queued (`drain`), or let it go, counted as skipped "shutdown" (the service
+        stopping must not wait for a slow target); then stop the senders."""
+        if not drain:
+            while self.queue.take(timeout=0) is not None:
+                with self.lock:
+                    self.counters.skipped[SkipReason.SHUTDOWN] += 1
         self.queue.close(len(self.senders))
         for t in self.senders:
             t.join()

@@ -36,6 +36,7 @@ class SkipReason:
     BODY_NOT_KEPT = "body_not_kept"
     SAMPLED_OUT = "sampled_out"
     QUEUE_FULL = "queue_full"
+    SHUTDOWN = "shutdown"  # queued when the service stopped
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,3 +49,23 @@ def test_replays_hand_back_records_and_count() -> None:
         assert logs == []
     finally:
         shadow.close()
+
+
+def test_stopping_lets_the_queue_go_counted() -> None:
+    shadow = Shadow({"/slow": {"delay": 0.3}})
+    try:
+        acts = ReplayActions(print)
+        r = Replay("r", shadow.url, concurrency=1, queue=100)
+        acts.configure((r,))
+        tx = transaction(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", OK)
+        for i in range(10):
+            acts.offer((r,), tx, {"event_id": f"e{i}"})
+        time.sleep(0.1)  # the first is in flight
+        t0 = time.monotonic()
+        acts.close()
+        assert time.monotonic() - t0 < 1.0  # not 10 x 0.3 s
+        c = acts.replayers[r].counters
+        assert c.replayed == 1 and c.skipped == {"shutdown": 9}
+        assert c.replayed + sum(c.skipped.values()) + sum(c.failed.values()) == c.offered == 10
+    finally:
+        shadow.close()

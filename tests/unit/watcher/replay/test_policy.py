@@ -61,3 +61,20 @@ def test_targets_and_sampling() -> None:
     picked = sum(sampled(f"C{i}", 25.0) for i in range(4000))
     assert 900 < picked < 1100
     assert all(sampled(f"C{i}", 25.0) == sampled(f"C{i}", 25.0) for i in range(100))
+
+
+def test_a_body_with_a_capture_gap_or_cut_short_is_not_replayed() -> None:
+    from collections import Counter
+
+    from analyzers import BodyKeep, Endpoints
+    from analyzers.http.transactions import Conversation
+
+    p = Policy(methods=frozenset({"POST"}))
+    conv = Conversation(Endpoints("C1", "10.0.0.1", 1, "10.1.0.1", 80, False), Counter())
+    conv.bodies = BodyKeep(frozenset({"POST"}))
+    conv.client.data(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123", 1.0)
+    conv.client.gap(3, 2.0)
+    conv.client.data(b"789", 3.0)
+    conv.server.data(OK, 4.0)
+    tx, = conv.out
+    assert skip_reason(tx, p) == SkipReason.BODY_GAP
