@@ -27,6 +27,7 @@ from analyzers.connection import (
     uid,
 )
 from analyzers.held import HeldPackets
+from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import HttpCounters
 from analyzers.http.parser import State
 from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
@@ -77,6 +78,8 @@ class FlowTable(HeldPackets):
         # Packets kept for rules' pcap actions (None: none wanted). The caller sets `frame` to the
         # bytes of each frame before handing over its decoded packet, `linktype` to their link type.
         self.keep: PacketKeep | None = None
+        # Request bodies kept for replay (None: none, the default; analyzers.http.body_keep).
+        self.bodies: BodyKeep | None = None
         self.linktype = 0
         self.frame = b""
         # Where the packet being handed over lies, (buffer, IPv4 header offset, IP length), when
@@ -271,6 +274,7 @@ class FlowTable(HeldPackets):
         conv = Conversation(endpoints, self.anomalies, resync=not conn.syn, cursor=self.cursor,
                             pin=conn.first_pos, counters=self.http)
         conv.source = self.source
+        conv.bodies = self.bodies
         conn.conv = conv
         conn.parsers = (conv.client, conv.server)
         for stream, parser in zip(conn.streams, conn.parsers, strict=True):  # each side's

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
+from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
 from analyzers.http.parser import State
 from analyzers.http.transactions import Transaction
@@ -97,6 +98,11 @@ class Pipeline:
         self.decoder.position = self.flows.cursor
         self.frames_seen = 0
         self.transactions = 0
+
+    def keep_bodies(self, keep: BodyKeep | None) -> None:
+        """Keep request bodies of these methods on their transactions (`Message.body`), for replay.
+        Applies to connections whose HTTP starts from now on. None (the default) keeps none."""
+        self.flows.bodies = keep
 
     def feed(self, linktype: int, frames: Iterable[Frame], base: int = 0) -> list[Transaction]:
         """Process one batch of frames of one link type. A frame's input position is `base` plus
@@ -197,8 +203,12 @@ class Pipeline:
                                     parser.remaining -= plen
                                     parser.body_len += plen
                                     parser.last_ts = ts
+                                    if parser.keep is not None:  # a body kept for replay
+                                        parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
                                 elif st is close_body:
                                     parser.body_len += plen
+                                    if parser.keep is not None:
+                                        parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
                                     parser.last_ts = ts
                                 elif st is not tunnel:
                                     cursor.pos = base + off

@@ -11,6 +11,7 @@ from typing import Any
 
 from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Strings
 from watcher.read.lines import OutputError, open_output
+from watcher.replay import verb as replay_verb
 
 EXIT_OK = 0
 EXIT_INPUT_ERRORS = 1
@@ -56,6 +57,8 @@ examples:
   pcapwatch read /var/spool/pcapwatch --stats
                                            a tcpdump ring, oldest file first, with counters
   pcapwatch read --help                    the record's fields, inputs, limits
+  pcapwatch replay cap.pcap --target http://127.0.0.1:8081
+                                           re-send GET/HEAD/OPTIONS to a shadow, compare answers
 
 exit status:
   0  every input was read completely
@@ -99,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "/etc/pcapwatch/pcapwatch.yaml)")
     _add_run_parser(sub)
     _add_tail_parser(sub)
+    replay_verb.add_parser(sub)
     return p
 
 
@@ -270,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "tail":
         return _tail(args)
+    if args.command == "replay":
+        return replay_verb.run(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

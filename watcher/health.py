@@ -56,6 +56,7 @@ class Health:
     kept_bytes: int = 0  # packets kept for pcap actions (analyzers.packet_keep)
     kept_let_go: Mapping[str, int] = field(default_factory=dict)  # packets let go, by the bound that did
     delivery: Mapping[str, int] = field(default_factory=dict)  # watcher.run.delivery.DeliveryCounters
+    replay: tuple[Family, ...] = ()  # the replay client's families (watcher.replay.actions)
 
     @classmethod
     def from_pipeline(cls, stats: Mapping[str, Any], **rest: Any) -> Health:
@@ -164,4 +165,5 @@ def health_families(h: Health) -> list[Family]:
     out.append(Family("pcapwatch_checkpoint_age_seconds", "gauge", "Seconds since the last checkpoint was "
                       "written (absent before the first one).",
                       samples=(((), float(age)),) if age is not None else ()))
+    out.extend(h.replay)
     return out

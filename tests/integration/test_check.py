@@ -51,6 +51,7 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": [], "max_field_bytes": 4096},
         "routes": {"patterns": [], "max_routes": 1000},
+        "replay": {"targets": []},
         "strings": "utf8",
         "rules_dir": None,
     }

@@ -161,6 +161,13 @@ class RoutesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """Where rules' replay actions may send requests: nothing is replayed to a target not listed."""
+
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration; `source` is the file it came from (absolute). `rules`:
     those of the file, then those of rules_dir's files in name order, compiled."""
@@ -173,6 +180,7 @@ class Config:
     headers: HeadersConfig = HeadersConfig()
     redact: RedactConfig = RedactConfig()
     routes: RoutesConfig = RoutesConfig()
+    replay: ReplayConfig = ReplayConfig()
     strings: str = "utf8"  # utf8 | ascii: how wire text is written (analyzers.Strings)
     rules_dir: Path | None = None
     rules: tuple[Rule, ...] = ()

@@ -40,6 +40,7 @@ from watcher.config.model import (
     PrometheusOutputConfig,
     RedactConfig,
     RedisOutputConfig,
+    ReplayConfig,
     RoutesConfig,
     SpoolConfig,
     StateConfig,
@@ -365,6 +366,10 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
         Key("max_routes", Kind.INT, DEFAULT_MAX_ROUTES, "distinct routes at most; the rest are labelled other "
             "(and counted)", minimum=1),
     ), RoutesConfig),
+    Section("replay", "the allow-list of replay targets (README \"Replay\")", (
+        Key("targets", Kind.STR_LIST, (), "URLs (http://HOST[:PORT]) rules' replay actions may send requests to; "
+            "a replay action naming another target is refused at load"),
+    ), ReplayConfig),
     Scalar(Key("strings", Kind.CHOICE, "utf8", "how text from the wire (URIs, header values, reason phrases) is "
                "written: utf8 keeps valid UTF-8 as text (UTF-8 in every output), ascii writes every byte that is "
                "not printable ASCII as \\xNN (7-bit JSON, as before); in both, invalid UTF-8, control characters "

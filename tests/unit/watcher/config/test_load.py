@@ -151,6 +151,8 @@ BAD_VALUES = [
     ("routes", "patterns", "'^/api'", "found '^/api' (a string), expected a list of mappings, each with match, "
                                       "route; write a list of mappings, e.g. [{match: ..., route: ...}]"),
     ("routes", "max_routes", "0", f"found 0 (a whole number), expected a whole number >= 1; {defaults_todo('1000')}"),
+    ("replay", "targets", "http://x", "found 'http://x' (a string), expected a list of non-empty strings; write a "
+                                      "list, e.g. [http://x]"),
 ]
 
 
@@ -365,7 +367,7 @@ def test_every_output_type_with_defaults_and_with_values(tmp_path: Path) -> None
         "redis://127.0.0.1:6379/0", "tcp://127.0.0.1:5556")
 
 
-SECTIONS = "spool, state, outputs, limits, capture, headers, redact, routes, strings, rules_dir, rules"
+SECTIONS = "spool, state, outputs, limits, capture, headers, redact, routes, replay, strings, rules_dir, rules"
 UNKNOWN_KEYS = [
     ("spol:\n  dir: x\n", f"F:1: spol: found unknown section 'spol', expected one of {SECTIONS}; did you mean "
                           "'spool'?"),
@@ -635,6 +637,7 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": ["<redacted>"], "max_field_bytes": 4096},
         "routes": {"patterns": [{"match": "^/a", "route": "/a"}], "max_routes": 1000},
+        "replay": {"targets": []},
         "strings": "utf8",
         "rules_dir": None,
     }
