@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read capture files and write one JSON line per HTTP transaction.",
                        epilog=READ_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("inputs", nargs="+", metavar="FILE",
-                   help="capture file, directory of rotation files, or - for stdin")
+                   help="capture file, directory of rotation files, - for stdin, or kafka://HOST:PORT/TOPIC "
+                        "(a topic of pycapa packets)")
     r.add_argument("-o", "--output", metavar="OUT", help="write records here instead of stdout")
     r.add_argument("--stats", nargs="?", const="text", choices=("text", "json"),
                    help="print counters to stderr at the end (default when stderr is a terminal)")
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "machine, else 1); records of one connection stay in order either way")
     r.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close connections idle this long in capture time (default %(default)s)")
+    _add_kafka_input_args(r)
     c = sub.add_parser("check", help="validate a configuration file and print the effective configuration",
                        description="Validate a configuration file and print the effective configuration:\n"
                                    "every key, defaults filled in, paths absolute.",
@@ -241,6 +243,40 @@ def _tail(args: argparse.Namespace) -> int:
     return tail(args.connect, args.filters or (), args.json)
 
 
+def _add_kafka_input_args(p: argparse.ArgumentParser) -> None:
+    k = p.add_argument_group("kafka:// inputs (topics of pycapa packets: key = capture time in µs, value = frame)")
+    k.add_argument("--kafka-offset", choices=("beginning", "end"), default="beginning",
+                   help="beginning: every message, exit at the end of every partition (default); end: new "
+                        "messages only, until --max-packets or Ctrl-C/SIGTERM")
+    k.add_argument("--linktype", type=_linktype, default=1, metavar="TYPE",
+                   help="link type of the frames, a number or a name (ethernet, linux_sll, raw, ...; default "
+                        "ethernet)")
+    k.add_argument("--max-packets", type=_positive_int, default=None, metavar="N",
+                   help="stop after N packets of a topic")
+
+
+def _kafka_options(args: argparse.Namespace) -> Any:
+    """How kafka:// inputs are read; a read of new messages ends on SIGINT/SIGTERM, cleanly."""
+    import threading
+
+    from watcher.capture.inputs import KafkaOptions
+
+    stop = threading.Event()
+    if args.kafka_offset == "end" and any(i.startswith("kafka://") for i in args.inputs):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda _s, _f: stop.set())
+    return KafkaOptions(args.kafka_offset, args.linktype, args.max_packets, stop, sys.stderr)
+
+
+def _linktype(text: str) -> int:
+    from watcher.capture.pycapa import parse_linktype
+
+    try:
+        return parse_linktype(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -285,7 +321,7 @@ def _read(args: argparse.Namespace) -> int:
     try:
         result = read_captures(args.inputs, out, sys.stderr, progress=progress,
                                max_connections=args.max_connections, idle_timeout=args.idle_timeout,
-                               workers=args.workers)
+                               workers=args.workers, kafka=_kafka_options(args))
         if out is not sys.stdout:
             out.close()
     except (OutputError, OSError) as e:

@@ -175,7 +175,10 @@ def pycapa_produce(address: str, topic: str, path: str | Path, partition: int | 
     return n
 
 
-def consume_all(address: str, topic: str, timeout: float = 30.0) -> dict[int, list[tuple[bytes | None, bytes | None, int]]]:
+Message = tuple[bytes | None, bytes | None, int]  # key, value, offset
+
+
+def consume_all(address: str, topic: str, timeout: float = 30.0) -> dict[int, list[Message]]:
     """Every message of `topic`, by partition: (key, value, offset), up to each partition's end
     (as the fetch reports it: enable.partition.eof)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -186,7 +189,7 @@ def consume_all(address: str, topic: str, timeout: float = 30.0) -> dict[int, li
         md = c.list_topics(topic, timeout=10)
         parts = sorted(md.topics[topic].partitions)
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        out: dict[int, list[tuple[bytes | None, bytes | None, int]]] = {p: [] for p in parts}
+        out: dict[int, list[Message]] = {p: [] for p in parts}
         at_end: set[int] = set()
         deadline = time.monotonic() + timeout
         while len(at_end) < len(parts):
@@ -204,7 +207,7 @@ def consume_all(address: str, topic: str, timeout: float = 30.0) -> dict[int, li
         c.close()
 
 
-def pycapa_pcap(messages: list[tuple[bytes | None, bytes | None, int]], snaplen: int = 65535) -> bytes:
+def pycapa_pcap(messages: list[Message], snaplen: int = 65535) -> bytes:
     """The libpcap file pycapa's consumer writes for these messages, in this order: a global header in
     native byte order (magic 0xa1b2c3d4, 2.4, zone 0, sigfigs 0, snaplen, link type 1), then per message
     a record header (seconds and µs from the key, caplen = len = the value's length) and the value."""
