@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "/etc/pcapwatch/pcapwatch.yaml)")
     _add_run_parser(sub)
     _add_tail_parser(sub)
+    _add_export_parser(sub)
     return p
 
 
@@ -243,6 +244,61 @@ def _tail(args: argparse.Namespace) -> int:
     return tail(args.connect, args.filters or (), args.json)
 
 
+EXPORT_EPILOG = """\
+examples:
+  pcapwatch export kafka://broker:9092/packets -w packets.pcap
+  pcapwatch export kafka://broker:9092/packets --kafka-offset end -w - | wireshark -k -i -
+  pcapwatch export /var/spool/pcapwatch -w all.pcap     a ring, oldest file first, as one file
+
+The file is written as pycapa's consumer writes it: a libpcap header in this
+machine's byte order (magic 0xa1b2c3d4, version 2.4, snaplen 65535, the frames'
+link type), and per frame a record with its time in microseconds and captured
+length = wire length = the frame's length. For a Kafka input it is byte for
+byte the file pycapa would write.
+
+exit status:
+  0  every input was read completely
+  1  some input could not be read or is corrupt (each named on stderr)
+  2  bad command line
+  3  the output could not be written"""
+
+
+def _add_export_parser(sub: Any) -> None:
+    e = sub.add_parser("export", help="write the frames of captures or Kafka topics as one libpcap file",
+                       description="Write the frames of every input (capture files, directories, stdin, "
+                                   "kafka:// topics of pycapa packets) as one libpcap file, in order.",
+                       epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="capture file, directory, - for stdin, or kafka://HOST:PORT/TOPIC")
+    e.add_argument("-w", "--write", required=True, metavar="FILE", help="the pcap file to write, - for stdout")
+    e.add_argument("--stats", action="store_true", help="one line of counters on stderr at the end")
+    _add_kafka_input_args(e)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from watcher.read.export import export_captures
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch export ... -w - | head -c` ends quietly
+    try:
+        out = sys.stdout.buffer if args.write == "-" else open(args.write, "wb")  # noqa: SIM115
+    except OSError as e:
+        sys.stderr.write(f"pcapwatch: error: cannot write {args.write}: {e.strerror}\n")
+        return EXIT_OUTPUT
+    try:
+        result = export_captures(args.inputs, out, sys.stderr, progress=sys.stderr.isatty(),
+                                 kafka=_kafka_options(args))
+        if out is not sys.stdout.buffer:
+            out.close()
+    except OSError as e:
+        sys.stderr.write(f"pcapwatch: error: writing {args.write} failed: {e.strerror or e}\n")
+        return EXIT_OUTPUT
+    if args.stats:
+        sys.stderr.write(f"pcapwatch: exported {result.packets:,} packets from {result.read.files:,} inputs "
+                         f"({result.read.files_failed:,} with errors, {result.other_linktype:,} frames of another "
+                         f"link type left out) to {args.write}\n")
+    return EXIT_INPUT_ERRORS if result.read.files_failed else EXIT_OK
+
+
 def _add_kafka_input_args(p: argparse.ArgumentParser) -> None:
     k = p.add_argument_group("kafka:// inputs (topics of pycapa packets: key = capture time in µs, value = frame)")
     k.add_argument("--kafka-offset", choices=("beginning", "end"), default="beginning",
@@ -303,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "tail":
         return _tail(args)
+    if args.command == "export":
+        return _export(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

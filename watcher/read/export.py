@@ -1,0 +1,112 @@
+"""`pcapwatch export`: the frames of any inputs (files, a directory, stdin, `kafka://` topics) as one
+libpcap file, written the way pycapa's consumer writes one (see capture/pycapa.py): a µs header in
+the machine's byte order with snaplen 65535, and per frame a record whose captured and wire lengths
+are both the frame's length. For a Kafka input the file is byte for byte pycapa's; `-w -` feeds a
+pipe (`pcapwatch export kafka://... -w - | wireshark -k -i -`).
+
+The inputs are walked by the read loop (files.read_files), in the order given, as `read` walks them.
+One file has one link type: frames of another one than the first frame's are counted and left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, TextIO
+
+from analyzers import RecordLayout, split_records
+from watcher.capture.inputs import KafkaOptions
+from watcher.capture.pycapa import pcap_global_header, pcap_record
+from watcher.capture.sources import Batches, Records, expand
+from watcher.read.files import ReadResult, read_files
+
+MICROS = 1_000_000
+# Records gathered before one write: fewer system calls, little memory.
+WRITE_BATCH = 1 << 20
+
+
+@dataclass
+class ExportResult:
+    read: ReadResult
+    packets: int = 0
+    other_linktype: int = 0  # frames left out: not the file's link type
+    linktype: int | None = None
+
+
+class PcapWriter:
+    """Frames to a libpcap stream; the header goes out with the first frame (its link type)."""
+
+    def __init__(self, out: BinaryIO, default_linktype: int) -> None:
+        self.out = out
+        self.default_linktype = default_linktype
+        self.linktype: int | None = None
+        self.packets = 0
+        self.other_linktype = 0
+        self.buf: list[bytes] = []
+        self.size = 0
+
+    def write(self, linktype: int, micros: int, frame: bytes) -> None:
+        if self.linktype is None:
+            self._header(linktype)
+        if linktype != self.linktype:
+            self.other_linktype += 1
+            return
+        self.buf += (pcap_record(micros, frame), frame)
+        self.size += 16 + len(frame)
+        self.packets += 1
+        if self.size >= WRITE_BATCH:
+            self.flush()
+
+    def _header(self, linktype: int) -> None:
+        self.linktype = linktype
+        self.buf.append(pcap_global_header(linktype))
+
+    def flush(self) -> None:
+        if self.buf:
+            self.out.write(b"".join(self.buf))
+            self.buf, self.size = [], 0
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.linktype is None:  # no frame at all: still a valid, empty capture
+            self._header(self.default_linktype)
+        self.flush()
+
+
+def export_captures(paths: list[str], out: BinaryIO, err: TextIO, *, progress: bool = False,
+                    kafka: KafkaOptions | None = None) -> ExportResult:
+    """Write every input's frames to `out` as one libpcap file; problems of an input are reported on
+    `err`, one line each, and the next input follows. OSError out of here when `out` fails."""
+    files, notes = expand(paths)
+    for note in notes:
+        err.write(f"pcapwatch: {note}\n")
+    writer = PcapWriter(out, (kafka or KafkaOptions()).linktype)
+
+    def consume(item: Batches | Records) -> int:
+        if isinstance(item, Records):
+            offsets, item.used = split_records(item.buf, item.start, len(item.buf), item.layout)
+            _records(writer, item.buf, offsets, item.layout)
+            return len(offsets)
+        n = 0
+        for linktype, frames in item:
+            for _pos, ts, data in frames:
+                writer.write(linktype, round(ts * MICROS), data)
+            n += len(frames)
+        return n
+
+    result = read_files(files, err, progress, lambda _p, _n: None, consume, writer.close, kafka=kafka)
+    if writer.other_linktype:
+        err.write(f"pcapwatch: left out {writer.other_linktype:,} frames of another link type than the first "
+                  f"frame's ({writer.linktype}): one pcap file holds one link type; export them separately\n")
+    return ExportResult(result, writer.packets, writer.other_linktype, writer.linktype)
+
+
+def _records(writer: PcapWriter, buf: bytes, offsets: Sequence[int], layout: RecordLayout) -> None:
+    """Classic pcap records in place: their times as whole µs, without going through floats."""
+    unpack = layout.header.unpack_from
+    size = layout.header.size
+    per_micro = round(layout.scale * 1e9)  # 1000 for µs files, 1 for ns files
+    for off in offsets:
+        sec, frac, caplen, _orig = unpack(buf, off)
+        micros = sec * MICROS + (frac * per_micro + 500) // 1000
+        writer.write(layout.linktype, micros, bytes(buf[off + size:off + size + caplen]))
