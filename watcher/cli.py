@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_tail_parser(sub)
     _add_export_parser(sub)
+    _add_publish_parser(sub)
     return p
 
 
@@ -299,6 +300,67 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_INPUT_ERRORS if result.read.files_failed else EXIT_OK
 
 
+PUBLISH_EPILOG = """\
+examples:
+  pcapwatch publish cap.pcap --to kafka://broker:9092/packets
+  pcapwatch publish /var/spool/pcapwatch --to kafka://broker:9092/packets --partitions 12
+  tcpdump -i eth0 -w - 'tcp port 80' | pcapwatch publish - --to kafka://broker:9092/packets
+
+Each frame becomes one message in pycapa's format (key: capture time in µs since
+the epoch, big-endian u64; value: the frame), readable by pycapa, Metron and
+`pcapwatch read kafka://...`. The partition is chosen by connection (a hash of
+both ends' addresses and ports, the same both ways): every packet of a
+connection lands in one partition, in capture order, so a group of `pcapwatch
+run --source kafka://... --group NAME` can share the topic. Deliveries are
+counted and failures retried; the summary at the end says how many were
+delivered and how many failed.
+
+exit status:
+  0  every frame of every input was delivered
+  1  some input could not be read, or some frames could not be delivered (counted in the summary)
+  2  bad command line
+  3  the topic could not be reached or created"""
+
+
+def _add_publish_parser(sub: Any) -> None:
+    pb = sub.add_parser("publish", help="send the frames of captures to a Kafka topic in pycapa's format",
+                        description="Send every frame of the inputs to a Kafka topic, one message per frame in "
+                                    "pycapa's format, each connection to one partition.",
+                        epilog=PUBLISH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pb.add_argument("inputs", nargs="*", metavar="INPUT",
+                    help="capture file, directory, - for stdin, or kafka://HOST:PORT/TOPIC")
+    pb.add_argument("--to", required=True, metavar="kafka://HOST:PORT/TOPIC", help="the topic to publish to")
+    pb.add_argument("--partitions", type=_positive_int, metavar="N",
+                    help="create the topic with N partitions if it does not exist (default: it must exist)")
+    pb.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="none",
+                    help="compression of the messages (default %(default)s)")
+    _add_kafka_input_args(pb)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from watcher.capture.pycapa import KafkaUrlError, parse_kafka_url
+
+    try:
+        url = parse_kafka_url(args.to)
+    except KafkaUrlError as e:
+        sys.stderr.write(f"pcapwatch: error: --to {args.to}: {e}\n")
+        return EXIT_USAGE
+    if not args.inputs:
+        sys.stderr.write("pcapwatch: error: publish: give the inputs to send (files, a directory, -)\n")
+        return EXIT_USAGE
+    from watcher.publish.job import publish_captures, summary
+
+    try:
+        result = publish_captures(args.inputs, url, sys.stderr, partitions=args.partitions,
+                                  compression=args.compression, progress=sys.stderr.isatty(),
+                                  kafka=_kafka_options(args))
+    except OSError as e:
+        sys.stderr.write(f"pcapwatch: error: --to {url.text}: {e}\n")
+        return EXIT_OUTPUT
+    sys.stderr.write(summary(result, url))
+    return EXIT_INPUT_ERRORS if result.read.files_failed or result.counters["failed"] else EXIT_OK
+
+
 def _add_kafka_input_args(p: argparse.ArgumentParser) -> None:
     k = p.add_argument_group("kafka:// inputs (topics of pycapa packets: key = capture time in µs, value = frame)")
     k.add_argument("--kafka-offset", choices=("beginning", "end"), default="beginning",
@@ -361,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _tail(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "publish":
+        return _publish(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -6,11 +6,12 @@ the Kafka client library, is imported only when a `kafka://` address is given).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
-from watcher.capture.pycapa import LINKTYPE_ETHERNET, is_kafka_url
+from analyzers import RecordLayout, split_records
+from watcher.capture.pycapa import LINKTYPE_ETHERNET, MICROS, is_kafka_url, ts_micros
 from watcher.capture.sources import Batches, Capture, Records
 
 
@@ -52,3 +53,30 @@ def input_stats(inp: Input) -> dict[str, Any] | None:
     """A Kafka input's counters (messages, skipped ones, partitions); None for a file."""
     stats = getattr(inp, "stats", None)
     return stats() if callable(stats) else None
+
+
+TimedFrame = tuple[int, int, int, bytes]  # (link type, input position, capture time in whole µs, frame)
+
+
+def timed_frames(item: Batches | Records) -> Iterator[TimedFrame]:
+    """Every frame of what an input's `read()` gave, with its time as whole microseconds: for classic
+    pcap records straight from the record header (no float in between), else from the frame's
+    timestamp. Sets a `Records`' `used`, as its consumer must."""
+    if isinstance(item, Records):
+        offsets, item.used = split_records(item.buf, item.start, len(item.buf), item.layout)
+        yield from _records(item.buf, offsets, item.layout, item.base)
+        return
+    for linktype, frames in item:
+        for pos, ts, data in frames:
+            yield linktype, pos, ts_micros(ts), data
+
+
+def _records(buf: bytes, offsets: Sequence[int], layout: RecordLayout, base: int) -> Iterator[TimedFrame]:
+    unpack = layout.header.unpack_from
+    size = layout.header.size
+    per_micro = round(layout.scale * 1e9)  # 1000 for µs files, 1 for ns files (rounded to the nearest µs)
+    linktype = layout.linktype
+    for off in offsets:
+        sec, frac, caplen, _orig = unpack(buf, off)
+        yield linktype, base + off, sec * MICROS + (frac * per_micro + 500) // 1000, \
+            bytes(buf[off + size:off + size + caplen])

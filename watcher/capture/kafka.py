@@ -46,6 +46,10 @@ class KafkaIOError(OSError):
     """A broker or topic problem, as one line for a user."""
 
 
+class TopicAbsent(KafkaIOError):
+    """The brokers answered: they do not have the topic."""
+
+
 @dataclass
 class SourceCounters:
     messages: int = 0
@@ -76,14 +80,15 @@ def _client_error(err: Any) -> None:
 def topic_partitions(client: Any, url: KafkaUrl, timeout: float = METADATA_SECONDS) -> list[int]:
     """The topic's partition ids; KafkaIOError if the brokers do not answer or the topic is absent."""
     try:
-        md = client.list_topics(url.topic, timeout=timeout)
+        # every topic's metadata, not this one's: asking for one by name lets some brokers create it
+        md = client.list_topics(timeout=timeout)
     except ck.KafkaException as e:
         raise KafkaIOError(f"no answer from the Kafka brokers {url.brokers} within {timeout:.0f}s ({_why(e)}); "
                            "check HOST:PORT and that the broker runs") from None
     t = md.topics.get(url.topic)
     if t is None or t.error is not None or not t.partitions:
         why = _why(t.error) if t is not None and t.error is not None else "no partitions"
-        raise KafkaIOError(f"topic {url.topic} is not on the brokers {url.brokers} ({why}); "
+        raise TopicAbsent(f"topic {url.topic} is not on the brokers {url.brokers} ({why}); "
                            "create it or check the name")
     return sorted(t.partitions)
 
@@ -260,7 +265,7 @@ def ensure_topic(url: KafkaUrl, partitions: int | None, timeout: float = METADAT
     client = admin(url.brokers)
     try:
         return topic_partitions(client, url, timeout)
-    except KafkaIOError:
+    except TopicAbsent:
         if partitions is None:
             raise
     try:
@@ -270,6 +275,9 @@ def ensure_topic(url: KafkaUrl, partitions: int | None, timeout: float = METADAT
         if e.args[0].code() != ck.KafkaError.TOPIC_ALREADY_EXISTS:
             raise KafkaIOError(f"creating topic {url.topic} with {partitions} partitions on {url.brokers} "
                                f"failed: {_why(e)}") from None
+    except TimeoutError:
+        raise KafkaIOError(f"creating topic {url.topic} on {url.brokers}: no answer within {timeout:.0f}s; "
+                           "check HOST:PORT and that the broker runs") from None
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -280,6 +288,9 @@ def ensure_topic(url: KafkaUrl, partitions: int | None, timeout: float = METADAT
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.1)
+
+
+ProduceError = ck.KafkaException  # what produce() raises when it refuses a message at once
 
 
 def is_retriable(err: Any) -> bool:

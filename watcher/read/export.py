@@ -10,17 +10,14 @@ One file has one link type: frames of another one than the first frame's are cou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
-from analyzers import RecordLayout, split_records
-from watcher.capture.inputs import KafkaOptions
+from watcher.capture.inputs import KafkaOptions, timed_frames
 from watcher.capture.pycapa import pcap_global_header, pcap_record
 from watcher.capture.sources import Batches, Records, expand
 from watcher.read.files import ReadResult, read_files
 
-MICROS = 1_000_000
 # Records gathered before one write: fewer system calls, little memory.
 WRITE_BATCH = 1 << 20
 
@@ -83,15 +80,10 @@ def export_captures(paths: list[str], out: BinaryIO, err: TextIO, *, progress: b
     writer = PcapWriter(out, (kafka or KafkaOptions()).linktype)
 
     def consume(item: Batches | Records) -> int:
-        if isinstance(item, Records):
-            offsets, item.used = split_records(item.buf, item.start, len(item.buf), item.layout)
-            _records(writer, item.buf, offsets, item.layout)
-            return len(offsets)
         n = 0
-        for linktype, frames in item:
-            for _pos, ts, data in frames:
-                writer.write(linktype, round(ts * MICROS), data)
-            n += len(frames)
+        for linktype, _pos, micros, frame in timed_frames(item):
+            writer.write(linktype, micros, frame)
+            n += 1
         return n
 
     result = read_files(files, err, progress, lambda _p, _n: None, consume, writer.close, kafka=kafka)
@@ -99,14 +91,3 @@ def export_captures(paths: list[str], out: BinaryIO, err: TextIO, *, progress: b
         err.write(f"pcapwatch: left out {writer.other_linktype:,} frames of another link type than the first "
                   f"frame's ({writer.linktype}): one pcap file holds one link type; export them separately\n")
     return ExportResult(result, writer.packets, writer.other_linktype, writer.linktype)
-
-
-def _records(writer: PcapWriter, buf: bytes, offsets: Sequence[int], layout: RecordLayout) -> None:
-    """Classic pcap records in place: their times as whole µs, without going through floats."""
-    unpack = layout.header.unpack_from
-    size = layout.header.size
-    per_micro = round(layout.scale * 1e9)  # 1000 for µs files, 1 for ns files
-    for off in offsets:
-        sec, frac, caplen, _orig = unpack(buf, off)
-        micros = sec * MICROS + (frac * per_micro + 500) // 1000
-        writer.write(layout.linktype, micros, bytes(buf[off + size:off + size + caplen]))
