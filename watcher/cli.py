@@ -249,19 +249,13 @@ EXPORT_EPILOG = """\
 examples:
   pcapwatch export kafka://broker:9092/packets -w packets.pcap
   pcapwatch export kafka://broker:9092/packets --kafka-offset end -w - | wireshark -k -i -
-  pcapwatch export /var/spool/pcapwatch -w all.pcap     a ring, oldest file first, as one file
 
-The file is written as pycapa's consumer writes it: a libpcap header in this
-machine's byte order (magic 0xa1b2c3d4, version 2.4, snaplen 65535, the frames'
-link type), and per frame a record with its time in microseconds and captured
-length = wire length = the frame's length. For a Kafka input it is byte for
-byte the file pycapa would write.
+Written as pycapa's consumer writes it (for a topic byte for byte): a libpcap
+header in this machine's byte order (0xa1b2c3d4, 2.4, snaplen 65535, the link
+type), each record with µs time and captured length = wire length.
 
-exit status:
-  0  every input was read completely
-  1  some input could not be read or is corrupt (each named on stderr)
-  2  bad command line
-  3  the output could not be written"""
+exit status: 0 every input read; 1 some input unreadable (named on stderr);
+2 bad command line; 3 the output could not be written"""
 
 
 def _add_export_parser(sub: Any) -> None:
@@ -277,49 +271,27 @@ def _add_export_parser(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from watcher.read.export import export_captures
+    from watcher.read.export import export_main
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch export ... -w - | head -c` ends quietly
-    try:
-        out = sys.stdout.buffer if args.write == "-" else open(args.write, "wb")  # noqa: SIM115
-    except OSError as e:
-        sys.stderr.write(f"pcapwatch: error: cannot write {args.write}: {e.strerror}\n")
-        return EXIT_OUTPUT
-    try:
-        result = export_captures(args.inputs, out, sys.stderr, progress=sys.stderr.isatty(),
-                                 kafka=_kafka_options(args))
-        if out is not sys.stdout.buffer:
-            out.close()
-    except OSError as e:
-        sys.stderr.write(f"pcapwatch: error: writing {args.write} failed: {e.strerror or e}\n")
-        return EXIT_OUTPUT
-    if args.stats:
-        sys.stderr.write(f"pcapwatch: exported {result.packets:,} packets from {result.read.files:,} inputs "
-                         f"({result.read.files_failed:,} with errors, {result.other_linktype:,} frames of another "
-                         f"link type left out) to {args.write}\n")
-    return EXIT_INPUT_ERRORS if result.read.files_failed else EXIT_OK
+    return export_main(args.inputs, args.write, args.stats, _kafka_options(args), sys.stderr)
 
 
 PUBLISH_EPILOG = """\
 examples:
-  pcapwatch publish cap.pcap --to kafka://broker:9092/packets
-  pcapwatch publish /var/spool/pcapwatch --to kafka://broker:9092/packets --partitions 12
+  pcapwatch publish cap.pcap --to kafka://broker:9092/packets --partitions 12
   tcpdump -i eth0 -w - 'tcp port 80' | pcapwatch publish - --to kafka://broker:9092/packets
+  pcapwatch publish --follow /var/spool/pcapwatch --state /var/lib/pcapwatch-publish \\
+      --to kafka://broker:9092/packets      a live tcpdump ring, as `run` follows it
 
-Each frame becomes one message in pycapa's format (key: capture time in µs since
-the epoch, big-endian u64; value: the frame), readable by pycapa, Metron and
-`pcapwatch read kafka://...`. The partition is chosen by connection (a hash of
-both ends' addresses and ports, the same both ways): every packet of a
-connection lands in one partition, in capture order, so a group of `pcapwatch
-run --source kafka://... --group NAME` can share the topic. Deliveries are
-counted and failures retried; the summary at the end says how many were
-delivered and how many failed.
+One message per frame in pycapa's format (key: capture time in µs, big-endian
+u64; value: the frame); the partition by connection (the same both ways), so a
+connection's packets are in one partition, in order. Deliveries are counted,
+failures retried; a summary line at the end.
 
-exit status:
-  0  every frame of every input was delivered
-  1  some input could not be read, or some frames could not be delivered (counted in the summary)
-  2  bad command line
-  3  the topic could not be reached or created"""
+exit status: 0 every frame delivered (--follow: and stopped by a signal); 1 some
+input unreadable or frames undelivered; 2 bad command line; 3 the topic could
+not be reached or created"""
 
 
 def _add_publish_parser(sub: Any) -> None:
@@ -334,31 +306,21 @@ def _add_publish_parser(sub: Any) -> None:
                     help="create the topic with N partitions if it does not exist (default: it must exist)")
     pb.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="none",
                     help="compression of the messages (default %(default)s)")
+    f = pb.add_argument_group("following a live spool (as `run` follows it)")
+    f.add_argument("--follow", action="store_true",
+                   help="INPUT is the spool directory tcpdump writes into: follow it until SIGTERM/SIGINT, "
+                        "rotation by rotation, with a checkpoint in --state (a restart resumes there)")
+    f.add_argument("--state", metavar="DIR", help="where --follow keeps its checkpoint (required with --follow)")
+    f.add_argument("--pattern", default="*", metavar="GLOB",
+                   help="capture file names in the spool (default %(default)s)")
     _add_kafka_input_args(pb)
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from watcher.capture.pycapa import KafkaUrlError, parse_kafka_url
+    from watcher.publish.job import publish_main
 
-    try:
-        url = parse_kafka_url(args.to)
-    except KafkaUrlError as e:
-        sys.stderr.write(f"pcapwatch: error: --to {args.to}: {e}\n")
-        return EXIT_USAGE
-    if not args.inputs:
-        sys.stderr.write("pcapwatch: error: publish: give the inputs to send (files, a directory, -)\n")
-        return EXIT_USAGE
-    from watcher.publish.job import publish_captures, summary
-
-    try:
-        result = publish_captures(args.inputs, url, sys.stderr, partitions=args.partitions,
-                                  compression=args.compression, progress=sys.stderr.isatty(),
-                                  kafka=_kafka_options(args))
-    except OSError as e:
-        sys.stderr.write(f"pcapwatch: error: --to {url.text}: {e}\n")
-        return EXIT_OUTPUT
-    sys.stderr.write(summary(result, url))
-    return EXIT_INPUT_ERRORS if result.read.files_failed or result.counters["failed"] else EXIT_OK
+    return publish_main(args.inputs, args.to, args.partitions, args.compression, _kafka_options(args), sys.stderr,
+                        follow=(args.state, args.pattern) if args.follow else None)
 
 
 def _add_kafka_input_args(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from watcher.capture.inputs import KafkaOptions, timed_frames
 from watcher.capture.kafka import ensure_topic
-from watcher.capture.pycapa import KafkaUrl
+from watcher.capture.pycapa import KafkaUrl, KafkaUrlError, parse_kafka_url
 from watcher.capture.sources import Batches, Records, expand
 from watcher.publish.producer import FramePublisher
 from watcher.read.files import ReadResult, read_files
@@ -88,3 +88,34 @@ def summary(result: PublishResult, url: KafkaUrl) -> str:
             f"({len(result.partitions)} partitions) in {result.seconds:.1f}s: delivered {c['delivered']:,}, "
             f"failed {c['failed']:,}{f' ({errors})' if errors else ''}, retried {c['retried']:,}, "
             f"queue full {c['queue_full']:,}\n")
+
+
+def publish_main(inputs: list[str], to: str, partitions: int | None, compression: str, kafka: KafkaOptions,
+                 err: TextIO, follow: tuple[str | None, str] | None = None) -> int:
+    """`pcapwatch publish`, with its exit status (as cli.py's: 0 all delivered, 1 an input failed or
+    frames were not delivered, 2 a bad command line, 3 the topic cannot be reached or created).
+    `follow` is (state directory, file pattern) for `--follow`."""
+    try:
+        url = parse_kafka_url(to)
+    except KafkaUrlError as e:
+        err.write(f"pcapwatch: error: --to {to}: {e}\n")
+        return 2
+    if follow is not None:
+        from watcher.publish.follow import FollowOptions, follow_spool
+
+        state, pattern = follow
+        if len(inputs) != 1 or not state:
+            err.write("pcapwatch: error: publish --follow: give one spool directory and --state DIR\n")
+            return 2
+        return follow_spool(url, partitions, FollowOptions(inputs[0], state, pattern, compression=compression), err)
+    if not inputs:
+        err.write("pcapwatch: error: publish: give the inputs to send (files, a directory, -)\n")
+        return 2
+    try:
+        result = publish_captures(inputs, url, err, partitions=partitions, compression=compression,
+                                  progress=err.isatty(), kafka=kafka)
+    except OSError as e:
+        err.write(f"pcapwatch: error: --to {url.text}: {e}\n")
+        return 3
+    err.write(summary(result, url))
+    return 1 if result.read.files_failed or result.counters["failed"] else 0

@@ -10,6 +10,7 @@ One file has one link type: frames of another one than the first frame's are cou
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
@@ -91,3 +92,25 @@ def export_captures(paths: list[str], out: BinaryIO, err: TextIO, *, progress: b
         err.write(f"pcapwatch: left out {writer.other_linktype:,} frames of another link type than the first "
                   f"frame's ({writer.linktype}): one pcap file holds one link type; export them separately\n")
     return ExportResult(result, writer.packets, writer.other_linktype, writer.linktype)
+
+
+def export_main(inputs: list[str], write: str, stats: bool, kafka: KafkaOptions, err: TextIO) -> int:
+    """`pcapwatch export`, with its exit status (as cli.py's: 0 all read, 1 an input failed, 3 the
+    output failed)."""
+    try:
+        out = sys.stdout.buffer if write == "-" else open(write, "wb")  # noqa: SIM115
+    except OSError as e:
+        err.write(f"pcapwatch: error: cannot write {write}: {e.strerror}\n")
+        return 3
+    try:
+        result = export_captures(inputs, out, err, progress=err.isatty(), kafka=kafka)
+        if out is not sys.stdout.buffer:
+            out.close()
+    except OSError as e:
+        err.write(f"pcapwatch: error: writing {write} failed: {e.strerror or e}\n")
+        return 3
+    if stats:
+        err.write(f"pcapwatch: exported {result.packets:,} packets from {result.read.files:,} inputs "
+                  f"({result.read.files_failed:,} with errors, {result.other_linktype:,} frames of another link type "
+                  f"left out) to {write}\n")
+    return 1 if result.read.files_failed else 0
