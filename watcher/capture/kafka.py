@@ -294,9 +294,11 @@ ProduceError = ck.KafkaException  # what produce() raises when it refuses a mess
 
 
 def is_retriable(err: Any) -> bool:
-    """Whether a delivery error may succeed on another try (the broker was away, a timeout)."""
+    """Whether a delivery error may succeed on another try (the broker was away, a timeout, or we took
+    the message back from the client's queue ourselves)."""
     return bool(err.retriable()) or err.code() in (ck.KafkaError._MSG_TIMED_OUT, ck.KafkaError._TRANSPORT,
-                                                   ck.KafkaError._ALL_BROKERS_DOWN)
+                                                   ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError._PURGE_QUEUE,
+                                                   ck.KafkaError._PURGE_INFLIGHT)
 
 
 DeliveryCallback = Callable[[Any, Any], None]
