@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from analyzers.http.head import looks_like_request_line
@@ -341,6 +342,28 @@ class FlowTable:
             if p is not None and (best is None or p < best):
                 best = p
         return best
+
+    def pins(self, group: Callable[[int], int]) -> dict[int, int]:
+        """`pin`, per group of input positions (`group(pos)`: e.g. the partition of a Kafka topic a
+        position is in): the earliest position each group must be replayed from."""
+        best: dict[int, int] = {}
+        for conn, d in self.table.values():
+            if d or conn.ignored:
+                continue
+            p = conn.first_pos if conn.conv is None else conn.conv.pin
+            if p is not None:
+                g = group(p)
+                if g not in best or p < best[g]:
+                    best[g] = p
+        return best
+
+    def close_where(self, started_in: Callable[[int], bool], reason: str) -> int:
+        """Finish the connections whose first packet's position `started_in` accepts (e.g. those of a
+        partition another reader takes over); how many."""
+        conns = [c for c, d in self.table.values() if d == 0 and started_in(c.first_pos)]
+        for conn in conns:
+            self._finish(conn, reason)
+        return len(conns)
 
     def close_all(self, reason: str = "capture_end") -> None:
         """End of input: finish every connection."""

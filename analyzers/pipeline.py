@@ -355,6 +355,16 @@ class Pipeline:
         """See FlowTable.pin."""
         return self.flows.pin()
 
+    def pins(self, group: Callable[[int], int]) -> dict[int, int]:
+        """See FlowTable.pins."""
+        return self.flows.pins(group)
+
+    def close_where(self, started_in: Callable[[int], bool], reason: str) -> tuple[int, list[Transaction]]:
+        """Finish the connections that started where `started_in` says (FlowTable.close_where): how
+        many, and their transactions (`reason` is the records' reason for requests left unanswered)."""
+        n = self.flows.close_where(started_in, reason)
+        return n, self._take()
+
     def set_source(self, name: str) -> None:
         self.flows.set_source(name)
 

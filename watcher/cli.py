@@ -140,6 +140,10 @@ def _add_run_parser(sub: Any) -> None:
     r.add_argument("--capture", metavar="IFACE", help="also run tcpdump on this interface with a ring into the "
                                                     "spool (needs root or CAP_NET_RAW)")
     r.add_argument("--bpf", metavar="EXPR", help="capture filter for --capture (default: capture.bpf)")
+    r.add_argument("--source", metavar="kafka://HOST:PORT/TOPIC", help="read packets from this Kafka topic (pycapa's "
+                   "format) instead of the spool, as a member of --group (overrides kafka.source)")
+    r.add_argument("--group", metavar="NAME", help="the consumer group whose members share the topic's partitions "
+                   "(overrides kafka.group)")
     d = sub.add_parser("demo", help="see it work: a local server, tcpdump and the service on loopback",
                        description="Start a small HTTP server on 127.0.0.1, tcpdump writing a ring into "
                                    "SPOOL/demo, and the service on the configuration's outputs; send requests of "
@@ -188,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     path, config = loaded
     try:
         return launch(config, path, spool=args.spool, state=args.state, output=args.output, capture=args.capture,
-                      bpf=args.bpf)
+                      bpf=args.bpf, source=args.source, group=args.group)
     except LaunchError as e:
         sys.stderr.write(f"pcapwatch: error: {e}\n")
         return EXIT_USAGE

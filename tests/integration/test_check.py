@@ -43,6 +43,7 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
                    "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "tcp", "user": None},
+        "kafka": {"source": None, "group": "pcapwatch", "linktype": 1, "session_timeout_seconds": 10.0},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
                                 "authorization", "cookie"],
                     "response": ["content-type", "content-length", "location", "server", "set-cookie"]},

@@ -301,4 +301,57 @@ def is_retriable(err: Any) -> bool:
                                                    ck.KafkaError._PURGE_INFLIGHT)
 
 
-DeliveryCallback = Callable[[Any, Any], None]
+
+# --- a member of a consumer group (`pcapwatch run --source kafka://... --group NAME`) -------------
+
+
+class GroupMember:
+    """One member of a consumer group on a topic of pycapa packets: `consume` gives the messages of
+    the partitions this member holds; `on_assign`/`on_revoke` (and `on_lost`, when the group took
+    them without asking) are called with partition ids from inside `consume`, on the caller's thread.
+    Offsets are committed only by `commit`, never automatically."""
+
+    def __init__(self, url: KafkaUrl, group: str, *, on_assign: Callable[[list[int]], None],
+                 on_revoke: Callable[[list[int], bool], None], session_timeout: float = 10.0) -> None:
+        self.url = url
+        session_ms = int(session_timeout * 1000)
+        self.consumer = ck.Consumer(client_config(url.brokers, **{
+            "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 4)}))
+        try:
+            topic_partitions(self.consumer, url)
+        except KafkaIOError:
+            self.consumer.close()
+            raise
+        self.consumer.subscribe(
+            [url.topic], on_assign=lambda _c, parts: on_assign(sorted(p.partition for p in parts)),
+            on_revoke=lambda _c, parts: on_revoke(sorted(p.partition for p in parts), False),
+            on_lost=lambda _c, parts: on_revoke(sorted(p.partition for p in parts), True))
+
+    def consume(self, n: int, timeout: float) -> list[Any]:
+        try:
+            return list(self.consumer.consume(n, timeout))
+        except ck.KafkaException as e:
+            raise KafkaIOError(f"reading {self.url.text} failed: {_why(e)}") from None
+
+    def commit(self, offsets: dict[int, int]) -> str | None:
+        """Commit `offsets` (partition -> the next offset to read) synchronously; None when done, else
+        why not (one line: the group is rebalancing, the broker is away)."""
+        if not offsets:
+            return None
+        try:
+            self.consumer.commit(offsets=[ck.TopicPartition(self.url.topic, p, o) for p, o in sorted(offsets.items())],
+                                 asynchronous=False)
+        except ck.KafkaException as e:
+            return _why(e)
+        return None
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def message_error(err: Any) -> tuple[str, bool]:
+    """A consumer message's error: its name, and whether it ends the run (no such topic, not allowed)."""
+    return str(err.name()), bool(err.fatal()) or err.code() in (ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                                 ck.KafkaError.TOPIC_AUTHORIZATION_FAILED)

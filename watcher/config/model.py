@@ -144,6 +144,17 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaSourceConfig:
+    """`pcapwatch run` reading packets from a Kafka topic (pycapa's format) as a member of a consumer
+    group, instead of from the spool, when `source` is set."""
+
+    source: str | None = None  # kafka://HOST:PORT/TOPIC
+    group: str = "pcapwatch"
+    linktype: int = 1
+    session_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class HeadersConfig:
     """The allow-list: only these headers (lower-case names) are logged."""
 
@@ -179,6 +190,7 @@ class Config:
     outputs: tuple[OutputConfig, ...]
     limits: LimitsConfig
     capture: CaptureConfig
+    kafka: KafkaSourceConfig = KafkaSourceConfig()
     headers: HeadersConfig = HeadersConfig()
     redact: RedactConfig = RedactConfig()
     routes: RoutesConfig = RoutesConfig()

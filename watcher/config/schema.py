@@ -28,6 +28,7 @@ from analyzers import (
     RoutePattern,
 )
 from watcher.capture.pcapfile import MAX_SNAPLEN
+from watcher.capture.pycapa import KafkaUrlError, parse_kafka_url
 from watcher.config.model import (
     DEFAULT_BUFFER,
     SYSLOG_FACILITIES,
@@ -36,6 +37,7 @@ from watcher.config.model import (
     HeadersConfig,
     JsonlOutputConfig,
     KafkaOutputConfig,
+    KafkaSourceConfig,
     LimitsConfig,
     PrometheusOutputConfig,
     RedactConfig,
@@ -67,6 +69,7 @@ class Kind(enum.Enum):
     ZMQ_ENDPOINT = "tcp://HOST:PORT (port * or 0: any free port), ipc:///PATH or inproc://NAME"
     KAFKA_BROKERS = "HOST:PORT, or several separated by commas"
     KAFKA_TOPIC = "a Kafka topic name (letters, digits, '.', '_', '-')"
+    KAFKA_URL = "kafka://HOST:PORT/TOPIC (several brokers separated by commas)"
     STR_LIST = "a list of non-empty strings"
     HEADER_LIST = "a list of header names"
     SECRET_LIST = "a list of strings of at least 4 characters"
@@ -132,6 +135,14 @@ def _brokers(text: str) -> str | None:
     return None
 
 
+def _kafka_url(text: str) -> str | None:
+    try:
+        parse_kafka_url(text)
+    except KafkaUrlError as e:
+        return "" if str(e).startswith("not a Kafka address") else str(e).split(";")[0]
+    return None
+
+
 def _regex(text: str) -> str | None:
     try:
         re.compile(text)
@@ -150,6 +161,7 @@ FORMATS: Mapping[Kind, Callable[[str], str | None]] = {
     Kind.REDIS_URL: _redis,
     Kind.ZMQ_ENDPOINT: _zmq,
     Kind.KAFKA_BROKERS: _brokers,
+    Kind.KAFKA_URL: _kafka_url,
     Kind.KAFKA_TOPIC: lambda t: None if re.fullmatch(r"[A-Za-z0-9._-]{1,249}", t) else "",
 }
 
@@ -359,6 +371,15 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
         Key("user", Kind.STR, None, "user tcpdump switches to after opening the device (tcpdump -Z); "
             "null: tcpdump's default", nullable=True),
     ), CaptureConfig),
+    Section("kafka", "`pcapwatch run` reading packets from a Kafka topic, as one of a consumer group", (
+        Key("source", Kind.KAFKA_URL, None, "a topic of packets in pycapa's format to read instead of the spool, "
+            "sharing its partitions with the other members of `group`; null: the spool", nullable=True),
+        Key("group", Kind.STR, "pcapwatch", "the consumer group: its members share the topic's partitions"),
+        Key("linktype", Kind.INT, 1, "link type of the frames on the topic (1: Ethernet)", minimum=0,
+            maximum=65535),
+        Key("session_timeout_seconds", Kind.FLOAT, 10.0, "a member silent this long is taken for dead and its "
+            "partitions go to the others", unit="seconds", above=0),
+    ), KafkaSourceConfig),
     Section("headers", "the allow-list of logged headers (like Packetbeat's send_headers)", (
         Key("request", Kind.HEADER_LIST, DEFAULT_REQUEST_HEADERS, "request headers logged in request_headers"),
         Key("response", Kind.HEADER_LIST, DEFAULT_RESPONSE_HEADERS, "response headers logged in "

@@ -132,6 +132,18 @@ BAD_VALUES = [
     ("capture", "user", "''", "found '' (an empty string), expected a non-empty string or null; "
                               f"{defaults_todo('null')}"),
     ("capture", "user", "1000", f"found 1000 (a whole number), expected a non-empty string or null; {TYPE_TODO}"),
+    ("kafka", "source", "kafka://h/t", "found 'kafka://h/t' (a string), expected kafka://HOST:PORT/TOPIC (several "
+                                       "brokers separated by commas) or null (broker 'h' is not HOST:PORT); "
+                                       "correct the value, or delete the key to use the default (null)"),
+    ("kafka", "source", "h:9092/t", "found 'h:9092/t' (a string), expected kafka://HOST:PORT/TOPIC (several brokers "
+                                    "separated by commas) or null; correct the value, or delete the key to use the "
+                                    "default (null)"),
+    ("kafka", "group", "''", "found '' (an empty string), expected a non-empty string; "
+                             f"{defaults_todo(repr('pcapwatch'))}"),
+    ("kafka", "linktype", "70000", "found 70000 (a whole number), expected a whole number from 0 to 65535; "
+                                   f"{defaults_todo('1')}"),
+    ("kafka", "session_timeout_seconds", "0", "found 0 (a whole number), expected a number of seconds > 0; "
+                                              f"{defaults_todo('10.0')}"),
     ("headers", "request", "host", "found 'host' (a string), expected a list of header names; write a list, e.g. "
                                    "[host]"),
     ("headers", "response", "{a: 1}", "found a mapping, expected a list of header names; correct the value, or "
@@ -375,7 +387,7 @@ def test_every_output_type_with_defaults_and_with_values(tmp_path: Path) -> None
         "redis://127.0.0.1:6379/0", "tcp://127.0.0.1:5556")
 
 
-SECTIONS = "spool, state, outputs, limits, capture, headers, redact, routes, rules_dir, rules"
+SECTIONS = "spool, state, outputs, limits, capture, kafka, headers, redact, routes, rules_dir, rules"
 UNKNOWN_KEYS = [
     ("spol:\n  dir: x\n", f"F:1: spol: found unknown section 'spol', expected one of {SECTIONS}; did you mean "
                           "'spool'?"),
@@ -637,6 +649,7 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
                    "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "", "user": "nobody"},
+        "kafka": {"source": None, "group": "pcapwatch", "linktype": 1, "session_timeout_seconds": 10.0},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
                                 "authorization", "cookie"],
                     "response": ["content-type", "content-length", "location", "server", "set-cookie"]},
