@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from helpers import kafka as hk
 from helpers.env import corpus, read_records
-from helpers.liveenv import PCAPWATCH, read_jsonl, stop_process, wait_until
+from helpers.liveenv import PCAPWATCH, free_port, read_jsonl, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -64,12 +64,15 @@ def pieces(mix: Path, out: Path) -> list[Path]:
 
 
 class Member:
-    def __init__(self, base: Path, name: str, url: str, checkpoint_seconds: float = 0.5) -> None:
+    def __init__(self, base: Path, name: str, url: str, checkpoint_seconds: float = 0.5,
+                 metrics_port: int | None = None) -> None:
         self.out, self.err = base / f"{name}.jsonl", base / f"{name}.stderr"
         config = base / f"{name}.yaml"
         state = json.dumps(str(base / ("state-" + name)))
         config.write_text(f"state: {{dir: {state}, checkpoint_seconds: {checkpoint_seconds}}}\n"
-                          f"outputs:\n  - {{name: records, type: jsonl, path: {json.dumps(str(self.out))}}}\n"
+                          f"outputs:\n  - {{name: records, type: jsonl, path: {json.dumps(str(self.out))}}}\n" +
+                          (f"  - {{name: metrics, type: prometheus, listen: '127.0.0.1:{metrics_port}'}}\n"
+                           if metrics_port else "") +
                           f"kafka: {{session_timeout_seconds: {SESSION_SECONDS}}}\n")
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen([*PCAPWATCH, "run", "-c", str(config), "--source", url, "--group", "web"],
@@ -87,6 +90,20 @@ class Member:
         return read_jsonl(self.out)
 
 
+def scrape(port: int) -> dict[str, float]:
+    """The samples of a Prometheus endpoint: {'name{labels}': value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 def publish(piece: Path, url: str) -> None:
     r = subprocess.run([*PCAPWATCH, "publish", str(piece), "--to", url], capture_output=True, text=True,
                        timeout=60, env=hk.pcapwatch_env())
@@ -97,14 +114,16 @@ def test_two_members_share_the_topic(broker: hk.Broker, mix: Path, tmp_path: Pat
     hk.create_topic(broker.address, "packets", 4)
     url = broker.url("packets")
     expected, _, _ = read_records(mix)
-    a, b = Member(tmp_path, "a", url), Member(tmp_path, "b", url)
+    port = free_port()
+    a, b = Member(tmp_path, "a", url, metrics_port=port), Member(tmp_path, "b", url)
     try:
         assert wait_until(lambda: a.holding() | b.holding() == {0, 1, 2, 3} and a.holding() and b.holding(), 60), \
             a.log() + b.log()
         for piece in pieces(mix, tmp_path):
             publish(piece, url)
         assert wait_until(lambda: len(a.records()) + len(b.records()) >= len(expected), 60)
-        time.sleep(1.0)  # anything written twice would show up now
+        time.sleep(1.0)  # anything written twice would show up now, and the health snapshot is fresh
+        metrics = scrape(port)
     finally:
         codes = [stop_process(m.proc, signal.SIGTERM, 30) for m in (a, b)]
     assert codes == [0, 0]
@@ -114,6 +133,12 @@ def test_two_members_share_the_topic(broker: hk.Broker, mix: Path, tmp_path: Pat
     assert sorted(map(content, union)) == sorted(map(content, expected))  # exactly read's records
     assert len({r["event_id"] for r in union}) == len(union) == 894  # no duplicates
     assert {r["pcap_file"] for r in union} == {"kafka:packets"}
+    # `a`'s own counters in its metrics, as the spool service exports its own
+    assert metrics['pcapwatch_output_written_total{output="records"}'] == len(ra)
+    assert metrics['pcapwatch_kafka_group_total{event="rebalance_closed"}'] == 0
+    assert metrics['pcapwatch_kafka_group_total{event="bad_key"}'] == 0
+    assert metrics['pcapwatch_kafka_group_total{event="commits"}'] >= 1
+    assert metrics["pcapwatch_capture_packets_total"] > 0
     for m in (a, b):
         assert [x for x in m.log().splitlines() if ": info: " not in x] == []
 

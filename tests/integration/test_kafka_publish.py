@@ -123,3 +123,20 @@ def test_broker_cut_off_mid_run_nothing_lost(broker: hk.Broker, mix: Path, tmp_p
     assert "delivered 28,168, failed 0" in err
     got = [v for msgs in hk.consume_all(broker.address, "cut").values() for _k, v, _o in msgs]
     assert len(got) == 28_168
+
+
+def test_republish_a_pycapa_topic_by_connection(broker: hk.Broker, mix: Path) -> None:
+    """A topic pycapa filled (a connection over every partition) re-published by connection."""
+    hk.create_topic(broker.address, "sensors", 3)
+    hk.pycapa_produce(broker.address, "sensors", mix)
+    r = publish(broker.url("sensors"), "--to", broker.url("byconn"), "--partitions", "4")
+    assert r.returncode == 0 and "delivered 7,042, failed 0" in r.stderr
+    where: dict[tuple[bytes, ...], set[int]] = {}
+    for p, msgs in hk.consume_all(broker.address, "byconn").items():
+        for _k, v, _o in msgs:
+            assert v is not None
+            where.setdefault(_connection(v), set()).add(p)
+    assert all(len(ps) == 1 for ps in where.values())
+    records, _, _ = read_records(broker.url("byconn"))
+    file_records, _, _ = read_records(mix)
+    assert records == [{**rec, "pcap_file": "kafka:byconn"} for rec in file_records]

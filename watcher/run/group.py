@@ -26,6 +26,7 @@ line.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +36,8 @@ from analyzers import Pipeline, Transaction, to_record
 from watcher.capture.kafka import GroupMember, KafkaIOError, message_error
 from watcher.capture.pycapa import KafkaUrl, key_micros, micros_ts
 from watcher.config.model import Config
-from watcher.metrics import MetricsModel
+from watcher.health import Health
+from watcher.metrics import DEFAULT_BUCKETS_MS, MetricsModel
 from watcher.run.control import STOP, SignalPipe
 from watcher.run.delivery import CLOSE_SECONDS, Delivery
 from watcher.run.resume import POS_BITS, POS_MASK, event_id
@@ -49,6 +51,8 @@ FLUSH_SECONDS = 2.0
 STATUS_SECONDS = 60.0
 # While no message comes, how often idle connections are looked for (wall clock).
 IDLE_SWEEP_SECONDS = 5.0
+# How often the health snapshot for the Prometheus output is refreshed.
+HEALTH_SECONDS = 1.0
 
 
 @dataclass
@@ -79,7 +83,10 @@ class GroupService:
         self.linktype = src.linktype
         self.counters = GroupCounters()
         self.notifier = Notifier()
-        self.metrics = MetricsModel()
+        self.metrics = MetricsModel(buckets_ms=_buckets(config))
+        self.health = Health()
+        self.metrics.set_health(self._health)
+        self.last_commit_wall = 0.0
         self.delivery = Delivery(config, self.metrics, log)
         lim = config.limits
         self.pipeline = Pipeline(max_connections=lim.max_connections, idle_timeout=lim.idle_timeout)
@@ -110,6 +117,7 @@ class GroupService:
         next_commit = now + self.config.state.checkpoint_seconds
         next_status = now + STATUS_SECONDS
         next_sweep = now + IDLE_SWEEP_SECONDS
+        next_health = now
         exit_code = 0
         stop = False
         while not stop:
@@ -138,6 +146,9 @@ class GroupService:
             if now >= next_sweep:
                 self._idle_sweep(now)
                 next_sweep = now + IDLE_SWEEP_SECONDS
+            if now >= next_health:
+                self._update_health()
+                next_health = now + HEALTH_SECONDS
         self.notifier.stopping("stopping")
         if exit_code == 0:  # the connections stay open: the next owner replays them from the commit
             self._let_go(sorted(self.held), None, commit=True)
@@ -281,10 +292,22 @@ class GroupService:
         why = self.member.commit(offsets)
         if why is None:
             self.counters.commits += 1
+            self.last_commit_wall = time.time()
         else:
             self.counters.commit_errors += 1
             log("warning", f"group {self.group}: committing offsets of {self.url.topic} failed ({why}); a restart "
                            "or the next owner repeats more records (with the same event_id)")
+
+    def _update_health(self) -> None:
+        """Snapshot for the Prometheus output (its scrapes read this, not the live structures)."""
+        age = time.time() - self.last_commit_wall if self.last_commit_wall else None
+        kafka = {k: v for k, v in asdict(self.counters).items() if k not in ("records", "frames")}
+        self.health = Health.from_pipeline(self.pipeline.stats(), rule_errors=dict(self.delivery.rules.errors),
+                                           checkpoint_age_seconds=age, kafka=kafka)
+
+    def _health(self) -> Health:
+        return dataclasses.replace(self.health, outputs=self.delivery.stats(),
+                                   delivery=dataclasses.asdict(self.delivery.counters))
 
     def status_line(self) -> str:
         st = self.pipeline.stats()
@@ -296,6 +319,15 @@ class GroupService:
 
     def stats(self) -> dict[str, Any]:
         return {**asdict(self.counters), **self.pipeline.stats()}
+
+
+def _buckets(config: Config) -> tuple[float, ...]:
+    from watcher.config.model import PrometheusOutputConfig
+
+    for o in config.outputs:
+        if isinstance(o, PrometheusOutputConfig):
+            return tuple(o.buckets_ms)
+    return tuple(DEFAULT_BUCKETS_MS)
 
 
 def _ids(parts: list[int]) -> str:
