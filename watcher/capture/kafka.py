@@ -193,9 +193,10 @@ class KafkaSource:
                     self.counters.bad_value += 1
                     continue
                 q = pending[p]
-                if p in at_end:
+                if p in at_end:  # more after its end (a producer is still writing)
                     at_end.discard(p)
-                    ready -= 1
+                    if not q:
+                        ready -= 1  # counted for its end; counted again below for this message
                 if not q:
                     heapq.heappush(heap, (micros, p))
                     ready += 1
