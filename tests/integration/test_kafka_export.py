@@ -4,6 +4,7 @@ helpers/kafka.py from the format), byte for byte, against a real broker; and a f
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +78,52 @@ def test_export_of_a_file(mix: Path, tmp_path: Path) -> None:
     assert r.returncode == 0 and r.stderr == b""
     copy, original = (tmp_path / "copy.pcap").read_bytes(), mix.read_bytes()
     assert copy[16:20] == (65535).to_bytes(4, "little") and copy[:16] + copy[20:] == original[:16] + original[20:]
+
+
+def test_export_of_new_messages_streams_to_a_pipe(broker: hk.Broker, mix: Path) -> None:
+    """`export kafka://... --kafka-offset end -w -` as for `| wireshark -k -i -`: the header at once,
+    the packets as they arrive (the pipe drained as a reader would), a clean end on SIGTERM."""
+    import os
+    import signal
+    import struct
+    import threading
+
+    hk.create_topic(broker.address, "live", 1)
+    proc = subprocess.Popen([*PCAPWATCH, "export", broker.url("live"), "--kafka-offset", "end", "-w", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=hk.pcapwatch_env())
+    got = bytearray()
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        fd = proc.stdout.fileno()
+        while len(got) < 24:  # before any message: the header is there already
+            chunk = os.read(fd, 24 - len(got))
+            assert chunk, "the exporter ended early"
+            got += chunk
+        assert bytes(got) == struct.pack("IHHIIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+        assert proc.stderr.readline().endswith(b"at the end of every partition; reading new messages\n")
+
+        def drain() -> None:
+            while chunk := os.read(fd, 1 << 16):
+                got.extend(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        hk.pycapa_produce(broker.address, "live", mix)
+        original = mix.read_bytes()
+        assert wait_for_len(got, len(original), 30) and proc.poll() is None  # all there, still running
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert bytes(got) == original[:16] + b"\xff\xff\x00\x00" + original[20:]
+
+
+def wait_for_len(buf: bytearray, n: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while len(buf) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(buf) >= n

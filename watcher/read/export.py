@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
 from watcher.capture.inputs import KafkaOptions, timed_frames
-from watcher.capture.pycapa import pcap_global_header, pcap_record
+from watcher.capture.pycapa import is_kafka_url, pcap_global_header, pcap_record
 from watcher.capture.sources import Batches, Records, expand
 from watcher.read.files import ReadResult, read_files
 
@@ -55,6 +55,11 @@ class PcapWriter:
         if self.size >= WRITE_BATCH:
             self.flush()
 
+    def start(self) -> None:
+        """The header now, with the default link type, and flushed."""
+        self._header(self.default_linktype)
+        self.flush()
+
     def _header(self, linktype: int) -> None:
         self.linktype = linktype
         self.buf.append(pcap_global_header(linktype))
@@ -79,12 +84,17 @@ def export_captures(paths: list[str], out: BinaryIO, err: TextIO, *, progress: b
     for note in notes:
         err.write(f"pcapwatch: {note}\n")
     writer = PcapWriter(out, (kafka or KafkaOptions()).linktype)
+    if files and all(is_kafka_url(f) for f in files):
+        # The link type is known before the first message: the header goes out now, so that a
+        # reader at the other end of a pipe (wireshark -k -i -) starts even while the topic is quiet.
+        writer.start()
 
     def consume(item: Batches | Records) -> int:
         n = 0
         for linktype, _pos, micros, frame in timed_frames(item):
             writer.write(linktype, micros, frame)
             n += 1
+        writer.flush()  # each batch as it comes: a pipe sees packets as they are read
         return n
 
     result = read_files(files, err, progress, lambda _p, _n: None, consume, writer.close, kafka=kafka)
