@@ -99,11 +99,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def broker(log: Path | None = None) -> Iterator[Broker]:
-    """A Tansu broker on a free loopback port, in memory; stopped on the way out."""
+def broker(log: Path | None = None, port: int | None = None) -> Iterator[Broker]:
+    """A Tansu broker on a free loopback port (or `port`), in memory; stopped on the way out."""
     tansu_path()
     need_kafka_client()
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     with _tansu(["broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"], port, log) as proc:

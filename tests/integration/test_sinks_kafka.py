@@ -212,3 +212,32 @@ def test_the_service_writes_every_record_to_the_topic_once(broker: hk.Broker, tm
         sorted(json.dumps(r, sort_keys=True) for r in jsonl)
     assert all(k == r["uid"] for k, r in got)
     assert [x for x in svc.lines() if ": info: " not in x] == []
+
+
+def test_broker_stopped_and_started_again(tmp_path: Path) -> None:
+    """The broker itself stopped and a new one started on its address (Tansu keeps topics in memory, so
+    the new one starts empty and the topic is created again): what the output buffered meanwhile is
+    all in the new broker, once; what was written before is in the old one."""
+    port = free_port()
+    with hk.broker(tmp_path / "tansu1.log", port) as first:
+        hk.create_topic(first.address, "http", 2)
+        s = sink(first.address, "http", buffer=5000)
+        for i in range(1000):
+            s.submit(record(i))
+        assert s.flush(30)
+        before = on_topic(first.address, "http")
+    try:
+        for i in range(1000, 2000):  # the broker is away: buffered
+            s.submit(record(i))
+        time.sleep(2.0)
+        assert s.stats()["buffered"] == 1000 and s.stats()["dropped"] == 0
+        with hk.broker(tmp_path / "tansu2.log", port) as second:
+            hk.create_topic(second.address, "http", 2)
+            assert s.flush(60)
+            after = on_topic(second.address, "http")
+        st = s.stats()
+    finally:
+        s.close(1)
+    assert sorted(r["event_id"] for _, r in before) == [f"ev{i:07d}" for i in range(1000)]
+    assert sorted(r["event_id"] for _, r in after) == [f"ev{i:07d}" for i in range(1000, 2000)]
+    assert (st["submitted"], st["written"], st["dropped"], st["buffered"]) == (2000, 2000, 0, 0)
