@@ -65,7 +65,9 @@ def pieces(mix: Path, out: Path) -> list[Path]:
 
 class Member:
     def __init__(self, base: Path, name: str, url: str, checkpoint_seconds: float = 0.5,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, in_config: bool = False) -> None:
+        """`in_config`: the topic and group in the configuration (kafka.source, kafka.group), not on the
+        command line."""
         self.out, self.err = base / f"{name}.jsonl", base / f"{name}.stderr"
         config = base / f"{name}.yaml"
         state = json.dumps(str(base / ("state-" + name)))
@@ -73,9 +75,11 @@ class Member:
                           f"outputs:\n  - {{name: records, type: jsonl, path: {json.dumps(str(self.out))}}}\n" +
                           (f"  - {{name: metrics, type: prometheus, listen: '127.0.0.1:{metrics_port}'}}\n"
                            if metrics_port else "") +
-                          f"kafka: {{session_timeout_seconds: {SESSION_SECONDS}}}\n")
+                          f"kafka: {{session_timeout_seconds: {SESSION_SECONDS}" +
+                          (f", source: '{url}', group: web" if in_config else "") + "}\n")
+        args = [] if in_config else ["--source", url, "--group", "web"]
         with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen([*PCAPWATCH, "run", "-c", str(config), "--source", url, "--group", "web"],
+            self.proc = subprocess.Popen([*PCAPWATCH, "run", "-c", str(config), *args],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                          env=hk.pcapwatch_env())
 
@@ -115,7 +119,7 @@ def test_two_members_share_the_topic(broker: hk.Broker, mix: Path, tmp_path: Pat
     url = broker.url("packets")
     expected, _, _ = read_records(mix)
     port = free_port()
-    a, b = Member(tmp_path, "a", url, metrics_port=port), Member(tmp_path, "b", url)
+    a, b = Member(tmp_path, "a", url, metrics_port=port), Member(tmp_path, "b", url, in_config=True)
     try:
         assert wait_until(lambda: a.holding() | b.holding() == {0, 1, 2, 3} and a.holding() and b.holding(), 60), \
             a.log() + b.log()
