@@ -377,6 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from watcher.capture.pycapa import KafkaClientMissing
+
+    try:
+        return _dispatch(args)
+    except KafkaClientMissing as e:  # a kafka:// input or output without the optional library
+        sys.stderr.write(f"pcapwatch: error: {e}\n")
+        return EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "read":
         return _read(args)
     if args.command == "check":

@@ -146,3 +146,25 @@ def test_missing_topic(broker: hk.Broker) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith(f"pcapwatch: error: {broker.url('nothere')}: cannot open: topic nothere is not on "
                                f"the brokers {broker.address} (")
+
+
+def test_without_the_kafka_library_one_line(tmp_path: Path, mix: Path) -> None:
+    """confluent-kafka is an optional extra: without it a Kafka input, a publish and a kafka output
+    each say so in one line; nothing else needs it."""
+    import sys
+
+    code = ("import sys; sys.modules['confluent_kafka'] = None; from watcher.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"spool: {{dir: {str(tmp_path)!r}}}\nstate: {{dir: {str(tmp_path / 'st')!r}}}\n"
+                      "outputs:\n  - {name: k, type: kafka}\n")
+    line = ("pcapwatch: error: Kafka needs the confluent-kafka package, which is not installed: pip install "
+            "'pcapwatch[kafka]'\n")
+    for args in (["read", "kafka://127.0.0.1:9/t"], ["publish", str(mix), "--to", "kafka://127.0.0.1:9/t"],
+                 ["export", "kafka://127.0.0.1:9/t", "-w", str(tmp_path / "x.pcap")], ["run", "-c", str(config)]):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
+                           env=hk.pcapwatch_env())
+        assert (r.returncode, r.stderr) == (2, line), args
+    r = subprocess.run([sys.executable, "-c", code, "read", str(mix)], capture_output=True, text=True, timeout=60,
+                       env=hk.pcapwatch_env())
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 894

@@ -22,13 +22,20 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from watcher.capture.pcapfile import Frame
-from watcher.capture.pycapa import LINKTYPE_ETHERNET, KafkaUrl, key_micros, micros_ts, parse_kafka_url
+from watcher.capture.pycapa import (
+    LINKTYPE_ETHERNET,
+    KafkaClientMissing,
+    KafkaUrl,
+    key_micros,
+    micros_ts,
+    parse_kafka_url,
+)
 
 try:
     import confluent_kafka as ck
     from confluent_kafka.admin import AdminClient, NewTopic
-except ImportError as _e:  # pragma: no cover - only without the extra
-    raise ImportError("Kafka needs the confluent-kafka package: pip install 'pcapwatch[kafka]'") from _e
+except ImportError:  # only without the extra; the verbs say it in one line (cli.main)
+    raise KafkaClientMissing() from None
 
 # Messages asked for per consume() call: large enough to amortise the call, small enough that the
 # merge across partitions starts early.

@@ -37,6 +37,14 @@ class KafkaUrlError(ValueError):
     pass
 
 
+class KafkaClientMissing(ImportError):
+    """Kafka was asked for and the optional client library is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__("Kafka needs the confluent-kafka package, which is not installed: "
+                         "pip install 'pcapwatch[kafka]'")
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaUrl:
     """`kafka://HOST:PORT[,HOST:PORT...]/TOPIC`."""
