@@ -8,10 +8,11 @@ of `http/` (heads, framing, parser, transactions), and `rules/` compiles and eva
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
+from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Endpoints, Message, Transaction
 from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
 from analyzers.pipeline import Pipeline, Router, split_records
-from analyzers.records import record_anomalies, record_flags, to_record
+from analyzers.records import ascii_headers, record_anomalies, record_flags, to_record
 from analyzers.redact import (
     DEFAULT_MAX_FIELD_BYTES,
     DEFAULT_QUERY_PARAMS,
@@ -56,8 +57,11 @@ __all__ = [
     "Rule",
     "RuleError",
     "RuleSet",
+    "Strings",
     "Transaction",
     "TxView",
+    "ascii_headers",
+    "ascii_text",
     "compile_rules",
     "describe",
     "finalize",

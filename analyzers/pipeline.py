@@ -11,10 +11,12 @@ import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import asdict
-from functools import lru_cache
-from typing import Any, NamedTuple
+from functools import lru_cache, partial
+from typing import Any, Literal, NamedTuple
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
+from analyzers.fragment_routes import FragmentRoutes, frames_after, records_after
+from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
 from analyzers.http.parser import State
 from analyzers.http.transactions import Transaction
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
@@ -27,22 +29,24 @@ from analyzers.tcp.frames import (
     RST,
     SYN,
     Decoded,
+    FragmentHint,
     FrameDecoder,
+    LinkDecode,
     RecordLayout,
 )
 from analyzers.tcp.reassembly import MAX_ACK_AHEAD, SEQ_MOD
 
 Frame = tuple[int, float, bytes]
 
-
 class _Routing(NamedTuple):
     """How `Router.split` reads, in one unpack per record, whose a frame is."""
 
-    # Record header (fraction, captured length), then EtherType, IPv4 ver/ihl, protocol and the four
-    # TCP port bytes as one int, all in the capture's byte order.
+    # Record header (fraction, captured length), then EtherType, IPv4 ver/ihl, flags and fragment
+    # offset, protocol and the four TCP port bytes as one int, all in the capture's byte order.
     struct: struct.Struct
     min_caplen: int  # a frame this long holds IPv4 and TCP headers without options
     ipv4: int  # the IPv4 EtherType as `struct` reads it
+    fragment: int  # the more-fragments bit and the offset, as `struct` reads them
     swap: bool  # `struct` reads the ports' XOR byte-swapped (a little-endian capture)
 
     @staticmethod
@@ -54,15 +58,17 @@ class _Routing(NamedTuple):
         link_len, type_off = fixed
         order = layout.header.format[0]
         assert order in "<>" and layout.header.size == 16
-        routing = struct.Struct(f"{order}4xII4x{type_off}xH{link_len - type_off - 2}xB8xB10xI")
-        ipv4 = int.from_bytes(ETH_IPV4.to_bytes(2, "big"), "little" if order == "<" else "big")
-        return _Routing(routing, link_len + 40, ipv4, order == "<")
+        routing = struct.Struct(f"{order}4xII4x{type_off}xH{link_len - type_off - 2}xB5xHxB10xI")
+        byteorder: Literal["little", "big"] = "little" if order == "<" else "big"
+        ipv4 = int.from_bytes(ETH_IPV4.to_bytes(2, "big"), byteorder)
+        fragment = int.from_bytes((0x3FFF).to_bytes(2, "big"), byteorder)
+        return _Routing(routing, link_len + 40, ipv4, fragment, order == "<")
 
 
 @lru_cache(maxsize=16)
 def _frame_routing(link_len: int, type_off: int) -> struct.Struct:
-    """`_Routing` for a frame on its own: EtherType, ver/ihl, protocol, ports, network order."""
-    return struct.Struct(f"!{type_off}xH{link_len - type_off - 2}xB8xB10xHH")
+    """`_Routing` for a frame on its own: EtherType, ver/ihl, fragment, protocol, ports, network order."""
+    return struct.Struct(f"!{type_off}xH{link_len - type_off - 2}xB5xHxB10xHH")
 
 
 @lru_cache(maxsize=2)
@@ -116,8 +122,9 @@ class Router:
     the fewest frames so far: load spreads by traffic, where a hash of the ports left one worker
     a tenth more than the other on a capture of a hundred busy connections. A frame that does not
     decode goes to worker 0, whose `FrameDecoder` counts it; one whose bytes hold plain IPv4 +
-    TCP headers (a fragment, a bad TCP header) goes by the ports there, unread further, and that
-    worker counts it. The owners tables hold at most 65,536 entries each, one per XOR value.
+    TCP headers (a bad TCP header) goes by the ports there, unread further, and that worker
+    counts it. An IP fragment goes where its datagram's first fragment went (`fragment_routes`).
+    The owners tables hold at most 65,536 entries each, one per XOR value.
     """
 
     def __init__(self, shards: int) -> None:
@@ -127,7 +134,10 @@ class Router:
         # record on the usual captures.
         self.owners_swapped: dict[int, int] = {}
         self.loads = [0] * shards  # frames given to each worker before the current batch
-        self._decoders: dict[int, Callable[[bytes], Decoded | None]] = {}
+        # Its counts are not kept (the owner's decoder counts); it keeps no fragments.
+        self._decoder = FrameDecoder(reassemble=False)
+        self._decoders: dict[int, LinkDecode] = {}
+        self.fragments = FragmentRoutes()
 
     def split(self, buf: bytes, start: int, end: int,
               layout: RecordLayout) -> tuple[list[array[int]], int]:
@@ -143,21 +153,23 @@ class Router:
             appends = [a.append for a in outs]
             owners_get = (self.owners_swapped if routing.swap else self.owners).get
             unpack, size, min_caplen = routing.struct.unpack_from, routing.struct.size, routing.min_caplen
-            ipv4, swap = routing.ipv4, routing.swap
+            ipv4, fragment, swap = routing.ipv4, routing.fragment, routing.swap
             max_fraction, max_caplen = layout.max_fraction, layout.max_caplen
             while off + size <= end:
-                frac, caplen, ethertype, ver_ihl, proto, ports = unpack(buf, off)
+                frac, caplen, ethertype, ver_ihl, frag, proto, ports = unpack(buf, off)
                 if caplen > max_caplen or frac >= max_fraction:
                     break
                 nxt = off + 16 + caplen
                 if nxt > end:
                     break
-                if caplen >= min_caplen and ethertype == ipv4 and ver_ihl == 0x45 and proto == PROTO_TCP:
+                if (caplen >= min_caplen and ethertype == ipv4 and ver_ihl == 0x45 and proto == PROTO_TCP
+                        and not frag & fragment):
                     x = (ports ^ ports >> 16) & 0xFFFF  # sport ^ dport, in the capture's byte order
                     owner = owners_get(x)
                     appends[self._new(x, swap, outs) if owner is None else owner](off)
                 else:
-                    outs[self._owner(layout.linktype, buf[off + 16:nxt], outs)].append(off)
+                    ahead = partial(records_after, buf, nxt, end, layout)
+                    outs[self._owner(layout.linktype, buf[off + 16:nxt], outs, ahead)].append(off)
                 off = nxt
         # Other link types, and the last records of a buffer (too near its end for `unpack`).
         unpack_header = layout.header.unpack_from
@@ -165,45 +177,60 @@ class Router:
             _sec, frac, caplen, _orig = unpack_header(buf, off)
             if caplen > layout.max_caplen or frac >= layout.max_fraction or off + 16 + caplen > end:
                 break
-            outs[self._owner(layout.linktype, buf[off + 16:off + 16 + caplen], outs)].append(off)
+            ahead = partial(records_after, buf, off + 16 + caplen, end, layout)
+            outs[self._owner(layout.linktype, buf[off + 16:off + 16 + caplen], outs, ahead)].append(off)
             off += 16 + caplen
         for k, a in enumerate(outs):
             self.loads[k] += len(a)
         return outs, off
 
-    def route_frames(self, linktype: int, frames: Iterable[Frame]) -> list[list[Frame]]:
+    def route_frames(self, linktype: int, frames: Sequence[Frame]) -> list[list[Frame]]:
         """`split` for frames already cut out (pcapng): each worker's share, in order."""
         outs: list[list[Frame]] = [[] for _ in range(self.shards)]
         fixed = FIXED_LINK_HEADERS.get(linktype)
         if fixed is None:
-            for frame in frames:
-                outs[self._owner(linktype, frame[2], outs)].append(frame)
+            for i, frame in enumerate(frames):
+                outs[self._owner(linktype, frame[2], outs, partial(frames_after, frames, i + 1))].append(frame)
         else:
             unpack, min_len = _frame_routing(*fixed).unpack_from, fixed[0] + 40
             owners_get = self.owners.get
-            for frame in frames:
+            for i, frame in enumerate(frames):
                 data = frame[2]
                 if len(data) >= min_len:
-                    ethertype, ver_ihl, proto, sport, dport = unpack(data)
-                    if ethertype == ETH_IPV4 and ver_ihl == 0x45 and proto == PROTO_TCP:
+                    ethertype, ver_ihl, frag, proto, sport, dport = unpack(data)
+                    if ethertype == ETH_IPV4 and ver_ihl == 0x45 and proto == PROTO_TCP and not frag & 0x3FFF:
                         owner = owners_get(sport ^ dport)
                         outs[self._assign(sport ^ dport, outs) if owner is None else owner].append(frame)
                         continue
-                outs[self._owner(linktype, data, outs)].append(frame)
+                outs[self._owner(linktype, data, outs, partial(frames_after, frames, i + 1))].append(frame)
         for k, share in enumerate(outs):
             self.loads[k] += len(share)
         return outs
 
-    def _owner(self, linktype: int, frame: bytes, outs: Sequence[Sized]) -> int:
+    def _owner(self, linktype: int, frame: bytes, outs: Sequence[Sized],
+               ahead: Callable[[], Iterator[bytes]] | None = None) -> int:
+        """The owner of a frame the fast paths leave; `ahead` gives the frames after it."""
         decode = self._decoders.get(linktype)
-        if decode is None:  # its counts are not kept: the owner's decoder counts
-            decode = self._decoders[linktype] = FrameDecoder().link_decoder(linktype)
+        if decode is None:
+            decode = self._decoders[linktype] = self._decoder.link_decoder(linktype)
         d = decode(frame)
         if d is None:
-            return 0
+            hint = self._decoder.last_fragment
+            if hint is None:
+                return 0
+            self._decoder.last_fragment = None
+            return self.fragments.owner(hint, decode, self._take_hint, ahead, lambda d: self._of(d, outs))
+        return self._of(d, outs)
+
+    def _of(self, d: Decoded, outs: Sequence[Sized]) -> int:
+        """The owner of the connection of packet `d`."""
         x = d[2] ^ d[3]
         owner = self.owners.get(x)
         return self._assign(x, outs) if owner is None else owner
+
+    def _take_hint(self) -> FragmentHint | None:
+        hint, self._decoder.last_fragment = self._decoder.last_fragment, None
+        return hint
 
     def _new(self, x: int, swapped: bool, outs: Sequence[Sized]) -> int:
         """The owner of a port XOR not seen yet in this byte order."""
@@ -224,6 +251,13 @@ class Router:
         return owner
 
 
+def _http_stats(h: HttpCounters) -> dict[str, Any]:
+    """The HTTP side's counters: what was let go or set aside, and connections not HTTP by kind."""
+    return {"pipeline_overflow": h.pipeline_overflow, "overflow_responses": h.overflow_responses,
+            "tunnels": h.tunnels, "tunnel_not_http": {k: h.tunnel_not_http[k] for k in NOT_HTTP_KINDS},
+            "not_http": {k: h.not_http[k] for k in NOT_HTTP_KINDS}}
+
+
 class Pipeline:
     """Decodes frames, tracks connections and parses HTTP; returns finished transactions."""
 
@@ -231,6 +265,7 @@ class Pipeline:
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         self.decoder = FrameDecoder()
         self.flows = FlowTable(max_connections, idle_timeout)
+        self.decoder.position = self.flows.cursor
         self.frames_seen = 0
         self.transactions = 0
 
@@ -246,7 +281,7 @@ class Pipeline:
         for off, ts, data in frames:
             n += 1
             cursor.pos = base + off
-            d = decode(data)
+            d = decode(data, ts)
             if d is not None:
                 flows.frame = data
                 packet(ts, d)
@@ -298,11 +333,11 @@ class Pipeline:
                         and total >= 40 and doff >= 0x50 and total <= caplen - link_len and plen >= 0):
                     entry = table_get((src, sport, dst, dport))
                     if entry is not None and not flags & control:
-                        conn, direction = entry
+                        conn, side, peer = entry
                         conv = conn.conv
                         streams = conn.streams
                         if conv is not None and not conn.ignored and (not flags & ack_flag or not (
-                                (other := streams[1 - direction]).pending or (
+                                (other := streams[peer]).pending or (
                                     other.base is not None
                                     and 0 < (ack - other.base - other.offset) % seq_mod < max_ack_ahead))):
                             if not plen:  # a bare ACK that proves nothing
@@ -311,14 +346,14 @@ class Pipeline:
                                     cursor.pos = base + off
                                     flows.after_packet(conn, conv, ts)
                                 continue
-                            stream = streams[direction]
+                            stream = streams[side]
                             if (stream.base is not None and not stream.pending and not stream.finished
                                     and not (seq - stream.base - stream.offset) & 0xFFFFFFFF):
                                 # Stream.segment's in-order case: the bytes go to the parser now.
                                 stream.offset += plen
                                 payload_bytes += plen
                                 conn.last_ts = ts
-                                parser = conn.parsers[direction]  # type: ignore[index]  # set with conv
+                                parser = conn.parsers[side]  # type: ignore[index]  # set with conv
                                 st = parser.state
                                 if (st is body or st is chunk_data) and plen < parser.remaining:
                                     # MessageParser.data's body case: count, never copy.
@@ -342,7 +377,7 @@ class Pipeline:
                     continue
             # Any other frame: the general decoder, as `feed` does it.
             cursor.pos = base + off
-            d = decode(buf[off + 16:off + 16 + caplen])
+            d = decode(buf[off + 16:off + 16 + caplen], ts)
             if d is not None:
                 packet(ts, d)
         if offsets:
@@ -352,8 +387,9 @@ class Pipeline:
         return self._take()
 
     def pin(self) -> int | None:
-        """See FlowTable.pin."""
-        return self.flows.pin()
+        """See FlowTable.pin; fragments waiting for the rest of their datagram pin too."""
+        pins = [p for p in (self.flows.pin(), self.decoder.pin()) if p is not None]
+        return min(pins, default=None)
 
     def pins(self, group: Callable[[int], int]) -> dict[int, int]:
         """See FlowTable.pins."""
@@ -382,6 +418,7 @@ class Pipeline:
 
     def close(self) -> list[Transaction]:
         """End of input: every open connection is finished and its transactions returned."""
+        self.decoder.close()
         self.flows.close_all()
         return self._take()
 
@@ -399,11 +436,14 @@ class Pipeline:
         return {
             "frames": self.frames_seen,
             "frames_skipped": dict(sorted(self.decoder.skipped.items())),
+            "undecoded": dict(sorted(self.decoder.undecoded.items())),
+            "ip_fragments": asdict(self.decoder.fragment_counters),
             "tcp_packets": self.frames_seen - sum(self.decoder.skipped.values()),
             "tcp_payload_bytes": f.payload_bytes,
             "transactions": self.transactions,
             "connections": {**asdict(f.counters), "active": f.active},
             "tcp": asdict(f.tcp),
             "anomalies": dict(sorted(f.anomalies.items())),
+            "http": _http_stats(f.http),
             **({"packets_kept": asdict(f.keep.counters)} if f.keep is not None else {}),
         }

@@ -1,7 +1,8 @@
 """Transactions to log records: the flat, Zeek-shaped dict every output writes.
 
 Field names are the public interface (see README "Record"); strings from the wire arrive already
-escaped by `http.head.escape`, so a record holds no raw control character.
+made text by `http.text.escape` (valid UTF-8 as text, other bytes as \\xNN), so a record holds no
+raw control character; with `strings: ascii` they are written in the all-escaped form instead.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from analyzers.http.head import RequestHead, ResponseHead, header
+from analyzers.http.head import Headers, RequestHead, ResponseHead, header
+from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Message, Transaction
 
 
@@ -35,12 +37,17 @@ FLAG_REASONS: dict[Flag, str] = {
     Flag.NO_RESPONSE: "the request was never answered in the capture (`reason` says why)",
     Flag.NO_REQUEST: "a response whose request was not seen",
     Flag.TRUNCATED: "a message ended before its framing said it would",
-    Flag.TUNNEL: "CONNECT or 101 Upgrade: what follows on the connection is not HTTP",
+    Flag.TUNNEL: "CONNECT or 101 Upgrade: what follows on the connection is not HTTP, or is the conversation inside "
+                 "a CONNECT tunnel (then `host` is the tunnel's target)",
 }
 
 
-def to_record(tx: Transaction) -> dict[str, Any]:
-    """One JSON-ready dict per transaction."""
+# The fields holding text from the wire: what `strings: ascii` writes in the all-escaped form.
+WIRE_FIELDS = ("method", "host", "uri", "user_agent", "referrer", "status_msg", "response_content_type")
+
+
+def to_record(tx: Transaction, strings: Strings = Strings.UTF8) -> dict[str, Any]:
+    """One JSON-ready dict per transaction; `strings` says how wire text is written."""
     req, resp, conn = tx.request, tx.response, tx.conn
     rh = req.head if req is not None and isinstance(req.head, RequestHead) else None
     sh = resp.head if resp is not None and isinstance(resp.head, ResponseHead) else None
@@ -48,7 +55,7 @@ def to_record(tx: Transaction) -> dict[str, Any]:
     anomalies = record_anomalies(tx)
     first = req if req is not None else resp
     assert first is not None
-    return {
+    record: dict[str, Any] = {
         "ts": round(first.first_ts, 6),
         "uid": conn.uid,
         "trans_depth": (req or resp).depth,  # type: ignore[union-attr]
@@ -75,6 +82,19 @@ def to_record(tx: Transaction) -> dict[str, Any]:
         "reason": tx.reason,
         "pcap_file": first.pcap_file,
     }
+    if strings == Strings.ASCII:
+        for k in WIRE_FIELDS:
+            v = record[k]
+            if v is not None:
+                record[k] = ascii_text(v)
+    return record
+
+
+def ascii_headers(headers: Headers) -> Headers:
+    """A header dict with its values in the `strings: ascii` form (the dict itself when all are ASCII)."""
+    if all(v.isascii() if isinstance(v, str) else all(map(str.isascii, v)) for v in headers.values()):
+        return headers
+    return {k: ascii_text(v) if isinstance(v, str) else [ascii_text(x) for x in v] for k, v in headers.items()}
 
 
 def record_flags(tx: Transaction) -> list[Flag]:

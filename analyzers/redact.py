@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from analyzers.http.head import escape
+from analyzers.http.text import UNSAFE_TEXT, escape, escape_ascii, escape_char
 from analyzers.routes import RouteTemplater
 from analyzers.rules.model import Decision, TxView
 
@@ -30,16 +30,17 @@ DEFAULT_MAX_FIELD_BYTES = 4096
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
 COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})
 
+# ASCII white space: where a server ends a query value or a password, not at U+00A0 or U+3000
+# inside UTF-8 text (which `\s` would also match).
+_WS = " \t\n\r\f\v"
 # `scheme://user:password@`: the password of a URL's userinfo.
-_USERINFO = re.compile(r"(?<=://)([^/@\s:?#]*):[^/@\s?#]*@")
+_USERINFO = re.compile(rf"(?<=://)([^/@{_WS}:?#]*):[^/@{_WS}?#]*@")
 _SCHEME = re.compile(r"[ \t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]+\S")
 # Characters that must not reach a log raw; wire strings arrive escaped already, this catches the rest
-# (values from the configuration, and any slip upstream): C0, DEL, C1.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _esc(m: re.Match[str]) -> str:
-    return "\\x%02x" % ord(m.group())
+# (values from the configuration, and any slip upstream): C0, DEL, and what analyzers.http.text
+# escapes in UTF-8 text (C1, bidi controls, U+2028/9), each as the \xNN of its UTF-8 bytes.
+_UNSAFE = f"\x00-\x1f\x7f{UNSAFE_TEXT}"
+_CONTROL = re.compile(f"[{_UNSAFE}]")
 
 
 class Policy:
@@ -62,12 +63,13 @@ class Policy:
         self.truncated = 0  # string fields cut to max_field_bytes
         self._query = _query_regex(self.query_params)
         self._extra_query: dict[frozenset[str], re.Pattern[str] | None] = {}  # by a rule's extra names
-        forms = {f for s in self.secrets for f in (s, escape(s.encode()))}  # as configured and as logged
+        # As configured, and as logged in either form of `strings` (Köln, K\xc3\xb6ln; a\x5cb).
+        forms = {f for s in self.secrets for f in (s, escape(s.encode()), escape_ascii(s.encode()))}
         alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
         self._secret = re.compile(alternatives) if forms else None
         # What makes a string need work: a query or userinfo that may hold a secret, a control
         # character, a configured secret.
-        self._calm = re.compile(r"[=@\x00-\x1f\x7f-\x9f]" + (f"|{alternatives}" if forms else ""))
+        self._calm = re.compile(f"[=@{_UNSAFE}]" + (f"|{alternatives}" if forms else ""))
 
     def query_regex(self, extra: frozenset[str]) -> re.Pattern[str] | None:
         """The masking regex for the configured names plus a rule's; one per distinct set of rule names."""
@@ -88,8 +90,8 @@ class Policy:
         if self._secret is not None:
             s = self._secret.sub(REDACTED, s)
         if _CONTROL.search(s):
-            s = _CONTROL.sub(_esc, s)
-        if len(s) > self.max_field_bytes or (not s.isascii() and len(s.encode()) > self.max_field_bytes):
+            s = _CONTROL.sub(escape_char, s)
+        if len(s) > self.max_field_bytes or (not s.isascii() and len(_utf8(s)) > self.max_field_bytes):
             self.truncated += 1
             s = _cut(s, self.max_field_bytes) + TRUNCATED
         return s
@@ -101,7 +103,7 @@ class Policy:
 
 def _query_regex(names: Iterable[str]) -> re.Pattern[str] | None:
     alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.compile(rf"(?<=[?&;])({alternatives})=[^&#;\s]*", re.IGNORECASE) if alternatives else None
+    return re.compile(rf"(?<=[?&;])({alternatives})=[^&#;{_WS}]*", re.IGNORECASE) if alternatives else None
 
 
 def _mask_param(m: re.Match[str]) -> str:
@@ -112,12 +114,18 @@ def _mask_userinfo(m: re.Match[str]) -> str:
     return f"{m.group(1)}:{REDACTED}@"
 
 
+def _utf8(s: str) -> bytes:
+    """A string as an output writes it: UTF-8, a lone surrogate (a file name that is not UTF-8, as
+    Python decodes it) as its JSON escape \\udcNN (watcher/sinks/base.py `utf8`)."""
+    return s.encode("utf-8", "backslashreplace")
+
+
 def _cut(s: str, limit: int) -> str:
     """The first `limit` bytes of s, not splitting a \\xNN escape or a UTF-8 sequence."""
     if s.isascii():
         cut = s[:limit]
     else:
-        cut = s.encode()[:limit].decode("utf-8", "ignore")
+        cut = _utf8(s)[:limit].decode("utf-8", "ignore")
     tail = cut.rfind("\\", max(0, len(cut) - 3))
     return cut[:tail] if tail >= 0 else cut
 

@@ -126,15 +126,32 @@ def make_capture(out: str | Path, size_mb: int, log: Callable[[str], None] = pri
     return {"manifest": man, **made}
 
 
+# A cached capture whose tcpdump lost more than this share of the packets was made on a machine too
+# busy to capture (say, while packages were installing): its nginx log is no longer the truth of
+# what is in the file, so it is made again rather than reused.
+MAX_REUSED_DROP_SHARE = 0.001
+
+
 def ensure_capture(out: str | Path, size_mb: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Reuse a complete capture at `out`, or make it; return {manifest, seconds (of making, if known)}."""
+    """Reuse a complete capture at `out`, or make it; return {manifest, seconds (of making, if known)}.
+    A cached one that tcpdump made with many drops is made again (MAX_REUSED_DROP_SHARE)."""
     man = capture_complete(out, size_mb)
+    if man is not None and drop_share(man) > MAX_REUSED_DROP_SHARE:
+        log(f"{out}: tcpdump dropped {drop_share(man):.1%} of the packets when it was made: making it again")
+        man = None
     if man is None:
         return make_capture(out, size_mb, log)
     made_path = sidecar(out, ".made.json")
     made = json.loads(made_path.read_text()) if made_path.is_file() else {}
     log(f"reusing complete capture {out}")
     return {"manifest": man, **made}
+
+
+def drop_share(manifest: dict[str, Any]) -> float:
+    """The share of the packets tcpdump's kernel buffer dropped while the capture was made."""
+    dropped = int(manifest.get("tcpdump", {}).get("dropped_by_kernel") or 0)
+    captured = int(manifest.get("capture_packets") or 0)
+    return dropped / (dropped + captured) if dropped else 0.0
 
 
 def access_log_lines(capture: str | Path) -> int | None:

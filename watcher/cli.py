@@ -7,10 +7,10 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
-from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
-from watcher.read.lines import OutputError
+from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Strings
+from watcher.read.lines import OutputError, open_output
 
 EXIT_OK = 0
 EXIT_INPUT_ERRORS = 1
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "machine, else 1); records of one connection stay in order either way")
     r.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close connections idle this long in capture time (default %(default)s)")
+    r.add_argument("--strings", choices=tuple(Strings), default=Strings.UTF8.value,
+                   help="utf8: valid UTF-8 in URIs and headers kept as text (default); ascii: every "
+                        "byte that is not printable ASCII written \\xNN")
     _add_kafka_input_args(r)
     c = sub.add_parser("check", help="validate a configuration file and print the effective configuration",
                        description="Validate a configuration file and print the effective configuration:\n"
@@ -410,7 +413,7 @@ def _read(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch read f | head` ends quietly
     try:
-        out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        out = open_output(args.output)
     except OSError as e:
         sys.stderr.write(f"pcapwatch: error: cannot write {args.output}: {e.strerror}\n")
         return EXIT_OUTPUT
@@ -419,7 +422,7 @@ def _read(args: argparse.Namespace) -> int:
     try:
         result = read_captures(args.inputs, out, sys.stderr, progress=progress,
                                max_connections=args.max_connections, idle_timeout=args.idle_timeout,
-                               workers=args.workers, kafka=_kafka_options(args))
+                               workers=args.workers, strings=Strings(args.strings), kafka=_kafka_options(args))
         if out is not sys.stdout:
             out.close()
     except (OutputError, OSError) as e:

@@ -32,6 +32,9 @@ class Health:
     files: int = 0  # capture files read to the end
     files_lost: int = 0  # overwritten by tcpdump's ring before they were read
     lost_bytes: int = 0
+    files_unreadable: int = 0  # found unreadable (permissions), once per file until readable
+    files_unreadable_now: int = 0  # unreadable at the last scan, tried again at every scan
+    files_failed: int = 0  # read up to a corrupt spot (or a gzip bomb's limit), the rest skipped
     packets: int = 0
     bytes: int = 0  # capture bytes read
     lag_bytes: int = 0  # capture on disk not read yet
@@ -43,6 +46,8 @@ class Health:
     routes: int = 0  # distinct route labels handed out (analyzers.routes.RouteTemplater.stats)
     route_overflow: int = 0  # request targets sent to the `other` route past the cap
     anomalies: Mapping[str, int] = field(default_factory=dict)  # by name
+    not_http: Mapping[str, int] = field(default_factory=dict)  # connections not HTTP, by kind (tls, http2, other)
+    pipeline_overflow: int = 0  # requests written unanswered past the per-connection bound
     outputs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # Sink.stats() by output name
     rule_errors: Mapping[str, int] = field(default_factory=dict)  # by rule name
     queue_depth: int = 0  # frame batches between the reader thread and the analyser
@@ -61,6 +66,8 @@ class Health:
         return cls(packets=stats.get("frames", 0), connections=conns.get("connections", 0),
                    connections_active=conns.get("active", 0), connections_evicted=conns.get("evicted", 0),
                    gaps=stats.get("tcp", {}).get("gaps", 0), anomalies=dict(stats.get("anomalies", {})),
+                   not_http=dict(stats.get("http", {}).get("not_http", {})),
+                   pipeline_overflow=stats.get("http", {}).get("pipeline_overflow", 0),
                    kept_bytes=kept.get("held_bytes", 0),
                    kept_let_go={"connection_bytes": kept.get("let_go", 0), "total_bytes": kept.get("evicted", 0)},
                    **rest)
@@ -72,12 +79,16 @@ HealthSource = Callable[[], Health]
 OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
     "submitted": ("pcapwatch_output_submitted_total", "counter", "Records handed to the output."),
     "written": ("pcapwatch_output_written_total", "counter", "Records the output delivered."),
+    "written_bytes": ("pcapwatch_output_written_bytes_total", "counter", "Bytes of whole records a jsonl output "
+                      "wrote to its file or standard output."),
     "dropped": ("pcapwatch_output_dropped_total", "counter",
                 "Records dropped because the output's buffer was full."),
     "retries": ("pcapwatch_output_retries_total", "counter", "Delivery attempts repeated after a failure."),
     "errors": ("pcapwatch_output_errors_total", "counter", "Delivery failures of the output."),
     "reconnects": ("pcapwatch_output_reconnects_total", "counter", "Connections the output re-established."),
     "buffered": ("pcapwatch_output_buffered", "gauge", "Records waiting in the output's buffer."),
+    "blocking": ("pcapwatch_output_blocking", "gauge", "1 while a required output's buffer is full and analysis "
+                 "waits for it (the capture waits in the spool); 0 otherwise. Only required outputs."),
     # The pcap writers' own (watcher.sinks.pcap_sink.COUNTS), under `pcap:DIR`.
     "files_written": ("pcapwatch_pcap_files_written_total", "counter", "pcap files a rule's pcap action started."),
     "packets_written": ("pcapwatch_pcap_packets_written_total", "counter", "Packets written to pcap files."),
@@ -106,6 +117,12 @@ def health_families(h: Health) -> list[Family]:
              "pcapwatch read them.", h.files_lost),
         family_one("pcapwatch_capture_lost_bytes_total", "counter", "Bytes of the capture files lost that way.",
              h.lost_bytes),
+        family_one("pcapwatch_capture_files_unreadable_total", "counter", "Capture files found unreadable "
+                   "(permissions), each counted once until it is readable.", h.files_unreadable),
+        family_one("pcapwatch_capture_files_unreadable", "gauge", "Capture files unreadable now: tried again at "
+                   "every scan, read once readable, lost if rewritten or removed first.", h.files_unreadable_now),
+        family_one("pcapwatch_capture_files_failed_total", "counter", "Capture files corrupt (or expanding past "
+                   "limits.gunzip_*) at some point: read up to it, the rest skipped.", h.files_failed),
         family_one("pcapwatch_capture_packets_total", "counter", "Packets (capture records) analysed.", h.packets),
         family_one("pcapwatch_capture_bytes_total", "counter", "Capture file bytes read.", h.bytes),
         family_one("pcapwatch_lag_bytes", "gauge", "Capture bytes tcpdump has written that pcapwatch has not read yet.",
@@ -123,6 +140,10 @@ def health_families(h: Health) -> list[Family]:
              "route cap was reached.", h.route_overflow),
         family_by("pcapwatch_http_anomalies_total", "counter", "HTTP protocol anomalies seen, by name.", "name",
             h.anomalies),
+        family_by("pcapwatch_not_http_connections_total", "counter", "Connections not parsed because they speak "
+                  "another protocol, by kind (tls, http2, other).", "kind", h.not_http),
+        family_one("pcapwatch_http_pipeline_overflow_total", "counter", "Requests written without their response "
+                   "because too many were unanswered on their connection.", h.pipeline_overflow),
         family_by("pcapwatch_rule_errors_total", "counter", "Rule evaluations that raised and were skipped, by rule.",
             "rule", h.rule_errors),
         family_one("pcapwatch_queue_batches", "gauge", "Frame batches waiting between the reader thread and the "

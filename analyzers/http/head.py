@@ -3,8 +3,9 @@
 dpkt parses the header block of a head whose end we found ourselves (its whole-message parser
 cannot frame a HEAD response or partial input, see STYLE.md). The start line we split ourselves,
 because dpkt rejects methods it does not know and a passive observer must record them.
-Bytes that are not printable ASCII are kept as ``\\xNN`` escapes, so nothing from the wire is
-lost and no control character reaches a log.
+Strings are made text by `analyzers.http.text.escape`: valid UTF-8 stays text, any other byte and
+every control character is kept as a ``\\xNN`` escape, so nothing from the wire is lost and no
+control character reaches a log.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from functools import lru_cache
 import dpkt.http
 
 from analyzers.http.anomalies import Anomaly
+from analyzers.http.text import escape, utf8_text
+from analyzers.side import Side
 
 Headers = dict[str, "str | list[str]"]
 
@@ -31,6 +34,14 @@ HEADER_CACHE_SIZE = 4096
 CACHED_BLOCK_BYTES = 4096
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# What separates the parts of a request line: spaces and tabs (a bare CR, VT or FF is a byte of the
+# target, not a separator, whatever `bytes.split()` thinks).
+_SEPARATORS = re.compile(rb"[ \t]+")
+# Control bytes a head may not hold anywhere (TAB, and CR and LF at line ends, aside).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Something in a header block that two servers may read differently: a bare CR, a bare LF line
+# end, a control byte, a line of white space only. Blocks without any take the plain path.
+_ODD_BLOCK = re.compile(rb"\r(?!\n)|(?<!\r)\n|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|(?:^|\n)[ \t]+\r?\n")
 _VERSION = re.compile(rb"HTTP/(\d+\.\d+)\Z", re.IGNORECASE)
 _OBS_FOLD = re.compile(rb"\r?\n[ \t]+")
 # A header line with white space before its colon (RFC 9112 5.1: a smuggling probe, servers must
@@ -38,22 +49,15 @@ _OBS_FOLD = re.compile(rb"\r?\n[ \t]+")
 _BAD_HEADER_LINE = re.compile(rb"^(?:[^:\r\n]*[ \t]:|[^:\r\n]+\r?$)", re.MULTILINE)
 # White space that may sit inside a value but must not reach a log raw.
 _VALUE_CONTROL = re.compile(rb"\t|\r(?!\n)")
-_STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+(\d{3})(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
-# Bytes that cannot go to a log as they are: controls, DEL, non-ASCII, and the backslash itself
-# (so that an escape in the output always means a byte on the wire). Head blocks keep CR, LF, TAB.
-_NEEDS_ESCAPE = re.compile(rb"[\x00-\x1f\x7f-\xff\\]")
+_STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+([1-9]\d\d)(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
+# Bytes a header block cannot hand to dpkt as they are (it decodes ASCII, dropping the rest):
+# controls, DEL, non-ASCII and the backslash, as `\\xNN`; the block keeps CR, LF, TAB. Values with
+# non-ASCII bytes are then turned into text (`utf8_text`).
 _NEEDS_ESCAPE_BLOCK = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff\\]")
 
 
 def _esc(m: re.Match[bytes]) -> bytes:
     return b"\\x%02x" % m.group()[0]
-
-
-def escape(raw: bytes) -> str:
-    """Decode wire bytes for logs: printable ASCII as is, any other byte (and ``\\``) as ``\\xNN``."""
-    if _NEEDS_ESCAPE.search(raw):
-        raw = _NEEDS_ESCAPE.sub(_esc, raw)
-    return raw.decode("ascii")
 
 
 def _escape_block(raw: bytes) -> bytes:
@@ -70,6 +74,9 @@ class RequestHead:
     version: str | None  # "1.1", "1.0", "0.9"
     headers: Headers
     anomalies: tuple[Anomaly, ...]
+    # The headers as a server that stops at a white-space-only line, or keeps a bare CR inside a
+    # value, reads them; None when that reading is the same as `headers` (see `read_header_block`).
+    other_headers: Headers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,7 @@ class ResponseHead:
     reason: str
     headers: Headers
     anomalies: tuple[Anomaly, ...]
+    other_headers: Headers | None = None  # as in RequestHead
 
 
 # The shapes of a request line, which decide how much of the stream is the head.
@@ -87,9 +95,13 @@ SHORT = 1  # METHOD target: HTTP/0.9, the line is the whole request
 BAD = 2  # anything else: the line is all we can take as this request
 
 
+def _parts(line: bytes) -> list[bytes]:
+    return [p for p in _SEPARATORS.split(line) if p]
+
+
 def request_line_kind(line: bytes) -> int:
     """VERSIONED, SHORT or BAD for a request line without its line end."""
-    parts = line.split()
+    parts = _parts(line)
     if len(parts) >= 2 and parts[-1][:5].upper() == b"HTTP/":
         return VERSIONED
     if len(parts) == 2 and _TOKEN.match(parts[0]):
@@ -101,17 +113,22 @@ def request_line_kind(line: bytes) -> int:
 TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
-def can_start(first: int, is_request: bool) -> bool:
+def can_start(first: int, side: Side) -> bool:
     """Whether byte `first` can begin a message: a token character for a request, 'H' for a status line."""
-    return first in TOKEN_BYTES if is_request else first == 0x48 or first == 0x68  # "H", "h"
+    return first in TOKEN_BYTES if side is Side.CLIENT else first == 0x48 or first == 0x68  # "H", "h"
 
 
-def start_line_ok(line: bytes, is_request: bool) -> bool:
+def start_line_ok(line: bytes, side: Side) -> bool:
     """Whether a first line (up to its LF, CR or not) opens a head with header lines: a versioned
-    request line, or a line starting ``HTTP/``."""
-    if is_request:
+    request line, or a status line."""
+    if side is Side.CLIENT:
         return request_line_kind(line.rstrip(b"\r")) == VERSIONED
-    return line[:5].upper() == b"HTTP/"
+    return status_line_ok(line)
+
+
+def status_line_ok(line: bytes) -> bool:
+    """Whether a response's first line (up to its LF) is a status line `HTTP/x.y NNN ...`."""
+    return _STATUS.match(line.rstrip(b"\r")) is not None
 
 
 def header_line_ahead(buf: bytes | bytearray) -> bool | None:
@@ -139,13 +156,17 @@ def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None,
     Like Zeek, a line with a malformed version or a missing target still gives its method and
     target, with the anomaly named; only a line of neither shape gives (None, None, None).
     """
-    parts = line.split()
+    parts = _parts(line)
     kind = request_line_kind(line)
-    if kind == SHORT:
-        return escape(parts[0]), escape(parts[1]), "0.9", ()
-    if kind == BAD:
-        return None, None, None, (Anomaly.BAD_REQUEST_LINE,)
     anomalies = []
+    if b"\r" in line:
+        anomalies.append(Anomaly.BARE_CR)
+    if _CONTROL.search(line):
+        anomalies.append(Anomaly.CONTROL_CHAR)
+    if kind == SHORT:
+        return escape(parts[0]), escape(parts[1]), "0.9", tuple(anomalies)
+    if kind == BAD:
+        return None, None, None, (Anomaly.BAD_REQUEST_LINE, *anomalies)
     if not _TOKEN.match(parts[0]):
         anomalies.append(Anomaly.BAD_METHOD)
     if len(parts) == 2:
@@ -161,10 +182,30 @@ def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None,
 
 def parse_request_head(head: bytes) -> RequestHead:
     """Parse a request head (start line through the blank line)."""
-    line, _, block = head.partition(b"\n")
-    method, uri, version, line_anomalies = parse_request_line(line.rstrip(b"\r"))
-    headers, anomalies = parse_header_block(block)
-    return RequestHead(method, uri, version, headers, line_anomalies + anomalies)
+    line, lf, block = head.partition(b"\n")
+    method, uri, version, line_anomalies = parse_request_line(line[:-1] if line.endswith(b"\r") else line)
+    headers, anomalies, other = read_header_block(block)
+    if lf and not line.endswith(b"\r"):
+        line_anomalies += (Anomaly.BARE_LF,)
+    return RequestHead(method, uri, version, headers, _once(line_anomalies + anomalies), other)
+
+
+def partial_head(buf: bytes, side: Side) -> RequestHead | ResponseHead | None:
+    """What can be kept of a head the stream ended inside: the start line (a request line read up
+    to the end, `METHOD target`, counts even without its line end; its version only if complete)
+    and the header lines that ended. None when not even that much was read."""
+    nl = buf.rfind(b"\n")
+    line = buf if nl < 0 else buf[:buf.index(b"\n")]
+    if side is Side.CLIENT:
+        if nl < 0:
+            parts = line.split(b" ")
+            if len(parts) < 2 or not parts[0] or not _TOKEN.match(parts[0]) or not parts[1]:
+                return None
+            if request_line_kind(line) != VERSIONED:  # `GET /pa`: the target so far, no version
+                return RequestHead(escape(parts[0]), escape(b" ".join(parts[1:])), None, {}, ())
+        head = parse_request_head(buf if nl < 0 else buf[:nl + 1])
+        return head if head.method is not None else None
+    return parse_response_head(buf if nl < 0 else buf[:nl + 1])
 
 
 def parse_response_head(head: bytes) -> ResponseHead | None:
@@ -173,30 +214,81 @@ def parse_response_head(head: bytes) -> ResponseHead | None:
     m = _STATUS.match(line.rstrip(b"\r"))
     if not m:
         return None
-    headers, anomalies = parse_header_block(block)
+    headers, anomalies, other = read_header_block(block)
+    if b"\n" in head and not line.endswith(b"\r"):
+        anomalies = _once((Anomaly.BARE_LF, *anomalies))
     version = m.group(1)[5:].decode("ascii")
-    return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, anomalies)
+    return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, anomalies, other)
+
+
+def _once(anomalies: tuple[Anomaly, ...]) -> tuple[Anomaly, ...]:
+    return tuple(dict.fromkeys(anomalies)) if len(anomalies) > 1 else anomalies
 
 
 def parse_header_block(block: bytes) -> tuple[Headers, tuple[Anomaly, ...]]:
-    """Parse the header lines of a head: (headers, anomalies). Blocks of ordinary size are cached;
-    large ones (rare, or an attack) are parsed each time, so the cache stays small whatever comes."""
+    """Parse the header lines of a head: (headers, anomalies); see `read_header_block`."""
+    return read_header_block(block)[:2]
+
+
+def read_header_block(block: bytes) -> tuple[Headers, tuple[Anomaly, ...], Headers | None]:
+    """Parse the header lines of a head: (headers, anomalies, the other reading's headers or None).
+    Blocks of ordinary size are cached; large ones (rare, or an attack) are parsed each time, so the
+    cache stays small whatever comes."""
     if len(block) <= CACHED_BLOCK_BYTES:
-        return _parse_header_block(block)
-    return _parse_uncached(block)
+        return _read_header_block(block)
+    return _read_uncached(block)
 
 
-def _parse_uncached(block: bytes) -> tuple[Headers, tuple[Anomaly, ...]]:
+def _read_uncached(block: bytes) -> tuple[Headers, tuple[Anomaly, ...], Headers | None]:
     anomalies: list[Anomaly] = []
+    other: Headers | None = None
+    if _ODD_BLOCK.search(block):
+        block, other_block = _two_readings(block, anomalies)
+        if other_block != block:
+            other = parse_headers(other_block, [])
     headers = parse_headers(block, anomalies)
-    return headers, tuple(anomalies)
+    return headers, tuple(dict.fromkeys(anomalies)), None if other == headers else other
 
 
-_parse_header_block = lru_cache(maxsize=HEADER_CACHE_SIZE)(_parse_uncached)
+_read_header_block = lru_cache(maxsize=HEADER_CACHE_SIZE)(_read_uncached)
+
+
+def _two_readings(block: bytes, anomalies: list[Anomaly]) -> tuple[bytes, bytes]:
+    """Every line of an odd header block, read two ways, each rewritten with CRLF line ends: ours
+    takes every line (a white-space-only line is passed over; what follows a bare CR is a header
+    line of its own too, the value keeping the CR as a byte), so that no header hides; the other
+    stops at a white-space-only line and sees no line after a bare CR, as some servers do (dpkt,
+    like them, would stop there and hide the rest). The oddities are named."""
+    ours: list[bytes] = []
+    other: list[bytes] = []
+    other_done = False
+    for raw in block.split(b"\n")[:-1]:  # the piece after the last LF is not a line
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if len(line) == len(raw):
+            anomalies.append(Anomaly.BARE_LF)
+        if not line:  # the blank line that ends the head
+            break
+        if _CONTROL.search(line):
+            anomalies.append(Anomaly.CONTROL_CHAR)
+        if not line.strip(b" \t\r"):
+            anomalies.append(Anomaly.WHITESPACE_LINE)
+            other_done = True
+            continue
+        if b"\r" not in line:
+            ours.append(line)
+        else:  # the value keeps the CR; what follows it, if a header line, is one too
+            anomalies.append(Anomaly.BARE_CR)
+            first, *rest = line.split(b"\r")
+            ours += [line] if first.strip(b" \t") else []
+            ours += [piece for piece in rest if b":" in piece and piece[:1] not in b" \t"]
+        if not other_done:
+            other.append(line)
+    return b"".join(x + b"\r\n" for x in ours) + b"\r\n", b"".join(x + b"\r\n" for x in other) + b"\r\n"
 
 
 def parse_headers(block: bytes, anomalies: list[Anomaly]) -> Headers:
     """Header block to {lower-case name: value or list of values}, via dpkt."""
+    text = not block.isascii()
     block = _escape_block(block)
     if b"\n " in block or b"\n\t" in block:
         # obs-fold (RFC 9112 5.2): a line starting with white space continues the previous one.
@@ -218,6 +310,8 @@ def parse_headers(block: bytes, anomalies: list[Anomaly]) -> Headers:
         headers = dict(dpkt.http.parse_headers(io.BytesIO(b"\n".join(kept))))
     if _VALUE_CONTROL.search(block):
         headers = {k: _escape_value(v) for k, v in headers.items()}
+    if text:
+        headers = {k: _utf8_value(v) for k, v in headers.items()}
     return headers
 
 
@@ -230,6 +324,12 @@ def _escape_value(v: str | list[str]) -> str | list[str]:
     if isinstance(v, list):
         return [_escape_value(x) for x in v]  # type: ignore[misc]
     return v.replace("\t", "\\x09").replace("\r", "\\x0d")
+
+
+def _utf8_value(v: str | list[str]) -> str | list[str]:
+    if isinstance(v, list):
+        return [utf8_text(x) for x in v]
+    return utf8_text(v)
 
 
 def header(headers: Headers, name: str) -> str | None:
@@ -259,6 +359,16 @@ def _response_head(head: bytes) -> ResponseHead | None:
     return parse_response_head(head)
 
 
+def speaks_http(head: RequestHead | ResponseHead) -> bool:
+    """Whether a head shows its connection speaks HTTP: a status line, a request line with an HTTP
+    version, or HTTP/0.9's `GET target`, whole or cut short (a shell's `ls /tmp` has that shape
+    too, in lower case)."""
+    if isinstance(head, ResponseHead):
+        return head.status != 0  # 0: HTTP/0.9's headless answer, which any bytes could be
+    return head.method is not None and head.uri is not None and (
+        head.version not in (None, "0.9") or head.method.isupper())
+
+
 def head_end(buf: bytearray | bytes, scan: int) -> int:
     """Offset just past the blank line ending a head (CRLF or bare LF lines), or -1."""
     crlf = buf.find(b"\n\r\n", scan)
@@ -271,5 +381,14 @@ def head_end(buf: bytearray | bytes, scan: int) -> int:
 
 
 def is_binary(line: bytes) -> bool:
-    """Control characters (but TAB) or non-ASCII bytes: not a text line."""
-    return any(b < 0x20 and b != 0x09 for b in line) or not line.isascii()
+    """Control characters (but TAB) or bytes that are not UTF-8: not a text line. Valid UTF-8 is
+    text, as it is in the records (a one-line request for /Köln is a request)."""
+    if any(b < 0x20 and b != 0x09 for b in line):
+        return True
+    if line.isascii():
+        return False
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False

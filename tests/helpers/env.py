@@ -55,3 +55,35 @@ def read_records(*paths: str | Path, **kw: Any) -> tuple[list[dict[str, Any]], R
     result = read_captures([str(p) for p in paths], out, err, **kw)
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     return records, result, err.getvalue()
+
+
+def file_modes_bind_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """File permissions as a user without privileges meets them, in this process: root reads a
+    mode-000 file, so for root the kernel's refusal is played (opening a file without read bits,
+    with `open` or `os.open`, raises the PermissionError a user gets); for anyone else the kernel
+    refuses by itself and nothing is changed. A real run of the service drops root's privilege
+    instead (tests/integration/test_run_input_faults.py)."""
+    if os.geteuid() != 0:
+        return
+    import builtins
+
+    real_open, real_os_open = builtins.open, os.open
+
+    def denied(path: object) -> bool:
+        try:
+            return isinstance(path, str | Path) and os.stat(path).st_mode & 0o444 == 0
+        except OSError:
+            return False
+
+    def fake_open(path: Any, *args: Any, **kw: Any) -> Any:
+        if denied(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kw)
+
+    def fake_os_open(path: Any, *args: Any, **kw: Any) -> int:
+        if denied(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_os_open(path, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)

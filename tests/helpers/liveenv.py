@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -245,11 +245,12 @@ def write_config(path: Path, spool: Path, state: Path, output: Path | str = "-",
 class Service:
     """One `pcapwatch run` process; stderr goes to a file, records to the configured output."""
 
-    def __init__(self, config: Path, stderr: Path, *args: str) -> None:
+    def __init__(self, config: Path, stderr: Path, *args: str, prefix: Sequence[str] = ()) -> None:
+        """`prefix`: a command that execs the service (setpriv, to run it without some privilege)."""
         self.stderr_path = stderr
         self.err = open(stderr, "ab")  # noqa: SIM115 - closed in stop()
         self.start_offset = self.err.tell()
-        self.proc = subprocess.Popen([*PCAPWATCH, "run", "-c", str(config), *args], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*prefix, *PCAPWATCH, "run", "-c", str(config), *args], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.err)
 
     def log(self) -> str:
@@ -293,8 +294,8 @@ class Service:
 
 
 @contextlib.contextmanager
-def service(config: Path, stderr: Path, *args: str) -> Iterator[Service]:
-    svc = Service(config, stderr, *args)
+def service(config: Path, stderr: Path, *args: str, prefix: Sequence[str] = ()) -> Iterator[Service]:
+    svc = Service(config, stderr, *args, prefix=prefix)
     try:
         svc.wait_ready()
         yield svc
@@ -351,8 +352,9 @@ class Live:
         """A second, non-rotating tcpdump of the same traffic: the reference capture."""
         return tcpdump(self.base / "full.pcap", self.port, err_path=self.base / "full.tcpdump.err")
 
-    def service(self, *args: str, config: Path | None = None) -> contextlib.AbstractContextManager[Service]:
-        return service(config or self.config(), self.base / "pcapwatch.stderr", *args)
+    def service(self, *args: str, config: Path | None = None,
+                prefix: Sequence[str] = ()) -> contextlib.AbstractContextManager[Service]:
+        return service(config or self.config(), self.base / "pcapwatch.stderr", *args, prefix=prefix)
 
     def records(self, path: Path | None = None) -> list[dict[str, Any]]:
         return read_jsonl(path or self.out)

@@ -414,3 +414,23 @@ def split_pcap(data: bytes) -> PcapRecords:
         recs.append(data[off:off + 16 + caplen])
         off += 16 + caplen
     return data[:24], recs
+
+
+def write_gzip_bomb(path: str | Path, expanded: int, first_ts: float = 1_700_000_000.0) -> Path:
+    """A gzip file that expands to `expanded` bytes: a valid pcap header, then records of 65,535
+    zero bytes each (one timestamp), so it is identified as a capture and parses as one until the
+    reader's limits stop it. Compressed about 1000 to 1 (deflate's best), written a MiB at a time."""
+    import gzip
+
+    sec, usec = divmod(round(first_ts * 1e6), 10**6)
+    record = struct.pack("<IIII", sec, usec, 65535, 65535) + bytes(65535)
+    p = Path(path)
+    with open(p, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
+        gz.write(struct.pack("<IHHiIII", PCAP_MAGIC_US, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
+        block = record * 16
+        left = expanded - 24
+        while left > 0:
+            piece = block[:left]
+            gz.write(piece)
+            left -= len(piece)
+    return p

@@ -38,10 +38,11 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
         "spool": {"dir": str(REPO / "spool"), "pattern": "*", "rescan_seconds": 2.0, "ring_bytes": None,
                   "lag_warn_fraction": 0.5},
         "state": {"dir": str(REPO / "state"), "checkpoint_seconds": 5.0},
-        "outputs": [{"name": "stdout", "type": "jsonl", "default": True, "buffer": 10000, "path": "-",
-                     "format": "flat"}],
+        "outputs": [{"name": "stdout", "type": "jsonl", "default": True, "buffer": 10000, "required": False,
+                     "path": "-", "format": "flat"}],
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
-                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000},
+                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000,
+                   "gunzip_max_bytes": 17179869184, "gunzip_max_ratio": 200.0},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "tcp", "user": None},
         "kafka": {"source": None, "group": "pcapwatch", "linktype": 1, "session_timeout_seconds": 10.0},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
@@ -51,6 +52,7 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": [], "max_field_bytes": 4096},
         "routes": {"patterns": [], "max_routes": 1000},
+        "strings": "utf8",
         "rules_dir": None,
     }
     assert p.stdout.endswith("rules_dir: null\n# rules: none\n")
@@ -67,7 +69,7 @@ def test_environment_variable_and_relative_c(tmp_path: Path) -> None:
         got = effective(p.stdout, conf)
         assert got["spool"]["dir"] == str(tmp_path / "etc" / "spool")
         assert got["outputs"] == [{"name": "file", "type": "jsonl", "default": True, "buffer": 10000,
-                                   "path": str(tmp_path / "out.jsonl"), "format": "flat"}]
+                                   "required": False, "path": str(tmp_path / "out.jsonl"), "format": "flat"}]
         assert got["state"] == {"dir": "/var/lib/pcapwatch", "checkpoint_seconds": 5.0}
 
 
@@ -162,8 +164,9 @@ def test_rule_naming_an_unknown_anomaly_or_flag_is_refused(tmp_path: Path) -> No
     lines = p.stderr.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith(f"{conf}:4: rules[0].match.anomalies[1]: found 'bad_chunk_sise', expected one of "
-                               "bad_chunk_size, bad_chunk_terminator, ")
-    assert lines[0].endswith(", transfer_encoding_not_chunked; did you mean 'bad_chunk_size'?")
+                               "ambiguous_framing_chunked, ambiguous_framing_close, ")
+    assert ", bad_chunk_size, bad_chunk_terminator, " in lines[0]
+    assert lines[0].endswith(", transfer_encoding_not_chunked, whitespace_line; did you mean 'bad_chunk_size'?")
     assert lines[1] == (f"{conf}:5: rules[0].match.flags: found 'trunkated', expected one of gap, midstream, "
                         "no_response, no_request, truncated, tunnel; did you mean 'truncated'?")
 

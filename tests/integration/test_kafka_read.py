@@ -28,7 +28,7 @@ def mix() -> Path:
 @pytest.fixture(scope="module")
 def file_records(mix: Path) -> list[dict[str, Any]]:
     records, result, _ = read_records(mix)
-    assert result.files_failed == 0 and len(records) == 894
+    assert result.files_failed == 0 and len(records) > 800 and result.stats["frames"] == 7042
     return records
 
 
@@ -167,4 +167,4 @@ def test_without_the_kafka_library_one_line(tmp_path: Path, mix: Path) -> None:
         assert (r.returncode, r.stderr) == (2, line), args
     r = subprocess.run([sys.executable, "-c", code, "read", str(mix)], capture_output=True, text=True, timeout=60,
                        env=hk.pcapwatch_env())
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 894
+    assert r.returncode == 0 and [json.loads(x) for x in r.stdout.splitlines()] == read_records(mix)[0]

@@ -30,6 +30,7 @@ from helpers.pcapgen import Segment
 from analyzers.tcp.frames import ACK, FIN, SYN
 from watcher.read import parallel as workers
 from watcher.read.job import ReadResult, read_captures
+from watcher.read.lines import open_output
 
 PSH = 0x08
 T0 = 1_700_000_000 * 10**9
@@ -38,8 +39,9 @@ PCAPWATCH = [str(SCRIPT)] if SCRIPT.exists() else [
     sys.executable, "-c", "import sys; from watcher.cli import main; sys.exit(main())"]
 
 
-def traffic(connections: int = 30, seed: int = 5) -> list[Segment]:
-    """Keep-alive connections, each several requests with bodies over many segments, interleaved."""
+def traffic(connections: int = 30, seed: int = 5, prefix: bytes = b"") -> list[Segment]:
+    """Keep-alive connections, each several requests with bodies over many segments, interleaved;
+    `prefix` begins every request target."""
     rng = random.Random(seed)
     out: list[Segment] = []
     for n in range(connections):
@@ -52,7 +54,7 @@ def traffic(connections: int = 30, seed: int = 5) -> list[Segment]:
         cseq, sseq = cseq + 1, sseq + 1
         for k in range(rng.randint(1, 6)):
             t += rng.randint(1_000, 3_000_000)
-            req = f"GET /{n}/{k} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+            req = b"GET " + prefix + f"/{n}/{k} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
             out.append(Segment(t, c, s, cp, sp, cseq, sseq, ACK | PSH, req))
             cseq += len(req)
             body = bytes(rng.choice([0, 100, 5000, 30000]))
@@ -96,6 +98,34 @@ def test_one_pcap(tmp_path: Path, shards: int) -> None:
     records, result, _err = same_as_one_process([path], shards)
     assert len(records) > 60
     assert result.stats["frames"] == len(traffic())
+
+
+@pytest.mark.parametrize(("strings", "prefix"), [("utf8", "/K\u00f6ln\\xff"), ("ascii", "/K\\xc3\\xb6ln\\xff")])
+def test_strings_in_every_worker(tmp_path: Path, strings: str, prefix: str) -> None:
+    """Workers write wire text in the form asked for, as one process does."""
+    path = g.write_pcap(tmp_path / "cap.pcap", g.LINKTYPE_ETHERNET, g.frames(traffic(prefix=b"/K\xc3\xb6ln\xff")))
+    one = read_records(path, workers=1, strings=strings)
+    many = read_records(path, workers=2, strings=strings)
+    assert lines(many[0]) == lines(one[0])
+    assert len(one[0]) > 60 and all(r["uri"].startswith(prefix + "/") for r in one[0])
+
+
+def test_utf8_bytes_from_every_worker(tmp_path: Path) -> None:
+    """The output file's bytes, from one process and from workers (whose lines cross a pipe): UTF-8
+    text as its bytes, and a capture file name that is not UTF-8 as its JSON escape (\\udce9), the
+    same lines either way."""
+    name = os.fsdecode(b"caf\xe9.pcap")  # "caf\udce9.pcap": a name of Latin-1 bytes
+    path = g.write_pcap(tmp_path / name, g.LINKTYPE_ETHERNET, g.frames(traffic(prefix=b"/K\xc3\xb6ln")))
+    outs = []
+    for n in (1, 2):
+        out_path = tmp_path / f"out{n}.jsonl"
+        with open_output(str(out_path)) as out:
+            read_captures([str(path)], out, io.StringIO(), workers=n)
+        outs.append(out_path.read_bytes())
+    one, many = (sorted(o.splitlines()) for o in outs)
+    assert many == one and len(one) > 60
+    assert all(b'"uri":"/K\xc3\xb6ln/' in line and line.endswith(b'"pcap_file":"caf\\udce9.pcap"}') for line in one)
+    assert {json.loads(line)["pcap_file"] for line in one} == {name}
 
 
 def test_rotation_files_of_every_format(tmp_path: Path) -> None:

@@ -210,11 +210,15 @@ class CaptureParser:
                                "the file is corrupt")
         if off + blen > end:
             return 0
+        (trailer,) = struct.unpack_from(o + "I", buf, off + blen - 4)
+        if trailer != blen:
+            raise CaptureError(base + off, f"pcapng block of type {btype} says it is {blen} bytes long at its "
+                               f"start and {trailer} at its end: the file is corrupt")
         body = off + 8
         if btype == 0x0A0D0D0A:
             self._interfaces = []
         elif btype == 1:
-            self._interfaces.append(self._idb(buf, body, off + blen - 4, o))
+            self._interfaces.append(self._idb(buf, body, off + blen - 4, o, base))
         elif btype in (6, 2, 3):
             link, item = self._packet(btype, buf, body, off + blen - 4, o, base + off)
             if not batches or batches[-1][0] != link:
@@ -222,7 +226,8 @@ class CaptureParser:
             batches[-1][1].append(item)
         return blen
 
-    def _idb(self, buf: bytes, body: int, end: int, o: str) -> _Interface:
+    def _idb(self, buf: bytes, body: int, end: int, o: str, base: int) -> _Interface:
+        """An interface description block's fields and options, every read within [body, end)."""
         linktype = struct.unpack_from(o + "H", buf, body)[0]
         iface = _Interface(linktype)
         pos = body + 8
@@ -231,6 +236,9 @@ class CaptureParser:
             if code == 0:
                 break
             val = pos + 4
+            if val + length > end:
+                raise CaptureError(base + pos, f"pcapng interface option {code} claims {length} bytes but its "
+                                   f"block holds {end - val} after it: the file is corrupt")
             if code == 9 and length >= 1:  # if_tsresol
                 r = buf[val]
                 iface.scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r

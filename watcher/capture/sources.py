@@ -20,6 +20,44 @@ from watcher.capture.pcapfile import GZIP_MAGIC, CaptureError, CaptureParser, Fr
 READ_CHUNK = 4 << 20
 # Enough of a file to reach its first record, for ordering a directory.
 PEEK_BYTES = 64 * 1024
+# A gzip file is decompressed in steps of at most this many bytes (or the caller's smaller chunk),
+# so a small file that expands enormously (a gzip bomb) never needs more memory than one step.
+GUNZIP_STEP = 4 << 20
+# The defaults of limits.gunzip_max_bytes and limits.gunzip_max_ratio (`run`), and what `read` uses.
+# A tcpdump -z gzip rotation is one -C file (tcpdump -C 1000 is 1 GB) or one -G period; 16 GiB is
+# far beyond any of these, and stops a gzip bomb's gigabytes before they cost minutes of analysis.
+# Capture files compress 3 to 10 times (headers with changing sequence numbers and timestamps,
+# payloads that are mostly compressed or encrypted already); even a capture of zeros does not
+# reach 200, while deflate's worst case, a bomb, is 1032.
+GUNZIP_MAX_BYTES = 16 << 30
+GUNZIP_MAX_RATIO = 200.0
+# The ratio is judged only once this much has come out: a small file is harmless, and its ratio
+# says little (a header-only rotation, a few identical packets).
+GUNZIP_RATIO_AFTER_BYTES = 64 << 20
+# A gzip member header holds a file name and an extra field of at most 64 KiB: a longer one is
+# not a header, and reading on for its end would hold the whole file in memory.
+GZIP_MAX_HEADER = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class GunzipLimits:
+    """How far one gzip capture file may expand before the rest of it is skipped (a bomb)."""
+
+    max_bytes: int = GUNZIP_MAX_BYTES
+    max_ratio: float = GUNZIP_MAX_RATIO
+
+    def check(self, expanded: int, consumed: int) -> str | None:
+        """Why `expanded` bytes from `consumed` compressed ones go too far; None while they do not."""
+        if expanded > self.max_bytes:
+            return (f"gzip data expands past {self.max_bytes:,} bytes (limits.gunzip_max_bytes): too large "
+                    "for a capture file, likely a decompression bomb")
+        if expanded > GUNZIP_RATIO_AFTER_BYTES and expanded > self.max_ratio * max(consumed, 1):
+            return (f"gzip data expands more than {_num(self.max_ratio)} times ({consumed:,} compressed bytes gave "
+                    f"{expanded:,}; limits.gunzip_max_ratio): too much for a capture file, likely a decompression bomb")
+        return None
+
+
+DEFAULT_GUNZIP = GunzipLimits()
 
 
 class Capture:
@@ -31,8 +69,9 @@ class Capture:
     the compressed file.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, gunzip: GunzipLimits = DEFAULT_GUNZIP) -> None:
         self.path = path
+        self.gunzip = gunzip
         self.name = "-" if path == "-" else os.path.basename(path)
         self.raw: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
         # For a file the first bytes say it now; for a pipe, once `chunks` has read them.
@@ -79,11 +118,15 @@ class Capture:
         checked after every decompressed byte has been delivered.
         """
         done = 0  # compressed bytes before buf[0]
+        expanded = 0  # bytes decompressed from the file, all members
+        step = min(chunk, GUNZIP_STEP)
         while True:
             while (h := _gzip_header(buf)) < 0:
-                more = self.raw.read(chunk)
+                more = self.raw.read(chunk) if len(buf) <= GZIP_MAX_HEADER else b""
                 if not more:
-                    raise CaptureError(done, "gzip data is corrupt or cut short (header cut short)")
+                    raise CaptureError(done, "gzip data is corrupt or cut short (header cut short)" if
+                                       len(buf) <= GZIP_MAX_HEADER else "gzip data is corrupt (a member "
+                                       f"header longer than {GZIP_MAX_HEADER:,} bytes)")
                 buf += more
             if h == 0:
                 raise CaptureError(done, "gzip data is corrupt or cut short (no gzip member header here: "
@@ -93,11 +136,17 @@ class Capture:
             data, done = buf[h:], done + h
             while True:
                 try:
-                    out = inflate.decompress(data)
+                    # At most `step` bytes out per call; the input not used yet waits in
+                    # unconsumed_tail, so memory stays bounded however much the data expands.
+                    out = inflate.decompress(data, step)
                 except zlib.error as e:
                     raise CaptureError(done, f"gzip data is corrupt or cut short ({e}, in the compressed "
                                        "bytes after this offset)") from None
+                used = len(data) - len(inflate.unconsumed_tail)
                 if out:
+                    expanded += len(out)
+                    if (too_far := self.gunzip.check(expanded, done + used)) is not None:
+                        raise CaptureError(done + used, too_far)
                     crc = zlib.crc32(out, crc)
                     size += len(out)
                     yield out
@@ -105,6 +154,10 @@ class Capture:
                     done += len(data) - len(inflate.unused_data)
                     buf = inflate.unused_data
                     break
+                if inflate.unconsumed_tail or len(out) == step:  # more to come from what was given
+                    done += used
+                    data = inflate.unconsumed_tail
+                    continue
                 done += len(data)
                 data = self.raw.read(chunk)
                 if not data:
@@ -314,7 +367,11 @@ def expand(paths: list[str]) -> tuple[list[str], list[str]]:
             for entry in sorted(os.scandir(p), key=lambda e: _natural(e.name)):
                 if entry.name.startswith(".") or not entry.is_file():
                     continue
-                kind = _kind(entry.path)
+                try:
+                    kind = _kind(entry.path)
+                except OSError:  # kept: opening it says why it cannot be read, and it counts as failed
+                    found.append(entry.path)
+                    continue
                 if kind is None:
                     notes.append(f"{entry.path}: skipped, not a capture file")
                     continue
@@ -327,11 +384,9 @@ def expand(paths: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _kind(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return capture_kind(f.read(4))
-    except OSError:
-        return None
+    """The file's format from its first bytes; OSError if it cannot be read (not 'not a capture')."""
+    with open(path, "rb") as f:
+        return capture_kind(f.read(4))
 
 
 def _first_ts(path: str) -> float:
@@ -349,6 +404,10 @@ def _first_ts(path: str) -> float:
     except (OSError, CaptureError):
         pass
     return float("inf")
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
 
 
 def _natural(name: str) -> list[object]:

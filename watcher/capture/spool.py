@@ -6,6 +6,10 @@ oldest file in place (same name, same inode), and `-z gzip` replaces `cap.pcap3`
 and its first packet's time, not by its name; it is ordered by that first packet's time. Scanning
 notices new generations, a file rewritten before it was read (data loss, counted in bytes), and a
 compressed twin of a generation already known.
+
+A file the service may not read (its permissions) is reported once, counted, and tried again at
+every scan, quietly: once readable it is read as any other (after the files read meanwhile); if it
+is rewritten or removed before that, its content is counted lost like a ring's overwritten file.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import pwd
 import stat
 from dataclasses import dataclass, field
 from enum import Enum
 
 from watcher.capture.pcapfile import CaptureError, CaptureParser, capture_kind
-from watcher.capture.sources import Capture
+from watcher.capture.sources import DEFAULT_GUNZIP, Capture, GunzipLimits
 
 # The pcap header and the first record header; with the first packet's time, unique per file.
 FINGERPRINT_BYTES = 40
@@ -55,6 +60,7 @@ class Generation:
     size_at_done: int = 0  # its size when taken for finished: growing past it means it was not
     missing_since: float = 0.0  # when its file was found missing (waiting for a .gz twin)
     twins: set[str] = field(default_factory=set)  # other paths holding the same content (.gz)
+    unreadable: bool = False  # its file cannot be read now (permissions): passed over until it can
 
     @property
     def name(self) -> str:
@@ -69,19 +75,23 @@ class SpoolCounters:
     lost_bytes: int = 0
     not_captures: int = 0
     reopened: int = 0  # taken for finished, then written to again
+    unreadable: int = 0  # files found unreadable (permissions), once per file until it is readable
+    failed: int = 0  # files read up to a corrupt spot (the rest of each skipped)
 
 
 class Spool:
     """Tracks the generations in one directory. Not thread-safe: the reader thread owns it."""
 
-    def __init__(self, directory: str, pattern: str = "*") -> None:
+    def __init__(self, directory: str, pattern: str = "*", gunzip: GunzipLimits = DEFAULT_GUNZIP) -> None:
         self.directory = directory
         self.pattern = pattern
+        self.gunzip = gunzip  # how far a .gz may expand (limits.gunzip_*), for the generation readers
         self.generations: dict[str, Generation] = {}  # by fingerprint
         self.by_path: dict[str, tuple[int, int, int, int, str | None]] = {}  # path -> dev, ino, size, mtime, fp
         self.counters = SpoolCounters()
         self.notes: list[str] = []  # one-line messages for the log, taken by the caller
         self.ignored: set[str] = set()
+        self.unreadable: dict[str, int] = {}  # path -> size last seen, of files that cannot be read now
         self.largest = 0  # the largest capture file seen: about tcpdump's -C size
         self.ring_wrapped = False  # a file was rewritten in place: this spool is a -W ring
         self.scans = 0
@@ -113,6 +123,9 @@ class Spool:
             seen.add(path)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             known = self.by_path.get(path)
+            if path in self.unreadable:
+                self._examine(path, st, now)  # tried again at every scan, whatever its size and time
+                continue
             if known is not None and known[:4] == key:
                 continue
             if (known is not None and known[4] is not None and known[:2] == key[:2] and st.st_size >= known[2]
@@ -126,13 +139,33 @@ class Spool:
         for path in list(self.by_path):
             if path not in seen:
                 self._vanished(path)
+        for path in [p for p in self.unreadable if p not in seen]:
+            size = self.unreadable.pop(path)
+            if path not in self.by_path:  # no generation of it known: nobody else reports it
+                self._lost_unread(path, size, "removed")
 
     def _examine(self, path: str, st: os.stat_result, now: float) -> None:
         compressed = path.endswith(".gz")
         if compressed and now - st.st_mtime < GZIP_SETTLE_SECONDS:
             return  # gzip is still writing it; look again later
-        ident = _identify(path)
+        try:
+            ident = _identify(path)
+        except OSError as e:
+            self._cannot_read(path, st, e)
+            return
         old = self.by_path.get(path)
+        if path in self.unreadable:
+            del self.unreadable[path]
+            self.notes.append(f"info: {path}: readable now, reading it")
+            if old is not None and old[4] in self.generations:
+                self.generations[old[4]].unreadable = False
+        if isinstance(ident, CaptureError):  # corrupt before its first packet: nothing to read
+            if path not in self.ignored:
+                self.ignored.add(path)
+                self.counters.failed += 1
+                self.notes.append(f"error: {path}: {ident}; nothing in it is read")
+            self.by_path[path] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, None)
+            return
         if ident is None:
             if path not in self.ignored and (st.st_size > HEAD_BYTES or _foreign(path)):
                 self.ignored.add(path)
@@ -155,6 +188,43 @@ class Spool:
             gen.twins.add(path)  # the .gz of a plain file (or the reverse): same content
             if gen.path not in self.by_path:  # its own file is gone already (gzip deleted it)
                 self._move(gen)
+
+    def cannot_read(self, gen: Generation, error: OSError) -> None:
+        """The reader could not open a generation's file (permissions): passed over until a scan
+        finds it readable."""
+        gen.unreadable = True
+        self._unreadable_note(gen.path, error)
+        self.unreadable.setdefault(gen.path, gen.size)
+
+    def _cannot_read(self, path: str, st: os.stat_result, error: OSError) -> None:
+        size = st.st_size
+        before = self.unreadable.get(path)
+        self._unreadable_note(path, error)
+        known = self.by_path.get(path)
+        gen = self.generations.get(known[4]) if known is not None and known[4] is not None else None
+        if gen is not None and gen.path == path:
+            gen.unreadable = True
+            if size < gen.size:  # rewritten in place (tcpdump's ring) while it could not be read
+                self.by_path[path] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, None)
+                self.ring_wrapped = True
+                self.lose(gen, gen.size, "rewritten by tcpdump's ring before it could be read")
+        elif before is not None and size < before:
+            self._lost_unread(path, before, "rewritten by tcpdump's ring")
+        self.unreadable[path] = size
+
+    def _unreadable_note(self, path: str, error: OSError) -> None:
+        if path in self.unreadable:
+            return  # said once; tried again quietly
+        self.counters.unreadable += 1
+        self.notes.append(f"error: {path}: cannot be read ({error.strerror or error}) as user {_user()}, "
+                          "the user pcapwatch runs as: make the file readable to that user (chmod, chgrp, or "
+                          "tcpdump -Z); it is tried again until it can be read")
+
+    def _lost_unread(self, path: str, size: int, how: str) -> None:
+        """A file never read (it could not be) is gone: its content is lost, counted."""
+        self.counters.lost += 1
+        self.counters.lost_bytes += size
+        self.notes.append(f"error: {path}: {how} before it could be read: about {size:,} bytes of capture lost")
 
     def _same_head(self, path: str, fp: str) -> bool:
         gen = self.generations.get(fp)
@@ -187,6 +257,10 @@ class Spool:
             return
         if gen.twins:
             self._move(gen)
+            return
+        if gen.unreadable:  # the reader passes it over: nobody else will notice it is gone
+            self.unreadable.pop(path, None)
+            self.lose(gen, gen.size, "removed before it could be read")
             return
         if gen.state in (State.PENDING, State.READING):
             # The reader may still hold it open and finish it (an unlinked file stays readable);
@@ -236,7 +310,7 @@ class Spool:
 
     def next_unfinished(self) -> Generation | None:
         for gen in self.ordered():
-            if gen.state in (State.PENDING, State.READING):
+            if gen.state in (State.PENDING, State.READING) and not gen.unreadable:
                 return gen
         return None
 
@@ -292,11 +366,21 @@ def fingerprint(head: bytes, first_ts: float, first_packet: bytes = b"") -> str:
                            digest_size=12).hexdigest()
 
 
-def _identify(path: str) -> tuple[str, float, bytes, bool] | None:
-    """(fingerprint, first packet time, first bytes, compressed), or None if not readable yet."""
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _identify(path: str) -> tuple[str, float, bytes, bool] | CaptureError | None:
+    """(fingerprint, first packet time, first bytes, compressed), or None if not a capture (yet),
+    or the CaptureError of a capture corrupt before its first packet. OSError when the file cannot
+    be read (permissions); not when it is gone already."""
     try:
         cap = Capture(path)
-    except OSError:
+    except FileNotFoundError:
         return None
     try:
         data = b""
@@ -304,13 +388,17 @@ def _identify(path: str) -> tuple[str, float, bytes, bool] | None:
             data += chunk
             if len(data) >= HEAD_BYTES:
                 break
+    except CaptureError:  # a .gz cut short (gzip at work) or corrupt: the reader will tell which
+        cap.close()
+        return None
+    try:
         batches = CaptureParser().parse(data, 0)[0]
         for _link, frames in batches:
             if frames:
                 ts = frames[0][1]
                 return fingerprint(data, ts, frames[0][2]), ts, data[:FINGERPRINT_BYTES], bool(cap.compressed)
-    except (CaptureError, OSError):
-        return None
+    except CaptureError as e:
+        return e if capture_kind(data[:4]) in ("pcap", "pcapng") else None  # else: not a capture at all
     finally:
         cap.close()
     return None

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 
 from watcher.capture.pcapfile import PCAP_HEADER_LEN, CaptureError, CaptureParser, Frame
-from watcher.capture.sources import Capture
+from watcher.capture.sources import DEFAULT_GUNZIP, Capture, GunzipLimits
 from watcher.capture.spool import FINGERPRINT_BYTES, Generation
 
 # One read: large enough to amortise, small enough that batches flow steadily while tailing.
@@ -28,8 +28,9 @@ class Rewritten(Exception):
 class GenerationReader:
     """Yields frame batches of one generation from `start` (a record boundary, content offset)."""
 
-    def __init__(self, gen: Generation, start: int = 0) -> None:
+    def __init__(self, gen: Generation, start: int = 0, gunzip: GunzipLimits = DEFAULT_GUNZIP) -> None:
         self.gen = gen
+        self.gunzip = gunzip
         self.parser = CaptureParser()
         self.offset = start  # content offset of the first byte not yet parsed
         self.pending = b""  # bytes of a record not complete yet
@@ -101,7 +102,7 @@ class GenerationReader:
 
     def _read_compressed(self) -> Iterator[Batch]:
         """A .gz is read whole once gzip has finished it; frames before the resume offset dropped."""
-        cap = Capture(self.gen.path)
+        cap = Capture(self.gen.path, self.gunzip)
         start, self.offset, self.skip_until = self.offset, 0, self.offset
         try:
             for chunk in cap.chunks(READ_BYTES):

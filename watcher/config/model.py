@@ -18,6 +18,7 @@ from analyzers import (
     RoutePattern,
     Rule,
 )
+from watcher.capture.sources import GUNZIP_MAX_BYTES, GUNZIP_MAX_RATIO
 from watcher.metrics import DEFAULT_BUCKETS_MS
 
 # Records buffered per output before new ones are dropped (and counted): about 10 s of a busy
@@ -51,12 +52,14 @@ class StateConfig:
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
     """The keys every output has; each output type adds its own in a subclass. `default`: records
-    no rule routes elsewhere go here; `buffer`: records held while the output is slow or down."""
+    no rule routes elsewhere go here; `buffer`: records held while the output is slow or down;
+    `required`: never drop, the pipeline waits for it instead."""
 
     name: str
     type: str
     default: bool = field(default=True, kw_only=True)
     buffer: int = field(default=DEFAULT_BUFFER, kw_only=True)
+    required: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +126,16 @@ class ZmqOutputConfig(OutputConfig):
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    """Bounds on memory: tracked connections, their idle lifetime, buffered frame batches."""
+    """Bounds on memory: tracked connections, their idle lifetime, buffered frame batches, how far
+    a gzip capture file may expand."""
 
     max_connections: int
     idle_timeout: float
     queue_batches: int
     pcap_connection_bytes: int
     pcap_total_bytes: int
+    gunzip_max_bytes: int = GUNZIP_MAX_BYTES
+    gunzip_max_ratio: float = GUNZIP_MAX_RATIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,7 @@ class Config:
     headers: HeadersConfig = HeadersConfig()
     redact: RedactConfig = RedactConfig()
     routes: RoutesConfig = RoutesConfig()
+    strings: str = "utf8"  # utf8 | ascii: how wire text is written (analyzers.Strings)
     rules_dir: Path | None = None
     rules: tuple[Rule, ...] = ()
     source: Path | None = None

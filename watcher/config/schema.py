@@ -29,6 +29,7 @@ from analyzers import (
 )
 from watcher.capture.pcapfile import MAX_SNAPLEN
 from watcher.capture.pycapa import KafkaUrlError, parse_kafka_url
+from watcher.capture.sources import GUNZIP_MAX_BYTES, GUNZIP_MAX_RATIO
 from watcher.config.model import (
     DEFAULT_BUFFER,
     SYSLOG_FACILITIES,
@@ -344,7 +345,10 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
             hint="set the type, e.g. type: jsonl"),
         Key("default", Kind.BOOL, True, "records no rule sends elsewhere go to every output with default: true"),
         Key("buffer", Kind.INT, DEFAULT_BUFFER, "records held while the output is slow or down; past it new "
-            "records are dropped and counted", minimum=1),
+            "records are dropped and counted (the newest: those held are older and on their way)", minimum=1),
+        Key("required", Kind.BOOL, False, "never drop: when the buffer is full, analysis waits for this output "
+            "(the capture files wait in the spool, the lag grows and is warned about) and the checkpoint never "
+            "passes a record it has not written"),
     ), OUTPUT_TYPES, ({"name": "stdout", "type": "jsonl", "path": "-"},)),
     Section("limits", "bounds on memory", (
         Key("max_connections", Kind.INT, DEFAULT_MAX_CONNECTIONS, "connections tracked at once; past it "
@@ -359,6 +363,12 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
         Key("pcap_total_bytes", Kind.INT, DEFAULT_TOTAL_BYTES, "packets kept for pcap actions, all connections "
             "together; past it the least recently active connection's are let go (counted)", unit="bytes",
             minimum=1),
+        Key("gunzip_max_bytes", Kind.INT, GUNZIP_MAX_BYTES, "a gzip capture file (tcpdump -z gzip) may expand "
+            "to this much; past it the rest of the file is skipped, named in the log (a decompression bomb)",
+            unit="bytes", minimum=1),
+        Key("gunzip_max_ratio", Kind.FLOAT, GUNZIP_MAX_RATIO, "a gzip capture file may expand this many times "
+            "its compressed size (judged past its first 64 MiB); captures compress 3 to 10 times; past it the "
+            "rest of the file is skipped, named in the log", minimum=1),
     ), LimitsConfig),
     Section("capture", "how `pcapwatch run --capture IFACE` runs tcpdump", (
         Key("file_mb", Kind.INT, 100, "size of each capture file (tcpdump -C)", unit="millions of bytes",
@@ -405,6 +415,11 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
         Key("max_routes", Kind.INT, DEFAULT_MAX_ROUTES, "distinct routes at most; the rest are labelled other "
             "(and counted)", minimum=1),
     ), RoutesConfig),
+    Scalar(Key("strings", Kind.CHOICE, "utf8", "how text from the wire (URIs, header values, reason phrases) is "
+               "written: utf8 keeps valid UTF-8 as text (UTF-8 in every output), ascii writes every byte that is "
+               "not printable ASCII as \\xNN (7-bit JSON, as before); in both, invalid UTF-8, control characters "
+               "and \\ are \\xNN",
+               choices=("utf8", "ascii"))),
     Scalar(Key("rules_dir", Kind.PATH, "rules.d", "directory of rule files (*.yaml, each `rules: [...]`), read in "
                "name order after the rules below; null: none", nullable=True)),
     RuleList("rules", "analyzer rules, in order: the first that matches decides unless it says continue: true"),

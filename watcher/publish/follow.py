@@ -21,7 +21,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from watcher.capture.kafka import ensure_topic
 from watcher.capture.pycapa import KafkaUrl, ts_micros
 from watcher.capture.spool import Spool
 from watcher.publish.producer import FramePublisher
@@ -83,6 +82,8 @@ def follow_spool(url: KafkaUrl, partitions: int | None, opts: FollowOptions, err
         err.write(f"pcapwatch: error: publish --follow {opts.spool}: not a directory; give the spool tcpdump "
                   "writes into\n")
         return 2
+    from watcher.sinks.kafka_client import ensure_topic  # the client library, only when publishing
+
     try:
         parts = ensure_topic(url, partitions)
     except OSError as e:

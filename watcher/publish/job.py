@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from watcher.capture.inputs import KafkaOptions, timed_frames
-from watcher.capture.kafka import ensure_topic
 from watcher.capture.pycapa import KafkaUrl, KafkaUrlError, parse_kafka_url
 from watcher.capture.sources import Batches, Records, expand
 from watcher.publish.producer import FramePublisher
@@ -34,6 +33,8 @@ def publish_captures(paths: list[str], url: KafkaUrl, err: TextIO, *, partitions
                      kafka: KafkaOptions | None = None, flush_seconds: float = FLUSH_SECONDS) -> PublishResult:
     """Every frame of the inputs to `url`'s topic (created with `partitions` if absent). KafkaIOError
     (an OSError) when the topic is absent and `partitions` not given, or the brokers do not answer."""
+    from watcher.sinks.kafka_client import ensure_topic  # the client library, only when publishing
+
     parts = ensure_topic(url, partitions)
     files, notes = expand(paths)
     for note in notes:

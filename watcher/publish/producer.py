@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from watcher.capture import kafka
 from watcher.capture.pycapa import KafkaUrl, micros_key
 from watcher.publish.partition import partition_of
 
@@ -62,7 +61,10 @@ class FramePublisher:
         self.counters = PublishCounters(per_partition={p: 0 for p in partitions})
         self.on_delivered = on_delivered
         self.on_failed = on_failed
-        self.producer = kafka.producer(url.brokers, **{
+        from watcher.sinks import kafka_client  # the client library, only when publishing
+
+        self.kc: Any = kafka_client
+        self.producer = kafka_client.producer(url.brokers, **{
             "enable.idempotence": True, "linger.ms": 10, "compression.type": compression,
             "queue.buffering.max.messages": QUEUE_MESSAGES, "queue.buffering.max.kbytes": QUEUE_KBYTES,
             "message.timeout.ms": DELIVERY_TIMEOUT_MS, "retry.backoff.ms": 100, "retry.backoff.max.ms": 2000})
@@ -89,7 +91,7 @@ class FramePublisher:
             except BufferError:
                 self.counters.queue_full += 1
                 self.producer.poll(0.1)
-            except kafka.ProduceError as e:  # refused at once: too large for the broker, ...
+            except self.kc.ProduceError as e:  # refused at once: too large for the broker, ...
                 self._failed(str(e.args[0].name()) if e.args else "produce", token)
                 return
 
@@ -99,7 +101,7 @@ class FramePublisher:
             if self.on_delivered is not None:
                 self.on_delivered(token)
             return
-        if kafka.is_retriable(err):
+        if self.kc.is_retriable(err):
             self.counters.retried += 1
             delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** min(attempt, 10))
             self._seq += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, TextIO
 
-from analyzers import Pipeline, split_records
+from analyzers import Pipeline, Strings, split_records
 from watcher.capture.inputs import KafkaOptions
 from watcher.capture.pycapa import is_kafka_url
 from watcher.capture.sources import Batches, Records, expand
@@ -24,12 +24,14 @@ PARALLEL_MIN_BYTES = 32 << 20
 
 def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: bool = False,
                   max_connections: int | None = None, idle_timeout: float | None = None,
-                  workers: int | None = None, kafka: KafkaOptions | None = None) -> ReadResult:
+                  workers: int | None = None, strings: Strings = Strings.UTF8,
+                  kafka: KafkaOptions | None = None) -> ReadResult:
     """Read every input as one capture; write records to `out`, one-line problems to `err`.
 
     `workers`: processes sharing the connections; None chooses (several for a large input on a
-    multi-core machine, one otherwise). Stdin and Kafka topics are always read by one process;
-    `kafka` says how a `kafka://` input is read.
+    multi-core machine, one otherwise). Stdin and Kafka topics are always read by one process.
+    `strings`: how wire text is written (README "The record"); `kafka`: how a `kafka://` input is
+    read.
     """
     files, notes = expand(paths)
     for note in notes:
@@ -45,18 +47,18 @@ def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: boo
     if "-" in files or any(is_kafka_url(f) for f in files):
         workers = 1
     if workers > 1:
-        return read_parallel(files, out, err, workers, progress, kw)
-    return analyze_files(files, out, err, progress, Pipeline(**kw), kafka)
+        return read_parallel(files, out, err, workers, progress, kw, strings)
+    return analyze_files(files, out, err, progress, Pipeline(**kw), strings, kafka)
 
 
 def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, pipeline: Pipeline,
-                  kafka: KafkaOptions | None = None) -> ReadResult:
+                  strings: Strings = Strings.UTF8, kafka: KafkaOptions | None = None) -> ReadResult:
     """The read loop of one process: every file in order through one pipeline.
 
     A failing output raises `OutputError` out of here; problems of an input are reported and the
     loop goes on with the next file.
     """
-    writer = JsonLinesWriter(out)
+    writer = JsonLinesWriter(out, strings)
 
     def consume(item: Batches | Records) -> int:
         if isinstance(item, Records):

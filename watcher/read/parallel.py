@@ -32,11 +32,11 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, TextIO, cast
 
-from analyzers import Pipeline, RecordLayout, Router
+from analyzers import Pipeline, RecordLayout, Router, Strings
 from watcher.capture.pcapfile import CaptureError
 from watcher.capture.sources import Batches, RangeReader, Records
 from watcher.read.files import ReadResult, input_size, read_files
-from watcher.read.lines import JsonLinesWriter, OutputError, TextSink
+from watcher.read.lines import UTF8_ERRORS, JsonLinesWriter, OutputError, TextSink
 
 # Lines are sent in blocks this large: few messages, little latency, little memory.
 BLOCK_BYTES = 256 * 1024
@@ -64,7 +64,7 @@ class _PipeText(io.TextIOBase):
 
     def flush(self) -> None:
         if self.parts:
-            self.conn.send_bytes(b"L" + "".join(self.parts).encode("ascii", "backslashreplace"))
+            self.conn.send_bytes(b"L" + "".join(self.parts).encode("utf-8", UTF8_ERRORS))
             self.parts, self.size = [], 0
 
 
@@ -142,11 +142,11 @@ def _layout(linktype: int, header: str, scale: float, max_fraction: int, max_cap
 class _Worker:
     """Analyzes the records the feeder says are its own, reading them where they lie."""
 
-    def __init__(self, conn: Connection, kw: dict[str, Any]) -> None:
+    def __init__(self, conn: Connection, kw: dict[str, Any], strings: Strings) -> None:
         self.conn = conn
         self.pipeline = Pipeline(**kw)
         self.out = _PipeText(conn)
-        self.writer = JsonLinesWriter(self.out)
+        self.writer = JsonLinesWriter(self.out, strings)
         self.reader: RangeReader | None = None
         self.path = ""
 
@@ -202,9 +202,9 @@ class _Worker:
         self.conn.send_bytes(b"F" + json.dumps([self.path, f"{self.path}: {problem}"]).encode())
 
 
-def _work(tasks: Connection, conn: Connection, kw: dict[str, Any]) -> None:
+def _work(tasks: Connection, conn: Connection, kw: dict[str, Any], strings: Strings) -> None:
     with contextlib.suppress(EOFError):  # the feeder is gone: the parent stops everything, or is gone
-        _Worker(conn, kw).run(tasks)
+        _Worker(conn, kw, strings).run(tasks)
 
 
 def _child(target: Callable[..., None], keep: tuple[Connection, ...], everyone: list[Connection],
@@ -219,7 +219,7 @@ def _child(target: Callable[..., None], keep: tuple[Connection, ...], everyone: 
 
 
 def read_parallel(files: list[str], out: TextSink, err: TextIO, shards: int, progress: bool,
-                  kw: dict[str, Any]) -> ReadResult:
+                  kw: dict[str, Any], strings: Strings = Strings.UTF8) -> ReadResult:
     """Run a feeder and `shards` workers over `files`; merge their records into `out` and their
     counters into the result."""
     ctx = multiprocessing.get_context("fork")
@@ -241,7 +241,7 @@ def read_parallel(files: list[str], out: TextSink, err: TextIO, shards: int, pro
     try:
         for shard in range(shards):
             keep = (task_pipes[shard][0], out_pipes[shard][1])
-            procs.append(ctx.Process(target=_child, args=(_work, keep, everyone, kw),
+            procs.append(ctx.Process(target=_child, args=(_work, keep, everyone, kw, strings),
                                      name=f"pcapwatch-worker-{shard}", daemon=True))
         tasks = tuple(task_w for _r, task_w in task_pipes)
         procs.append(ctx.Process(target=_child, args=(_feed, (*tasks, report_w), everyone, files, progress),
@@ -297,7 +297,7 @@ def _merge(who: dict[Connection, int], out: TextSink, err: TextIO) -> tuple[dict
             tag = msg[:1]
             if tag == b"L":
                 try:
-                    out.write(msg[1:].decode("ascii"))
+                    out.write(msg[1:].decode("utf-8"))
                 except OSError as e:
                     raise OutputError(e.strerror or str(e)) from e
             elif tag == b"E":

@@ -9,21 +9,34 @@ After SIGTERM both are exact: nothing is lost or written twice. After kill -9 th
 the last save (a few seconds): records written since are written again, with the same `event_id`.
 
 The file is replaced atomically (temp file, fsync, rename, fsync of the directory). A file that
-cannot be read is reported and ignored: the service then starts from the oldest capture.
+cannot be used, whatever is wrong with it (unreadable, larger than MAX_BYTES, not JSON, nested
+deeper than any checkpoint is, another version, a field missing, unknown or of the wrong type), is
+reported in one line naming the file and the problem, and ignored: the service then starts from the
+oldest capture. Fields are checked one by one against SCHEMA and MARK_SCHEMA.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
+import math
 import os
+import stat
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 FILE_NAME = "checkpoint.json"
 VERSION = 1
+# The file is read only up to this size. A checkpoint is a few hundred bytes (two marks); 1 MiB
+# leaves room for thousands of times that (state added to it later) while a file filled with
+# garbage costs at most 1 MiB of memory and a few milliseconds at start.
+MAX_BYTES = 1 << 20
+# What the messages show of a wrong value.
+SHOW_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -55,20 +68,124 @@ def load(state_dir: str) -> tuple[Checkpoint | None, str | None]:
         with contextlib.suppress(OSError):
             os.unlink(stale)
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+        data = _read(path)
     except FileNotFoundError:
         return None, None
-    except (OSError, ValueError) as e:
-        return None, f"checkpoint {path} cannot be read ({e}); starting from the oldest capture in the spool"
+    except OSError as e:
+        return None, _warning(path, f"cannot be read ({e.strerror or e})")
+    if len(data) > MAX_BYTES:
+        return None, _warning(path, f"is too big (over {MAX_BYTES:,} bytes; a checkpoint is a few hundred)")
     try:
-        if raw.get("version") != VERSION:
-            raise ValueError(f"version {raw.get('version')!r}, expected {VERSION}")
-        emitted = raw.get("emitted")
-        return Checkpoint(_mark(raw["resume"]), _mark(emitted) if emitted else None,
-                          float(raw["written_at"])), None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        return None, f"checkpoint {path} is not valid ({e}); starting from the oldest capture in the spool"
+        raw = json.loads(data)
+    except RecursionError:
+        return None, _warning(path, "cannot be read (nested too deeply to be a checkpoint)")
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        return None, _warning(path, f"cannot be read ({e})")
+    problem = check(raw)
+    if problem:
+        return None, _warning(path, f"is not valid ({problem})")
+    emitted = raw["emitted"]
+    return Checkpoint(_mark(raw["resume"]), _mark(emitted) if emitted is not None else None,
+                      float(raw["written_at"])), None
+
+
+def _read(path: str) -> bytes:
+    """At most MAX_BYTES + 1 bytes of a regular file (a FIFO or device there must not hang or flood
+    the start: OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _warning(path: str, problem: str) -> str:
+    return f"checkpoint {path} {problem}; starting from the oldest capture in the spool"
+
+
+def _show(value: Any) -> str:
+    """A wrong value for a message: its repr (escaped: one line), cut short; containers by kind."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    text = repr(value[:SHOW_CHARS + 1] if isinstance(value, str) else value)
+    return text if len(text) <= SHOW_CHARS else text[:SHOW_CHARS] + "..."
+
+
+def _expect(what: str, ok: Callable[[Any], bool]) -> Check:
+    """A check of a plain value: `name is VALUE, expected WHAT` when `ok` says no."""
+    return lambda v, name: None if ok(v) else f"{name} is {_show(v)}, expected {what}"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_offset(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+# A field's check: what is wrong with the value of the field `name` (one line), or None.
+Check = Callable[[Any, str], "str | None"]
+
+MARK_SCHEMA: Mapping[str, tuple[bool, Check]] = {  # field: (required, check)
+    "fp": (True, _expect("a non-empty string of at most 128 characters",
+                         lambda v: isinstance(v, str) and 0 < len(v) <= 128)),
+    "first_ts": (True, _expect("a number", _is_number)),
+    "offset": (True, _expect("a whole number >= 0", _is_offset)),
+    "name": (False, _expect("a string", lambda v: isinstance(v, str))),  # for people: any file name
+}
+
+
+def _object(schema: Mapping[str, tuple[bool, Check]], nullable: bool = False) -> Check:
+    """The check of an object of `schema`'s fields (or null)."""
+    def check_object(value: Any, where: str) -> str | None:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, dict):
+            return f"{where} is {_show(value)}, expected an object" + (" or null" if nullable else "")
+        prefix = f"{where}." if where else ""
+        for key in value:
+            if key not in schema:
+                return f"unknown field {prefix}{_show(key)}"
+        for key, (required, check_field) in schema.items():
+            if key in value:
+                problem = check_field(value[key], prefix + key)
+                if problem:
+                    return problem
+            elif required:
+                return f"{prefix}{key} is missing"
+        return None
+    return check_object
+
+
+SCHEMA: Mapping[str, tuple[bool, Check]] = {
+    "version": (True, lambda v, _: None if type(v) is int and v == VERSION else
+                f"version {_show(v)}, expected {VERSION}"),
+    "written_at": (True, _expect("a number", _is_number)),
+    "resume": (True, _object(MARK_SCHEMA)),
+    "emitted": (True, _object(MARK_SCHEMA, nullable=True)),
+}
+
+
+def check(raw: Any) -> str | None:
+    """What is wrong with a parsed checkpoint file, field by field (the first problem), or None."""
+    if not isinstance(raw, dict):
+        return f"the file holds {_show(raw)}, expected an object"
+    return _object(SCHEMA)(raw, "")
 
 
 def save(state_dir: str, checkpoint: Checkpoint) -> None:
@@ -99,4 +216,5 @@ def save(state_dir: str, checkpoint: Checkpoint) -> None:
 
 
 def _mark(raw: dict[str, Any]) -> Mark:
-    return Mark(str(raw["fp"]), float(raw["first_ts"]), int(raw["offset"]), str(raw.get("name", "")))
+    """A mark that `check` has passed."""
+    return Mark(raw["fp"], float(raw["first_ts"]), raw["offset"], raw.get("name", ""))

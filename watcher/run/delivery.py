@@ -5,7 +5,10 @@
                             \\-> alerts (a warning-level record to the rule's outputs)
                             \\-> pcap (the connection's packets to a file, one writer per directory)
 
-Sinks never block: a slow or dead output drops what its buffer cannot hold, and counts it.
+Sinks never block: a slow or dead output drops what its buffer cannot hold, and counts it. A
+`required: true` output never drops: the service asks `waiting_for()` before each batch and waits
+while its buffer is full, and holds the checkpoint back until it has written (see `owed()` and
+watcher/run/pending.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analyzers import Message, Pcap, Policy, RuleSet, Transaction, TxView, finalize
+from analyzers import Message, Pcap, Policy, RuleSet, Strings, Transaction, TxView, ascii_headers, finalize
 from watcher.config.load import redact_policy, rule_set
 from watcher.config.model import Config
 from watcher.metrics import MetricsModel
@@ -30,9 +33,10 @@ Log = Callable[[str, str], None]
 CLOSE_SECONDS = 5.0
 
 
-def _headers(message: Message | None) -> dict[str, Any]:
+def _headers(message: Message | None, strings: Strings) -> dict[str, Any]:
     head = message.head if message is not None else None
-    return dict(getattr(head, "headers", {}))
+    headers = getattr(head, "headers", {})
+    return dict(ascii_headers(headers) if strings == Strings.ASCII else headers)
 
 
 def _began(tx: Transaction) -> float:
@@ -59,14 +63,19 @@ class Delivery:
         self.metrics = metrics
         self.rules: RuleSet = rule_set(config)
         self.policy: Policy = redact_policy(config)
+        self.strings = Strings(config.strings)  # how records write wire text (the service builds them)
         self.outputs = config.outputs
         self.default = tuple(o.name for o in config.outputs if o.default)
         self.counters = counters if counters is not None else DeliveryCounters()
         self.sinks: dict[str, Sink] = {}
+        self.required: tuple[Sink, ...] = ()
+        self.waiting: tuple[str, float] | None = None  # (required output, since): analysis waits for it
         self.pcap_writers: dict[str, PcapSink] = {}  # by directory
         try:
             for output in config.outputs:
                 self.sinks[output.name] = open_sink(output, log, metrics)  # its library imported now
+                self.sinks[output.name].strings = self.strings  # how its JSON is written
+            self.required = tuple(s for s in self.sinks.values() if s.required)
             self._open_pcap_writers()
         except BaseException:
             self.close(1.0)
@@ -77,6 +86,9 @@ class Delivery:
         whose directory and caps are unchanged are kept too)."""
         self.rules = rule_set(config)
         self.policy = redact_policy(config)
+        self.strings = Strings(config.strings)
+        for sink in self.sinks.values():
+            sink.strings = self.strings
         self._open_pcap_writers()
 
     def _open_pcap_writers(self) -> None:
@@ -106,7 +118,7 @@ class Delivery:
             self.pcap_writers[d].submit(snapshot_item(rule, tx.conn.uid, packets, _began(tx)))
 
     def deliver(self, record: dict[str, Any], tx: Transaction) -> None:
-        view = TxView(record, _headers(tx.request), _headers(tx.response))
+        view = TxView(record, _headers(tx.request, self.strings), _headers(tx.response, self.strings))
         decision = self.rules.evaluate(view)
         final = finalize(view, decision, self.policy)
         self.counters.records += 1
@@ -128,6 +140,44 @@ class Delivery:
                 self.counters.unknown_output += 1
                 continue
             sink.submit(record)
+
+    def blocked(self) -> bool:
+        """True while a required output's buffer is full: the service analyses nothing then (the
+        reader's queue fills, the capture files wait in the spool, the lag shows it). Logged when
+        it starts and when it ends."""
+        sink = next((s for s in self.required if s.full()), None)
+        if sink is None:
+            if self.waiting is not None:
+                name, since = self.waiting
+                self.log("info", f"output {name} has room again after {time.monotonic() - since:.1f} s: analysis "
+                                 "goes on")
+                self.waiting = None
+            return False
+        if self.waiting is None:
+            self.waiting = (sink.name, time.monotonic())
+            self.log("warning", f"output {sink.name} is required and its buffer is full ({sink.capacity:,} records): "
+                                "analysis waits for it, the capture files wait in the spool")
+        return True
+
+    def waiting_text(self) -> str:
+        """The status line's part about it: ", waiting 12 s for output NAME", or nothing."""
+        if self.waiting is None:
+            return ""
+        return f", waiting {time.monotonic() - self.waiting[1]:.0f} s for output {self.waiting[0]}"
+
+    def owed(self) -> tuple[tuple[Sink, int], ...]:
+        """Each required output and how many records it has been given: what a checkpoint made now
+        waits for."""
+        return tuple((s, s.submitted()) for s in self.required)
+
+    def summary(self) -> str:
+        """The outputs' counters, for the status and shutdown lines: what really reached each."""
+        parts = []
+        for name, st in ((s.name, s.stats()) for s in self.sinks.values()):
+            size = f" ({st['written_bytes']:,} bytes)" if "written_bytes" in st else ""
+            parts.append(f"{name} {st['written']:,} written{size}, {st['dropped']:,} dropped, "
+                         f"{st['buffered']:,} buffered")
+        return "; ".join(parts)
 
     def flush(self, timeout: float) -> bool:
         """Wait for the outputs to write what they hold, all within `timeout` (dead outputs must not

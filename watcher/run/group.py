@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from analyzers import Pipeline, Transaction, to_record
-from watcher.capture.kafka import GroupMember, KafkaIOError, message_error
 from watcher.capture.pycapa import KafkaUrl, key_micros, micros_ts
 from watcher.config.model import Config
 from watcher.health import Health
@@ -96,7 +95,10 @@ class GroupService:
         self.next_offset: dict[int, int] = {}  # partition -> the next offset to read
         self.last_ts = 0.0
         self.last_message = time.monotonic()
-        self.member = GroupMember(self.url, src.group, on_assign=self._assigned, on_revoke=self._revoked,
+        from watcher.sinks import kafka_client  # the client library, only for a Kafka source
+
+        self.kc: Any = kafka_client
+        self.member = kafka_client.GroupMember(self.url, src.group, on_assign=self._assigned, on_revoke=self._revoked,
                                   session_timeout=src.session_timeout_seconds)
         self.group = src.group
 
@@ -127,7 +129,7 @@ class GroupService:
             try:
                 msgs = self.member.consume(CONSUME_BATCH, CONSUME_SECONDS)
                 self._feed(msgs)
-            except KafkaIOError as e:
+            except self.kc.KafkaIOError as e:
                 log("error", f"{e}; stopping so that the service is restarted")
                 exit_code = 1
                 break
@@ -177,10 +179,10 @@ class GroupService:
         for m in msgs:
             err = m.error()
             if err is not None:
-                _name, fatal = message_error(err)
+                _name, fatal = self.kc.message_error(err)
                 c.consumer_errors += 1
                 if fatal:
-                    raise KafkaIOError(f"reading {self.url.text} failed: {err.str()}")
+                    raise self.kc.KafkaIOError(f"reading {self.url.text} failed: {err.str()}")
                 continue
             p = m.partition()
             if p not in self.held:
@@ -215,7 +217,7 @@ class GroupService:
             self.counters.records += 1
 
     def record(self, tx: Transaction) -> dict[str, Any]:
-        rec = to_record(tx)
+        rec = to_record(tx, self.delivery.strings)
         msg = tx.request if tx.request is not None else tx.response
         assert msg is not None
         fp = f"kafka:{self.url.topic}:{msg.pos >> POS_BITS}"

@@ -38,8 +38,8 @@ def launch(config: Config, config_path: str, *, spool: str | None = None, state:
             parse_kafka_url(config.kafka.source)
         except KafkaUrlError as e:
             raise LaunchError(f"--source {config.kafka.source}: {e}") from None
-        from watcher.capture.kafka import KafkaIOError
         from watcher.run.group import GroupService
+        from watcher.sinks.kafka_client import KafkaIOError
 
         try:
             member = GroupService(config, config_path)

@@ -105,7 +105,13 @@ class Reader(threading.Thread):
                 continue
             except CaptureError as e:
                 self.log("error", f"{gen.path}: {e}; the rest of this file is skipped")
+                self.spool.counters.failed += 1
                 self.spool.done(gen)
+                reader.close()
+                reader = None
+                continue
+            except PermissionError as e:  # a .gz is opened anew to be read: its permissions changed
+                self.spool.cannot_read(gen, e)
                 reader.close()
                 reader = None
                 continue
@@ -139,7 +145,7 @@ class Reader(threading.Thread):
 
     def _open(self, gen: Generation, start: int) -> GenerationReader | None:
         try:
-            reader = GenerationReader(gen, start)
+            reader = GenerationReader(gen, start, self.spool.gunzip)
         except FileNotFoundError:
             # tcpdump -z: gzip deletes the plain file once its .gz is written; the .gz becomes
             # this generation's file when the next scan finds it settled. Wait for that a while.
@@ -152,8 +158,18 @@ class Reader(threading.Thread):
                 return None
             self.spool.lose(gen, gen.size, "deleted before it was read")
             return None
+        except PermissionError as e:
+            # Its permissions changed since the scan read its start: passed over until a scan
+            # finds it readable again (then read), or it is gone (then counted lost).
+            self.spool.cannot_read(gen, e)
+            return None
         except OSError as e:
             self.spool.lose(gen, gen.size, f"cannot be opened ({e.strerror})")
+            return None
+        except CaptureError as e:  # resuming mid-file: its header does not parse any more
+            self.log("error", f"{gen.path}: {e}; the rest of this file is skipped")
+            self.spool.counters.failed += 1
+            self.spool.done(gen)
             return None
         gen.state = State.READING
         gen.index = self.next_index

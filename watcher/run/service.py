@@ -9,7 +9,9 @@ file descriptor.
 Exactly-once across restarts rests on input positions (see watcher/run/checkpoint.py): a restart
 replays from the checkpoint's `resume` mark and suppresses the transactions completed at or before
 its `emitted` mark. `event_id` derives from where a transaction's request head is in the input, so
-a record written twice after kill -9 carries the same id both times.
+a record written twice after kill -9 carries the same id both times. The first checkpoint comes
+right after the first batch's records are written, so even a run killed within a second leaves
+one; a checkpoint never passes what a `required: true` output has not written (pending.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyzers import Pipeline, Transaction, to_record
+from watcher.capture.sources import GunzipLimits
 from watcher.capture.spool import Spool
 from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
@@ -32,6 +35,7 @@ from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.run import checkpoint as ckpt
 from watcher.run.control import STOP, SignalPipe, reload_outputs, restart_only
 from watcher.run.delivery import CLOSE_SECONDS, Delivery
+from watcher.run.pending import Pending, Place
 from watcher.run.reader import Batch, Reader
 from watcher.run.resume import POS_BITS, Replay, mark, record_origin
 from watcher.run.sdnotify import Notifier, log
@@ -51,6 +55,8 @@ IDLE_SWEEP_SECONDS = 5.0
 # Checkpoints at new capture files come at most this often: each one walks the connection table
 # and fsyncs, and tiny rotation files on a busy link could otherwise ask for hundreds a second.
 MIN_CHECKPOINT_SECONDS = 1.0
+# While a required output's buffer is full, how often the loop looks whether it has room again.
+WAIT_POLL_SECONDS = 0.1
 
 @dataclass
 class Counters:
@@ -86,12 +92,13 @@ class Service:
         self.batches: queue.Queue[Batch] = queue.Queue(maxsize=lim.queue_batches)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.signals = SignalPipe()
-        self.spool = Spool(str(config.spool.dir), config.spool.pattern)
+        self.spool = Spool(str(config.spool.dir), config.spool.pattern, _gunzip(config))
         self.state_dir = str(config.state.dir)
         self.saved, warning = ckpt.load(self.state_dir)
         if warning:
             log("warning", warning)
         self.replay = Replay(self.saved.emitted if self.saved else None)
+        self.pending = Pending(self.saved.resume if self.saved else None)  # what required outputs owe
         self.last_pos: int | None = None  # position of the last record analysed
         self.next_pos: int | None = None  # where reading continues after it
         self.last_ts = 0.0  # capture time of the last record analysed
@@ -99,6 +106,7 @@ class Service:
         self.stop = False
         self.new_file = False
         self.last_checkpoint_wall = 0.0
+        self.first_checkpoint = True  # still due: right after the first batch
         self.forgotten_bytes = 0  # read from generations no longer tracked
         self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
                              self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
@@ -122,7 +130,8 @@ class Service:
                     f"{', '.join(self.delivery.sinks)}{pcap}")
         self.notifier.ready("watching " + str(self.config.spool.dir))
         now = time.monotonic()
-        next_checkpoint = now + self.config.state.checkpoint_seconds
+        # Soon after start too: a run that lives a second must not leave its work unsaved.
+        next_checkpoint = now + min(self.config.state.checkpoint_seconds, MIN_CHECKPOINT_SECONDS)
         last_checkpoint = now
         next_status = now + STATUS_SECONDS
         watchdog = self.notifier.watchdog_interval()
@@ -134,6 +143,8 @@ class Service:
         while not self.stop:
             timeout = max(0.0, min(next_checkpoint, next_status, next_ping if watchdog else next_status)
                           - time.monotonic())
+            if self.delivery.waiting is not None:
+                timeout = min(timeout, WAIT_POLL_SECONDS)
             readable, _, _ = select.select([self.signals.fileno(), self.wake_r], [], [], timeout)
             if self.signals.fileno() in readable:
                 self._signals()
@@ -155,13 +166,17 @@ class Service:
             if self.capture is not None:
                 self.capture.poll()
             now = time.monotonic()
-            if now >= next_checkpoint or (self.new_file and now >= last_checkpoint + MIN_CHECKPOINT_SECONDS):
+            first = self.first_checkpoint and self.counters.batches > 0
+            if first or now >= next_checkpoint or (self.new_file and now >= last_checkpoint + MIN_CHECKPOINT_SECONDS):
                 # Also on reaching a new capture file: a restart then never resumes in a file that
                 # tcpdump's ring is about to reuse.
+                self.first_checkpoint = self.first_checkpoint and not self.counters.batches
                 self._checkpoint()
                 self.new_file = False
                 last_checkpoint = now
-                next_checkpoint = now + self.config.state.checkpoint_seconds
+                # The first one is followed by another a second later (a short run loses little).
+                next_checkpoint = now + (min(self.config.state.checkpoint_seconds, MIN_CHECKPOINT_SECONDS) if first
+                                         else self.config.state.checkpoint_seconds)
             if now >= next_status:
                 self.notifier.status(self.status_line())
                 next_status = now + STATUS_SECONDS
@@ -180,12 +195,15 @@ class Service:
         self.notifier.stopping("stopping")
         self.reader.stop()
         self.reader.join(READER_JOIN_SECONDS)
-        self._checkpoint()
-        self.delivery.close(CLOSE_SECONDS)
+        self.delivery.close(CLOSE_SECONDS)  # what the outputs could not write by then is dropped, counted
+        self._checkpoint()  # after: only what a required output wrote is claimed
+        if len(self.pending):
+            log("warning", f"{len(self.pending):,} transactions not written by the required outputs: the checkpoint "
+                           "stops before them, the next start writes them")
         if self.capture is not None:
             self.capture.stop()
-        log("info", f"stopped: {self.counters.records:,} records written, {self.counters.suppressed:,} replayed "
-                    "records suppressed")
+        log("info", f"stopped: {self.counters.records:,} records made, {self.counters.suppressed:,} replayed "
+                    f"records suppressed; outputs: {self.delivery.summary()}")
         return exit_code
 
     def _signals(self) -> None:
@@ -201,6 +219,8 @@ class Service:
 
     def _analyse(self) -> None:
         for _ in range(BATCHES_PER_TURN):
+            if self.delivery.blocked():  # a required output's buffer is full: the files wait in the spool
+                return
             try:
                 batch = self.batches.get_nowait()
             except queue.Empty:
@@ -208,6 +228,8 @@ class Service:
             base = batch.gen << POS_BITS
             if self.next_pos is not None and batch.gen != self.next_pos >> POS_BITS:
                 self.new_file = True
+            if self.next_pos is None and batch.frames:
+                self._first_place(base + batch.frames[0][0])
             txs = self.pipeline.feed(batch.linktype, batch.frames, base)
             self.counters.batches += 1
             self.counters.frames += len(batch.frames)
@@ -219,11 +241,16 @@ class Service:
             if txs:
                 self._write(batch.gen, txs)
 
+    def _first_place(self, pos: int) -> None:
+        first = mark(pos, self.reader.generations)
+        if first is not None:
+            self.pending.start_at(Place(first, pos, -1))
+
     def _idle_sweep(self, now: float) -> None:
         """Capture time only moves with packets: while the capture is silent and everything has
         been read, let it follow the wall clock, so connections idle past `idle_timeout` are
         closed and their unanswered requests written."""
-        if self.next_pos is None or not self.reader.caught_up or not self.batches.empty():
+        if self.next_pos is None or not self.reader.caught_up or not self.batches.empty() or self.delivery.waiting:
             return
         flows = self.pipeline.flows
         flows.sweep(self.last_ts + (now - self.last_progress))
@@ -237,10 +264,11 @@ class Service:
                 self.counters.suppressed += 1
                 continue
             self.delivery.deliver(self.record(tx), tx)
+            self.pending.delivered(tx.done_pos, self.delivery.owed())
             self.counters.records += 1
 
     def record(self, tx: Transaction) -> dict[str, Any]:
-        rec = to_record(tx)
+        rec = to_record(tx, self.delivery.strings)
         rec["event_id"], name = record_origin(tx, self.reader.generations)
         if name is not None:
             rec["pcap_file"] = name
@@ -255,19 +283,27 @@ class Service:
     # Checkpoints, status, reload ----------------------------------------------------------------
 
     def _checkpoint(self) -> None:
+        """Save where the service is, or the newest earlier place every required output has written."""
         if self.next_pos is None:
             return  # nothing analysed in this run: the saved checkpoint still holds
         self._flush()
         pin = self.pipeline.pin()
-        resume = mark(min(pin, self.next_pos) if pin is not None else self.next_pos, self.reader.generations)
+        resume_pos = min(pin, self.next_pos) if pin is not None else self.next_pos
+        resume = mark(resume_pos, self.reader.generations)
         emitted = mark(self.last_pos, self.reader.generations) if self.last_pos is not None else None
         if resume is None:
             return
+        here = Place(resume, resume_pos, self.last_pos if self.last_pos is not None else -1)
+        ready = self.pending.checkpoint(here, emitted, lambda pos: mark(pos, self.reader.generations))
+        if ready is None:
+            return  # a required output has not written what this run did: the saved checkpoint holds
+        checkpoint, saved_resume_pos = ready
         try:
-            ckpt.save(self.state_dir, ckpt.Checkpoint(resume, emitted, time.time()))
+            ckpt.save(self.state_dir, dataclasses.replace(checkpoint, written_at=time.time()))
             self.counters.checkpoints += 1
             self.last_checkpoint_wall = time.time()
-            self._forget_generations(min(pin, self.next_pos) if pin is not None else self.next_pos)
+            if saved_resume_pos is not None:
+                self._forget_generations(saved_resume_pos)
         except OSError as e:
             self.counters.checkpoint_errors += 1
             log("error", f"cannot write the checkpoint in {self.state_dir}: {e.strerror}; a restart would "
@@ -302,7 +338,8 @@ class Service:
     def _making_progress(self, now: float, interval: float) -> bool:
         """The watchdog is fed only while the pipeline moves: batches analysed lately, or nothing
         waiting to be analysed and a live reader."""
-        return (now - self.last_progress < 2 * interval or self.batches.empty()) and self.reader.is_alive()
+        waiting = self.delivery.waiting is not None  # for a required output: a restart would not help
+        return (now - self.last_progress < 2 * interval or self.batches.empty() or waiting) and self.reader.is_alive()
 
     def status_line(self) -> str:
         unread, seconds = self.lag()
@@ -311,8 +348,10 @@ class Service:
         c = self.counters
         return (f"records {c.records:,}, lag {unread:,} bytes / {seconds:.1f} s, queue {self.batches.qsize()}/"
                 f"{self.batches.maxsize}, files done {sp.done:,}, lost {sp.lost:,} ({sp.lost_bytes:,} bytes), "
+                f"unreadable {len(self.spool.unreadable):,} now ({sp.unreadable:,} in all), failed {sp.failed:,}, "
                 f"connections {st['connections']['active']:,} (evicted {st['connections']['evicted']:,}), "
-                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}")
+                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}"
+                f"{self.delivery.waiting_text()}; outputs: {self.delivery.summary()}")
 
     def reload(self) -> None:
         """SIGHUP: re-read the config (keep the running one if the new one is invalid) and reopen
@@ -327,11 +366,13 @@ class Service:
         for warning in restart_only(self.config, new):
             log("warning", warning)
         self.delivery, opened = reload_outputs(self.delivery, self.config, new, self.metrics, log)
+        self.pending.outputs_replaced(set(self.delivery.sinks.values()))
         if not opened:
             self.notifier.ready("reload refused: outputs")
             return
         self.pipeline.flows.max_connections = new.limits.max_connections
         self.pipeline.flows.idle_timeout = new.limits.idle_timeout
+        self.spool.gunzip = _gunzip(new)  # one attribute: the reader thread takes it at its next .gz
         self._keep_packets(new)
         self.config = new
         log("info", "reloaded the configuration and reopened the outputs")
@@ -356,6 +397,7 @@ class Service:
         age = time.time() - self.last_checkpoint_wall if self.last_checkpoint_wall else None
         self.health = Health.from_pipeline(
             self.pipeline.stats(), files=sp.done, files_lost=sp.lost, lost_bytes=sp.lost_bytes,
+            files_unreadable=sp.unreadable, files_unreadable_now=len(self.spool.unreadable), files_failed=sp.failed,
             bytes=self.forgotten_bytes + sum(g.read_offset for g in list(self.reader.generations.values())),
             lag_bytes=unread, lag_seconds=seconds,
             rule_errors=dict(self.delivery.rules.errors), queue_depth=self.batches.qsize(),
@@ -364,6 +406,10 @@ class Service:
     def _health(self) -> Health:
         return dataclasses.replace(self.health, outputs=self.delivery.stats(),
                                    delivery=dataclasses.asdict(self.delivery.counters))
+
+
+def _gunzip(config: Config) -> GunzipLimits:
+    return GunzipLimits(config.limits.gunzip_max_bytes, config.limits.gunzip_max_ratio)
 
 
 def _buckets(config: Config) -> tuple[float, ...]:

@@ -42,4 +42,6 @@ def open_sink(output: OutputConfig, log: Log = stderr_log, metrics: MetricsModel
     """The started sink of a configured output; `metrics` is the service's model, which a prometheus
     output serves. ValueError for a value the sink cannot use (bad address, format, mode); OSError
     when a jsonl file cannot be opened or a port is taken."""
-    return sink_class(output.type).from_output(output, log, metrics).start()
+    sink = sink_class(output.type).from_output(output, log, metrics)
+    sink.required = output.required
+    return sink.start()

@@ -1,9 +1,19 @@
 """The output framework: every sink owns a bounded buffer and one worker thread that does its I/O.
 
 Why a thread and a buffer per sink: the pipeline must never wait for an output. `submit` only appends
-to the sink's buffer, or drops the record and counts it when the buffer is full. The worker takes
-batches and writes them; when the output fails it keeps the batch, reconnects with exponential
-backoff and jitter and tries again, so a slow or dead output costs its own buffer and nothing else.
+to the sink's buffer, or, when the buffer is full, drops the new record and counts it (drop-newest:
+what is buffered is older and already on its way; dropping it instead would punch holes in the
+middle of what the output wrote). The worker takes batches and writes them; when the output fails
+it keeps the batch, reconnects with exponential backoff and jitter and tries again, so a slow or
+dead output costs its own buffer and nothing else.
+
+A `required` output is the exception: it never drops for a full buffer. Its buffer is a mark the
+service looks at before each batch of frames (watcher/run/service.py waits while a required output
+is full, so one batch's records may pass it), and the checkpoint only claims what it acknowledged:
+`acked` counts its records, in order, that were written or refused for good (never those given up
+at close).
+
+Failures and drops are logged once per episode, never per record or per retry (episodes.py).
 
 The counters account for every record, at every moment:
     submitted == written + dropped + buffered
@@ -16,13 +26,15 @@ records; `retries` the batches sent again after a failure; `reconnects` the reco
 from __future__ import annotations
 
 import collections
-import json
 import random
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self, cast
+
+from analyzers import Strings
+from watcher.sinks.episodes import Episodes
 
 if TYPE_CHECKING:
     from watcher.config.model import OutputConfig
@@ -41,14 +53,6 @@ BACKOFF_MAX = 30.0
 DEFAULT_BATCH = 1000
 
 COUNTERS = ("submitted", "written", "dropped", "retries", "errors", "reconnects", "buffered")
-
-_encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False, default=str)
-
-
-def encode(record: Record) -> str:
-    """One record as compact ASCII JSON (the encoding of `pcapwatch read`); never contains a newline."""
-    return _encoder.encode(record)
-
 
 def stderr_log(level: str, message: str) -> None:
     sys.stderr.write(f"pcapwatch: {level}: {message}\n")
@@ -103,12 +107,16 @@ class Sink:
     retryable: tuple[type[BaseException], ...] = (OSError,)
     idle_seconds: float | None = None
     kind = "output"
+    recovered_text = "reconnected"  # the recovery's log line: "<kind> <name>: reconnected after 3.2 s"
 
     def __init__(self, name: str, buffer: int, *, batch: int = DEFAULT_BATCH, backoff_max: float = BACKOFF_MAX,
                  log: Log = stderr_log) -> None:
         if buffer < 1 or batch < 1:
             raise ValueError("buffer and batch must be at least 1")
         self.name = name
+        # How records are encoded (`encode`): the configuration's `strings`, set by the service
+        # (watcher/run/delivery.py) when it opens the outputs and at a reload.
+        self.strings = Strings.UTF8
         self.capacity = buffer
         self.batch = min(batch, buffer)
         self.log = log
@@ -124,7 +132,10 @@ class Sink:
         self._abandoned = False
         self._reopen_wanted = False
         self._connected = False
-        self._failing_since: float | None = None
+        self._episodes = Episodes(f"{self.kind} {name}", buffer)
+        self._acked = 0  # records, in order, written or refused for good
+        self._given_up = 0  # records dropped at close, not written (reported once, by close)
+        self.required = False  # never drop for a full buffer (see the module's docstring)
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -145,15 +156,37 @@ class Sink:
         return self
 
     def submit(self, record: Record) -> None:
-        """Queue one record (not to be changed afterwards); when the buffer is full drop it and count it."""
+        """Queue one record (not to be changed afterwards); when the buffer is full drop it and count
+        it (a required output queues it anyway: the service stops before the next batch)."""
         with self._lock:
             c = self._counts
             c["submitted"] += 1
-            if self._closing or len(self._queue) + self._inflight >= self.capacity:
+            if self._closing:
                 c["dropped"] += 1
                 return
-            self._queue.append(record)
-            self._wake.notify()
+            if self.required or len(self._queue) + self._inflight < self.capacity:
+                self._queue.append(record)
+                self._wake.notify()
+                return
+            c["dropped"] += 1
+            note = self._episodes.dropped()
+        if note:
+            self.log("warning", note)
+
+    def full(self) -> bool:
+        """The buffer holds `buffer` records or more (a required output's can: see submit)."""
+        with self._lock:
+            return len(self._queue) + self._inflight >= self.capacity
+
+    def submitted(self) -> int:
+        with self._lock:
+            return self._counts["submitted"]
+
+    def acked(self) -> int:
+        """How many of the records submitted, counted from the first, are written or refused for good
+        (a FIFO: records are written in the order they were submitted)."""
+        with self._lock:
+            return self._acked
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted is written or dropped, at most `timeout` seconds."""
@@ -177,6 +210,7 @@ class Sink:
         with self._lock:
             self._closing = True
             self._deadline = time.monotonic() + timeout
+            self.backoff.reset()
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout + 1.0)
@@ -185,14 +219,26 @@ class Sink:
                 # Stuck in I/O past its socket timeout, or never started: give its records up.
                 self._abandoned = True
                 self._counts["dropped"] += len(self._queue) + self._inflight
+                self._given_up += len(self._queue) + self._inflight
                 self._queue.clear()
                 self._inflight = 0
                 self._drained.notify_all()
+            given_up, self._given_up = self._given_up, 0
+            summary = self._episodes.drained(self._counts["dropped"], closing=True)
+        if summary:
+            self.log("warning", summary)
+        if given_up:
+            self.log("error", f"{self.kind} {self.name}: {given_up:,} records not written when it closed (after "
+                              f"{timeout:.0f} s): dropped, counted")
 
     def stats(self) -> dict[str, int]:
+        """The counters; a required output's also `blocking`: 1 while its buffer is full (the
+        service's analysis waits for it)."""
         with self._lock:
             s = dict(self._counts)
             s["buffered"] = len(self._queue) + self._inflight
+            if self.required:
+                s["blocking"] = int(s["buffered"] >= self.capacity)
             return s
 
     # -- the worker ---------------------------------------------------------------------------------
@@ -218,14 +264,17 @@ class Sink:
         finally:
             self._close_output()
 
-    def _try_connect(self) -> None:
+    def _try_connect(self, recovers: bool = True) -> None:
+        """Open the output; `recovers`: with nothing to write, an open output ends a failure (with a
+        batch to write, only a successful write does)."""
         try:
             self._connect()
         except Exception as e:  # retryable or not, the worker must live on: back off and try again
             self._failed(e)
             return
         self._connected = True
-        self._recovered()
+        if recovers:
+            self._recovered()
 
     def _take(self) -> list[Record] | None:
         """The next batch; [] for an idle tick or a reopen; None to stop."""
@@ -239,6 +288,7 @@ class Sink:
                     return []
             if self._closing and time.monotonic() >= self._deadline:
                 self._counts["dropped"] += len(self._queue)
+                self._given_up += len(self._queue)
                 self._queue.clear()
                 self._drained.notify_all()
                 return None
@@ -250,10 +300,10 @@ class Sink:
         sent = False
         while batch:
             if self._out_of_time():
-                self._account(0, len(batch))
+                self._account(0, len(batch), settled=False)
                 return
             if not self._connected:
-                self._try_connect()  # on failure it has backed off already
+                self._try_connect(recovers=False)  # on failure it has backed off already
                 continue
             if sent:
                 self._bump("retries")
@@ -277,32 +327,37 @@ class Sink:
                                   f"{type(e).__name__}: {e}")
                 self._account(0, len(batch))
                 return
-            self._account(written, len(batch) - written)
+            self.backoff.reset()
+            self._recovered()
             if written < len(batch):
                 self._bump("errors", len(batch) - written)
-            self.backoff.reset()
+            self._account(written, len(batch) - written)
             return
 
     def _failed(self, e: BaseException) -> None:
         self._bump("errors")
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            self.log("warning", f"{self.kind} {self.name}: {describe(e)}; buffering and retrying with backoff")
+        line = self._episodes.failed(describe(e), self.stats)
+        if line:
+            self.log("warning", line)
         self._close_output()
         self._sleep(self.backoff.next())
 
     def _recovered(self) -> None:
-        if self._failing_since is not None:
+        line = self._episodes.recovered(self.recovered_text)
+        if line:
             self._bump("reconnects")
-            self.log("info", f"{self.kind} {self.name}: reconnected after "
-                             f"{time.monotonic() - self._failing_since:.1f} s")
-            self._failing_since = None
+            self.log("info", line)
 
     def _sleep(self, seconds: float) -> None:
-        """Back off, but wake when asked to close (and never sleep past the close deadline)."""
+        """Back off, but never past the close deadline; when close() comes during the wait, try
+        again at once (close resets the backoff: the last seconds get quick retries, not one
+        long wait)."""
         with self._lock:
             end = time.monotonic() + seconds
+            closing = self._closing
             while not self._out_of_time_locked():
+                if self._closing and not closing:
+                    return
                 left = min(end, self._deadline) - time.monotonic()  # close() may move the deadline in
                 if left <= 0:
                     return
@@ -315,14 +370,24 @@ class Sink:
     def _out_of_time_locked(self) -> bool:
         return self._abandoned or (self._closing and time.monotonic() >= self._deadline)
 
-    def _account(self, written: int, dropped: int) -> None:
+    def _account(self, written: int, dropped: int, settled: bool = True) -> None:
+        """`written` records written and `dropped` dropped, of the batch in flight; `settled`: the
+        dropped ones were refused for good (not given up at close), so they count as acknowledged."""
+        summary = None
         with self._lock:
             if self._abandoned:
                 return
             self._counts["written"] += written
             self._counts["dropped"] += dropped
+            self._acked += written + (dropped if settled else 0)
+            if not settled:
+                self._given_up += dropped
             self._inflight -= written + dropped
+            if self._episodes.dropping and not self._queue and not self._inflight:
+                summary = self._episodes.drained(self._counts["dropped"])
             self._drained.notify_all()
+        if summary:
+            self.log("warning", summary)
 
     def _lost_after_written(self, n: int) -> None:
         """Records counted written turned out lost (an output that reports failures late): move them to

@@ -1,7 +1,7 @@
 """Kafka: each record one message of a topic, keyed by its `uid` (a connection's records in one
 partition, in order) or its `event_id`, the value its JSON (flat, or ECS names). The client library,
-confluent-kafka, is owned by watcher/capture/kafka.py; this module is imported only when a `kafka`
-output is configured.
+confluent-kafka, is owned by kafka_client.py, imported here when the output is built; this module
+is imported only when a `kafka` output is configured.
 
 The framework (base.py) gives the bounded buffer, drop counters and backoff; here a batch is
 produced and then waited for until every record has its delivery report (the client's own retries,
@@ -17,11 +17,11 @@ import functools
 import time
 from typing import Any
 
-from watcher.capture import kafka
 from watcher.capture.pycapa import KafkaUrl
 from watcher.config.model import KafkaOutputConfig
-from watcher.sinks.base import Log, Record, SendError, Sink, encode, stderr_log
+from watcher.sinks.base import Log, Record, SendError, Sink, stderr_log
 from watcher.sinks.ecs import to_ecs
+from watcher.sinks.jsontext import encode, utf8
 
 KEYS = ("uid", "event_id")
 FORMATS = ("flat", "ecs")
@@ -59,11 +59,14 @@ class KafkaSink(Sink):
             "queue.buffering.max.messages": max(2 * config.batch, 1000)}
         self.producer: Any = None
         self._last_refusal = ""
+        from watcher.sinks import kafka_client  # the client library, now that the output is configured
+
+        self.kc: Any = kafka_client
 
     def _connect(self) -> None:
         if self.producer is None:
-            self.producer = kafka.producer(self.url.brokers, **self.client_config)
-        kafka.topic_partitions(self.producer, self.url, CONNECT_SECONDS)  # KafkaIOError (an OSError) if away
+            self.producer = self.kc.producer(self.url.brokers, **self.client_config)
+        self.kc.topic_partitions(self.producer, self.url, CONNECT_SECONDS)  # KafkaIOError (an OSError) if away
 
     def _disconnect(self) -> None:
         """A fresh client after a failure: nothing of the old one is in flight (every message of a
@@ -80,7 +83,7 @@ class KafkaSink(Sink):
         produce, topic = self.producer.produce, self.url.topic
         for i, record in enumerate(batch):
             key = record.get(self.key)
-            value = encode(to_ecs(record) if self.ecs else record)
+            value = utf8(encode(to_ecs(record) if self.ecs else record, self.strings))
             while True:
                 try:
                     produce(topic, value=value, key=None if key is None else str(key),
@@ -88,7 +91,7 @@ class KafkaSink(Sink):
                     break
                 except BufferError:
                     self.producer.poll(0.05)
-                except kafka.ProduceError as e:  # refused at once (too large for the broker, ...)
+                except self.kc.ProduceError as e:  # refused at once (too large for the broker, ...)
                     reports.report(i, e.args[0] if e.args else e, None)
                     break
         deadline = time.monotonic() + DELIVERY_TIMEOUT_MS / 1000 + 5
@@ -99,8 +102,8 @@ class KafkaSink(Sink):
             self.producer.flush(1)
         done = [i for i in range(len(batch)) if reports.ok[i]]
         again = [i for i in range(len(batch)) if not reports.ok[i] and (i not in reports.errors or
-                                                                          _may_pass(reports.errors[i]))]
-        refused = [i for i in sorted(reports.errors) if not _may_pass(reports.errors[i])]
+                                                                          self._may_pass(reports.errors[i]))]
+        refused = [i for i in sorted(reports.errors) if not self._may_pass(reports.errors[i])]
         if refused:
             self._refused(len(refused), len(batch), reports.errors[refused[0]])
         if not again:
@@ -109,6 +112,9 @@ class KafkaSink(Sink):
         batch[:] = [batch[i] for i in done + refused + again]
         raise SendError(len(done) + len(refused), DeliveryFailed(_name(first) if first is not None else
                                                                   "no delivery report in time"), lost=len(refused))
+
+    def _may_pass(self, err: Any) -> bool:
+        return hasattr(err, "retriable") and bool(self.kc.is_retriable(err))
 
     def _refused(self, n: int, of: int, err: Any) -> None:
         why = _name(err)
@@ -132,10 +138,6 @@ class Reports:
             self.ok[i] = True
         else:
             self.errors[i] = err
-
-
-def _may_pass(err: Any) -> bool:
-    return hasattr(err, "retriable") and kafka.is_retriable(err)
 
 
 def _name(err: Any) -> str:

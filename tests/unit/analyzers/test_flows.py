@@ -7,6 +7,7 @@ from typing import Any
 
 from analyzers.flows import FlowTable
 from analyzers.records import to_record
+from analyzers.side import Side
 from analyzers.tcp.frames import ACK, FIN, RST, SYN
 
 PSH = 0x08
@@ -94,6 +95,30 @@ def test_syn_ack_seen_first_makes_its_sender_the_server() -> None:
     (r,) = records(ft)
     assert who(r) == ("10.0.0.1", 8080, "10.0.0.2", 40000, "GET", "/a", 200, [], None)
     assert ft.counters.midstream == 0
+
+
+def test_entries_streams_and_parsers_speak_side_whoever_is_seen_first() -> None:
+    """The table's entry for a packet names its sender's side and the peer's; the connection's
+    streams and parsers are indexed by side, the same whether the client or the server was seen
+    first (the seen-first order stays inside the table)."""
+    for first in ("SYN", "SYN-ACK", "response midstream"):
+        ft = FlowTable()
+        t = Tcp(ft)
+        if first == "SYN":
+            t.handshake(1.0)
+        elif first == "SYN-ACK":
+            t.cseq += 1
+            t.s(1.0, flags=SYN | ACK)
+        else:
+            t.s(1.0, OK0)
+        t.c(1.1, get("/a"))
+        conn, side, peer = ft.table[(t.caddr, t.cport, t.saddr, t.sport)]
+        assert (side, peer) == (Side.CLIENT, Side.SERVER), first
+        assert ft.table[(t.saddr, t.sport, t.caddr, t.cport)] == (conn, Side.SERVER, Side.CLIENT), first
+        assert conn.streams[Side.CLIENT].offset == len(get("/a")), first
+        assert conn.conv is not None and conn.parsers == (conn.conv.client, conn.conv.server), first
+        assert [p.side for p in conn.parsers] == [Side.CLIENT, Side.SERVER], first
+        assert conn.first is (Side.CLIENT if first == "SYN" else Side.SERVER), first
 
 
 def test_one_fin_does_not_close() -> None:

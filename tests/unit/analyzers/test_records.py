@@ -7,8 +7,9 @@ from collections import Counter
 from typing import Any
 
 from analyzers.http.head import ResponseHead, parse_request_head, parse_response_head
+from analyzers.http.text import Strings
 from analyzers.http.transactions import Conversation, Endpoints, Message, Transaction
-from analyzers.records import message_of, to_record
+from analyzers.records import ascii_headers, message_of, to_record
 
 CONN = Endpoints("CrecordTest000001", "192.0.2.10", 51234, "198.51.100.7", 8080, False)
 MIDSTREAM = Endpoints("CrecordTest000002", "2001:db8::1", 40000, "2001:db8::2", 80, True)
@@ -137,12 +138,12 @@ def test_message_of() -> None:
 # Escaping, end to end (wire bytes through the parser into a record) ----------------------------
 
 
-def _records_of(client: bytes, server: bytes) -> list[dict[str, Any]]:
+def _records_of(client: bytes, server: bytes, strings: Strings = Strings.UTF8) -> list[dict[str, Any]]:
     conv = Conversation(CONN, Counter())
     conv.client.data(client, 1.0)
     conv.server.data(server, 1.5)
     conv.close("closed")
-    return [to_record(tx) for tx in conv.out]
+    return [to_record(tx, strings) for tx in conv.out]
 
 
 def _strings(value: Any) -> list[str]:
@@ -164,14 +165,52 @@ def _assert_printable(record: dict[str, Any]) -> None:
 
 
 def test_wire_bytes_are_escaped_in_records() -> None:
+    """`strings: ascii`: every byte that is not printable ASCII escaped (the default keeps the valid
+    UTF-8 \xc3\xa9 as é: test_valid_utf8_is_text_in_records)."""
+    client = (b"GET /a\x01\x7f\x80\\b\xff HTTP/1.1\r\nHost: h\x00\x1b\\\xe9\r\n"
+              b"User-Agent: ua\x07\x7f\xc3\xa9\\x\r\nReferer: r\x0b\x0c\r\n\r\n")
+    server = b"HTTP/1.1 200 O\x01K\xfe\r\nContent-Type: text/\x1bhtml\r\nContent-Length: 0\r\n\r\n"
+    (r,) = _records_of(client, server, Strings.ASCII)
+    assert (r["uri"], r["host"], r["user_agent"], r["referrer"], r["status_msg"], r["response_content_type"]) == (
+        "/a\\x01\\x7f\\x80\\x5cb\\xff", "h\\x00\\x1b\\x5c\\xe9", "ua\\x07\\x7f\\xc3\\xa9\\x5cx", "r\\x0b\\x0c",
+        "O\\x01K\\xfe", "text/\\x1bhtml")
+    _assert_printable(r)
+
+
+def test_valid_utf8_is_text_in_records() -> None:
+    """The default, strings: utf8: the same wire bytes as above, with valid UTF-8 (\\xc3\\xa9) as text;
+    the rest as with strings: ascii. And a head that is all valid UTF-8, in both forms."""
     client = (b"GET /a\x01\x7f\x80\\b\xff HTTP/1.1\r\nHost: h\x00\x1b\\\xe9\r\n"
               b"User-Agent: ua\x07\x7f\xc3\xa9\\x\r\nReferer: r\x0b\x0c\r\n\r\n")
     server = b"HTTP/1.1 200 O\x01K\xfe\r\nContent-Type: text/\x1bhtml\r\nContent-Length: 0\r\n\r\n"
     (r,) = _records_of(client, server)
     assert (r["uri"], r["host"], r["user_agent"], r["referrer"], r["status_msg"], r["response_content_type"]) == (
-        "/a\\x01\\x7f\\x80\\x5cb\\xff", "h\\x00\\x1b\\x5c\\xe9", "ua\\x07\\x7f\\xc3\\xa9\\x5cx", "r\\x0b\\x0c",
+        "/a\\x01\\x7f\\x80\\x5cb\\xff", "h\\x00\\x1b\\x5c\\xe9", "ua\\x07\\x7f\u00e9\\x5cx", "r\\x0b\\x0c",
         "O\\x01K\\xfe", "text/\\x1bhtml")
-    _assert_printable(r)
+    client = (b"G\xc3\x89T /st\xc3\xa4dte/K\xc3\xb6ln HTTP/1.1\r\nHost: k\xc3\xb6ln.example\r\n"
+              b"User-Agent: \xe2\x80\xaebad\r\nReferer: http://\xe6\x9d\xb1\xe4\xba\xac/\r\n\r\n")
+    server = (b"HTTP/1.1 200 Gr\xc3\xbc\xc3\x9fe\r\nContent-Type: text/html; charset=\xc3\xa9\r\n"
+              b"Content-Length: 0\r\n\r\n")
+    (u,) = _records_of(client, server)
+    (a,) = _records_of(client, server, Strings.ASCII)
+    want = {"method": ("G\u00c9T", "G\\xc3\\x89T"), "uri": ("/st\u00e4dte/K\u00f6ln", "/st\\xc3\\xa4dte/K\\xc3\\xb6ln"),
+            "host": ("k\u00f6ln.example", "k\\xc3\\xb6ln.example"),
+            "user_agent": ("\\xe2\\x80\\xaebad", "\\xe2\\x80\\xaebad"),
+            "referrer": ("http://\u6771\u4eac/", "http://\\xe6\\x9d\\xb1\\xe4\\xba\\xac/"),
+            "status_msg": ("Gr\u00fc\u00dfe", "Gr\\xc3\\xbc\\xc3\\x9fe"),
+            "response_content_type": ("text/html; charset=\u00e9", "text/html; charset=\\xc3\\xa9")}
+    assert {k: (u[k], a[k]) for k in want} == want
+    assert {k: v for k, v in u.items() if k not in want} == {k: v for k, v in a.items() if k not in want}
+    assert json.loads(json.dumps(u))["uri"].endswith("/K\u00f6ln")
+    _assert_printable(a)
+
+
+def test_ascii_headers() -> None:
+    head = parse_request_head(b"GET / HTTP/1.1\r\nHost: k\xc3\xb6ln\r\nX-A: a\r\nX-A: \xe2\x82\xac\r\n\r\n")
+    assert head.headers == {"host": "k\u00f6ln", "x-a": ["a", "\u20ac"]}
+    assert ascii_headers(head.headers) == {"host": "k\\xc3\\xb6ln", "x-a": ["a", "\\xe2\\x82\\xac"]}
+    plain = {"host": "h", "x-a": ["a", "b"]}
+    assert ascii_headers(plain) is plain
 
 
 def test_tab_and_bare_cr_inside_header_values_are_escaped() -> None:

@@ -257,3 +257,54 @@ def test_a_parsed_transaction_leaves_no_secret_in_its_record_or_alert() -> None:
     assert (out["uri"], out["route"], out["tags"]) == (f"/account?token={R}&page=2", "/account", ["redirect"])
     assert alerts[0]["message"] == f"GET /account?token={R}&page=2 -> 302 (http://shop.local/?password={R})"
 
+
+
+def test_utf8_token_in_a_query_is_masked_whole() -> None:
+    """A secret query value of UTF-8 text is masked to its end: the value stops at &, #, ; or ASCII
+    white space only, not at U+00A0 or U+3000 inside it. Text around it is kept as text."""
+    policy = Policy()
+    uri = "/suche?q=K\u00f6ln&token=gr\u00fc\u00df\u00a0e\u3000\u6771\u4eac\U0001f600&x=\u00e9"
+    out = finalize(TxView(record(uri=uri, referrer="http://u:p\u00e4ss\u00a0w\u00f6rt@h\u00f6st/?key=\u20ac1")),
+                   KEEP, policy)
+    assert out["uri"] == f"/suche?q=K\u00f6ln&token={R}&x=\u00e9"
+    assert out["referrer"] == f"http://u:{R}@h\u00f6st/?key={R}"
+    assert out["route"] == "/suche"
+    # the same token as strings: ascii writes it
+    ascii_uri = "/suche?q=K\\xc3\\xb6ln&token=gr\\xc3\\xbc\\xc3\\x9f\\xc2\\xa0e&x=1"
+    assert finalize(TxView(record(uri=ascii_uri)), KEEP, policy)["uri"] == f"/suche?q=K\\xc3\\xb6ln&token={R}&x=1"
+
+
+def test_utf8_secret_masked_in_both_forms() -> None:
+    policy = Policy(secrets=("K\u00f6ln-geheim",))
+    out = finalize(TxView(record(uri="/a/K\u00f6ln-geheim/b", host="x.K\u00f6ln-geheim.local",
+                                 user_agent="ua K\\xc3\\xb6ln-geheim"),
+                          {"host": "x.K\u00f6ln-geheim.local"}), KEEP, policy)
+    assert (out["uri"], out["host"], out["user_agent"]) == (f"/a/{R}/b", f"x.{R}.local", f"ua {R}")
+    assert out["request_headers"] == {"host": f"x.{R}.local"}
+
+
+def test_unsafe_characters_from_the_configuration_are_escaped_as_their_bytes() -> None:
+    """A rule's `set` value with a bidi override, a C1 control or U+2028: each written as the \\xNN of
+    its UTF-8 bytes, as wire text is; other text stays."""
+    decision = Decision(set_fields={"note": "a\u202eb\u0085c\u2028d \u00e9"})
+    out = finalize(TxView(record()), decision, Policy())
+    assert out["note"] == "a\\xe2\\x80\\xaeb\\xc2\\x85c\\xe2\\x80\\xa8d \u00e9"
+
+
+def test_field_cap_does_not_split_utf8_text_from_the_wire() -> None:
+    policy = Policy(max_field_bytes=64)
+    out = finalize(TxView(record(uri="/" + "\u00f6" * 40)), KEEP, policy)  # 81 bytes of UTF-8
+    assert out["uri"] == "/" + "\u00f6" * 31 + TRUNCATED  # 63 bytes: the 32nd ö would pass 64
+    assert out["route"] == out["uri"]  # the path is its own route, capped the same way
+    assert policy.truncated == 2
+
+
+def test_a_file_name_that_is_not_utf8_passes_and_is_capped_by_its_written_bytes() -> None:
+    """`run` names the capture file in each record; a name that is not UTF-8 (as Python decodes it, a
+    lone surrogate) is kept for the output to write as \\udcNN, and the cap counts those 6 bytes (a cut
+    name keeps the escape as text), where it used to raise UnicodeEncodeError."""
+    name = "caf\udce9.pcap"
+    assert finalize(TxView(record(pcap_file=name)), KEEP, Policy())["pcap_file"] == name
+    policy = Policy(max_field_bytes=12)  # caf + \udce9 (6 bytes as written) + .pc
+    assert finalize(TxView(record(pcap_file=name)), KEEP, policy)["pcap_file"] == "caf\\udce9.pc" + TRUNCATED
+    assert policy.truncated == 1

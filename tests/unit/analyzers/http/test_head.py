@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import (
     BAD,
     SHORT,
@@ -14,6 +15,7 @@ from analyzers.http.head import (
     escape,
     header,
     header_line_ahead,
+    is_binary,
     looks_like_request_line,
     parse_headers,
     parse_request_head,
@@ -22,6 +24,9 @@ from analyzers.http.head import (
     request_line_kind,
     start_line_ok,
 )
+from analyzers.http.text import escape_ascii
+from analyzers.side import Side
+from unit.analyzers.http.test_parser import D, events
 
 # escape() -------------------------------------------------------------------------------------
 
@@ -39,8 +44,12 @@ from analyzers.http.head import (
         (b"\\x41", "\\x5cx41"),
     ],
 )
-def test_escape(raw: bytes, text: str) -> None:
-    assert escape(raw) == text
+def test_escape_ascii(raw: bytes, text: str) -> None:
+    """The `strings: ascii` form (tests/unit/analyzers/http/test_text.py has the utf8 one); the two
+    agree on every string without non-ASCII bytes."""
+    assert escape_ascii(raw) == text
+    if raw.isascii():
+        assert escape(raw) == text
 
 
 def test_escape_every_byte_is_printable_and_reversible() -> None:
@@ -125,7 +134,7 @@ def test_parse_request_line(line: bytes, expected: tuple[object, ...]) -> None:
 
 def test_request_line_escapes_target_bytes() -> None:
     assert parse_request_line(b"GET /a\x01\x7f\x80\\\xff HTTP/1.1") == (
-        "GET", "/a\\x01\\x7f\\x80\\x5c\\xff", "1.1", ())
+        "GET", "/a\\x01\\x7f\\x80\\x5c\\xff", "1.1", (Anomaly.CONTROL_CHAR,))
 
 
 # Request heads --------------------------------------------------------------------------------
@@ -143,7 +152,8 @@ def test_request_head_fields() -> None:
 
 
 def test_request_head_with_bare_lf_lines() -> None:
-    assert parse_request_head(b"GET /a HTTP/1.0\nHost: h\n\n") == RequestHead("GET", "/a", "1.0", {"host": "h"}, ())
+    assert parse_request_head(b"GET /a HTTP/1.0\nHost: h\n\n") == RequestHead("GET", "/a", "1.0", {"host": "h"},
+                                                                                (Anomaly.BARE_LF,))
 
 
 def test_request_head_http09_has_no_headers() -> None:
@@ -226,7 +236,7 @@ def test_header_returns_last_of_repeated_values() -> None:
         (b"HTTP/1.1 204\r\n\r\n", ResponseHead("1.1", 204, "", {}, ())),  # the reason phrase is optional
         (b"http/1.1 301 Moved\r\nLocation: /b\r\n\r\n", ResponseHead("1.1", 301, "Moved", {"location": "/b"}, ())),
         (b"HTTP/1.1 200 O\x01K\xfe\r\n\r\n", ResponseHead("1.1", 200, "O\\x01K\\xfe", {}, ())),
-        (b"HTTP/1.1 999 Odd\n\n", ResponseHead("1.1", 999, "Odd", {}, ())),
+        (b"HTTP/1.1 999 Odd\n\n", ResponseHead("1.1", 999, "Odd", {}, (Anomaly.BARE_LF,))),
     ],
 )
 def test_parse_response_head(head: bytes, expected: ResponseHead) -> None:
@@ -257,21 +267,22 @@ def test_response_head_bad_header_line() -> None:
 # What the parser asks of a message's first bytes
 
 
-@pytest.mark.parametrize(("first", "is_request", "ok"), [
-    (b"G", True, True), (b"m", True, True), (b"~", True, True), (b" ", True, False), (b"\x16", True, False),
-    (b"H", False, True), (b"h", False, True), (b"G", False, False), (b"<", False, False),
+@pytest.mark.parametrize(("first", "side", "ok"), [
+    (b"G", Side.CLIENT, True), (b"m", Side.CLIENT, True), (b"~", Side.CLIENT, True), (b" ", Side.CLIENT, False),
+    (b"\x16", Side.CLIENT, False),
+    (b"H", Side.SERVER, True), (b"h", Side.SERVER, True), (b"G", Side.SERVER, False), (b"<", Side.SERVER, False),
 ])
-def test_can_start(first: bytes, is_request: bool, ok: bool) -> None:
-    assert can_start(first[0], is_request) is ok
+def test_can_start(first: bytes, side: Side, ok: bool) -> None:
+    assert can_start(first[0], side) is ok
 
 
-@pytest.mark.parametrize(("line", "is_request", "ok"), [
-    (b"GET / HTTP/1.1\r", True, True), (b"GET / HTTP/1.1", True, True), (b"GET /\r", True, False),
-    (b"garbage\r", True, False), (b"HTTP/1.1 200 OK\r", False, True), (b"http/1.0 200", False, True),
-    (b"HTTP", False, False), (b"<html>", False, False),
+@pytest.mark.parametrize(("line", "side", "ok"), [
+    (b"GET / HTTP/1.1\r", Side.CLIENT, True), (b"GET / HTTP/1.1", Side.CLIENT, True), (b"GET /\r", Side.CLIENT, False),
+    (b"garbage\r", Side.CLIENT, False), (b"HTTP/1.1 200 OK\r", Side.SERVER, True), (b"http/1.0 200", Side.SERVER, True),
+    (b"HTTP", Side.SERVER, False), (b"<html>", Side.SERVER, False),
 ])
-def test_start_line_ok(line: bytes, is_request: bool, ok: bool) -> None:
-    assert start_line_ok(line, is_request) is ok
+def test_start_line_ok(line: bytes, side: Side, ok: bool) -> None:
+    assert start_line_ok(line, side) is ok
 
 
 @pytest.mark.parametrize(("buf", "ahead"), [
@@ -280,3 +291,35 @@ def test_start_line_ok(line: bytes, is_request: bool, ok: bool) -> None:
 ])
 def test_header_line_ahead(buf: bytes, ahead: bool | None) -> None:
     assert header_line_ahead(buf) is ahead
+
+
+def test_a_line_starting_with_a_bare_cr_is_read_once() -> None:
+    head = parse_request_head(b"POST / HTTP/1.1\r\nHost: h\r\n\rTransfer-Encoding: chunked\r\n\r\n")
+    assert (head.headers, head.anomalies, head.other_headers) == (
+        {"host": "h", "transfer-encoding": "chunked"}, (Anomaly.BARE_CR,), None)
+
+
+def test_the_other_reading_of_an_odd_block() -> None:
+    """Ours reads every line; the other stops at the white-space-only line and sees no line after a
+    bare CR, as some servers (and dpkt) do."""
+    head = parse_request_head(b"POST / HTTP/1.1\r\nX-A: a\rContent-Length: 1\r\n\r\r\nUser-Agent: u\r\n\r\n")
+    assert head.headers == {"x-a": "a\\x0dContent-Length: 1", "content-length": "1", "user-agent": "u"}
+    assert head.other_headers == {"x-a": "a\\x0dContent-Length: 1"}
+    assert head.anomalies == (Anomaly.BARE_CR, Anomaly.WHITESPACE_LINE)
+
+
+@pytest.mark.parametrize(("line", "binary"), [
+    (b"GET /x", False), (b"GET /a\tb", False), (b"GET /K\xc3\xb6ln", False), (b"\xe6\x9d\xb1\xe4\xba\xac", False),
+    (b"GET /\x00", True), (b"\x16\x03\x01\x02\x00", True), (b"GET /K\xf6ln", True), (b"\xed\xa0\x80", True),
+    (b"GET /\xe2\x82", True),
+])
+def test_is_binary(line: bytes, binary: bool) -> None:
+    """Valid UTF-8 is text, as in the records; a control byte or a byte that is not UTF-8 is not."""
+    assert is_binary(line) is binary
+
+
+def test_one_line_request_with_utf8_is_a_request() -> None:
+    assert events([D(b"GET /K\xc3\xb6ln\r\n")]) == [
+        ("head", "GET", "/K\u00f6ln", "0.9", [], 1.0, 1.0),
+        ("end", 0, False, False, 1.0),
+    ]

@@ -12,27 +12,33 @@ from analyzers.http.resync import (
     keep_while_looking,
     rules_out_http,
 )
+from analyzers.side import Side
 
 
-@pytest.mark.parametrize(("buf", "is_request", "start"), [
-    (b"junk GET / HTTP/1.1\r\nHost: h\r\n\r\n", True, 5),
-    (b"GET / HTTP/1.1\n", True, 0),
-    (b"xxPROPFIND /d HTTP/1.1\r\n", True, 2),
-    (b"GET / HTTP/1.1", True, -1),  # its line end has not come yet
-    (b"FOO / HTTP/1.1\r\n", True, -1),  # a method we do not know is no place to resync on
-    (b"GET /a b HTTP/1.1\r\n", True, -1),
-    (b"\x00\x01HTTP/1.1 200 OK\r\n", False, 2),
-    (b"HTTP/1.0 404\r\n", False, 0),
-    (b"HTTP/1.1 20", False, -1),
-    (b"GET / HTTP/1.1\r\n", False, -1),
+@pytest.mark.parametrize(("buf", "side", "start"), [
+    (b"junk GET / HTTP/1.1\r\nHost: h\r\n\r\n", Side.CLIENT, 5),
+    (b"GET / HTTP/1.1\n", Side.CLIENT, 0),
+    (b"xxPROPFIND /d HTTP/1.1\r\n", Side.CLIENT, 2),
+    (b"GET / HTTP/1.1", Side.CLIENT, -1),  # its line end has not come yet
+    (b"BAN /admin HTTP/1.1\r\n", Side.CLIENT, 0),  # any method name, not a fixed list
+    (b"body\r\nM-SEARCH * HTTP/1.1\r\n", Side.CLIENT, 6),
+    (b"x=1GET  /admin HTTP/1.1\r\n", Side.CLIENT, 3),  # two spaces; the body's last bytes are not its method
+    (b"junk\tGET\t/a\tHTTP/1.0 \r\n", Side.CLIENT, 5),
+    (b"GET /a b HTTP/1.1\r\n", Side.CLIENT, -1),  # `b` is no method: a target with a space cannot be resynced on
+    (b"get / HTTP/1.1\r\n", Side.CLIENT, -1),
+    (b"a" * 20000 + b" / HTTP/1.1\r\n", Side.CLIENT, -1),
+    (b"\x00\x01HTTP/1.1 200 OK\r\n", Side.SERVER, 2),
+    (b"HTTP/1.0 404\r\n", Side.SERVER, 0),
+    (b"HTTP/1.1 20", Side.SERVER, -1),
+    (b"GET / HTTP/1.1\r\n", Side.SERVER, -1),
 ])
-def test_find_start(buf: bytes, is_request: bool, start: int) -> None:
-    assert find_start(buf, is_request) == find_start(bytearray(buf), is_request) == start
+def test_find_start(buf: bytes, side: Side, start: int) -> None:
+    assert find_start(buf, side) == find_start(bytearray(buf), side) == start
 
 
 def test_keep_while_looking_covers_a_start_split_across_packets() -> None:
-    assert keep_while_looking(True) == RESYNC_KEEP_BYTES
-    assert keep_while_looking(False) == RESYNC_KEEP_RESPONSE_BYTES >= len(b"HTTP/1.1 200 ")
+    assert keep_while_looking(Side.CLIENT) == RESYNC_KEEP_BYTES
+    assert keep_while_looking(Side.SERVER) == RESYNC_KEEP_RESPONSE_BYTES >= len(b"HTTP/1.1 200 ")
 
 
 @pytest.mark.parametrize(("first", "tls"), [(0x16, True), (0x17, True), (0x80, True), (ord("G"), False),

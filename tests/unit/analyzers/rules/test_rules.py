@@ -9,11 +9,15 @@ numbers are checked through the configuration loader (tests/unit/test_config.py,
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Any
 
 import pytest
 from helpers.env import REPO
 
+from analyzers.http.text import Strings
+from analyzers.http.transactions import Conversation, Endpoints
+from analyzers.records import ascii_headers, to_record
 from analyzers.rules.engine import RuleSet, compile_rules, sampled
 from analyzers.rules.model import (
     KEEP,
@@ -180,12 +184,14 @@ BAD_MATCHES: list[tuple[str, object, str]] = [
 ]
 # Every anomaly name, as the refusal of an unknown one lists them (sorted).
 KNOWN_ANOMALIES = (
-    "bad_chunk_size, bad_chunk_terminator, bad_content_length, bad_header_line, bad_http_version, bad_method, "
-    "bad_request_line, bad_status_line, chunk_size_overflow, chunked_applied_twice, conflicting_content_length, "
-    "content_length_and_transfer_encoding, content_length_overflow, duplicate_content_length, duplicate_host, "
-    "head_cut_by_gap, headers_after_short_request_line, incomplete_head, junk_before_first_message, "
-    "missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, space_in_request_target, "
-    "transfer_encoding_not_chunked")
+    "ambiguous_framing_chunked, ambiguous_framing_close, ambiguous_framing_length, ambiguous_framing_none, "
+    "ambiguous_framing_unknown, bad_chunk_size, bad_chunk_terminator, bad_content_length, bad_header_line, "
+    "bad_http_version, bad_method, bad_request_line, bad_status_line, bare_cr, bare_lf, chunk_size_overflow, "
+    "chunk_size_whitespace, chunked_applied_twice, conflicting_content_length, "
+    "content_length_and_transfer_encoding, content_length_overflow, control_char, duplicate_content_length, "
+    "duplicate_host, head_cut_by_gap, headers_after_short_request_line, incomplete_head, "
+    "junk_before_first_message, missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, "
+    "space_in_request_target, transfer_encoding_not_chunked, whitespace_line")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), BAD_MATCHES, ids=[f"{k}={v}" for k, v, _ in BAD_MATCHES])
@@ -538,3 +544,27 @@ def test_example_rules(tmp_path: Any) -> None:
         ("client-error", "incomplete", "anomaly"), {"service": "auth"}, frozenset({"x-api-key", "x-csrf-token"}),
         frozenset({"code", "state", "session", "sid", "nonce"}))
     assert rs.errors == {}
+
+
+def test_rules_match_the_text_of_utf8_from_the_wire() -> None:
+    """Host and path regexes, host globs and header values see valid UTF-8 as text (strings: utf8,
+    the default); with strings: ascii they see the escaped form, as written."""
+    conv = Conversation(Endpoints("Cutf8", "10.0.0.1", 40000, "10.0.0.2", 80, False), Counter())
+    conv.client.data(b"GET /st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac HTTP/1.1\r\nHost: www.K\xc3\xb6ln.example\r\n"
+                     b"X-Stadt: K\xc3\xb6ln\r\n\r\n", 1.0)
+    conv.server.data(b"HTTP/1.1 204 No Content\r\n\r\n", 1.5)
+    (tx,) = conv.out
+    assert tx.request is not None
+    headers = tx.request.head.headers  # type: ignore[union-attr]
+    rules = ruleset({"name": "regex", "match": {"host": "/köln/"}, "actions": {"tag": ["regex"]}, "continue": True},
+                    {"name": "glob", "match": {"host": "*.köln.example"}, "actions": {"tag": ["glob"]},
+                     "continue": True},
+                    {"name": "path", "match": {"path": "^/städte/Köln$", "query": "€"}, "actions": {"tag": ["path"]},
+                     "continue": True},
+                    {"name": "header", "match": {"header": {"x-stadt": "^Köln$"}}, "actions": {"tag": ["header"]},
+                     "continue": True},
+                    {"name": "escaped", "match": {"host": "/k\\\\xc3\\\\xb6ln/"}, "actions": {"tag": ["escaped"]}})
+    utf8 = rules.evaluate(TxView(to_record(tx), headers))
+    assert utf8.tags == ("regex", "glob", "path", "header")
+    ascii_view = TxView(to_record(tx, Strings.ASCII), ascii_headers(headers))
+    assert rules.evaluate(ascii_view).tags == ("escaped",)

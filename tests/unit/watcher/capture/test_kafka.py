@@ -72,6 +72,9 @@ def source(answers: list[list[Msg]], partitions: int, **kw: Any) -> KafkaSource:
     s.counters = SourceCounters(partitions=partitions)
     s.stopped = kw.get("stop", threading.Event())
     s.notes = None
+    from watcher.sinks import kafka_client
+
+    s.kc = kafka_client
     s.consumer = Script(answers)
     s.partitions = list(range(partitions))
     s._closed = False

@@ -7,6 +7,8 @@ a file tcpdump is still writing arrives in arbitrary pieces and a half-written r
 
 from __future__ import annotations
 
+import contextlib
+import random
 import struct
 
 import pytest
@@ -514,3 +516,166 @@ def test_header_of_an_unsupported_version_raises_like_parse() -> None:
     with pytest.raises(CaptureError) as e:
         CaptureParser().header(pcap_header("<", major=1), 0, 100)
     assert e.value.offset == 104
+
+
+# malformed pcapng: every read bounded by its block ---------------------------------------------
+
+
+def idb_raw(o: str, tail: bytes) -> bytes:
+    """An IDB whose options area is exactly `tail`, no end-of-options added."""
+    return block(o, 1, struct.pack(o + "HHI", ETH, 0, 0) + tail)
+
+
+@pytest.mark.parametrize("o", ["<", ">"])
+@pytest.mark.parametrize(("code", "length"), [(14, 8), (9, 1), (2, 4), (2, 0xFFFF)],
+                         ids=["if_tsoffset", "if_tsresol", "if_name", "if_name_huge"])
+def test_pcapng_option_header_in_the_last_bytes_of_an_interface_block(o: str, code: int, length: int) -> None:
+    """An option header with no room for its value (the issue's if_tsoffset in an IDB's last 4
+    bytes): a CaptureError naming the option's offset, not a read past the block."""
+    head = shb(o)
+    data = head + idb_raw(o, struct.pack(o + "HH", code, length)) + epb(o, 0, 1, b"p")
+    with pytest.raises(CaptureError) as e:
+        parse_whole(data)
+    assert e.value.offset == len(head) + 16  # block header 8 + link type, reserved, snaplen 8
+    assert e.value.problem == (f"pcapng interface option {code} claims {length} bytes but its block holds 0 "
+                               "after it: the file is corrupt")
+
+
+def test_pcapng_option_value_running_past_its_block_after_good_options() -> None:
+    o = "<"
+    head = shb(o)
+    opts = option(o, 9, bytes([9])) + struct.pack(o + "HH", 14, 8) + b"\0\0\0\0"  # 4 of its 8 bytes
+    with pytest.raises(CaptureError) as e:
+        parse_whole(head + idb_raw(o, opts))
+    assert e.value.offset == len(head) + 16 + 8
+    assert "option 14 claims 8 bytes but its block holds 4" in e.value.problem
+
+
+def test_pcapng_truncated_option_header_is_ignored_at_the_block_end() -> None:
+    """Two bytes left after the last option: no option header fits, nothing is read there."""
+    o = "<"
+    data = shb(o) + idb_raw(o, option(o, 9, bytes([3])) + b"\0\0\0\0") + epb(o, 0, 1_500, b"p")
+    _, batches, _ = parse_whole(data)
+    assert flat(batches) == [(ETH, (len(data) - len(epb(o, 0, 1_500, b"p")), 1.5, b"p"))]
+
+
+@pytest.mark.parametrize("btype", [0x0A0D0D0A, 1, 6, 3, 2, 5])
+def test_pcapng_block_lengths_that_disagree(btype: int) -> None:
+    """A block's length at its end must be its length at its start (else everything after it is
+    read from the wrong place)."""
+    o = "<"
+    head = shb(o) + idb(o, ETH)
+    bodies = {0x0A0D0D0A: struct.pack(o + "IHHq", 0x1A2B3C4D, 1, 0, -1), 1: struct.pack(o + "HHI", ETH, 0, 0),
+              6: struct.pack(o + "IIIII", 0, 0, 1, 1, 1) + b"x\0\0\0", 3: struct.pack(o + "I", 1) + b"x\0\0\0",
+              2: struct.pack(o + "HHIIII", 0, 0, 0, 1, 1, 1) + b"x\0\0\0", 5: b"\0" * 8}
+    good = block(o, btype, bodies[btype])
+    bad = good[:-4] + struct.pack(o + "I", len(good) + 4)
+    with pytest.raises(CaptureError) as e:
+        parse_whole(head + bad)
+    assert e.value.offset == len(head)
+    assert e.value.problem == (f"pcapng block of type {btype} says it is {len(good)} bytes long at its start and "
+                               f"{len(good) + 4} at its end: the file is corrupt")
+
+
+# mutated inputs: nothing but CaptureError ------------------------------------------------------
+
+MUTATIONS = 3000  # per format: a few seconds, and every mutation kind many times over
+BOUNDARY = (0, 1, 3, 4, 7, 8, 12, 0x7F, 0x80, 0xFF, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFC, 0xFFFFFFFF)
+
+
+def valid_pcapng(o: str) -> bytes:
+    return b"".join([shb(o), idb(o, ETH, option(o, 2, b"eth0"), option(o, 9, bytes([9])),
+                                 option(o, 14, struct.pack(o + "q", EPOCH))),
+                     epb(o, 0, 5, b"abc", option(o, 1, b"comment") + option(o, 0, b"")),
+                     block(o, 5, b"\0" * 12), idb(o, RAW, option(o, 9, bytes([0x80 | 10]))),
+                     epb(o, 1, 6, b"raw-frame"), spb(o, b"simple"), obsolete_pb(o, 0, 7, b"old"), epb(o, 0, 8, b""),
+                     shb(o), idb(o, NULL), epb(o, 0, 9, b"\2\0\0\0" + b"x" * 40)])
+
+
+def valid_pcap(fmt: str) -> bytes:
+    o, magic, ticks = PCAP_FORMATS[fmt]
+    return pcap_header(o, magic) + b"".join(pcap_record(o, EPOCH + i, i * 7 % ticks, bytes([i]) * (i * 13 % 90))
+                                            for i in range(12))
+
+
+def block_ends(data: bytes) -> list[int]:
+    """Where the blocks of a valid pcapng end (or the records of a pcap)."""
+    if data[:4] != b"\x0a\x0d\x0d\x0a":
+        return [len(data)]
+    o = "<" if data[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+    ends, pos = [], 0
+    while pos + 8 <= len(data):
+        pos += struct.unpack_from(o + "I", data, pos + 4)[0]
+        ends.append(pos)
+    return ends
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One to four random damages: flipped bits, a 2- or 4-byte field set to a boundary value, an
+    option header (code, length) written over an aligned word, bytes cut (anywhere, or just after a
+    block, so that a read past that block would run off the buffer), inserted, removed or repeated."""
+    b = bytearray(data)
+    ends = block_ends(data)
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.randrange(8)
+        if kind == 6 and len(b) >= 4:
+            o = "<" if data[8:12] == b"\x4d\x3c\x2b\x1a" or data[:1] in (b"\xd4", b"\x4d") else ">"
+            # half the time the word before a block's trailing length: its last option
+            at = rng.choice(ends) - 8 if rng.random() < 0.5 else rng.randrange(0, len(b) - 3) & ~3
+            if not 0 <= at <= len(b) - 4:
+                continue
+            b[at:at + 4] = struct.pack(o + "HH", rng.choice((0, 1, 2, 9, 14, 15)),
+                                       rng.choice((1, 2, 4, 8, 9, 12, 0xFFFF)))
+            continue
+        if kind == 7:
+            del b[rng.choice(ends):]
+            continue
+        at = rng.randrange(len(b)) if b else 0
+        if kind == 0 and b:
+            b[at] ^= 1 << rng.randrange(8)
+        elif kind == 1 and len(b) >= 4:
+            at = rng.randrange(0, len(b) - 3) & ~3 if rng.random() < 0.7 else rng.randrange(len(b) - 3)
+            b[at:at + 4] = struct.pack(rng.choice("<>") + "I", rng.choice(BOUNDARY))
+        elif kind == 2 and len(b) >= 2:
+            at = rng.randrange(len(b) - 1)
+            b[at:at + 2] = struct.pack(rng.choice("<>") + "H", rng.choice(BOUNDARY) & 0xFFFF)
+        elif kind == 3:
+            del b[rng.randrange(len(b) + 1):]
+        elif kind == 4:
+            b[at:at] = rng.randbytes(rng.choice((1, 2, 4, 8, 16)))
+        else:
+            n = rng.choice((1, 4, 8, 16))
+            if rng.random() < 0.5:
+                del b[at:at + n]
+            else:
+                b[at:at] = b[at:at + n]
+    return bytes(b)
+
+
+def parse_all_ways(data: bytes, ends: list[int], rng: random.Random) -> None:
+    """Whole, cut after each block of the unmutated file (where a tailing reader's buffer may end),
+    then in random pieces as a tailing reader feeds them: only CaptureError may come out."""
+    for end in [len(data), *ends]:
+        with contextlib.suppress(CaptureError):
+            parse_until_error(data[:end])
+    cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randint(1, 6))))
+    with contextlib.suppress(CaptureError):
+        feed([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)])
+
+
+@pytest.mark.parametrize("fmt", ["pcapng-le", "pcapng-be", *PCAP_FORMATS])
+def test_mutated_captures_raise_nothing_but_capture_error(fmt: str) -> None:
+    """A seeded random mutation loop (hypothesis is not installed): thousands of damaged files,
+    each parsed whole and in pieces; any exception other than CaptureError fails with the seed and
+    the bytes to reproduce it."""
+    valid = valid_pcapng("<" if fmt.endswith("le") else ">") if fmt.startswith("pcapng") else valid_pcap(fmt)
+    _, batches, _ = parse_whole(valid)
+    assert flat(batches)  # the unmutated file is good
+    ends = block_ends(valid)
+    for seed in range(MUTATIONS):
+        rng = random.Random(f"{fmt}-{seed}")
+        data = mutate(valid, rng)
+        try:
+            parse_all_ways(data, ends, rng)
+        except Exception as e:  # the point: report anything else, with how to reproduce
+            pytest.fail(f"seed {seed}: {type(e).__name__}: {e} on {data.hex()}")

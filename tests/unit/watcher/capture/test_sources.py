@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.env import corpus
+from helpers import pcapgen as g
+from helpers.env import corpus, file_modes_bind_root, read_records
 
 from analyzers.pipeline import split_records
+from watcher.capture import sources
 from watcher.capture.pcapfile import CaptureError, Frame
-from watcher.capture.sources import Capture, RangeReader, Records, expand
+from watcher.capture.sources import DEFAULT_GUNZIP, Capture, GunzipLimits, RangeReader, Records, expand
 
 SCRIPT = Path(sys.executable).parent / "pcapwatch"
 PCAPWATCH = [str(SCRIPT)] if SCRIPT.exists() else [
@@ -108,7 +110,10 @@ def test_stdin(tmp_path: Path, compressed: bool) -> None:
     ref = tmp_path / "ref.pcap"
     ref.write_bytes(data)
     want, err, code = run(str(ref))
-    assert (len(want), err, code) == (9, "", 0)
+    # 9 transactions, and a head the prefix cuts: written as read (`GET /1k.bin?sp`, truncated)
+    assert (len(want), err, code) == (10, "", 0)
+    assert (want[-1]["uri"], want[-1]["anomalies"], want[-1]["reason"]) == ("/1k.bin?sp", ["incomplete_head"],
+                                                                          "capture_end")
     want = [dict(r, pcap_file="-") for r in want]  # stdin's records name "-"
     body = gzip.compress(data) if compressed else data
     piped = run("-", input=body)  # a pipe, as from `tcpdump -w - | pcapwatch read -`
@@ -400,3 +405,146 @@ def test_range_reader_of_a_file_cut_since_it_was_walked(tmp_path: Path) -> None:
         assert e.value.offset == 1000
     finally:
         reader.close()
+
+
+# gzip bombs: decompressed in bounded steps, stopped at the limits --------------------------------
+
+
+def chunk_sizes(path: Path, chunk: int, limits: GunzipLimits = DEFAULT_GUNZIP) -> tuple[list[int], CaptureError | None]:
+    cap = Capture(str(path), limits)
+    sizes: list[int] = []
+    try:
+        for data in cap.chunks(chunk):
+            sizes.append(len(data))
+    except CaptureError as e:
+        return sizes, e
+    finally:
+        cap.close()
+    return sizes, None
+
+
+def test_gzip_is_decompressed_in_steps_of_at_most_the_chunk(tmp_path: Path) -> None:
+    """Even 1000:1 data never comes out in pieces larger than asked for: memory stays bounded."""
+    bomb = g.write_gzip_bomb(tmp_path / "zeros.pcap.gz", 8 << 20)
+    sizes, error = chunk_sizes(bomb, 65536)
+    assert error is None
+    assert sum(sizes) == 8 << 20
+    assert max(sizes) == 65536
+    assert len(sizes) == 128
+
+
+def test_gzip_bomb_stopped_at_the_ratio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the first GUNZIP_RATIO_AFTER_BYTES, 200 times the compressed bytes read is the end:
+    what came before is delivered, the error names the compressed offset and the limit's key."""
+    monkeypatch.setattr(sources, "GUNZIP_RATIO_AFTER_BYTES", 4 << 20)
+    bomb = g.write_gzip_bomb(tmp_path / "bomb.pcap.gz", 64 << 20)
+    sizes, error = chunk_sizes(bomb, 1 << 20)
+    assert error is not None
+    # the first step past 4 MiB: the ratio (about 1000) is over 200 as soon as it is judged
+    assert sizes == [1 << 20] * 4
+    consumed = error.offset
+    assert 0 < consumed < bomb.stat().st_size
+    assert error.problem == (f"gzip data expands more than 200 times ({consumed:,} compressed bytes gave "
+                             f"{5 << 20:,}; limits.gunzip_max_ratio): too much for a capture file, likely a "
+                             "decompression bomb")
+
+
+def test_gzip_ratio_not_judged_on_a_small_file(tmp_path: Path) -> None:
+    """A small file of identical packets compresses as well as a bomb: harmless, read whole."""
+    path = g.write_gzip_bomb(tmp_path / "small.pcap.gz", 4 << 20)
+    assert path.stat().st_size * 200 < 4 << 20
+    sizes, error = chunk_sizes(path, 1 << 20)
+    assert (sum(sizes), error) == (4 << 20, None)
+
+
+def test_gzip_stopped_at_the_size_limit(tmp_path: Path) -> None:
+    """limits.gunzip_max_bytes: a file that compresses normally but expands past it; the records
+    before it come out, then one error with the limit."""
+    import random as _random
+
+    rng = _random.Random(3)
+    data = pcap(*[1.0 + i for i in range(3000)], payload=rng.randbytes(1000))
+    path = tmp_path / "big.pcap.gz"
+    path.write_bytes(gzip.compress(data))
+    limits = GunzipLimits(max_bytes=1_000_000, max_ratio=200)
+    cap = Capture(str(path), limits)
+    got: list[Frame] = []
+    with pytest.raises(CaptureError) as e:
+        for batches in cap.batches(chunk=65536):
+            got += [f for _link, fs in batches for f in fs]
+    cap.close()
+    assert e.value.problem == ("gzip data expands past 1,000,000 bytes (limits.gunzip_max_bytes): too large for a "
+                               "capture file, likely a decompression bomb")
+    assert len(got) == (1_000_000 // 65536 * 65536 - 24) // 1016
+    assert [f[1] for f in got] == [1.0 + i for i in range(len(got))]
+
+
+def test_read_of_a_bomb_fails_that_file_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pcapwatch read`: one line naming the bomb, counted as failed (exit status 1), and the next
+    file read whole."""
+    monkeypatch.setattr(sources, "GUNZIP_RATIO_AFTER_BYTES", 4 << 20)
+    bomb = g.write_gzip_bomb(tmp_path / "bomb.pcap.gz", 64 << 20)
+    good = tmp_path / "good.pcap"
+    good.write_bytes(pcap(5.0, 6.0))
+    _records, result, err = read_records(bomb, good)
+    lines = err.splitlines()
+    assert (result.files, result.files_failed, len(lines)) == (2, 1, 1)
+    assert lines[0].startswith(f"pcapwatch: error: {bomb}: offset ")
+    assert lines[0].endswith("likely a decompression bomb; the rest of this file is skipped")
+    # read decompresses 4 MiB at a time: the records of the first step, then good.pcap's 2
+    assert result.stats["frames"] == ((4 << 20) - 24) // 65551 + 2
+
+
+def test_gzip_member_header_that_never_ends(tmp_path: Path) -> None:
+    """FNAME set and no terminating zero for megabytes: not a header, and not held in memory."""
+    path = tmp_path / "noname.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x08" + bytes(6) + b"x" * (3 << 20))
+    sizes, error = chunk_sizes(path, 65536)
+    assert sizes == [] and error is not None
+    assert (error.offset, error.problem) == (0, "gzip data is corrupt (a member header longer than 1,048,576 bytes)")
+
+
+GZIP_MUTATIONS = 400
+
+
+def test_mutated_gzip_captures_raise_nothing_but_capture_error(tmp_path: Path) -> None:
+    """Damaged gzip files (header, deflate data, trailer, a second member): Capture.batches gives
+    frames and at most a CaptureError, nothing else (seeded, bounded loop)."""
+    import random as _random
+
+    valid = gzip.compress(pcap(*[1.0 + i / 10 for i in range(40)], payload=bytes(range(60)))) + gzip.compress(
+        pcapng(7.0, 8.0))
+    path = tmp_path / "m.gz"
+    for seed in range(GZIP_MUTATIONS):
+        rng = _random.Random(seed)
+        b = bytearray(valid)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(b))
+            if rng.random() < 0.6:
+                b[at] ^= 1 << rng.randrange(8)
+            elif rng.random() < 0.5:
+                del b[at:]
+            else:
+                b[at:at] = rng.randbytes(rng.randint(1, 8))
+        path.write_bytes(bytes(b))
+        try:
+            frames(path)
+        except CaptureError:
+            pass
+        except Exception as e:  # the point: anything else fails, with how to reproduce
+            pytest.fail(f"seed {seed}: {type(e).__name__}: {e} on {bytes(b).hex()}")
+
+
+def test_dir_keeps_an_unreadable_file_for_read_to_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not 'not a capture file': `read` tries it, says 'Permission denied', counts it failed (exit
+    status 1), and reads the others."""
+    file_modes_bind_root(monkeypatch)
+    (tmp_path / "cap.pcap").write_bytes(pcap(5))
+    locked = tmp_path / "cap.pcap1"
+    locked.write_bytes(pcap(6))
+    locked.chmod(0)
+    files, notes = expand([str(tmp_path)])
+    assert (names(files), notes) == (["cap.pcap", "cap.pcap1"], [])
+    _records, result, err = read_records(tmp_path)
+    assert (result.files, result.files_failed) == (2, 1)
+    assert err == f"pcapwatch: error: {locked}: cannot open: Permission denied\n"

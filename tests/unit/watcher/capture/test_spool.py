@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import gzip
 import os
+import pwd
+import struct
 import time
 from pathlib import Path
 
 import pytest
 from helpers import pcapgen as g
+from helpers.env import file_modes_bind_root
 
-from watcher.capture.spool import GZIP_SETTLE_SECONDS, Spool, State, fingerprint
+from watcher.capture.spool import GZIP_SETTLE_SECONDS, HEAD_BYTES, Spool, State, fingerprint
 
 RECORD = 16 + 60  # record header + a 60-byte frame
 HEADER = 24
@@ -208,3 +211,120 @@ def test_skip_before_marks_older_generations_done(tmp_path: Path, spool: Spool) 
     spool.scan(time.time())
     assert spool.skip_before(1_700_000_001.0) == 1
     assert [gen.state for gen in spool.ordered()] == [State.DONE, State.PENDING, State.PENDING]
+
+
+# files the service may not read ----------------------------------------------------------------
+
+
+@pytest.fixture
+def permissions(monkeypatch: pytest.MonkeyPatch) -> None:
+    file_modes_bind_root(monkeypatch)
+
+
+def unreadable_line(path: Path) -> str:
+    user = f"{pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})"
+    return (f"error: {path}: cannot be read (Permission denied) as user {user}, the user pcapwatch runs as: make "
+            "the file readable to that user (chmod, chgrp, or tcpdump -Z); it is tried again until it can be read")
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_unreadable_file_said_once_counted_and_read_once_readable(tmp_path: Path, spool: Spool,
+                                                                 permissions: None, size: str) -> None:
+    """Small or larger than HEAD_BYTES: 'cannot be read (Permission denied)', never 'not a capture';
+    tried again at every scan without a word, and a generation like any other once chmod allows."""
+    n = 5 if size == "small" else HEAD_BYTES // RECORD + 10
+    t0 = 1_700_000_000 * 10**9
+    path = write(tmp_path / "cap.pcap", g.pcap_bytes(g.LINKTYPE_ETHERNET, [(t0 + i * 10**6, bytes([i % 256]) * 60)
+                                                                         for i in range(n)]))
+    path.chmod(0)
+    for _ in range(3):
+        assert scanned(spool) == []
+    assert spool.notes == [unreadable_line(path)]
+    assert (spool.counters.unreadable, spool.counters.not_captures, spool.counters.lost) == (1, 0, 0)
+    assert list(spool.unreadable) == [str(path)]
+    path.chmod(0o644)
+    assert scanned(spool) == ["cap.pcap"]
+    assert spool.notes[1:] == [f"info: {path}: readable now, reading it"]
+    assert spool.unreadable == {}
+    assert spool.next_unfinished() is spool.ordered()[0]
+    assert spool.counters.unreadable == 1
+
+
+def test_unreadable_file_removed_is_lost(tmp_path: Path, spool: Spool, permissions: None) -> None:
+    path = write(tmp_path / "cap.pcap", pcap(1_700_000_000.0))
+    path.chmod(0)
+    scanned(spool)
+    path.unlink()
+    assert scanned(spool) == []
+    assert spool.notes[1:] == [f"error: {path}: removed before it could be read: about {HEADER + 5 * RECORD:,} "
+                               "bytes of capture lost"]
+    assert (spool.counters.lost, spool.counters.lost_bytes, spool.unreadable) == (1, HEADER + 5 * RECORD, {})
+
+
+def test_unreadable_file_rewritten_by_the_ring_is_lost(tmp_path: Path, spool: Spool, permissions: None) -> None:
+    """tcpdump (root) truncates and rewrites the slot; its mode stays 000: the old content is lost,
+    the new one waits to be readable, said once."""
+    path = write(tmp_path / "cap.pcap0", pcap(1_700_000_000.0, 20))
+    path.chmod(0)
+    scanned(spool)
+    path.chmod(0o600)  # tcpdump runs as root: the mode does not stop it
+    rewrite_in_place(path, pcap(1_700_000_100.0, 3))
+    path.chmod(0)
+    assert scanned(spool) == []
+    assert spool.notes[1:] == [f"error: {path}: rewritten by tcpdump's ring before it could be read: about "
+                               f"{HEADER + 20 * RECORD:,} bytes of capture lost"]
+    assert (spool.counters.lost, spool.counters.unreadable) == (1, 1)
+    path.chmod(0o644)
+    assert scanned(spool) == ["cap.pcap0"]
+    assert spool.ordered()[0].first_ts == 1_700_000_100.0
+
+
+def test_generation_unreadable_when_opened_is_passed_over_until_readable(tmp_path: Path, spool: Spool,
+                                                                         permissions: None) -> None:
+    """Identified, then chmod 000 before the reader opened it (the reader calls cannot_read): the
+    next file is read meanwhile; a scan finds it readable again and it is next."""
+    a = write(tmp_path / "a", pcap(1_700_000_000.0))
+    write(tmp_path / "b", pcap(1_700_000_100.0))
+    assert scanned(spool) == ["a", "b"]
+    gen_a, gen_b = spool.ordered()
+    a.chmod(0)
+    with pytest.raises(PermissionError) as e:
+        os.open(a, os.O_RDONLY)
+    spool.cannot_read(gen_a, e.value)
+    assert spool.next_unfinished() is gen_b
+    scanned(spool)
+    assert spool.notes == [unreadable_line(a)]
+    assert spool.next_unfinished() is gen_b
+    a.chmod(0o644)
+    scanned(spool)
+    assert spool.notes[1:] == [f"info: {a}: readable now, reading it"]
+    assert (gen_a.unreadable, spool.next_unfinished()) == (False, gen_a)
+    assert spool.counters.unreadable == 1
+
+
+def test_generation_unreadable_then_removed_is_lost(tmp_path: Path, spool: Spool, permissions: None) -> None:
+    a = write(tmp_path / "a", pcap(1_700_000_000.0))
+    assert scanned(spool) == ["a"]
+    (gen,) = spool.ordered()
+    a.chmod(0)
+    spool.cannot_read(gen, PermissionError(13, "Permission denied", str(a)))
+    a.unlink()
+    scanned(spool)
+    assert gen.state == State.LOST
+    assert spool.notes == [unreadable_line(a), f"error: {a}: removed before it could be read: about "
+                           f"{HEADER + 5 * RECORD:,} bytes of capture lost (read 0), more if tcpdump filled other "
+                           "files meanwhile; pcapwatch is falling behind tcpdump"]
+    assert (spool.counters.lost, spool.unreadable) == (1, {})
+
+
+def test_capture_corrupt_before_its_first_packet_said_once(tmp_path: Path, spool: Spool) -> None:
+    """No first packet to order it by, nothing to read: one error line with the offset, counted."""
+    shb = struct.pack("<II", 0x0A0D0D0A, 28) + struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    body = struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 14, 8)  # if_tsoffset, no room for its value
+    idb = struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+    path = write(tmp_path / "odd.pcapng", shb + idb)
+    assert scanned(spool) == []
+    assert scanned(spool) == []
+    assert spool.notes == [f"error: {path}: offset 44: pcapng interface option 14 claims 8 bytes but its block "
+                           "holds 0 after it: the file is corrupt; nothing in it is read"]
+    assert (spool.counters.failed, spool.counters.not_captures, spool.counters.generations) == (1, 0, 0)

@@ -117,6 +117,10 @@ BAD_VALUES = [
                                              f"{defaults_todo('2000000')}"),
     ("limits", "pcap_total_bytes", "1.5", "found 1.5 (a number), expected a whole number of bytes >= 1; "
                                           f"{defaults_todo('64000000')}"),
+    ("limits", "gunzip_max_bytes", "0", "found 0 (a whole number), expected a whole number of bytes >= 1; "
+                                        f"{defaults_todo('17179869184')}"),
+    ("limits", "gunzip_max_ratio", "0.5", "found 0.5 (a number), expected a number >= 1; "
+                                          f"{defaults_todo('200.0')}"),
     ("capture", "file_mb", "0", "found 0 (a whole number), expected a whole number of millions of bytes >= 1; "
                                 f"{defaults_todo('100')}"),
     ("capture", "file_mb", "100MB", "found '100MB' (a string), expected a whole number of millions of bytes "
@@ -241,8 +245,8 @@ BAD_OUTPUTS = [
     ("  - name: a\n    type: kinesis\n    host: x\n",  # unknown type: its keys are unknown, only `type` is wrong
      [f"F:3: outputs[0].type: found 'kinesis' (a string), expected one of {TYPES}; set the type, e.g. type: jsonl"]),
     ("  - name: a\n    type: syslog\n    path: x\n",  # a key of another type
-     ["F:4: outputs[0].path: found unknown key 'path', expected one of name, type, default, buffer, address, "
-      "facility, app_name, hostname (the keys of a syslog output); delete it or correct its spelling"]),
+     ["F:4: outputs[0].path: found unknown key 'path', expected one of name, type, default, buffer, required, "
+      "address, facility, app_name, hostname (the keys of a syslog output); delete it or correct its spelling"]),
     ("  - name: a\n    type: jsonl\n    path: 5\n",
      [f"F:4: outputs[0].path: found 5 (a whole number), expected '-' (standard output) or a file path; "
       f"{TYPE_TODO}"]),
@@ -250,8 +254,8 @@ BAD_OUTPUTS = [
      ["F:4: outputs[0].path: found '' (an empty string), expected '-' (standard output) or a file path; "
       "correct the value, or delete the key to use the default ('-')"]),
     ("  - name: a\n    type: jsonl\n    pth: a.jsonl\n",
-     ["F:4: outputs[0].pth: found unknown key 'pth', expected one of name, type, default, buffer, path, format (the "
-      "keys of a jsonl output); did you mean 'path'?"]),
+     ["F:4: outputs[0].pth: found unknown key 'pth', expected one of name, type, default, buffer, required, path, "
+      "format (the keys of a jsonl output); did you mean 'path'?"]),
     ("  - name: a\n    type: jsonl\n  - name: b\n    type: jsonl\n  - name: a\n    type: jsonl\n"
      "  - {name: b, type: jsonl}\n",
      ["F:6: outputs[2].name: found 'a', expected a name no other output has (outputs[0] at line 2 is also 'a'); "
@@ -285,6 +289,8 @@ BAD_OUTPUT_VALUES = [
     ("jsonl", "default", "yes please", "found 'yes please' (a string), expected true or false; correct the value, or "
                                        "delete the key to use the default (true)"),
     ("jsonl", "buffer", "0", f"found 0 (a whole number), expected a whole number >= 1; {defaults_todo('10000')}"),
+    ("jsonl", "required", "'yes'", "found 'yes' (a string), expected true or false; correct the value, or delete "
+                                   "the key to use the default (false)"),
     ("jsonl", "format", "json", "found 'json' (a string), expected one of flat, ecs; "
                                 f"{defaults_todo(repr('flat'))}"),
     ("syslog", "address", "/dev/log", "found '/dev/log' (a string), expected unix:/PATH, udp://HOST:PORT or "
@@ -387,7 +393,7 @@ def test_every_output_type_with_defaults_and_with_values(tmp_path: Path) -> None
         "redis://127.0.0.1:6379/0", "tcp://127.0.0.1:5556")
 
 
-SECTIONS = "spool, state, outputs, limits, capture, kafka, headers, redact, routes, rules_dir, rules"
+SECTIONS = "spool, state, outputs, limits, capture, kafka, headers, redact, routes, strings, rules_dir, rules"
 UNKNOWN_KEYS = [
     ("spol:\n  dir: x\n", f"F:1: spol: found unknown section 'spol', expected one of {SECTIONS}; did you mean "
                           "'spool'?"),
@@ -397,8 +403,8 @@ UNKNOWN_KEYS = [
     ("spool:\n  dir: x\n  rescan_secs: 1\n", "F:3: spool.rescan_secs: found unknown key 'rescan_secs', expected "
      "one of dir, pattern, rescan_seconds, ring_bytes, lag_warn_fraction; did you mean 'rescan_seconds'?"),
     ("limits:\n  max_conections: 5\n", "F:2: limits.max_conections: found unknown key 'max_conections', expected "
-     "one of max_connections, idle_timeout, queue_batches, pcap_connection_bytes, pcap_total_bytes; did you mean "
-     "'max_connections'?"),
+     "one of max_connections, idle_timeout, queue_batches, pcap_connection_bytes, pcap_total_bytes, "
+     "gunzip_max_bytes, gunzip_max_ratio; did you mean 'max_connections'?"),
     ("capture:\n  zzz: 1\n", "F:2: capture.zzz: found unknown key 'zzz', expected one of file_mb, files, snaplen, "
                              "bpf, user; delete it or correct its spelling"),
     ("state:\n  3: x\n", "F:2: state.3: found unknown key 3 (a whole number), expected one of dir, "
@@ -640,14 +646,16 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
         "spool": {"dir": str(tmp_path / "s"), "pattern": "*", "rescan_seconds": 2.0, "ring_bytes": 5000,
                   "lag_warn_fraction": 0.5},
         "state": {"dir": "/var/lib/pcapwatch", "checkpoint_seconds": 5.0},
-        "outputs": [{"name": "a", "type": "jsonl", "default": True, "buffer": 10000, "path": str(tmp_path / "x"),
+        "outputs": [{"name": "a", "type": "jsonl", "default": True, "buffer": 10000, "required": False,
+                     "path": str(tmp_path / "x"), "format": "flat"},
+                    {"name": "b", "type": "jsonl", "default": True, "buffer": 10000, "required": False, "path": "-",
                      "format": "flat"},
-                    {"name": "b", "type": "jsonl", "default": True, "buffer": 10000, "path": "-", "format": "flat"},
-                    {"name": "r", "type": "redis", "default": False, "buffer": 10000,
+                    {"name": "r", "type": "redis", "default": False, "buffer": 10000, "required": False,
                      "url": "redis://:<redacted>@h:6379/1", "mode": "stream", "key": "pcapwatch:http",
                      "maxlen": 100000, "batch": 100, "backoff_max_seconds": 30.0}],
         "limits": {"max_connections": 100000, "idle_timeout": 300.0, "queue_batches": 16,
-                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000},
+                   "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000,
+                   "gunzip_max_bytes": 17179869184, "gunzip_max_ratio": 200.0},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "", "user": "nobody"},
         "kafka": {"source": None, "group": "pcapwatch", "linktype": 1, "session_timeout_seconds": 10.0},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
@@ -657,6 +665,7 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": ["<redacted>"], "max_field_bytes": 4096},
         "routes": {"patterns": [{"match": "^/a", "route": "/a"}], "max_routes": 1000},
+        "strings": "utf8",
         "rules_dir": None,
     }
     again = write(tmp_path, render(c, reveal=True), name="elsewhere/again.yaml")  # absolute paths: the directory

@@ -1,6 +1,6 @@
 """watcher/run/checkpoint.py: the saved position survives a round trip, is replaced atomically, and
-a file that cannot be used (missing, corrupt, another version) gives None and a one-line warning
-instead of stopping the service."""
+a file that cannot be used (missing, corrupt, too big, nested, another version, any field of the
+wrong type) gives None and a one-line warning instead of stopping the service."""
 
 from __future__ import annotations
 
@@ -73,9 +73,9 @@ def test_missing_is_a_first_start(tmp_path: Path) -> None:
     (b'{"version": 1, "resume": {"fp": "ab', "cannot be read (Unterminated string starting at"),
     (b"\xff\xfe\x00garbage", "cannot be read ("),
     (b"[1, 2]", "is not valid ("),
-    (b'{"version": 1, "written_at": 5, "emitted": null}', "is not valid ('resume')"),
+    (b'{"version": 1, "written_at": 5, "emitted": null}', "is not valid (resume is missing)"),
     (b'{"version": 1, "written_at": 5, "resume": {"fp": "x", "first_ts": "soon", "offset": 0}, "emitted": null}',
-     "is not valid (could not convert string to float: 'soon')"),
+     "is not valid (resume.first_ts is 'soon', expected a number)"),
 ])
 def test_corrupt_gives_a_warning_and_none(tmp_path: Path, content: bytes, problem: str) -> None:
     path = tmp_path / "checkpoint.json"
@@ -101,3 +101,101 @@ def test_unreadable_path_gives_a_warning(tmp_path: Path) -> None:
     (tmp_path / "checkpoint.json").mkdir()  # a directory where the file should be
     checkpoint, warning = ckpt.load(str(tmp_path))
     assert checkpoint is None and warning is not None and "Is a directory" in warning
+
+
+def _warned(tmp_path: Path, content: bytes) -> str:
+    (tmp_path / "checkpoint.json").write_bytes(content)
+    checkpoint, warning = ckpt.load(str(tmp_path))
+    assert checkpoint is None and warning is not None
+    prefix, suffix = f"checkpoint {tmp_path / 'checkpoint.json'} ", "; starting from the oldest capture in the spool"
+    assert warning.startswith(prefix) and warning.endswith(suffix) and "\n" not in warning, warning
+    return warning[len(prefix):-len(suffix)]
+
+
+@pytest.mark.parametrize("opener", [b"[", b"{\"a\":"])
+def test_deeply_nested_is_one_line_not_a_recursion_error(tmp_path: Path, opener: bytes) -> None:
+    assert _warned(tmp_path, opener * 100_000) == "cannot be read (nested too deeply to be a checkpoint)"
+
+
+def test_too_big_is_refused_before_parsing(tmp_path: Path) -> None:
+    good = json.dumps({"version": 1, "written_at": 5.0, "emitted": None,
+                       "resume": {"fp": RESUME.fp, "first_ts": 1.0, "offset": 24, "name": ""}}).encode()
+    assert ckpt.MAX_BYTES == 1 << 20
+    # Whitespace is valid JSON: the size alone refuses it.
+    assert _warned(tmp_path, good + b" " * (ckpt.MAX_BYTES + 1 - len(good))) == \
+        "is too big (over 1,048,576 bytes; a checkpoint is a few hundred)"
+    (tmp_path / "checkpoint.json").write_bytes(good + b" " * (ckpt.MAX_BYTES - len(good)))  # exactly at the cap
+    assert ckpt.load(str(tmp_path))[0] == Checkpoint(Mark(RESUME.fp, 1.0, 24, ""), None, 5.0)
+
+
+def _with(**changes: object) -> bytes:
+    raw: dict[str, object] = {"version": 1, "written_at": 5.0,
+                              "resume": {"fp": RESUME.fp, "first_ts": 1.0, "offset": 24, "name": "cap.pcap"},
+                              "emitted": {"fp": EMITTED.fp, "first_ts": 2.0, "offset": 48}}
+    for key, value in changes.items():
+        where, _, field = key.partition("__")
+        if field:
+            part = raw[where]
+            assert isinstance(part, dict)
+            if value is KeyError:
+                del part[field]
+            else:
+                part[field] = value
+        elif value is KeyError:
+            del raw[where]
+        else:
+            raw[where] = value
+    return json.dumps(raw).encode()
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b'"a string"', "the file holds 'a string', expected an object"),
+    (b"[]", "the file holds an array, expected an object"),
+    (b"null", "the file holds None, expected an object"),
+    (_with(version=True), "version True, expected 1"),
+    (_with(version=1.0), "version 1.0, expected 1"),
+    (_with(written_at=KeyError), "written_at is missing"),
+    (_with(written_at="now"), "written_at is 'now', expected a number"),
+    (_with(written_at=False), "written_at is False, expected a number"),
+    (b'{"version": 1, "written_at": NaN, "resume": {}, "emitted": null}', "written_at is nan, expected a number"),
+    (_with(resume=[1, 2]), "resume is an array, expected an object"),
+    (_with(resume=None), "resume is None, expected an object"),
+    (_with(resume__fp=KeyError), "resume.fp is missing"),
+    (_with(resume__fp=""), "resume.fp is '', expected a non-empty string of at most 128 characters"),
+    (_with(resume__fp="f" * 129), "resume.fp is 'fffffffffffffffffffffffffffffffffffffff..., expected a non-empty "
+                                  "string of at most 128 characters"),
+    (_with(resume__fp={"deep": [1]}), "resume.fp is an object, expected a non-empty string of at most 128 characters"),
+    (_with(resume__offset=-1), "resume.offset is -1, expected a whole number >= 0"),
+    (_with(resume__offset=2.5), "resume.offset is 2.5, expected a whole number >= 0"),
+    (_with(resume__offset=True), "resume.offset is True, expected a whole number >= 0"),
+    (_with(resume__first_ts=[]), "resume.first_ts is an array, expected a number"),
+    (_with(resume__name=7), "resume.name is 7, expected a string"),
+    (_with(resume__extra=1), "unknown field resume.'extra'"),
+    (_with(emitted=KeyError), "emitted is missing"),
+    (_with(emitted=5), "emitted is 5, expected an object or null"),
+    (_with(emitted__offset="12"), "emitted.offset is '12', expected a whole number >= 0"),
+    (_with(connections=[]), "unknown field 'connections'"),
+])
+def test_every_field_is_checked(tmp_path: Path, content: bytes, problem: str) -> None:
+    assert _warned(tmp_path, content) == f"is not valid ({problem})"
+
+
+def test_a_valid_file_loads_with_and_without_optional_name(tmp_path: Path) -> None:
+    """`name` is for people (any file name, even one with a newline, round-trips); emitted's is absent."""
+    (tmp_path / "checkpoint.json").write_bytes(_with(resume__name="cap\n.pcap"))
+    assert ckpt.load(str(tmp_path)) == (Checkpoint(Mark(RESUME.fp, 1.0, 24, "cap\n.pcap"),
+                                                   Mark(EMITTED.fp, 2.0, 48, ""), 5.0), None)
+    (tmp_path / "checkpoint.json").write_bytes(_with())
+    assert ckpt.load(str(tmp_path)) == (Checkpoint(Mark(RESUME.fp, 1.0, 24, "cap.pcap"), Mark(EMITTED.fp, 2.0, 48, ""),
+                                                   5.0), None)
+
+
+def test_a_fifo_or_device_in_its_place_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.json"
+    os.mkfifo(path)  # nobody writes it: reading would wait for ever
+    assert ckpt.load(str(tmp_path)) == (None, f"checkpoint {path} cannot be read (not a regular file); starting "
+                                              "from the oldest capture in the spool")
+    path.unlink()
+    path.symlink_to("/dev/zero")  # endless
+    assert ckpt.load(str(tmp_path)) == (None, f"checkpoint {path} cannot be read (not a regular file); starting "
+                                              "from the oldest capture in the spool")

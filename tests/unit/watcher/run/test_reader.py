@@ -12,7 +12,9 @@ import queue
 import time
 from pathlib import Path
 
+import pytest
 from helpers import pcapgen as g
+from helpers.env import file_modes_bind_root
 from helpers.liveenv import wait_until
 
 from watcher.capture.spool import Spool
@@ -59,3 +61,44 @@ def test_bytes_written_just_before_a_newer_file_is_noticed_are_read(tmp_path: Pa
         os.close(wake_r)
         os.close(wake_w)
     assert got == [f for _, f in packets(5)] + [f for _, f in packets(2, t0=T0 + 100 * 10**9)]
+
+
+def test_a_file_unreadable_when_opened_is_read_once_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """chmod 000 between the scan that found a file and the reader opening it: one error line, the
+    newer file read meanwhile, then (chmod 644) the older one, whole; nothing lost."""
+    file_modes_bind_root(monkeypatch)
+    a = g.write_pcap(tmp_path / "cap.pcap0", g.LINKTYPE_ETHERNET, packets(3))
+    g.write_pcap(tmp_path / "cap.pcap1", g.LINKTYPE_ETHERNET, packets(2, first=3, t0=T0 + 100 * 10**9))
+    spool = Spool(str(tmp_path))
+    spool.scan(time.time())
+    a.chmod(0)
+    batches: queue.Queue[Batch] = queue.Queue()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
+    lines: list[str] = []
+    reader = Reader(spool, batches, wake_w, 0.1, None, lambda level, msg: lines.append(f"{level}: {msg}"))
+    got: list[bytes] = []
+
+    def read(n: int) -> bool:
+        while not batches.empty():
+            got.extend(f[2] for f in batches.get().frames)
+        return len(got) >= n
+
+    reader.start()
+    try:
+        assert wait_until(lambda: read(2) and any("cannot be read" in x for x in lines), 5.0)
+        time.sleep(0.3)
+        assert not read(3)  # nothing of cap.pcap0 while it cannot be read
+        a.chmod(0o644)
+        assert wait_until(lambda: read(5), 5.0)
+        time.sleep(0.3)
+        read(5)
+    finally:
+        reader.stop()
+        reader.join(5.0)
+        os.close(wake_r)
+        os.close(wake_w)
+    assert reader.error is None
+    assert got == [f for _, f in packets(2, first=3, t0=T0 + 100 * 10**9)] + [f for _, f in packets(3)]
+    assert [x.split(": ")[0:2] for x in lines] == [["error", str(a)], ["info", str(a)]]
+    assert lines[1] == f"info: {a}: readable now, reading it"
+    assert (spool.counters.unreadable, spool.counters.lost, spool.unreadable) == (1, 0, {})

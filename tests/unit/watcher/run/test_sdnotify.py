@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.run.sdnotify import Notifier, socket_address, watchdog_interval
+from watcher.run.sdnotify import Notifier, log, printable, socket_address, watchdog_interval
 
 
 def receiver(address: str) -> socket.socket:
@@ -195,3 +195,33 @@ def test_watchdog_interval_defaults_to_this_process(monkeypatch: pytest.MonkeyPa
     assert Notifier(path_socket[0]).watchdog_interval() == 10.0
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
     assert watchdog_interval() is None
+
+
+# log: one printable line whatever the message quotes ---------------------------------------------
+
+
+@pytest.mark.parametrize(("message", "line"), [
+    ("watching /var/spool/pcapwatch (starting from the oldest capture); records to stdout",
+     "watching /var/spool/pcapwatch (starting from the oldest capture); records to stdout"),
+    ("/s/evil\npcapwatch: error: forged\x1b[31m: not a capture file, ignored",
+     "/s/evil\\x0apcapwatch: error: forged\\x1b[31m: not a capture file, ignored"),
+    ("/s/caf\u00e9\ttab\r\x7f", "/s/caf\\xc3\\xa9\\x09tab\\x0d\\x7f"),
+    ("/s/" + os.fsdecode(b"raw\xff\x80name"), "/s/raw\\xff\\x80name"),  # a name that is not UTF-8
+    ("rule 'x' failed on uri /a\\x0ab", "rule 'x' failed on uri /a\\x0ab"),  # escaped already: kept
+    ("lone \ud800 surrogate", "lone \\ud800 surrogate"),
+])
+def test_log_escapes_what_is_not_printable_ascii(message: str, line: str, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log("error", message)
+    err = capsys.readouterr().err
+    assert err == f"pcapwatch: error: {line}\n"
+    assert printable(message) == line
+    assert err.count("\n") == 1 and all(" " <= c <= "~" for c in err[:-1])
+
+
+def test_log_under_the_journal_keeps_its_priority_prefix(capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    log("warning", "a\nb")
+    assert capsys.readouterr().err == "<4>pcapwatch: warning: a\\x0ab\n"

@@ -10,9 +10,14 @@ after every step and, in one test, continuously while the worker fails and retri
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import json
 import os
+import re
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,14 +27,18 @@ from typing import Any
 import pytest
 from helpers.liveenv import wait_until
 
+from analyzers import Strings
 from watcher.config.model import JsonlOutputConfig, SyslogOutputConfig, ZmqOutputConfig
 from watcher.sinks import open_sink
-from watcher.sinks.base import Backoff, Record, SendError, Sink, encode
+from watcher.sinks.base import Backoff, Record, SendError, Sink
 from watcher.sinks.ecs import split_host, to_ecs, url_fields
 from watcher.sinks.jsonl import JsonlSink
+from watcher.sinks.jsontext import encode, utf8
 from watcher.sinks.syslog import (
+    BOM,
     SyslogSink,
     header_token,
+    message,
     parse_address,
     sd_escape,
     structured_data,
@@ -327,6 +336,130 @@ def test_buffer_and_batch_must_be_positive() -> None:
         Scripted(batch=0)
 
 
+def enospc() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failure_is_logged_once_and_the_recovery_once_after_a_write_succeeds() -> None:
+    """The output opens fine but every write fails (a full disk): no "reconnected" between the
+    failures, one line when it fails, one when a write gets through."""
+    logs = Logs()
+    s = Scripted(batch=5, sends=[enospc()] * 6, log=logs).start()
+    for i in range(5):
+        s.submit(record(i))
+    assert s.flush(5)
+    assert s.out == [record(i) for i in range(5)]
+    assert consistent(s.stats()) == {"submitted": 5, "written": 5, "dropped": 0, "retries": 6, "errors": 6,
+                                     "reconnects": 1, "buffered": 0}
+    assert s.events == ["connect"] + ["disconnect", "connect"] * 6
+    assert logs[0] == ("warning", "test output t: No space left on device; buffering and retrying with backoff")
+    assert logs[1][0] == "info" and re.fullmatch(r"test output t: reconnected after \d+\.\d s", logs[1][1])
+    assert len(logs) == 2
+    s.close(1)
+
+
+def test_a_long_failure_says_still_failing_with_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import watcher.sinks.episodes as base
+
+    monkeypatch.setattr(base, "STILL_FAILING_SECONDS", 0.0)  # every retry is "a minute later"
+    logs = Logs()
+    s = Scripted(buffer=3, batch=3, sends=[enospc()] * 3, log=logs)
+    for i in range(4):
+        s.submit(record(i))  # the fourth dropped: the buffer holds 3
+    s.start()
+    assert s.flush(5)
+    assert [level for level, _ in logs] == ["warning", "warning", "warning", "warning", "info", "warning"]
+    assert logs[0][1].startswith("test output t: buffer full (3 records)")
+    assert logs[1][1] == "test output t: No space left on device; buffering and retrying with backoff"
+    for line in logs[2:4]:
+        assert re.fullmatch(r"test output t: still failing after \d+ s \(No space left on device\): 3 records "
+                            r"buffered, 1 dropped so far", line[1]), line
+    assert logs[4][1].startswith("test output t: reconnected after ")
+    assert re.fullmatch(r"test output t: dropped 1 records while its buffer was full \(\d+\.\d s\); 1 dropped in "
+                        r"all", logs[5][1])
+    assert not any("reconnected" in m for _, m in logs[:4])
+    s.close(1)
+
+
+def test_drops_are_logged_when_the_buffer_fills_every_interval_and_when_it_drains(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import watcher.sinks.episodes as base
+
+    logs = Logs()
+    s = Scripted(buffer=5, batch=5, log=logs)
+    s.gate.clear()
+    s.start()
+    monkeypatch.setattr(base, "DROP_LOG_SECONDS", 0.0)  # every drop after the first is "a minute later"
+    for i in range(9):
+        s.submit(record(i))
+    s.gate.set()
+    assert s.flush(5)
+    assert consistent(s.stats())["dropped"] == 4
+    assert logs[0] == ("warning", "test output t: buffer full (5 records): dropping new records until it has room "
+                                  "(counted)")
+    for n, (level, line) in enumerate(logs[1:4], start=2):
+        assert level == "warning" and re.fullmatch(rf"test output t: still dropping: 1 records dropped in the last "
+                                                   rf"0 s, {n} since its buffer filled \d+ s ago", line), line
+    assert re.fullmatch(r"test output t: dropped 4 records while its buffer was full \(\d+\.\d s\); 4 dropped in "
+                        r"all", logs[4][1])
+    assert len(logs) == 5
+    # A new episode starts over.
+    monkeypatch.setattr(base, "DROP_LOG_SECONDS", 60.0)
+    s.gate.clear()
+    for i in range(12):
+        s.submit(record(100 + i))
+    assert logs[5:] == [("warning", "test output t: buffer full (5 records): dropping new records until it has "
+                                    "room (counted)")]
+    s.gate.set()
+    assert s.flush(5)
+    assert re.fullmatch(r"test output t: dropped 7 records while its buffer was full \(\d+\.\d s\); 11 dropped in "
+                        r"all", logs[6][1])
+    s.close(1)
+
+
+def test_a_required_output_never_drops_for_a_full_buffer_and_acks_in_order() -> None:
+    logs = Logs()
+    s = Scripted(buffer=5, batch=5, log=logs)
+    s.required = True
+    s.gate.clear()
+    s.start()
+    assert not s.full()
+    for i in range(12):
+        s.submit(record(i))
+    assert s.full()
+    st = consistent(s.stats())
+    assert (st["buffered"], st["dropped"], st["blocking"], s.acked()) == (12, 0, 1, 0)  # the service stops feeding
+    assert logs == []
+    s.gate.set()
+    assert s.flush(5)
+    assert not s.full()
+    assert s.out == [record(i) for i in range(12)]
+    assert (consistent(s.stats())["written"], s.stats()["blocking"], s.acked()) == (12, 0, 12)
+    s.close(1)
+
+
+def test_acked_counts_refused_records_but_not_those_given_up_at_close() -> None:
+    def refuse_first(sink: Scripted, batch: list[Record]) -> int:
+        sink.out.extend(batch[1:])
+        return len(batch) - 1
+
+    logs = Logs()
+    s = Scripted(buffer=10, batch=2, sends=[refuse_first], log=logs)
+    s.required = True
+    s.start()
+    s.submit(record(0))
+    s.submit(record(1))
+    assert s.flush(5)
+    assert (s.acked(), consistent(s.stats())["dropped"]) == (2, 1)  # refused for good: settled
+    s.gate.clear()
+    for i in range(2, 7):
+        s.submit(record(i))
+    s.close(0.1)  # the worker is stuck in the send: all five given up
+    assert (s.acked(), consistent(s.stats())["dropped"]) == (2, 6)
+    assert logs[-1] == ("error", "test output t: 5 records not written when it closed (after 0 s): dropped, counted")
+    s.gate.set()
+
+
 # -- jsonl ------------------------------------------------------------------------------------------
 
 
@@ -388,7 +521,98 @@ def test_jsonl_full_disk_holds_the_buffer_then_drops_counted() -> None:
     assert (st["written"], st["dropped"], st["buffered"]) == (0, 2, 3)
     s.close(0.1)
     assert consistent(s.stats())["dropped"] == 5
-    assert logs[0] == ("warning", "jsonl output full: No space left on device; buffering and retrying with backoff")
+    # The two past the buffer were dropped as they came (before the worker's first try); the three
+    # buffered were given up at close.
+    assert logs[0] == ("warning", "jsonl output full: buffer full (3 records): dropping new records until it has "
+                                  "room (counted)")
+    assert logs[1] == ("warning", "jsonl output full: No space left on device; buffering and retrying with backoff")
+    assert logs[2][0] == "warning" and re.fullmatch(r"jsonl output full: dropped 2 records while its buffer was "
+                                                    r"full \(\d+\.\d s\); 5 dropped in all", logs[2][1])
+    assert logs[3:] == [("error", "jsonl output full: 3 records not written when it closed (after 0 s): dropped, "
+                                  "counted")]
+
+
+class HalfThenFull:
+    """os.write as on a filesystem with `room` bytes left: a short write, then ENOSPC, until `free()`."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.real = os.write
+
+    def __call__(self, fd: int, data: Any) -> int:
+        if self.room is None:
+            return self.real(fd, data)
+        if self.room <= 0:
+            raise enospc()
+        n = self.real(fd, bytes(data[:self.room]))
+        self.room -= n
+        return n
+
+    def free(self) -> None:
+        self.room = None  # type: ignore[assignment]
+
+
+def test_jsonl_partial_write_is_cut_back_and_only_whole_lines_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up in the middle of the third record: two records written (their bytes
+    counted), the half record cut off before the retry; once there is room again every line of
+    the file is a whole record, each once, in order."""
+    path = tmp_path / "http.jsonl"
+    lines = [encode(record(i)) + "\n" for i in range(5)]
+    logs = Logs()
+    s = JsonlSink(JsonlOutputConfig("file", "jsonl", path), log=logs)
+    s.backoff = Backoff(0.001, 0.004)
+    disk = HalfThenFull(len(lines[0]) + len(lines[1]) + 10)
+    monkeypatch.setattr(os, "write", disk)
+    for i in range(5):
+        s.submit(record(i))
+    s.start()
+    assert wait_until(lambda: s.stats()["errors"] >= 3, 5.0, 0.005)
+    st = consistent(s.stats())
+    assert (st["written"], st["written_bytes"], st["buffered"]) == (2, len(lines[0]) + len(lines[1]), 3)
+    # While failing, the file holds the two whole records: the half third was cut off at once.
+    assert path.read_text() == lines[0] + lines[1]
+    disk.free()
+    assert s.flush(5)
+    monkeypatch.undo()
+    assert path.read_text() == "".join(lines)
+    st = consistent(s.stats())
+    assert (st["written"], st["written_bytes"], st["dropped"]) == (5, len("".join(lines)), 0)
+    assert logs[0] == ("warning", "jsonl output file: No space left on device; buffering and retrying with backoff")
+    assert logs[1][0] == "info" and re.fullmatch(r"jsonl output file: writing again after \d+\.\d s", logs[1][1])
+    assert len(logs) == 2
+    s.close(1)
+
+
+def test_jsonl_open_cuts_a_partial_last_line_left_by_an_earlier_run(tmp_path: Path) -> None:
+    path = tmp_path / "http.jsonl"
+    whole = encode(record(0)) + "\n"
+    path.write_text(whole + encode(record(1))[:40])
+    logs = Logs()
+    s = JsonlSink(JsonlOutputConfig("file", "jsonl", path), log=logs).start()
+    s.submit(record(2))
+    assert s.flush(5)
+    s.close(1)
+    assert path.read_text() == whole + encode(record(2)) + "\n"
+    assert logs == [("warning", f"jsonl output file: {path} ended in a partial line (an earlier write failed): "
+                                "cut 40 bytes back to its last whole record")]
+
+
+@pytest.mark.parametrize(("content", "kept"), [
+    (b"", b""), (b"a\n", b"a\n"), (b"a\nb", b"a\n"), (b"no newline", b""),
+    (b"x" * 100_000 + b"\n" + b"y" * 200_000, b"x" * 100_000 + b"\n"),  # found a few chunks back
+])
+def test_cut_partial_line(tmp_path: Path, content: bytes, kept: bytes) -> None:
+    from watcher.sinks.jsonl import cut_partial_line
+
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert cut_partial_line(fd) == len(content) - len(kept)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == kept
 
 
 def test_jsonl_bad_format_or_unwritable_path_fails_at_start(tmp_path: Path) -> None:
@@ -804,3 +1028,130 @@ def test_tail_lines(utc: None) -> None:
     assert format_line("out", record(8)) == "22:13:20.008 192.0.2.10:40008      <- 200     2.5ms    1.2K"
     assert format_line("alert", {"level": "warning", "message": "slow", "ts": 1700000000.0}) == \
         "22:13:20.000 -                     !! warning: slow"
+
+
+def test_a_buffer_filling_again_soon_is_counted_into_the_next_line_not_announced_again() -> None:
+    logs = Logs()
+    s = Scripted(buffer=5, batch=5, log=logs)
+    s.start()
+    for burst in range(3):  # three bursts of 8 into a buffer of 5, each drained before the next
+        s.gate.clear()
+        for i in range(8):
+            s.submit(record(burst * 10 + i))
+        s.gate.set()
+        assert s.flush(5)
+    assert len(logs) == 2, logs
+    assert logs[0][1] == "test output t: buffer full (5 records): dropping new records until it has room (counted)"
+    assert re.fullmatch(r"test output t: dropped 3 records while its buffer was full \(\d+\.\d s\); 3 dropped in all",
+                        logs[1][1])
+    s.close(1)  # the two later bursts' drops, in one line at the latest when it closes
+    assert consistent(s.stats())["dropped"] == 9
+    assert len(logs) == 3
+    assert re.fullmatch(r"test output t: dropped 6 records while its buffer was full \(2 times in \d+ s\); 9 dropped "
+                        r"in all", logs[2][1])
+
+
+def test_close_during_a_long_backoff_tries_again_at_once() -> None:
+    """The output failed a while ago and the next try is 10 s away; it is back when close() comes:
+    the buffer is written within the close's time, not given up."""
+    s = Scripted(sends=[enospc()])
+    s.backoff = Backoff(20.0, 20.0)
+    s.start()
+    s.submit(record(0))
+    assert wait_until(lambda: s.stats()["errors"] == 1, 5.0, 0.005)
+    t0 = time.monotonic()
+    s.close(2.0)
+    assert time.monotonic() - t0 < 1.0
+    assert s.out == [record(0)]
+    assert consistent(s.stats())["written"] == 1
+
+
+def test_utf8_text_through_every_encoder(tmp_path: Path, umask022: None) -> None:
+    """Records hold valid UTF-8 from the wire as text (strings: utf8), and every output writes it as
+    UTF-8 bytes, so a grep for Köln finds it: the JSON (jsonl file, ECS, zmq frames), syslog's
+    structured data (RFC 5424 PARAM-VALUE) and its message, which then starts with the BOM (6.4).
+    With strings: ascii the JSON is 7-bit ASCII, \\u escapes, exactly as before there was a choice."""
+    r = record(1, uri="/st\u00e4dte/K\u00f6ln?q=\u20ac", host="k\u00f6ln.test:8080", user_agent="\U0001f600 \\xff")
+    line = encode(r)
+    assert '"uri":"/st\u00e4dte/K\u00f6ln?q=\u20ac"' in line and '"user_agent":"\U0001f600 \\\\xff"' in line
+    assert utf8(line).count(b"K\xc3\xb6ln") == 1 and b'"user_agent":"\xf0\x9f\x98\x80 \\\\xff"' in utf8(line)
+    assert json.loads(line) == r
+    old_form = encode(r, Strings.ASCII)  # what every output wrote before: ASCII, \\u escapes
+    assert old_form.isascii() and json.loads(old_form) == r
+    assert '"uri":"/st\\u00e4dte/K\\u00f6ln?q=\\u20ac"' in old_form
+    assert '"user_agent":"\\ud83d\\ude00 \\\\xff"' in old_form
+    ecs_line = utf8(encode(to_ecs(r)))
+    assert b'"path":"/st\xc3\xa4dte/K\xc3\xb6ln"' in ecs_line and b'"domain":"k\xc3\xb6ln.test"' in ecs_line
+    ecs = json.loads(ecs_line)
+    assert (ecs["url"]["path"], ecs["url"]["query"], ecs["url"]["domain"]) == ("/st\u00e4dte/K\u00f6ln", "q=\u20ac",
+                                                                              "k\u00f6ln.test")
+    assert ecs["user_agent"]["original"] == "\U0001f600 \\xff"
+
+    s = SyslogSink(SyslogOutputConfig("s", "syslog", "udp://127.0.0.1:9", hostname="web-1"))
+    msg = s.format(r)
+    assert b' host="k\xc3\xb6ln.test:8080" uri="/st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac" ' in msg
+    assert msg.endswith(b"] \xef\xbb\xbf" + utf8(line))
+    assert message(r) == BOM + line
+    plain = s.format(record(2))  # ASCII only: MSG-ANY, no BOM, the bytes as before
+    assert plain.endswith(b"] " + encode(record(2)).encode("ascii")) and b"\xef\xbb\xbf" not in plain
+    s.strings = Strings.ASCII
+    msg_ascii = s.format(r)
+    assert msg_ascii.endswith(b"] " + old_form.encode("ascii")) and b"\xef\xbb\xbf" not in msg_ascii
+
+    frames = messages(r, True)
+    assert [f[0] for f in frames] == [b"in", b"out", b"http.2xx"]
+    assert b'"uri":"/st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac"' in frames[0][2] and frames[2][1] == utf8(line)
+    assert messages(r, False, Strings.ASCII) == [[b"http.2xx", old_form.encode("ascii")]]
+
+    path = tmp_path / "http.jsonl"
+    sink = open_sink(JsonlOutputConfig("file", "jsonl", path))
+    sink.submit(r)
+    sink.submit(record(2, pcap_file="caf\u00e9 \udcff.pcap"))  # a file name that is not UTF-8
+    assert sink.flush(5)
+    sink.strings = Strings.ASCII  # a reload to strings: ascii
+    sink.submit(r)
+    assert sink.flush(5)
+    sink.close(1)
+    data = path.read_bytes()
+    name_line = encode(record(2, pcap_file="caf\u00e9 \udcff.pcap")).replace("\udcff", "\\udcff")
+    assert data == (line + "\n" + name_line + "\n" + old_form + "\n").encode("utf-8")
+    assert b'"pcap_file":"caf\xc3\xa9 \\udcff.pcap"' in data  # the surrogate as json's escape for it
+    assert sink.stats()["written_bytes"] == len(data)
+    assert data.count(b"K\xc3\xb6ln") == 1
+    assert [json.loads(x)["uri"] for x in data.splitlines()] == ["/st\u00e4dte/K\u00f6ln?q=\u20ac", "/item/2?q=1",
+                                                                   "/st\u00e4dte/K\u00f6ln?q=\u20ac"]
+    assert json.loads(data.splitlines()[1])["pcap_file"] == "caf\u00e9 \udcff.pcap"
+
+
+def test_jsonl_stdout_is_utf8_whatever_the_locale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard output in a Latin-1 locale (LANG=de_DE.ISO-8859-1): the records are still UTF-8."""
+    raw = io.BytesIO()
+    latin1 = io.TextIOWrapper(raw, encoding="latin-1", write_through=True)
+    monkeypatch.setattr(sys, "stdout", latin1)
+    latin1.write("before ")
+    s = open_sink(JsonlOutputConfig("stdout", "jsonl", None))
+    r = record(1, uri="/K\u00f6ln/\u6771\u4eac")
+    s.submit(r)
+    assert s.flush(5)
+    s.close(1)
+    assert raw.getvalue() == b"before " + utf8(encode(r)) + b"\n"
+    assert s.stats()["written_bytes"] == len(utf8(encode(r))) + 1  # bytes, not characters
+    assert b'"uri":"/K\xc3\xb6ln/\xe6\x9d\xb1\xe4\xba\xac"' in raw.getvalue()
+
+
+def test_prometheus_label_values_are_utf8() -> None:
+    """A host label of UTF-8 text is served as UTF-8 (the text format allows any UTF-8 in label
+    values); a file name that is not UTF-8 as a label holds \\udcNN, not a failed scrape."""
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CollectorRegistry
+
+    from watcher.metrics import MetricsModel, label_value
+    from watcher.sinks.prometheus_sink import _Collector
+
+    model = MetricsModel()
+    model.observe((), record(1, host="k\u00f6ln.test", uri="/K\u00f6ln"))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(model))
+    text = generate_latest(registry)
+    assert b'host="k\xc3\xb6ln.test"' in text
+    assert label_value("caf\u00e9 \udcff.pcap") == "caf\u00e9 \\udcff.pcap"
