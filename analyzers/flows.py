@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 
@@ -425,14 +425,29 @@ class FlowTable(HeldPackets):
         """The earliest input position a restart must replay from to rebuild every connection
         that has unfinished work (None when there is none). Connections between requests do not
         pin: after a restart they are picked up again at their next request."""
-        best = None
+        return self.pins(lambda _pos: 0).get(0)
+
+    def pins(self, group: Callable[[int], int]) -> dict[int, int]:
+        """`pin`, per group of input positions (`group(pos)`: e.g. the partition of a Kafka topic a
+        position is in): the earliest position each group must be replayed from."""
+        best: dict[int, int] = {}
         for conn in self._connections():
             if conn.unparsed:
                 continue
             p = conn.first_pos if conn.conv is None else conn.conv.pin
-            if p is not None and (best is None or p < best):
-                best = p
+            if p is not None:
+                g = group(p)
+                if g not in best or p < best[g]:
+                    best[g] = p
         return best
+
+    def close_where(self, started_in: Callable[[int], bool], reason: str) -> int:
+        """Finish the connections whose first packet's position `started_in` accepts (e.g. those of a
+        partition another reader takes over); how many."""
+        conns = [c for c in self._connections() if started_in(c.first_pos)]
+        for conn in conns:
+            self._finish(conn, reason)
+        return len(conns)
 
     def close_all(self, reason: str = "capture_end") -> None:
         """End of input: finish every connection."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
@@ -258,6 +258,16 @@ class Pipeline:
         """See FlowTable.pin; fragments waiting for the rest of their datagram pin too."""
         pins = [p for p in (self.flows.pin(), self.decoder.pin()) if p is not None]
         return min(pins, default=None)
+
+    def pins(self, group: Callable[[int], int]) -> dict[int, int]:
+        """See FlowTable.pins."""
+        return self.flows.pins(group)
+
+    def close_where(self, started_in: Callable[[int], bool], reason: str) -> tuple[int, list[Transaction]]:
+        """Finish the connections that started where `started_in` says (FlowTable.close_where): how
+        many, and their transactions (`reason` is the records' reason for requests left unanswered)."""
+        n = self.flows.close_where(started_in, reason)
+        return n, self._take()
 
     def set_source(self, name: str) -> None:
         self.flows.set_source(name)
