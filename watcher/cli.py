@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Strings
+from watcher import version
 from watcher.read.lines import OutputError, open_output
 
 EXIT_OK = 0
@@ -67,6 +68,7 @@ exit status:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcapwatch", description=DESCRIPTION, epilog=MAIN_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("read", help="read capture files, write one JSON record per HTTP transaction",
                        description="Read capture files and write one JSON line per HTTP transaction.",
