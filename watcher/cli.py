@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("-c", "--config", metavar="FILE",
                    help="the configuration file (default: $PCAPWATCH_CONFIG, else the first that exists of "
-                        "conf/pcapwatch.yaml beside the package, PREFIX/share/pcapwatch/pcapwatch.yaml, "
-                        "/etc/pcapwatch/pcapwatch.yaml)")
+                        "/etc/pcapwatch/pcapwatch.yaml and the packaged example: conf/pcapwatch.yaml beside "
+                        "the package, PREFIX/share/pcapwatch/pcapwatch.yaml); the first line printed names it")
     _add_run_parser(sub)
     _add_tail_parser(sub)
     return p

@@ -519,6 +519,19 @@ def test_default_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert default_config_path() == shared
 
 
+def test_default_config_path_prefers_etc_to_the_packaged_example(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """-c, then $PCAPWATCH_CONFIG, then /etc/pcapwatch/pcapwatch.yaml, then the packaged example."""
+    etc = write(tmp_path, "", name="etc/pcapwatch/pcapwatch.yaml")
+    monkeypatch.setattr(config, "_ETC_CONFIG", etc)
+    monkeypatch.delenv("PCAPWATCH_CONFIG", raising=False)
+    assert config._REPO_CONFIG.is_file()
+    assert default_config_path() == etc
+    assert default_config_path({"PCAPWATCH_CONFIG": "env.yaml"}) == Path("env.yaml")
+    etc.unlink()
+    assert default_config_path() == SHIPPED
+
+
 def comment_above(lines: list[str], line: int) -> str:
     """The comment block just above a 0-based line, joined."""
     comment: list[str] = []
