@@ -14,7 +14,7 @@ MODE=${BOOTSTRAP_MODE:-test}
 # Debian packages. tests/integration/test_packaging.py holds RUN_DEBS to "no daemon": none of them
 # ships a systemd service.
 RUN_DEBS=(tcpdump curl)
-TEST_DEBS=(tcpdump tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps systemd redis-server rsyslog prometheus)
+TEST_DEBS=(tcpdump tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps systemd redis-server rsyslog prometheus logrotate man-db groff-base)
 if [ "$MODE" = run ]; then
   DEBS=("${RUN_DEBS[@]}")
   EXTRAS=""
