@@ -65,6 +65,13 @@ def test_wheel_without_extras_installs_the_core_only(venv: Path, tmp_path: Path)
     assert (version.returncode, version.stdout) == (0, "pcapwatch 0.1.0\n")
 
 
+def test_wheel_installs_completion_and_man_page(venv: Path) -> None:
+    for rel in ("share/bash-completion/completions/pcapwatch", "share/man/man1/pcapwatch.1",
+                "share/pcapwatch/pcapwatch.yaml"):
+        src = REPO / ("conf/pcapwatch.yaml" if rel.endswith(".yaml") else rel)
+        assert (venv / rel).read_bytes() == src.read_bytes(), rel
+
+
 def test_wheel_reads_a_corpus_capture_like_the_repo(venv: Path, tmp_path: Path) -> None:
     cap = corpus("local", "mix.pcap")
     expected, _, _ = read_records(cap)
