@@ -1,8 +1,9 @@
-"""The bash completion and the man page of `pcapwatch`, generated from its argparse parsers.
+"""The bash completion and the man page of `pcapwatch`, generated from its argparse parsers:
+`PYTHONPATH=. python scripts/cli_docs.py` from the repository.
 
 Both are committed, generated, under share/ (share/bash-completion/completions/pcapwatch,
 share/man/man1/pcapwatch.1) and installed by `pip install` at those paths under the prefix (setup.cfg's
-data_files); `python -m watcher.cli_docs` rewrites them after a change of the command line, and a test
+data_files); `python scripts/cli_docs.py` rewrites them after a change of the command line, and a test
 holds the committed files to what this produces. The man page is the --help of the command and of each
 subcommand, at a fixed width, so it says exactly what --help says.
 """
@@ -66,7 +67,7 @@ def bash_completion(parser: argparse.ArgumentParser | None = None) -> str:
     subs = _subparsers(parser)
     _, top_words, _ = _case_for(parser)
     out = [
-        "# bash completion for pcapwatch. Generated from its argparse parsers by `python -m watcher.cli_docs`:",
+        "# bash completion for pcapwatch. Generated from its argparse parsers by `python scripts/cli_docs.py`:",
         "# do not edit. Installed as PREFIX/share/bash-completion/completions/pcapwatch.",
         "_pcapwatch() {",
         "    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd='' opts='' files='' i",
@@ -128,7 +129,7 @@ def man_page(parser: argparse.ArgumentParser | None = None) -> str:
     parser = parser or build_parser()
     subs = _subparsers(parser)
     out = [
-        '.\\" pcapwatch(1). Generated from --help by `python -m watcher.cli_docs`: do not edit.',
+        '.\\" pcapwatch(1). Generated from --help by `python scripts/cli_docs.py`: do not edit.',
         f'.TH PCAPWATCH 1 "" "pcapwatch {version()}" "User Commands"',
         ".SH NAME",
         "pcapwatch \\- HTTP transaction records from tcpdump capture files",
