@@ -218,7 +218,8 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"pcapwatch: error: {e}\n")
         return EXIT_USAGE
     except OSError as e:
-        sys.stderr.write(f"pcapwatch: error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}\n")
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"pcapwatch: error: {e.strerror or e}{where}\n")
         return EXIT_INPUT_ERRORS
 
 

@@ -393,9 +393,11 @@ def test_taken_port_is_an_error_naming_the_output() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(OSError, match=rf"output prom: cannot listen on 127\.0\.0\.1:{port}: "
-                                          "Address already in use"):
+        with pytest.raises(OSError) as e:
             PrometheusSink(output(f"127.0.0.1:{port}"), MetricsModel())
+    assert e.value.strerror == (f"output prom: cannot listen on 127.0.0.1:{port} (Address already in use): another "
+                                f"process listens there (`ss -ltnp 'sport = :{port}'` shows which; another "
+                                "pcapwatch?): stop it, or set the output's listen: to a free port")
 
 
 def test_close_frees_the_port_and_ipv6() -> None:

@@ -118,7 +118,7 @@ class Service:
             return self._run()
 
     def _run(self) -> int:
-        os.makedirs(self.state_dir, exist_ok=True)
+        ckpt.make_dir(self.state_dir)
         if self.capture is not None:
             self.capture.start()
         self.reader.start()

@@ -25,7 +25,7 @@ DEFAULT_FILTERS = ("http.",)
 # How often the receive loop wakes to notice SIGTERM.
 POLL_MS = 200
 # Nothing received this long after starting: say once what tail is waiting for (a subscriber cannot
-# tell whether anyone publishes).
+# tell whether anyone publishes), on stderr when it is a terminal (a script's stderr stays clean).
 WAIT_NOTICE_SECONDS = 3.0
 
 RESET = "\033[0m"
@@ -120,7 +120,7 @@ def tail(connect: str, filters: Sequence[str], as_json: bool, out: TextIO | None
     main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True)) if main else None
     try:
-        notice_at: float | None = time.monotonic() + WAIT_NOTICE_SECONDS
+        notice_at = time.monotonic() + WAIT_NOTICE_SECONDS if sys.stderr.isatty() else None
         while not stop:
             frames = sub.receive(POLL_MS)
             if frames is None:
