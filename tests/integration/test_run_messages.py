@@ -72,6 +72,36 @@ def test_missing_spool_is_said_once_then_read_when_it_appears(tmp_path: Path) ->
     assert len(read_jsonl(out)) == len(expected) > 0
 
 
+def test_unlistable_spool_names_the_user_and_the_fix(tmp_path: Path) -> None:
+    """The spool belongs to another user, mode 0700: the service (root without its file privileges)
+    says so once, however many scans, and reads it once the mode lets it."""
+    need_root()
+    need_tool("setpriv")
+    cap = corpus("local", "mix.pcap")
+    expected, _, _ = read_records(cap)
+    spool, out = tmp_path / "spool", tmp_path / "out.jsonl"
+    spool.mkdir()
+    shutil.copy(cap, spool / "cap.pcap")
+    shutil.chown(spool, "nobody")
+    spool.chmod(0o700)
+    cfg = config(tmp_path, spool, tmp_path / "state", jsonl("file", out))
+    svc = Service(cfg, tmp_path / "err.log", prefix=NO_DAC)
+    try:
+        svc.wait_ready()
+        time.sleep(2.0)
+        group = grp.getgrgid(os.getegid()).gr_name
+        assert svc.lines("error") == [
+            f"pcapwatch: error: spool {spool} cannot be listed (Permission denied) as user {user()}, the user "
+            "pcapwatch runs as: give it read and search permission on the directory and its parents, e.g. install -d "
+            f"-m 2750 -o tcpdump -g {group} {spool} (tcpdump's user writes, the service's group reads; README: 'The "
+            "spool'); it is looked at again at every scan, quietly, and said when it can be listed"]
+        spool.chmod(0o755)
+        assert svc.wait_log(f"pcapwatch: info: spool {spool} can be listed again")
+        assert wait_until(lambda: len(read_jsonl(out)) == len(expected), 30.0)
+    finally:
+        assert svc.stop() == 0
+
+
 def test_output_directory_that_cannot_be_created(tmp_path: Path) -> None:
     need_root()
     need_tool("setpriv")
