@@ -7,6 +7,7 @@ of `http/` (heads, framing, parser, transactions), and `rules/` compiles and eva
 """
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
 from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Endpoints, Message, Transaction
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_TOTAL_BYTES",
     "HANDSHAKE_PACKETS",
     "REDACTED",
+    "Anomaly",
     "Endpoints",
     "Headers",
     "Message",

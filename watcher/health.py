@@ -4,9 +4,12 @@ behind tcpdump. The service fills a `Health` on its main loop; the Prometheus ou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from analyzers import Anomaly
 
 Labels = tuple[str, ...]
 
@@ -69,6 +72,14 @@ class Health:
 
 
 HealthSource = Callable[[], Health]
+
+
+def with_known_labels(h: Health, rules: Iterable[str]) -> Health:
+    """`h` with every label value known in advance present, at 0 until counted: each anomaly name
+    and each rule of the configuration, so a dashboard shows 0 before the first event, not "No
+    data". (Outputs, delivery events and let-go bounds are present from the start already.)"""
+    return dataclasses.replace(h, anomalies=dict.fromkeys(sorted(a.value for a in Anomaly), 0) | dict(h.anomalies),
+                               rule_errors=dict.fromkeys(rules, 0) | dict(h.rule_errors))
 
 # Sink.stats() keys -> (metric, kind, help).
 OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {

@@ -31,6 +31,7 @@ from watcher.capture.sources import GunzipLimits
 from watcher.capture.spool import Spool
 from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
+from watcher.health import with_known_labels
 from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.run import checkpoint as ckpt
 from watcher.run.control import STOP, SignalPipe, reload_outputs, restart_only
@@ -404,8 +405,9 @@ class Service:
             queue_capacity=self.batches.maxsize, checkpoint_age_seconds=age)
 
     def _health(self) -> Health:
-        return dataclasses.replace(self.health, outputs=self.delivery.stats(),
-                                   delivery=dataclasses.asdict(self.delivery.counters))
+        return with_known_labels(dataclasses.replace(self.health, outputs=self.delivery.stats(),
+                                                     delivery=dataclasses.asdict(self.delivery.counters)),
+                                 (r.name for r in self.delivery.rules.rules))
 
 
 def _gunzip(config: Config) -> GunzipLimits:
