@@ -12,9 +12,9 @@ PY=${PYTHON:-python3}
 MODE=${BOOTSTRAP_MODE:-test}
 
 # Debian packages. tests/integration/test_packaging.py holds RUN_DEBS to "no daemon": none of them
-# ships a systemd service.
-RUN_DEBS=(tcpdump curl)
-TEST_DEBS=(tcpdump tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps systemd redis-server rsyslog prometheus logrotate man-db groff-base)
+# ships a systemd service. python3-venv: Debian's python3 has no ensurepip (so no `-m venv`) without it.
+RUN_DEBS=(tcpdump curl python3-venv)
+TEST_DEBS=(tcpdump python3-venv tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps systemd redis-server rsyslog prometheus logrotate man-db groff-base)
 if [ "$MODE" = run ]; then
   DEBS=("${RUN_DEBS[@]}")
   EXTRAS=""

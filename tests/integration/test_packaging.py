@@ -115,10 +115,11 @@ def _debs(name: str) -> list[str]:
 
 
 def test_scripts_run_installs_no_daemon() -> None:
-    """The run command's Debian packages: exactly tcpdump and curl, and neither ships a systemd
-    unit (checked on the installed packages' file lists); the test command's include them."""
+    """The run command's Debian packages: exactly tcpdump, curl and python3-venv, and none ships a
+    systemd unit or an init script (checked on the installed packages' file lists); the test
+    command's include them."""
     run, test = _debs("RUN_DEBS"), _debs("TEST_DEBS")
-    assert run == ["tcpdump", "curl"]
+    assert run == ["tcpdump", "curl", "python3-venv"]
     assert set(run) <= set(test)
     if shutil.which("dpkg") is None:
         missing("dpkg is not installed")
