@@ -37,6 +37,7 @@ class Health:
     lost_bytes: int = 0
     files_unreadable: int = 0  # found unreadable (permissions), once per file until readable
     files_unreadable_now: int = 0  # unreadable at the last scan, tried again at every scan
+    spool_unlistable: int = 0  # 1 while the spool directory cannot be listed (missing, permissions)
     files_failed: int = 0  # read up to a corrupt spot (or a gzip bomb's limit), the rest skipped
     packets: int = 0
     bytes: int = 0  # capture bytes read
@@ -127,6 +128,8 @@ def health_families(h: Health) -> list[Family]:
                    "(permissions), each counted once until it is readable.", h.files_unreadable),
         family_one("pcapwatch_capture_files_unreadable", "gauge", "Capture files unreadable now: tried again at "
                    "every scan, read once readable, lost if rewritten or removed first.", h.files_unreadable_now),
+        family_one("pcapwatch_spool_unlistable", "gauge", "1 while the spool directory cannot be listed (it does not "
+                   "exist, or the service's user may not read it): nothing is read; else 0.", h.spool_unlistable),
         family_one("pcapwatch_capture_files_failed_total", "counter", "Capture files corrupt (or expanding past "
                    "limits.gunzip_*) at some point: read up to it, the rest skipped.", h.files_failed),
         family_one("pcapwatch_capture_packets_total", "counter", "Packets (capture records) analysed.", h.packets),

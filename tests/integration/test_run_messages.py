@@ -16,6 +16,7 @@ from pathlib import Path
 
 from helpers.env import corpus, need_root, need_tool, read_records
 from helpers.liveenv import START_SECONDS, Service, free_port, read_jsonl, wait_until
+from helpers.outputrun import scrape
 
 from watcher.sinks.zmq_sink import Subscriber
 
@@ -50,12 +51,14 @@ def failed_start(cfg: Path, tmp_path: Path, prefix: list[str] | None = None) -> 
 def test_missing_spool_is_said_once_then_read_when_it_appears(tmp_path: Path) -> None:
     cap = corpus("local", "mix.pcap")
     expected, _, _ = read_records(cap)
-    spool, out = tmp_path / "spool", tmp_path / "out.jsonl"
-    cfg = config(tmp_path, spool, tmp_path / "state", jsonl("file", out))
+    spool, out, port = tmp_path / "spool", tmp_path / "out.jsonl", free_port()
+    cfg = config(tmp_path, spool, tmp_path / "state", jsonl("file", out)
+                 + f"  - name: prom\n    type: prometheus\n    listen: 127.0.0.1:{port}\n")
     svc = Service(cfg, tmp_path / "err.log")
     try:
         svc.wait_ready()
         time.sleep(2.0)  # about 10 scans
+        assert wait_until(lambda: scrape(port)[("pcapwatch_spool_unlistable", ())] == 1.0, 10.0)
         group = grp.getgrgid(os.getegid()).gr_name
         assert svc.lines("error") == [
             f"pcapwatch: error: spool {spool} does not exist (pcapwatch runs as user {user()}): create it, e.g. "
@@ -67,6 +70,7 @@ def test_missing_spool_is_said_once_then_read_when_it_appears(tmp_path: Path) ->
         shutil.copy(cap, spool / "cap.pcap")
         assert svc.wait_log(f"pcapwatch: info: spool {spool} can be listed again")
         assert wait_until(lambda: len(read_jsonl(out)) == len(expected), 30.0)
+        assert wait_until(lambda: scrape(port)[("pcapwatch_spool_unlistable", ())] == 0.0, 10.0)
     finally:
         assert svc.stop() == 0
     assert len(read_jsonl(out)) == len(expected) > 0

@@ -399,6 +399,7 @@ class Service:
         self.health = Health.from_pipeline(
             self.pipeline.stats(), files=sp.done, files_lost=sp.lost, lost_bytes=sp.lost_bytes,
             files_unreadable=sp.unreadable, files_unreadable_now=len(self.spool.unreadable), files_failed=sp.failed,
+            spool_unlistable=int(self.spool.listing_error is not None),
             bytes=self.forgotten_bytes + sum(g.read_offset for g in list(self.reader.generations.values())),
             lag_bytes=unread, lag_seconds=seconds,
             rule_errors=dict(self.delivery.rules.errors), queue_depth=self.batches.qsize(),

@@ -312,6 +312,7 @@ def test_health_families_exact() -> None:
         "pcapwatch_capture_lost_bytes_total": ("counter", (), {(): 2e6}),
         "pcapwatch_capture_files_unreadable_total": ("counter", (), {(): 2.0}),
         "pcapwatch_capture_files_unreadable": ("gauge", (), {(): 1.0}),
+        "pcapwatch_spool_unlistable": ("gauge", (), {(): 0.0}),
         "pcapwatch_capture_files_failed_total": ("counter", (), {(): 4.0}),
         "pcapwatch_capture_packets_total": ("counter", (), {(): 7042.0}),
         "pcapwatch_capture_bytes_total": ("counter", (), {(): 13055937.0}),
@@ -353,6 +354,11 @@ def test_health_families_exact() -> None:
                                                                           ("total_bytes",): 2.0}),
         "pcapwatch_checkpoint_age_seconds": ("gauge", (), {(): 2.25}),
     }
+
+
+def test_spool_unlistable_gauge() -> None:
+    (g,) = [f for f in health_families(Health(spool_unlistable=1)) if f.name == "pcapwatch_spool_unlistable"]
+    assert (g.kind, g.samples) == ("gauge", (((), 1.0),))
 
 
 def test_health_before_the_first_checkpoint_has_no_age_sample() -> None:
