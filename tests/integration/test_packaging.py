@@ -66,10 +66,15 @@ def test_wheel_without_extras_installs_the_core_only(venv: Path, tmp_path: Path)
 
 
 def test_wheel_installs_completion_and_man_page(venv: Path) -> None:
+    """pip puts them under the prefix; the README's install section takes them from there (its venv
+    is /opt/pcapwatch)."""
+    readme = (REPO / "README.md").read_text().replace("\\\n    ", "")
     for rel in ("share/bash-completion/completions/pcapwatch", "share/man/man1/pcapwatch.1",
                 "share/pcapwatch/pcapwatch.yaml"):
         src = REPO / ("conf/pcapwatch.yaml" if rel.endswith(".yaml") else rel)
         assert (venv / rel).read_bytes() == src.read_bytes(), rel
+        if not rel.endswith(".yaml"):
+            assert f"install -D -m 0644 /opt/pcapwatch/{rel} /usr/local/{rel}\n" in readme, rel
 
 
 def test_wheel_reads_a_corpus_capture_like_the_repo(venv: Path, tmp_path: Path) -> None:
