@@ -9,10 +9,11 @@ of `http/` (heads, framing, parser, transactions), and `rules/` compiles and eva
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
+from analyzers.http.resync import NotHttp
 from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Endpoints, Message, Transaction
 from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
-from analyzers.pipeline import Pipeline, Router, split_records
+from analyzers.pipeline import Pipeline, split_records
 from analyzers.records import ascii_headers, record_anomalies, record_flags, to_record
 from analyzers.redact import (
     DEFAULT_MAX_FIELD_BYTES,
@@ -27,6 +28,7 @@ from analyzers.routes import DEFAULT_MAX_ROUTES, RoutePattern, RouteTemplater
 from analyzers.rules.compile import parse_rules
 from analyzers.rules.engine import RuleSet, compile_rules
 from analyzers.rules.model import Pcap, RawRule, Rule, RuleError, TxView, describe
+from analyzers.shard import Router
 from analyzers.tcp.frames import RecordLayout
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "Endpoints",
     "Headers",
     "Message",
+    "NotHttp",
     "Packet",
     "Pcap",
     "Pipeline",

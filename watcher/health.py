@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyzers import Anomaly
+from analyzers import Anomaly, NotHttp
 
 Labels = tuple[str, ...]
 
@@ -50,6 +50,8 @@ class Health:
     routes: int = 0  # distinct route labels handed out (analyzers.routes.RouteTemplater.stats)
     route_overflow: int = 0  # request targets sent to the `other` route past the cap
     anomalies: Mapping[str, int] = field(default_factory=dict)  # by name
+    not_http: Mapping[str, int] = field(default_factory=dict)  # connections not HTTP, by kind (tls, http2, other)
+    pipeline_overflow: int = 0  # requests written unanswered past the per-connection bound
     outputs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # Sink.stats() by output name
     rule_errors: Mapping[str, int] = field(default_factory=dict)  # by rule name
     queue_depth: int = 0  # frame batches between the reader thread and the analyser
@@ -67,6 +69,8 @@ class Health:
         return cls(packets=stats.get("frames", 0), connections=conns.get("connections", 0),
                    connections_active=conns.get("active", 0), connections_evicted=conns.get("evicted", 0),
                    gaps=stats.get("tcp", {}).get("gaps", 0), anomalies=dict(stats.get("anomalies", {})),
+                   not_http=dict(stats.get("http", {}).get("not_http", {})),
+                   pipeline_overflow=stats.get("http", {}).get("pipeline_overflow", 0),
                    kept_bytes=kept.get("held_bytes", 0),
                    kept_let_go={"connection_bytes": kept.get("let_go", 0), "total_bytes": kept.get("evicted", 0)},
                    **rest)
@@ -76,11 +80,14 @@ HealthSource = Callable[[], Health]
 
 
 def with_known_labels(h: Health, rules: Iterable[str]) -> Health:
-    """`h` with every label value known in advance present, at 0 until counted: each anomaly name
-    and each rule of the configuration, so a dashboard shows 0 before the first event, not "No
-    data". (Outputs, delivery events and let-go bounds are present from the start already.)"""
+    """`h` with every label value known in advance present, at 0 until counted: each anomaly name,
+    each kind of connection that is not HTTP and each rule of the configuration, so a dashboard
+    shows 0 before the first event, not "No data". (Outputs, delivery events and let-go bounds are
+    present from the start already.)"""
     return dataclasses.replace(h, anomalies=dict.fromkeys(sorted(a.value for a in Anomaly), 0) | dict(h.anomalies),
+                               not_http=dict.fromkeys(sorted(k.value for k in NotHttp), 0) | dict(h.not_http),
                                rule_errors=dict.fromkeys(rules, 0) | dict(h.rule_errors))
+
 
 # Sink.stats() keys -> (metric, kind, help).
 OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
@@ -149,6 +156,10 @@ def health_families(h: Health) -> list[Family]:
              "route cap was reached.", h.route_overflow),
         family_by("pcapwatch_http_anomalies_total", "counter", "HTTP protocol anomalies seen, by name.", "name",
             h.anomalies),
+        family_by("pcapwatch_not_http_connections_total", "counter", "Connections not parsed because they speak "
+                  "another protocol, by kind (tls, http2, other).", "kind", h.not_http),
+        family_one("pcapwatch_http_pipeline_overflow_total", "counter", "Requests written without their response "
+                   "because too many were unanswered on their connection.", h.pipeline_overflow),
         family_by("pcapwatch_rule_errors_total", "counter", "Rule evaluations that raised and were skipped, by rule.",
             "rule", h.rule_errors),
         family_one("pcapwatch_queue_batches", "gauge", "Frame batches waiting between the reader thread and the "

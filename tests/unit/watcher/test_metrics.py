@@ -294,6 +294,7 @@ def test_health_families_exact() -> None:
                files_failed=4, packets=7042, bytes=13_055_937, lag_bytes=4096,
                lag_seconds=1.5, connections=367, connections_active=2, connections_evicted=5, gaps=4, routes=12,
                route_overflow=9, anomalies={"bad_request_line": 2, "incomplete_head": 1},
+               not_http={"tls": 4, "http2": 1, "other": 0}, pipeline_overflow=11,
                outputs={"stdout": {"submitted": 10, "written": 8, "dropped": 2, "buffered": 0, "custom": 7,
                                    "written_bytes": 4321},
                         "redis": {"submitted": 10, "written": 10, "dropped": 0, "retries": 3, "errors": 1,
@@ -326,6 +327,9 @@ def test_health_families_exact() -> None:
         "pcapwatch_route_overflow_total": ("counter", (), {(): 9.0}),
         "pcapwatch_http_anomalies_total": ("counter", ("name",), {("bad_request_line",): 2.0,
                                                                    ("incomplete_head",): 1.0}),
+        "pcapwatch_not_http_connections_total": ("counter", ("kind",), {("tls",): 4.0, ("http2",): 1.0,
+                                                                         ("other",): 0.0}),
+        "pcapwatch_http_pipeline_overflow_total": ("counter", (), {(): 11.0}),
         "pcapwatch_rule_errors_total": ("counter", ("rule",), {("broken",): 6.0}),
         "pcapwatch_queue_batches": ("gauge", (), {(): 3.0}),
         "pcapwatch_queue_capacity_batches": ("gauge", (), {(): 16.0}),
@@ -454,6 +458,7 @@ def test_known_labels_are_there_at_zero() -> None:
     h = with_known_labels(Health(anomalies={"bad_request_line": 2}, rule_errors={"broken": 6}), ["ok", "broken"])
     assert dict(h.anomalies) == {a.value: 0 for a in Anomaly} | {"bad_request_line": 2}
     assert dict(h.rule_errors) == {"ok": 0, "broken": 6}
+    assert dict(h.not_http) == {"http2": 0, "other": 0, "tls": 0}
     fams = {f.name: dict(f.samples) for f in health_families(h)}
     assert fams["pcapwatch_rule_errors_total"] == {("broken",): 6.0, ("ok",): 0.0}
     assert len(fams["pcapwatch_http_anomalies_total"]) == len(Anomaly) > 10
