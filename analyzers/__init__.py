@@ -7,8 +7,10 @@ of `http/` (heads, framing, parser, transactions), and `rules/` compiles and eva
 """
 
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.body_keep import DEFAULT_BODY_LIMIT, BodyKeep
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
+from analyzers.http.resync import NotHttp
 from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Endpoints, Message, Transaction
 from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
@@ -43,10 +45,12 @@ __all__ = [
     "DEFAULT_TOTAL_BYTES",
     "HANDSHAKE_PACKETS",
     "REDACTED",
+    "Anomaly",
     "BodyKeep",
     "Endpoints",
     "Headers",
     "Message",
+    "NotHttp",
     "Packet",
     "Pcap",
     "Pipeline",

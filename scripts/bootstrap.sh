@@ -1,13 +1,27 @@
-# Sourced by scripts/run and scripts/test: make sure the machine has what pcapwatch and its tests
-# need, then (re)build the virtualenv in .venv when setup.cfg changed. Idempotent and quick when
-# nothing changed.
+# Sourced by scripts/run (BOOTSTRAP_MODE=run) and scripts/test (BOOTSTRAP_MODE=test): make sure the
+# machine has what that command needs, then (re)build the virtualenv in .venv when setup.cfg changed.
+# Idempotent and quick when nothing changed (a stamp per mode).
+#   run:  what `pcapwatch demo` needs: tcpdump, and curl (one of the demo's clients); pcapwatch
+#         with its core dependencies only (no output extras). Nothing that starts a daemon.
+#   test: the real programs the integration tests drive (nginx, redis, rsyslog, prometheus, ...)
+#         and pcapwatch with the `test` extra (every output's client library, pytest, ruff, mypy).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 PY=${PYTHON:-python3}
+MODE=${BOOTSTRAP_MODE:-test}
 
-# Debian packages: the real programs the integration tests drive, and what the README uses.
-DEBS=(tcpdump tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps systemd redis-server rsyslog prometheus)
+# Debian packages. tests/integration/test_packaging.py holds RUN_DEBS to "no daemon": none of them
+# ships a systemd service. python3-venv: Debian's python3 has no ensurepip (so no `-m venv`) without it.
+RUN_DEBS=(tcpdump curl python3-venv)
+TEST_DEBS=(tcpdump python3-venv tshark nginx-light curl wrk apache2-utils httpry ethtool iproute2 gzip procps systemd redis-server rsyslog prometheus logrotate man-db groff-base)
+if [ "$MODE" = run ]; then
+  DEBS=("${RUN_DEBS[@]}")
+  EXTRAS=""
+else
+  DEBS=("${TEST_DEBS[@]}")
+  EXTRAS="[test]"
+fi
 need_debs() {
   local missing=()
   for p in "${DEBS[@]}"; do
@@ -30,16 +44,16 @@ if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; 
   fi
 fi
 
-stamp="$VENV/.pcapwatch-setup"
-want=$(cat "$ROOT/setup.cfg" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)
+stamp="$VENV/.pcapwatch-setup-$MODE"
+want=$(cat "$ROOT/setup.cfg" "$ROOT/setup.py" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bootstrap: creating $VENV" >&2
   "$PY" -m venv "$VENV"
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "bootstrap: installing pcapwatch and its dependencies into $VENV" >&2
+  echo "bootstrap: installing pcapwatch$EXTRAS and its dependencies into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" >&2
+  "$VENV/bin/python" -m pip install -q -e "$ROOT$EXTRAS" >&2
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Strings
+from watcher import version
 from watcher.read.lines import OutputError, open_output
 from watcher.replay import verb as replay_verb
 
@@ -70,6 +71,7 @@ exit status:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcapwatch", description=DESCRIPTION, epilog=MAIN_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("read", help="read capture files, write one JSON record per HTTP transaction",
                        description="Read capture files and write one JSON line per HTTP transaction.",
@@ -100,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("-c", "--config", metavar="FILE",
                    help="the configuration file (default: $PCAPWATCH_CONFIG, else the first that exists of "
-                        "conf/pcapwatch.yaml beside the package, PREFIX/share/pcapwatch/pcapwatch.yaml, "
-                        "/etc/pcapwatch/pcapwatch.yaml)")
+                        "/etc/pcapwatch/pcapwatch.yaml and the packaged example: conf/pcapwatch.yaml beside "
+                        "the package, PREFIX/share/pcapwatch/pcapwatch.yaml); the first line printed names it")
+    c.add_argument("--user", metavar="NAME",
+                   help="the user the service runs as, for the spool's permissions (default: the user running "
+                        "check; as root, pcapwatch when that user exists: pcapwatch.service's User=)")
     _add_run_parser(sub)
     _add_tail_parser(sub)
     replay_verb.add_parser(sub)
@@ -163,7 +168,10 @@ def _add_run_parser(sub: Any) -> None:
 CHECK_EPILOG = """\
 Relative paths in the file are relative to the file's own directory. Every
 problem is reported, one line each: FILE:LINE: KEY: found ..., expected ...;
-and what to do (unknown keys name the closest valid one).
+and what to do (unknown keys name the closest valid one). A valid configuration
+whose spool directory is missing, not readable by the service's user (--user)
+or not writable by tcpdump's (capture.user, else tcpdump) gets a warning on
+stderr naming the directory's mode, owner and group, and the fix.
 
 exit status:
   0  the configuration is valid; it is printed on stdout as YAML
@@ -186,7 +194,25 @@ def _check(args: argparse.Namespace) -> int:
     sys.stdout.write(f"# rules, in order; the first that matches decides unless it continues: {len(lines)}\n"
                      if lines else "# rules: none\n")
     sys.stdout.write("".join(f"#   {line}\n" for line in lines))
+    for warning in _spool_warnings(config.spool.dir, config.capture.user, args.user):
+        sys.stderr.write(f"pcapwatch check: warning: {warning}\n")
     return EXIT_OK
+
+
+def _spool_warnings(spool: Any, tcpdump_user: str | None, service_user: str | None) -> list[str]:
+    """The spool's permission problems for the service's user and tcpdump's (warnings: the
+    configuration is valid; the directory may be set up later)."""
+    from watcher.capture.access import SERVICE_USER, account, current_account, spool_warnings
+
+    if service_user:
+        who = account(service_user)
+        if who is None:
+            return [f"--user {service_user}: no such user; give the user the service runs as"]
+    else:
+        who = current_account()
+        if who.uid == 0:
+            who = account(SERVICE_USER) or who
+    return spool_warnings(spool, who, tcpdump_user)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -204,7 +230,8 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"pcapwatch: error: {e}\n")
         return EXIT_USAGE
     except OSError as e:
-        sys.stderr.write(f"pcapwatch: error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}\n")
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"pcapwatch: error: {e.strerror or e}{where}\n")
         return EXIT_INPUT_ERRORS
 
 

@@ -4,9 +4,12 @@ behind tcpdump. The service fills a `Health` on its main loop; the Prometheus ou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from analyzers import Anomaly, NotHttp
 
 Labels = tuple[str, ...]
 
@@ -34,6 +37,7 @@ class Health:
     lost_bytes: int = 0
     files_unreadable: int = 0  # found unreadable (permissions), once per file until readable
     files_unreadable_now: int = 0  # unreadable at the last scan, tried again at every scan
+    spool_unlistable: int = 0  # 1 while the spool directory cannot be listed (missing, permissions)
     files_failed: int = 0  # read up to a corrupt spot (or a gzip bomb's limit), the rest skipped
     packets: int = 0
     bytes: int = 0  # capture bytes read
@@ -75,6 +79,17 @@ class Health:
 
 
 HealthSource = Callable[[], Health]
+
+
+def with_known_labels(h: Health, rules: Iterable[str]) -> Health:
+    """`h` with every label value known in advance present, at 0 until counted: each anomaly name,
+    each kind of connection that is not HTTP and each rule of the configuration, so a dashboard
+    shows 0 before the first event, not "No data". (Outputs, delivery events and let-go bounds are
+    present from the start already.)"""
+    return dataclasses.replace(h, anomalies=dict.fromkeys(sorted(a.value for a in Anomaly), 0) | dict(h.anomalies),
+                               not_http=dict.fromkeys(sorted(k.value for k in NotHttp), 0) | dict(h.not_http),
+                               rule_errors=dict.fromkeys(rules, 0) | dict(h.rule_errors))
+
 
 # Sink.stats() keys -> (metric, kind, help).
 OUTPUT_STATS: Mapping[str, tuple[str, str, str]] = {
@@ -122,6 +137,8 @@ def health_families(h: Health) -> list[Family]:
                    "(permissions), each counted once until it is readable.", h.files_unreadable),
         family_one("pcapwatch_capture_files_unreadable", "gauge", "Capture files unreadable now: tried again at "
                    "every scan, read once readable, lost if rewritten or removed first.", h.files_unreadable_now),
+        family_one("pcapwatch_spool_unlistable", "gauge", "1 while the spool directory cannot be listed (it does not "
+                   "exist, or the service's user may not read it): nothing is read; else 0.", h.spool_unlistable),
         family_one("pcapwatch_capture_files_failed_total", "counter", "Capture files corrupt (or expanding past "
                    "limits.gunzip_*) at some point: read up to it, the rest skipped.", h.files_failed),
         family_one("pcapwatch_capture_packets_total", "counter", "Packets (capture records) analysed.", h.packets),

@@ -18,11 +18,14 @@ from __future__ import annotations
 import bisect
 import contextlib
 import math
+import platform
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from watcher import version
 from watcher.health import Family, Health, HealthSource, Labels, family_by, family_one, health_families
 
 PREFIX = "pcapwatch_"
@@ -50,6 +53,8 @@ RESPONSE_BYTES = "pcapwatch_http_response_body_bytes_total"
 LABEL_OVERFLOW = "pcapwatch_metric_label_overflow_total"
 METRIC_ERRORS = "pcapwatch_metric_errors_total"
 HEALTH_ERRORS = "pcapwatch_health_errors_total"
+BUILD_INFO = "pcapwatch_build_info"
+START_TIME = "pcapwatch_start_time_seconds"
 
 _METRIC_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")  # Prometheus's metric names
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")  # and label names
@@ -184,6 +189,7 @@ class MetricsModel:
         self.overflow: dict[str, int] = {}  # folded observations by metric
         self.errors: dict[str, int] = {}  # rule-metric observations refused, by metric
         self.health_errors = 0
+        self.started = time.time()  # the service's start: the model is made with it
         hr, fold2 = ("host", "route"), (True, True)
         self._tx = _Metric(TRANSACTIONS, "counter", "HTTP transactions by request method, status class "
                            "('none' without a response), Host header and templated route.",
@@ -316,11 +322,17 @@ class MetricsModel:
 
     def collect(self) -> list[Family]:
         """A consistent snapshot of every metric, then the service's health (outside the lock)."""
+        own = (self._tx, self._duration, self._ttfb, self._req_bytes, self._resp_bytes)
         with self._lock:
-            out = [_family(m) for m in (self._tx, self._duration, self._ttfb, self._req_bytes, self._resp_bytes)]
+            out = [Family(BUILD_INFO, "gauge", "Always 1; its labels say which pcapwatch and which Python run.",
+                          ("version", "python"), samples=(((version(), platform.python_version()), 1.0),)),
+                   family_one(START_TIME, "gauge", "When the service started, in seconds since the Unix epoch.",
+                              self.started)]
+            out += [_family(m) for m in own]
             out += [_family(m) for m in self._rule_metrics()]
+            overflow = dict.fromkeys((m.name for m in own), 0) | self.overflow  # 0 before the first: not "No data"
             out.append(family_by(LABEL_OVERFLOW, "counter", "Observations whose new label set was past the metric's "
-                           "cap and went to the 'other' label set.", "metric", self.overflow))
+                           "cap and went to the 'other' label set.", "metric", overflow))
             out.append(family_by(METRIC_ERRORS, "counter", "Rule metric observations refused: invalid or conflicting "
                            "declaration, or a non-numeric field.", "metric", self.errors))
         source = self._health
@@ -366,4 +378,5 @@ def _family(m: _Metric) -> Family:
 # Names a rule's metric must not take: the model's own and the health families.
 _RESERVED = frozenset(_family_name(n) for n in (
     TRANSACTIONS, DURATION, TTFB, REQUEST_BYTES, RESPONSE_BYTES, LABEL_OVERFLOW, METRIC_ERRORS, HEALTH_ERRORS,
+    BUILD_INFO, START_TIME,
     *(f.name for f in health_families(Health()))))

@@ -15,8 +15,10 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import platform
 import re
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +26,19 @@ from typing import Any
 
 import pytest
 from helpers.env import REPO, corpus, need_tool, read_records
-from helpers.liveenv import wait_for
+from helpers.liveenv import free_port, service, wait_for
+from helpers.outputrun import scrape
 from helpers.outputservers import Prometheus, http_get
 
-from analyzers import RawRule, RuleSet, TxView, compile_rules
+from analyzers import Anomaly, RawRule, RuleSet, TxView, compile_rules
 from analyzers.pipeline import Pipeline
 from analyzers.records import to_record
 from analyzers.redact import Policy, finalize
 from analyzers.routes import RouteTemplater
+from watcher import version
 from watcher.capture.sources import Capture
 from watcher.config.model import PrometheusOutputConfig
-from watcher.metrics import Health, MetricsModel
+from watcher.metrics import DURATION, REQUEST_BYTES, RESPONSE_BYTES, TRANSACTIONS, TTFB, Health, MetricsModel
 from watcher.sinks import open_sink
 from watcher.sinks.prometheus_sink import PrometheusSink, parse_listen
 
@@ -206,7 +210,8 @@ def test_promql_health_is_the_pipelines(run: Run) -> None:
     outputs = {m: p.vector(f'pcapwatch_output_{m}_total{{output="prom"}}') for m in ("submitted", "written",
                                                                                     "dropped")}
     assert outputs == {"submitted": {None: 896.0}, "written": {None: 896.0}, "dropped": {None: 0.0}}
-    assert p.vector("sum(pcapwatch_metric_label_overflow_total)") == {}
+    # exported at 0 from the start (not "No data"), and nothing folded
+    assert p.vector("sum(pcapwatch_metric_label_overflow_total)") == {None: 0.0}
 
 
 # The dashboard ---------------------------------------------------------------------------------
@@ -394,9 +399,11 @@ def test_taken_port_is_an_error_naming_the_output() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(OSError, match=rf"output prom: cannot listen on 127\.0\.0\.1:{port}: "
-                                          "Address already in use"):
+        with pytest.raises(OSError) as e:
             PrometheusSink(output(f"127.0.0.1:{port}"), MetricsModel())
+    assert e.value.strerror == (f"output prom: cannot listen on 127.0.0.1:{port} (Address already in use): another "
+                                f"process listens there (`ss -ltnp 'sport = :{port}'` shows which; another "
+                                "pcapwatch?): stop it, or set the output's listen: to a free port")
 
 
 def test_close_frees_the_port_and_ipv6() -> None:
@@ -424,3 +431,38 @@ def test_parse_listen(listen: str, want: tuple[str, int]) -> None:
 def test_parse_listen_errors(listen: str) -> None:
     with pytest.raises(ValueError, match="listen must be HOST:PORT"):
         parse_listen(listen)
+
+
+def test_a_fresh_service_exports_build_info_start_time_and_zeros(tmp_path: Path) -> None:
+    """The real service, before any capture: build info, its start time, and every counter whose
+    label values are known in advance present at 0 (anomalies, rules, outputs, delivery events,
+    folded metrics), so a dashboard shows 0, not "No data"."""
+    port = free_port()
+    (tmp_path / "spool").mkdir()
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"spool: {{dir: {tmp_path / 'spool'}}}\nstate: {{dir: {tmp_path / 'state'}}}\noutputs:\n"
+                   f"  - {{name: file, type: jsonl, path: {tmp_path / 'out.jsonl'}}}\n"
+                   f"  - {{name: prom, type: prometheus, listen: '127.0.0.1:{port}'}}\n"
+                   "rules:\n  - {name: slow, match: {duration_ms: '>1000'}, actions: {log: true}}\n")
+    before = time.time()
+    with service(cfg, tmp_path / "err.log"):
+        m = scrape(port)
+    after = time.time()
+    python = platform.python_version()
+    assert m[("pcapwatch_build_info", (("python", python), ("version", version())))] == 1.0
+    assert [k for k in m if k[0] == "pcapwatch_build_info"] == [
+        ("pcapwatch_build_info", (("python", python), ("version", version())))]
+    assert version() == "0.1.0"
+    assert before - 1 <= m[("pcapwatch_start_time_seconds", ())] <= after
+    assert {k[1][0][1]: v for k, v in m.items() if k[0] == "pcapwatch_http_anomalies_total"} == {
+        a.value: 0.0 for a in Anomaly}
+    assert {k[1]: v for k, v in m.items() if k[0] == "pcapwatch_rule_errors_total"} == {(("rule", "slow"),): 0.0}
+    assert {k[1][0][1]: v for k, v in m.items() if k[0] == "pcapwatch_not_http_connections_total"} == {
+        "tls": 0.0, "http2": 0.0, "other": 0.0}
+    assert {k[1][0][1]: v for k, v in m.items() if k[0] == "pcapwatch_metric_label_overflow_total"} == {
+        name: 0.0 for name in (TRANSACTIONS, DURATION, TTFB, REQUEST_BYTES, RESPONSE_BYTES)}
+    for name in ("submitted", "written", "dropped", "errors"):
+        assert {k[1]: v for k, v in m.items() if k[0] == f"pcapwatch_output_{name}_total"} == {
+            (("output", "file"),): 0.0, (("output", "prom"),): 0.0}, name
+    assert {k[1][0][1]: v for k, v in m.items() if k[0] == "pcapwatch_delivery_total"} == {
+        "records": 0.0, "dropped_by_rules": 0.0, "alerts": 0.0, "unknown_output": 0.0, "pcap_without_packets": 0.0}

@@ -197,18 +197,66 @@ def test_security_exposure(unit: str) -> None:
 
 
 def test_readme_drop_in_opens_the_network(unit_root: Path) -> None:
-    """The README's drop-in for network outputs does what it says, and nothing else."""
-    block = re.search(r"```ini\n(.*?)```", readme_section(), re.S)
-    assert block
+    """The shipped drop-in for network outputs, installed where the README puts it, does what it
+    says, and nothing else."""
+    shipped = SYSTEMD / "pcapwatch.service.d/network.conf.example"
+    assert ("install -D -m 0644 systemd/pcapwatch.service.d/network.conf.example \\\n"
+            "    /etc/systemd/system/pcapwatch.service.d/network.conf\n") in readme_section()
     dropin = unit_root / "etc/systemd/system/pcapwatch.service.d/network.conf"
     dropin.parent.mkdir()
-    dropin.write_text(block.group(1))
+    shutil.copy(shipped, dropin)
     p = analyze("verify", f"--root={unit_root}", "pcapwatch.service")
     assert (p.returncode, p.stderr) == (0, "")
     p = analyze("security", "--offline=yes", "--json=short", f"--root={unit_root}", "pcapwatch.service")
     failing = {c["name"] for c in json.loads(p.stdout) if c["exposure"]}
     assert failing - set(ACCEPTED["pcapwatch.service"]) == {
         "PrivateNetwork=", "IPAddressDeny=", "RestrictAddressFamilies=~AF_(INET|INET6)"}
+
+
+def test_journald_rate_limit_is_lifted() -> None:
+    """Records go to stdout: journald's default limit (10,000 per 30 s, ~333/s) would drop them."""
+    s = service("pcapwatch.service")
+    assert s["LogRateLimitIntervalSec"] == ["0"]
+    assert "about 333 records/s" in (SYSTEMD / "pcapwatch.service").read_text()
+
+
+def test_unit_comments_name_the_readme_paths() -> None:
+    """Where a shipped file says it is installed is where the README installs it."""
+    section = readme_section()
+    for path in SYSTEMD.rglob("*"):
+        if path.is_file():
+            for dest in re.findall(r"installed as (/\S+?)[,;.]?(?:\s|$)", path.read_text()):
+                assert dest in section, (path, dest)
+    assert "pcapwatch-capture@" not in (REPO / "watcher/capture/tcpdump.py").read_text()
+
+
+def logrotate_state(tmp_path: Path) -> Path:
+    """A root-owned copy of the shipped logrotate file whose paths point into tmp_path."""
+    logs = tmp_path / "log"
+    logs.mkdir()
+    conf = tmp_path / "pcapwatch.logrotate"
+    text = (SYSTEMD / "logrotate.d/pcapwatch").read_text()
+    assert "/var/log/pcapwatch/*.jsonl {" in text
+    conf.write_text(text.replace("/var/log/pcapwatch/", f"{logs}/").replace("su pcapwatch pcapwatch", "su root root"))
+    conf.chmod(0o644)
+    return logs
+
+
+def test_logrotate_file(tmp_path: Path) -> None:
+    """logrotate accepts the shipped file (-d: debug, changes nothing; its paths moved into
+    tmp_path) and would rotate a jsonl output, then run the reload; the README installs it."""
+    need_tool("logrotate")
+    assert "install -D -m 0644 systemd/logrotate.d/pcapwatch /etc/logrotate.d/pcapwatch" in readme_section()
+    logs = logrotate_state(tmp_path)  # user pcapwatch may not exist here: its `su` is root's
+    (logs / "http.jsonl").write_text('{"a": 1}\n')
+    state = tmp_path / "state"
+    p = subprocess.run(["logrotate", "-d", "-f", "-s", state, tmp_path / "pcapwatch.logrotate"],
+                       capture_output=True, text=True, timeout=30)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert "error" not in out.lower()
+    assert f"renaming {logs}/http.jsonl to {logs}/http.jsonl.1" in out
+    assert "systemctl reload pcapwatch" in out
 
 
 def test_capture_defaults_file_matches_the_unit() -> None:
@@ -237,8 +285,9 @@ def readme_section() -> str:
 def test_readme_installs_every_shipped_file() -> None:
     section = readme_section()
     shipped = sorted(str(p.relative_to(REPO)) for p in SYSTEMD.rglob("*") if p.is_file())
-    assert shipped == ["systemd/default/pcapwatch-capture", "systemd/pcapwatch-capture.service",
-                       "systemd/pcapwatch.service", "systemd/sysusers.d/pcapwatch.conf",
+    assert shipped == ["systemd/default/pcapwatch-capture", "systemd/logrotate.d/pcapwatch",
+                       "systemd/pcapwatch-capture.service", "systemd/pcapwatch.service",
+                       "systemd/pcapwatch.service.d/network.conf.example", "systemd/sysusers.d/pcapwatch.conf",
                        "systemd/tmpfiles.d/pcapwatch.conf"]
     for path in shipped:
         assert path in section

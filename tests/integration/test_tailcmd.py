@@ -8,11 +8,13 @@ address zmq refuses gets one line and status 2.
 from __future__ import annotations
 
 import os
+import pty
 import select
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers.liveenv import PCAPWATCH, wait_until
@@ -22,7 +24,7 @@ from watcher.config.model import ZmqOutputConfig
 from watcher.sinks.base import Record
 from watcher.sinks.jsontext import encode, utf8
 from watcher.sinks.zmq_sink import ZmqSink
-from watcher.sinks.zmq_tail import format_line
+from watcher.sinks.zmq_tail import WAIT_NOTICE_SECONDS, format_line
 
 RUN = 2000  # records in a run
 RATE = 2000.0  # records per second while publishing
@@ -158,3 +160,32 @@ def test_tail_refuses_a_bad_address() -> None:
 
 def _cls(r: Record) -> str:
     return "none" if r["status_code"] is None else f"{r['status_code'] // 100}xx"
+
+
+def test_tail_with_no_service_says_what_it_waits_for(tmp_path: Path) -> None:
+    """Nobody publishes: after a few seconds one line on stderr (a terminal) names the endpoint and
+    what to do, once; SIGINT still ends it with 0. (With stderr not a terminal it stays silent: the
+    tests above.)"""
+    endpoint = f"ipc://{tmp_path}/nobody.sock"
+    master, slave = pty.openpty()
+    p = subprocess.Popen([*PCAPWATCH, "tail", "--connect", endpoint], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    try:
+        time.sleep(WAIT_NOTICE_SECONDS * 2 + 1)
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=10)
+    got = b""
+    while select.select([master], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(master)
+    err = got.decode().replace("\r\n", "\n")
+    assert (p.returncode, out) == (0, b"")
+    assert err == (f"pcapwatch tail: waiting for records from {endpoint}: nothing yet; start `pcapwatch run` with a "
+                   f"zmq output binding {endpoint}, or point --connect at the one it has\n")

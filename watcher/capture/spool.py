@@ -14,7 +14,9 @@ is rewritten or removed before that, its content is counted lost like a ring's o
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import grp
 import hashlib
 import os
 import pwd
@@ -96,6 +98,8 @@ class Spool:
         self.ring_wrapped = False  # a file was rewritten in place: this spool is a -W ring
         self.scans = 0
         self.full_scan = False
+        self.listing_error: int | None = None  # errno of the directory's listing, said once until it changes
+        self.listing_failures = 0  # scans that could not list the directory
 
     def scan(self, now: float) -> None:
         """Look at the directory: new generations, rewritten files, compressed twins."""
@@ -104,8 +108,11 @@ class Spool:
         try:
             entries = list(os.scandir(self.directory))
         except OSError as e:
-            self.notes.append(f"warning: cannot list spool {self.directory}: {e.strerror}")
+            self._cannot_list(e)
             return
+        if self.listing_error is not None:
+            self.listing_error = None
+            self.notes.append(f"info: spool {self.directory} can be listed again")
         seen = set()
         stats = []
         for entry in entries:
@@ -211,6 +218,27 @@ class Spool:
         elif before is not None and size < before:
             self._lost_unread(path, before, "rewritten by tcpdump's ring")
         self.unreadable[path] = size
+
+    def _cannot_list(self, error: OSError) -> None:
+        """The spool cannot be listed: said once, with the user and the fix; the scans go on quietly."""
+        self.listing_failures += 1
+        if error.errno == self.listing_error:
+            return
+        self.listing_error = error.errno
+        d = self.directory
+        fix = (f"e.g. install -d -m 2750 -o tcpdump -g {_group()} {d} (tcpdump's user writes, the service's "
+               "group reads; README: 'The spool')")
+        again = "it is looked at again at every scan, quietly, and said when it can be listed"
+        if error.errno == errno.ENOENT:
+            self.notes.append(f"error: spool {d} does not exist (pcapwatch runs as user {_user()}): create it, {fix}, "
+                              f"or set spool.dir to where tcpdump writes; {again}")
+        elif error.errno == errno.ENOTDIR:
+            self.notes.append(f"error: spool {d} is not a directory: set spool.dir to the directory tcpdump writes "
+                              f"into; {again}")
+        else:
+            self.notes.append(f"error: spool {d} cannot be listed ({error.strerror or error}) as user {_user()}, the "
+                              f"user pcapwatch runs as: give it read and search permission on the directory and its "
+                              f"parents, {fix}; {again}")
 
     def _unreadable_note(self, path: str, error: OSError) -> None:
         if path in self.unreadable:
@@ -364,6 +392,15 @@ def fingerprint(head: bytes, first_ts: float, first_packet: bytes = b"") -> str:
     """Identity of a capture file's content: its first bytes, its first packet and that packet's time."""
     return hashlib.blake2b(head[:FINGERPRINT_BYTES] + first_packet + repr(first_ts).encode(),
                            digest_size=12).hexdigest()
+
+
+def _group() -> str:
+    """The name of the group the service runs as: the spool's group should be it."""
+    gid = os.getegid()
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _user() -> str:

@@ -2,7 +2,7 @@
 
 Capture stays in tcpdump (C, kernel buffers, privileges); this only starts it, restarts it with a
 growing delay if it dies, and stops it with the service. It needs what tcpdump needs (root or
-CAP_NET_RAW); in production run tcpdump as its own unit (systemd/pcapwatch-capture@.service).
+CAP_NET_RAW); in production run tcpdump as its own unit (systemd/pcapwatch-capture.service).
 """
 
 from __future__ import annotations

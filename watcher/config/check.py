@@ -149,6 +149,10 @@ class _Checker:
                 else:
                     names[name] = (i, self._line((*ipath, "name"), False))
             if itype is not None:
+                pip = itype.missing_library()
+                if pip:
+                    self.error((*ipath, "type"), f"found {kind!r}, whose client library {itype.requires} is not "
+                                                 f"installed; run {pip} (or remove this {spec.item})")
                 items.append(itype.make(**built))
         return tuple(items)
 

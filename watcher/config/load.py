@@ -57,12 +57,14 @@ CONFIG_NAME = "pcapwatch.yaml"
 _REPO_CONFIG = Path(__file__).resolve().parents[2] / "conf" / CONFIG_NAME
 _ETC_CONFIG = Path("/etc/pcapwatch") / CONFIG_NAME
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
-    """The file used without -c: $PCAPWATCH_CONFIG, else the first that exists of the repo's
-    conf/pcapwatch.yaml, sys.prefix/share/pcapwatch/pcapwatch.yaml, else /etc/pcapwatch/pcapwatch.yaml."""
+    """The file used without -c, in the order users expect: $PCAPWATCH_CONFIG, else
+    /etc/pcapwatch/pcapwatch.yaml when it exists, else the packaged example (the repo's
+    conf/pcapwatch.yaml, or sys.prefix/share/pcapwatch/pcapwatch.yaml as installed); when none
+    exists, /etc/pcapwatch/pcapwatch.yaml (the error names the file to create)."""
     env = os.environ if environ is None else environ
     if env.get(CONFIG_ENV):
         return Path(env[CONFIG_ENV])
-    for candidate in (_REPO_CONFIG, Path(sys.prefix, "share", "pcapwatch", CONFIG_NAME)):
+    for candidate in (_ETC_CONFIG, _REPO_CONFIG, Path(sys.prefix, "share", "pcapwatch", CONFIG_NAME)):
         if candidate.is_file():
             return candidate
     return _ETC_CONFIG

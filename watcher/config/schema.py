@@ -10,6 +10,7 @@ watcher/config/model.py it fills: what the rest of pcapwatch gets. An output typ
 from __future__ import annotations
 
 import enum
+import importlib.util
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -230,12 +231,23 @@ class Section:
 @dataclass(frozen=True, slots=True)
 class ItemType:
     """One `type:` of a typed list: the keys it adds to the common ones, its dataclass, and for an
-    output the sink that writes it ("module:Class", imported by watcher.sinks.open_sink, only then)."""
+    output the sink that writes it ("module:Class", imported by watcher.sinks.open_sink, only then)
+    and the client library it needs: `requires`, the library's import name, installed by the
+    package's extra `extra` (setup.cfg); both empty when the standard library is enough."""
 
     doc: str
     keys: tuple[Key, ...]
     make: Callable[..., object]
     sink: str
+    requires: str = ""
+    extra: str = ""
+
+    def missing_library(self) -> str | None:
+        """The pip command that installs this type's client library, when it is not installed
+        (looked up without importing it), else None."""
+        if not self.requires or importlib.util.find_spec(self.requires) is not None:
+            return None
+        return f"pip install 'pcapwatch[{self.extra}]'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +299,7 @@ OUTPUT_TYPES: Mapping[str, ItemType] = {
         Key("path", Kind.URL_PATH, "/metrics", "URL path of the metrics"),
         Key("buckets_ms", Kind.NUM_LIST, DEFAULT_BUCKETS_MS, "histogram buckets for durations and ttfb",
             unit="milliseconds"),
-    ), PrometheusOutputConfig, "watcher.sinks.prometheus_sink:PrometheusSink"),
+    ), PrometheusOutputConfig, "watcher.sinks.prometheus_sink:PrometheusSink", "prometheus_client", "prometheus"),
     "redis": ItemType("records to a Redis stream (XADD, MAXLEN ~) or channel (PUBLISH), batched", (
         Key("url", Kind.REDIS_URL, "redis://127.0.0.1:6379/0", "the Redis server", secret=True),
         Key("mode", Kind.CHOICE, "stream", "stream: XADD to a stream; publish: PUBLISH on a channel",
@@ -297,12 +309,12 @@ OUTPUT_TYPES: Mapping[str, ItemType] = {
         Key("batch", Kind.INT, 100, "records sent per pipelined round trip", minimum=1),
         Key("backoff_max_seconds", Kind.FLOAT, 30.0, "longest wait between reconnection attempts (exponential "
             "backoff with jitter)", unit="seconds", above=0),
-    ), RedisOutputConfig, "watcher.sinks.redis_sink:RedisSink"),
+    ), RedisOutputConfig, "watcher.sinks.redis_sink:RedisSink", "redis", "redis"),
     "zmq": ItemType("a ZeroMQ PUB socket: a live tap for `pcapwatch tail`", (
         Key("bind", Kind.ZMQ_ENDPOINT, ZMQ_BIND, "endpoint the PUB socket binds"),
         Key("per_message", Kind.BOOL, False, "also publish each request (topic `in`) and response (topic `out`) "
             "as it completes"),
-    ), ZmqOutputConfig, "watcher.sinks.zmq_sink:ZmqSink"),
+    ), ZmqOutputConfig, "watcher.sinks.zmq_sink:ZmqSink", "zmq", "zmq"),
     "kafka": ItemType("records as messages of a Kafka topic (confluent-kafka: pip install 'pcapwatch[kafka]')", (
         Key("brokers", Kind.KAFKA_BROKERS, "127.0.0.1:9092", "the brokers to start from (bootstrap.servers)"),
         Key("topic", Kind.KAFKA_TOPIC, "pcapwatch-http", "the topic the records go to (it must exist)"),
@@ -318,7 +330,7 @@ OUTPUT_TYPES: Mapping[str, ItemType] = {
         Key("batch", Kind.INT, 500, "records sent before waiting for their delivery reports", minimum=1),
         Key("backoff_max_seconds", Kind.FLOAT, 30.0, "longest wait between retries while the brokers are away "
             "(exponential backoff with jitter)", unit="seconds", above=0),
-    ), KafkaOutputConfig, "watcher.sinks.kafka_sink:KafkaSink"),
+    ), KafkaOutputConfig, "watcher.sinks.kafka_sink:KafkaSink", "confluent_kafka", "kafka"),
 }
 
 RULE_KEYS = ("name", "match", "actions", "continue")

@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from watcher.sinks.base import running_user
+
 FILE_NAME = "checkpoint.json"
 VERSION = 1
 # The file is read only up to this size. A checkpoint is a few hundred bytes (two marks); 1 MiB
@@ -59,6 +61,20 @@ class Checkpoint:
 
 def path_in(state_dir: str) -> str:
     return os.path.join(state_dir, FILE_NAME)
+
+
+def make_dir(state_dir: str) -> None:
+    """Create the state directory if need be; OSError whose message is one line for the user: the
+    key, the path that failed, the user, the fix."""
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except OSError as e:
+        failed = e.filename or state_dir
+        raise OSError(e.errno, f"state.dir {state_dir}: cannot create {failed} ({e.strerror or e}) as user "
+                               f"{running_user()}, the user pcapwatch runs as: make "
+                               f"{os.path.dirname(os.path.normpath(failed))} writable by that user, or set state.dir "
+                               "(or --state) to a directory it may write (under systemd: /var/lib/pcapwatch, the "
+                               "unit's StateDirectory=)") from None
 
 
 def load(state_dir: str) -> tuple[Checkpoint | None, str | None]:

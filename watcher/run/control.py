@@ -71,17 +71,24 @@ def reload_outputs(delivery: Delivery, old: Config, new: Config, metrics: Metric
                    log: Log) -> tuple[Delivery, bool]:
     """The delivery of a reloaded configuration, and False when its outputs could not be opened.
 
-    Unchanged outputs keep their sinks, with the new rules, and reopen their files (logrotate).
-    Changed ones replace them, the old closed first (a new output may want the same port); when
-    the new cannot be opened, the running configuration's are opened again. The counters carry on."""
+    Unchanged outputs (same name, same settings) keep their sinks as they are, with the new rules,
+    and reopen their files (logrotate; a bound socket is kept bound). Changed and removed ones are
+    closed first (a new output may want the same port), then the changed and new ones opened; when
+    one cannot be, those opened are closed and the running configuration's opened again, the kept
+    ones staying as they are. The counters carry on."""
     if new.outputs == old.outputs:
         delivery.set_rules(new)
         delivery.reopen()
         return delivery, True
-    delivery.close(CLOSE_SECONDS)
+    was = {o.name: o for o in old.outputs}
+    kept = {o.name: delivery.sinks[o.name] for o in new.outputs if was.get(o.name) == o and o.name in delivery.sinks}
+    delivery.close(CLOSE_SECONDS, keep=kept.values())
+    for sink in kept.values():
+        sink.reopen()
     counters = delivery.counters
     try:
-        return Delivery(new, metrics, log, counters), True
+        return Delivery(new, metrics, log, counters, kept), True
     except (OSError, ValueError) as e:
-        log("error", f"reload: cannot open the new outputs ({e}); going back to the running ones")
-        return Delivery(old, metrics, log, counters), False
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        log("error", f"reload: cannot open the new outputs ({why}); going back to the running ones")
+        return Delivery(old, metrics, log, counters, kept), False

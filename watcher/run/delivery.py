@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ class Delivery:
     """The outputs of one configuration, and the rules and redaction policy that feed them."""
 
     def __init__(self, config: Config, metrics: MetricsModel, log: Log,
-                 counters: DeliveryCounters | None = None) -> None:
+                 counters: DeliveryCounters | None = None, kept: Mapping[str, Sink] | None = None) -> None:
+        """`kept`: running sinks of outputs whose settings are unchanged, used as they are (a reload)."""
         self.log = log
         self.metrics = metrics
         self.rules: RuleSet = rule_set(config)
@@ -74,15 +75,17 @@ class Delivery:
         self.waiting: tuple[str, float] | None = None  # (required output, since): analysis waits for it
         self.pcap_writers: dict[str, PcapSink] = {}  # by directory
         self.replays = ReplayActions(lambda line: log("warning", line))
+        kept = kept or {}
         try:
             for output in config.outputs:
-                self.sinks[output.name] = open_sink(output, log, metrics)  # its library imported now
-                self.sinks[output.name].strings = self.strings  # how its JSON is written
+                sink = kept.get(output.name) or open_sink(output, log, metrics)  # its library imported now
+                self.sinks[output.name] = sink
+                sink.strings = self.strings  # how its JSON is written
             self.required = tuple(s for s in self.sinks.values() if s.required)
             self._open_pcap_writers()
             self.replays.configure(self.rules.replays)
         except BaseException:
-            self.close(1.0)
+            self.close(1.0, keep=kept.values())
             raise
 
     def set_rules(self, config: Config) -> None:
@@ -207,11 +210,14 @@ class Delivery:
         for sink in self.sinks.values():
             sink.reopen()
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float, keep: Iterable[Sink] = ()) -> None:
+        """Close every sink and pcap writer but those in `keep` (a reload's unchanged outputs)."""
+        spared = {id(s) for s in keep}
         self.replays.close()  # its queue sent first: those records go out too
         self._replayed()
         for sink in self._all():
-            sink.close(timeout)
+            if id(sink) not in spared:
+                sink.close(timeout)
 
     def _all(self) -> list[Sink]:
         return [*self.sinks.values(), *self.pcap_writers.values()]

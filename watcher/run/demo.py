@@ -8,9 +8,11 @@ they have all been recorded. Needs root (tcpdump) and tcpdump; nothing leaves th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -21,6 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from watcher.capture.access import TCPDUMP_DEFAULT_USER
 from watcher.capture.tcpdump import CaptureSupervisor
 from watcher.config.load import CaptureConfig, Config
 from watcher.run.sdnotify import log
@@ -122,6 +125,7 @@ def run_demo(config: Config, config_path: str | None) -> int:
         sys.stderr.write("pcapwatch: error: the demo captures loopback traffic with tcpdump, so it needs tcpdump "
                          "(apt-get install tcpdump) and root; `pcapwatch run` itself needs neither\n")
         return 2
+    _make_spool(Path(config.spool.dir))
     # Its own corner of the configured spool and state directories, started afresh each time.
     spool = Path(config.spool.dir) / "demo"
     state = Path(config.state.dir) / "demo"
@@ -158,8 +162,21 @@ def run_demo(config: Config, config_path: str | None) -> int:
     server.shutdown()
     got = service.counters.records
     log("info", f"demo: {got} of {expected[0]} transactions recorded. Next: point tcpdump at {spool.parent} "
-                "(tcpdump -i eth0 -w SPOOL/cap.pcap -C 100 -W 10 -U 'tcp port 80') and run `pcapwatch run`")
+                f"(tcpdump -i eth0 -w {spool.parent}/cap.pcap -C 100 -W 10 -U 'tcp port 80'; its user must be able "
+                "to write there: README, 'The spool') and run `pcapwatch run`")
     return code if got >= expected[0] else 1
+
+
+def _make_spool(directory: Path) -> None:
+    """The configured spool, made as the README lays it out when it does not exist yet: owned by
+    Debian's tcpdump user (who writes it after dropping root), group the service's, setgid, 2750;
+    so the tcpdump command the demo suggests next works as it is."""
+    if directory.exists():
+        return
+    directory.mkdir(parents=True)
+    with contextlib.suppress(KeyError):
+        os.chown(directory, pwd.getpwnam(TCPDUMP_DEFAULT_USER).pw_uid, os.getegid())
+    directory.chmod(0o2750)
 
 
 def _tcpdump_command(tcpdump: str, spool: str, cfg: CaptureConfig) -> list[str]:

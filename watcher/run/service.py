@@ -31,6 +31,7 @@ from watcher.capture.sources import GunzipLimits
 from watcher.capture.spool import Spool
 from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
+from watcher.health import with_known_labels
 from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.run import checkpoint as ckpt
 from watcher.run.control import STOP, SignalPipe, reload_outputs, restart_only
@@ -118,7 +119,7 @@ class Service:
             return self._run()
 
     def _run(self) -> int:
-        os.makedirs(self.state_dir, exist_ok=True)
+        ckpt.make_dir(self.state_dir)
         if self.capture is not None:
             self.capture.start()
         self.reader.start()
@@ -399,15 +400,17 @@ class Service:
         self.health = Health.from_pipeline(
             self.pipeline.stats(), files=sp.done, files_lost=sp.lost, lost_bytes=sp.lost_bytes,
             files_unreadable=sp.unreadable, files_unreadable_now=len(self.spool.unreadable), files_failed=sp.failed,
+            spool_unlistable=int(self.spool.listing_error is not None),
             bytes=self.forgotten_bytes + sum(g.read_offset for g in list(self.reader.generations.values())),
             lag_bytes=unread, lag_seconds=seconds,
             rule_errors=dict(self.delivery.rules.errors), queue_depth=self.batches.qsize(),
             queue_capacity=self.batches.maxsize, checkpoint_age_seconds=age)
 
     def _health(self) -> Health:
-        return dataclasses.replace(self.health, outputs=self.delivery.stats(),
-                                   delivery=dataclasses.asdict(self.delivery.counters),
-                                   replay=tuple(self.delivery.replays.families()))
+        return with_known_labels(dataclasses.replace(self.health, outputs=self.delivery.stats(),
+                                                     delivery=dataclasses.asdict(self.delivery.counters),
+                                                     replay=tuple(self.delivery.replays.families())),
+                                 (r.name for r in self.delivery.rules.rules))
 
 
 def _gunzip(config: Config) -> GunzipLimits:

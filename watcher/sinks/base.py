@@ -26,6 +26,8 @@ records; `retries` the batches sent again after a failure; `reconnects` the reco
 from __future__ import annotations
 
 import collections
+import os
+import pwd
 import random
 import sys
 import threading
@@ -430,6 +432,15 @@ class Sink:
 
     def _idle(self) -> None:
         """Housekeeping while there is nothing to write."""
+
+
+def running_user() -> str:
+    """The user this process runs as, for messages: "pcapwatch (uid 998)"."""
+    uid = os.geteuid()
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def describe(e: BaseException) -> str:

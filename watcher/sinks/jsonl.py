@@ -15,19 +15,36 @@ that way (logged, with the bytes cut).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from watcher.config.model import JsonlOutputConfig
-from watcher.sinks.base import FILE_MODE, Log, Record, SendError, Sink, stderr_log
+from watcher.sinks.base import FILE_MODE, Log, Record, SendError, Sink, running_user, stderr_log
 from watcher.sinks.ecs import to_ecs
 from watcher.sinks.jsontext import encode, utf8
 
 FORMATS = ("flat", "ecs")
 # The tail of the file read at a time when looking for its last newline (a few records).
 TAIL_CHUNK = 65_536
+
+
+def open_problem(name: str, path: Path, e: OSError) -> str:
+    """One line for an output file that cannot be opened at start: the output, the path that failed
+    (the file, or the directory that could not be made), the user, and what to do."""
+    failed = e.filename or path
+    user = running_user()
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = (f"make {Path(failed).parent} writable by user {user}, the "
+               "user pcapwatch runs as, or set the output's path: to a directory it may write (under systemd: "
+               "/var/log/pcapwatch, the unit's LogsDirectory=)")
+    else:
+        fix = f"set the output's path: to a file user {user} may create"
+    what = "create the directory" if failed != path else "open"
+    return f"output {name}: cannot {what} {failed} ({e.strerror or e}) for {path}: {fix}"
 
 
 class JsonlSink(Sink):
@@ -47,7 +64,10 @@ class JsonlSink(Sink):
         self._counts["written_bytes"] = 0  # bytes of the whole lines written
         self._opened = False  # a cut at the first open repairs an earlier run's file: logged
         if self.path is not None:  # open now: an unwritable path is the caller's error at start-up
-            self._connect()
+            try:
+                self._connect()
+            except OSError as e:
+                raise OSError(e.errno, open_problem(config.name, self.path, e)) from None
             self._connected = True
 
     def _connect(self) -> None:

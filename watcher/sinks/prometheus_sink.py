@@ -9,6 +9,7 @@ model's lock long enough to copy it, so a slow scraper never holds up the pipeli
 
 from __future__ import annotations
 
+import errno
 import gzip
 import socket
 import threading
@@ -76,6 +77,21 @@ class _Collector:
 
     def describe(self) -> list[Metric]:
         return []  # families appear as rules and traffic create them: nothing to declare up front
+
+
+def listen_problem(name: str, listen: str, e: OSError) -> str:
+    """One line for a /metrics address that cannot be listened on: the output, the address, the fix."""
+    if e.errno == errno.EADDRINUSE:
+        port = listen.rpartition(":")[2]
+        fix = (f"another process listens there (`ss -ltnp 'sport = :{port}'` shows which; another pcapwatch?): "
+               "stop it, or set the output's listen: to a free port")
+    elif e.errno == errno.EADDRNOTAVAIL:
+        fix = "no interface of this machine has that address: set the output's listen: to one it has (127.0.0.1)"
+    elif e.errno == errno.EACCES:
+        fix = "ports below 1024 need privileges pcapwatch does not have: set the output's listen: to a port >= 1024"
+    else:
+        fix = "set the output's listen: to an address this machine can listen on"
+    return f"output {name}: cannot listen on {listen} ({e.strerror or e}): {fix}"
 
 
 class _Server(ThreadingHTTPServer):
@@ -158,7 +174,7 @@ class PrometheusSink(Sink):
         try:
             self._server = _Server((host, port), self)
         except OSError as e:
-            raise OSError(e.errno, f"output {name}: cannot listen on {listen}: {e.strerror or e}") from None
+            raise OSError(e.errno, listen_problem(name, listen, e)) from None
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
         shown = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
         self.url = f"http://{shown}:{self.address[1]}{path}"

@@ -12,6 +12,7 @@ loses messages, the others and the pipeline do not notice), and it also tells us
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,6 +68,13 @@ def messages(r: Record, per_message: bool, strings: Strings = Strings.UTF8) -> l
     return out
 
 
+def bind_problem(bind: str) -> str:
+    """The first line of an endpoint another process holds: the address and what to do."""
+    port = bind.rpartition(":")[2]
+    return (f"cannot bind {bind} (Address already in use): another process has it (`ss -ltnp 'sport = :{port}'` "
+            "shows which; another pcapwatch?): stop it, or set the output's bind: to a free endpoint")
+
+
 class ZmqSink(Sink):
     """Output `type: zmq`: `config.bind` is a ZeroMQ endpoint; `tcp://127.0.0.1:*` picks a free port
     (see `endpoint`)."""
@@ -92,10 +100,16 @@ class ZmqSink(Sink):
             s.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription reaches us: a true count
             s.bind(self.bind)
             self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError:
+        except zmq.ZMQError as e:
             s.close(0)
+            if e.errno == errno.EADDRINUSE:  # the episode's first line says it with the fix, once
+                raise OSError(e.errno, bind_problem(self.bind)) from None
             raise
         self._sock = s
+
+    def reopen(self) -> None:
+        """SIGHUP: a bound socket has no file to reopen; it is kept as it is (closing and binding it
+        again would race its own port, "Address already in use", and drop the subscribers)."""
 
     def _disconnect(self) -> None:
         if self._sock is not None:

@@ -18,16 +18,27 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from watcher.config.model import ZMQ_BIND
+from watcher.config.schema import OUTPUT_TYPES
 
 DEFAULT_CONNECT = ZMQ_BIND  # where the zmq output binds by default
 DEFAULT_FILTERS = ("http.",)
 # How often the receive loop wakes to notice SIGTERM.
 POLL_MS = 200
+# Nothing received this long after starting: say once what tail is waiting for (a subscriber cannot
+# tell whether anyone publishes), on stderr when it is a terminal (a script's stderr stays clean).
+WAIT_NOTICE_SECONDS = 3.0
 
 RESET = "\033[0m"
 DIM = "\033[2m"
 STATUS_COLORS = {"1": "\033[35m", "2": "\033[32m", "3": "\033[36m", "4": "\033[33m", "5": "\033[1;31m"}
 NONE_COLOR = "\033[35m"
+
+
+def waiting_line(connect: str) -> str:
+    """What `tail` says once when nothing arrived for WAIT_NOTICE_SECONDS: what it waits for, and
+    what makes records arrive."""
+    return (f"pcapwatch tail: waiting for records from {connect}: nothing yet; start `pcapwatch run` with a zmq "
+            f"output binding {connect}, or point --connect at the one it has\n")
 
 
 def format_line(topic: str, payload: dict[str, Any], color: bool = False) -> str:
@@ -94,6 +105,10 @@ def tail(connect: str, filters: Sequence[str], as_json: bool, out: TextIO | None
                 out.reconfigure(errors="backslashreplace")
     if color is None:
         color = out.isatty() and "NO_COLOR" not in os.environ
+    pip = OUTPUT_TYPES["zmq"].missing_library()
+    if pip:
+        sys.stderr.write(f"pcapwatch: error: tail needs pyzmq, which is not installed; run {pip}\n")
+        return 2
     from watcher.sinks.zmq_sink import Subscriber  # pyzmq only when tailing
 
     try:
@@ -105,10 +120,16 @@ def tail(connect: str, filters: Sequence[str], as_json: bool, out: TextIO | None
     main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True)) if main else None
     try:
+        notice_at = time.monotonic() + WAIT_NOTICE_SECONDS if sys.stderr.isatty() else None
         while not stop:
             frames = sub.receive(POLL_MS)
             if frames is None:
+                if notice_at is not None and time.monotonic() >= notice_at:
+                    sys.stderr.write(waiting_line(connect))
+                    sys.stderr.flush()
+                    notice_at = None
                 continue
+            notice_at = None
             topic, body = frames[0].decode("ascii", "replace"), frames[-1]
             if as_json:
                 out.write(body.decode("utf-8", "replace") + "\n")

@@ -3,14 +3,18 @@ health families, without prometheus_client (the sink's tests are in tests/integr
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from typing import Any
 
 import pytest
 
+from analyzers import Anomaly
 from analyzers.pipeline import Pipeline
 from analyzers.rules.model import Metric
+from watcher import version
+from watcher.health import with_known_labels
 from watcher.metrics import (
     BYTE_BUCKETS,
     DURATION,
@@ -309,6 +313,7 @@ def test_health_families_exact() -> None:
         "pcapwatch_capture_lost_bytes_total": ("counter", (), {(): 2e6}),
         "pcapwatch_capture_files_unreadable_total": ("counter", (), {(): 2.0}),
         "pcapwatch_capture_files_unreadable": ("gauge", (), {(): 1.0}),
+        "pcapwatch_spool_unlistable": ("gauge", (), {(): 0.0}),
         "pcapwatch_capture_files_failed_total": ("counter", (), {(): 4.0}),
         "pcapwatch_capture_packets_total": ("counter", (), {(): 7042.0}),
         "pcapwatch_capture_bytes_total": ("counter", (), {(): 13055937.0}),
@@ -354,6 +359,11 @@ def test_health_families_exact() -> None:
         "pcapwatch_kafka_group_total": ("counter", ("event",), {}),
         "pcapwatch_checkpoint_age_seconds": ("gauge", (), {(): 2.25}),
     }
+
+
+def test_spool_unlistable_gauge() -> None:
+    (g,) = [f for f in health_families(Health(spool_unlistable=1)) if f.name == "pcapwatch_spool_unlistable"]
+    assert (g.kind, g.samples) == ("gauge", (((), 1.0),))
 
 
 def test_health_before_the_first_checkpoint_has_no_age_sample() -> None:
@@ -424,3 +434,32 @@ def test_observe_and_collect_from_two_threads() -> None:
     assert scrapes >= n // 500
     assert sum(samples(m, TRANSACTIONS).values()) == n
     assert sum(c[-1] for c, _ in series(m, DURATION).values()) == n
+
+
+def test_build_info_and_start_time() -> None:
+    before = time.time()
+    m = MetricsModel()
+    after = time.time()
+    assert samples(m, "pcapwatch_build_info") == {(version(), platform.python_version()): 1.0}
+    (start,) = samples(m, "pcapwatch_start_time_seconds").values()
+    assert before <= start <= after
+    m.observe([], rec())
+    assert samples(m, "pcapwatch_start_time_seconds") == {(): start}  # when it started, not when scraped
+    assert rule_metric_problem("build_info", "counter", [], None) == "metric name 'build_info' is one of " \
+        "pcapwatch's own metrics"
+
+
+def test_folded_counts_are_zero_before_the_first() -> None:
+    m = MetricsModel()
+    assert samples(m, "pcapwatch_metric_label_overflow_total") == {
+        (TRANSACTIONS,): 0.0, (DURATION,): 0.0, (TTFB,): 0.0, (REQUEST_BYTES,): 0.0, (RESPONSE_BYTES,): 0.0}
+
+
+def test_known_labels_are_there_at_zero() -> None:
+    h = with_known_labels(Health(anomalies={"bad_request_line": 2}, rule_errors={"broken": 6}), ["ok", "broken"])
+    assert dict(h.anomalies) == {a.value: 0 for a in Anomaly} | {"bad_request_line": 2}
+    assert dict(h.rule_errors) == {"ok": 0, "broken": 6}
+    assert dict(h.not_http) == {"http2": 0, "other": 0, "tls": 0}
+    fams = {f.name: dict(f.samples) for f in health_families(h)}
+    assert fams["pcapwatch_rule_errors_total"] == {("broken",): 6.0, ("ok",): 0.0}
+    assert len(fams["pcapwatch_http_anomalies_total"]) == len(Anomaly) > 10

@@ -7,6 +7,7 @@ way tcpdump leaves them: a ring slot rewritten in place keeps its name and inode
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import pwd
@@ -328,3 +329,49 @@ def test_capture_corrupt_before_its_first_packet_said_once(tmp_path: Path, spool
     assert spool.notes == [f"error: {path}: offset 44: pcapng interface option 14 claims 8 bytes but its block "
                            "holds 0 after it: the file is corrupt; nothing in it is read"]
     assert (spool.counters.failed, spool.counters.not_captures, spool.counters.generations) == (1, 0, 0)
+
+
+def test_a_missing_spool_is_said_once_with_the_fix_then_recovers(tmp_path: Path) -> None:
+    d = tmp_path / "spool"
+    sp = Spool(str(d))
+    user, group = _whoami()
+    for _ in range(3):
+        sp.scan(time.time())
+    assert sp.notes == [
+        f"error: spool {d} does not exist (pcapwatch runs as user {user}): create it, e.g. install -d -m 2750 -o "
+        f"tcpdump -g {group} {d} (tcpdump's user writes, the service's group reads; README: 'The spool'), or set "
+        "spool.dir to where tcpdump writes; it is looked at again at every scan, quietly, and said when it can be "
+        "listed"]
+    assert sp.listing_failures == 3
+    sp.notes.clear()
+    d.mkdir()
+    write(d / "cap.pcap", pcap(1000.0))
+    sp.scan(time.time())
+    assert sp.notes == [f"info: spool {d} can be listed again"]
+    assert scanned(sp) == ["cap.pcap"]
+
+
+def test_an_unlistable_spool_names_the_user_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "spool"
+    d.mkdir()
+    sp = Spool(str(d))
+    user, group = _whoami()
+
+    def refuse(path: str) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    sp.scan(time.time())
+    sp.scan(time.time())
+    assert sp.notes == [
+        f"error: spool {d} cannot be listed (Permission denied) as user {user}, the user pcapwatch runs as: give it "
+        f"read and search permission on the directory and its parents, e.g. install -d -m 2750 -o tcpdump -g {group} "
+        f"{d} (tcpdump's user writes, the service's group reads; README: 'The spool'); it is looked at again at "
+        "every scan, quietly, and said when it can be listed"]
+
+
+def _whoami() -> tuple[str, str]:
+    import grp
+
+    uid = os.geteuid()
+    return f"{pwd.getpwuid(uid).pw_name} (uid {uid})", grp.getgrgid(os.getegid()).gr_name

@@ -549,6 +549,19 @@ def test_default_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert default_config_path() == shared
 
 
+def test_default_config_path_prefers_etc_to_the_packaged_example(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """-c, then $PCAPWATCH_CONFIG, then /etc/pcapwatch/pcapwatch.yaml, then the packaged example."""
+    etc = write(tmp_path, "", name="etc/pcapwatch/pcapwatch.yaml")
+    monkeypatch.setattr(config, "_ETC_CONFIG", etc)
+    monkeypatch.delenv("PCAPWATCH_CONFIG", raising=False)
+    assert config._REPO_CONFIG.is_file()
+    assert default_config_path() == etc
+    assert default_config_path({"PCAPWATCH_CONFIG": "env.yaml"}) == Path("env.yaml")
+    etc.unlink()
+    assert default_config_path() == SHIPPED
+
+
 def comment_above(lines: list[str], line: int) -> str:
     """The comment block just above a 0-based line, joined."""
     comment: list[str] = []
@@ -874,3 +887,20 @@ def test_with_overrides_replace_directories_and_outputs(tmp_path: Path, monkeypa
                                     state=dataclasses.replace(c.state, dir=tmp_path / "st"),
                                     outputs=(JsonlOutputConfig("output", "jsonl", tmp_path / "out" / "http.jsonl"),))
     assert config.with_overrides(c, output="-").outputs == (JsonlOutputConfig("output", "jsonl", None),)
+
+
+@pytest.mark.parametrize(("kind", "library", "extra"), [("redis", "redis", "redis"), ("zmq", "zmq", "zmq"),
+                                                      ("prometheus", "prometheus_client", "prometheus")])
+def test_an_output_whose_library_is_missing_is_refused_with_the_pip_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, library: str, extra: str) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == library else real(name, *a))
+    path = write(tmp_path, f"outputs:\n  - name: out\n    type: {kind}\n  - name: stdout\n    type: jsonl\n")
+    with pytest.raises(ConfigError) as e:
+        load(path)
+    assert e.value.errors == (f"{path}:3: outputs[0].type: found {kind!r}, whose client library {library} is not "
+                              f"installed; run pip install 'pcapwatch[{extra}]' (or remove this output)",)
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert [o.type for o in load(path).outputs] == [kind, "jsonl"]

@@ -70,5 +70,30 @@ def test_reload_keeps_replaces_or_goes_back_to_the_outputs(tmp_path: Path) -> No
         back, ok = reload_outputs(other, two, bad, metrics, logs)
         back.close(1.0)
     assert not ok and list(back.sinks) == ["b"] and back.counters.records == 5
-    assert logs == [("error", f"reload: cannot open the new outputs ([Errno 98] output p: cannot listen on "
-                              f"127.0.0.1:{port}: Address already in use); going back to the running ones")]
+    assert logs == [("error", f"reload: cannot open the new outputs (output p: cannot listen on 127.0.0.1:{port} "
+                              f"(Address already in use): another process listens there (`ss -ltnp 'sport = :{port}'` "
+                              "shows which; another pcapwatch?): stop it, or set the output's listen: to a free port); "
+                              "going back to the running ones")]
+
+
+def test_reload_keeps_the_unchanged_outputs_as_they_are(tmp_path: Path) -> None:
+    """Outputs whose settings did not change keep their running sink (a bound socket stays bound)
+    when another output changes, and when going back after a failure."""
+    logs, metrics = Logs(), MetricsModel()
+    a = f"  - {{name: a, type: jsonl, path: {tmp_path / 'a'}}}\n"
+    one = load(write(tmp_path, "one.yaml", f"outputs:\n{a}  - {{name: b, type: jsonl, path: {tmp_path / 'b'}}}\n"))
+    two = load(write(tmp_path, "two.yaml", f"outputs:\n{a}  - {{name: c, type: jsonl, path: {tmp_path / 'c'}}}\n"))
+    under_a_file = tmp_path / "a" / "x"
+    bad = load(write(tmp_path, "bad.yaml", f"outputs:\n{a}  - {{name: d, type: jsonl, path: {under_a_file}}}\n"))
+    d = Delivery(one, metrics, logs)
+    kept = d.sinks["a"]
+    other, ok = reload_outputs(d, one, two, metrics, logs)
+    assert ok and list(other.sinks) == ["a", "c"] and other.sinks["a"] is kept
+    assert d.sinks["b"]._thread is not None and not d.sinks["b"]._thread.is_alive()  # the removed one is closed
+    assert kept._thread is not None and kept._thread.is_alive()
+    back, ok = reload_outputs(other, two, bad, metrics, logs)
+    assert not ok and list(back.sinks) == ["a", "c"] and back.sinks["a"] is kept
+    assert back.sinks["c"] is not other.sinks["c"]
+    assert kept._thread.is_alive()
+    back.close(1.0)
+    assert [level for level, _ in logs] == ["error"]

@@ -996,8 +996,12 @@ def test_zmq_bind_conflict_is_retried_until_free() -> None:
     second.backoff = Backoff(0.01, 0.05)
     second.start()
     try:
-        assert wait_until(lambda: second.stats()["errors"] >= 1, 5.0, 0.005)
-        assert logs[0][0] == "warning" and logs[0][1].startswith("zmq output b: Address already in use")
+        assert wait_until(lambda: second.stats()["errors"] >= 5, 5.0, 0.005)
+        port = first.endpoint.rpartition(":")[2]
+        assert logs == [("warning", f"zmq output b: cannot bind {first.endpoint} (Address already in use): another "
+                                    f"process has it (`ss -ltnp 'sport = :{port}'` shows which; another pcapwatch?): "
+                                    "stop it, or set the output's bind: to a free endpoint; buffering and retrying "
+                                    "with backoff")]  # once: the retries are quiet
         first.close(1)
         assert wait_until(lambda: second.stats()["reconnects"] == 1, 5.0, 0.005)
         assert second.endpoint == first.endpoint
