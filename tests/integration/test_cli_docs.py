@@ -57,7 +57,8 @@ def complete(line: str) -> list[str]:
 def test_bash_loads_and_completes() -> None:
     if shutil.which("bash") is None:
         missing("bash is not installed")
-    assert complete("pcapwatch ") == ["-h", "--help", "--version", "read", "check", "run", "demo", "tail"]
+    assert complete("pcapwatch ") == ["-h", "--help", "--version", "read", "check", "run", "demo", "tail", "replay",
+                                      "export", "publish"]
     assert complete("pcapwatch r") == ["read", "run"]
     assert complete("pcapwatch read --stats ") == ["text", "json"]
     assert complete("pcapwatch read --str") == ["--strings"]

@@ -5,13 +5,16 @@ the Kafka client library, is imported only when a `kafka://` address is given).
 
 from __future__ import annotations
 
+import argparse
+import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from analyzers import RecordLayout, split_records
-from watcher.capture.pycapa import LINKTYPE_ETHERNET, MICROS, is_kafka_url, ts_micros
+from watcher.capture.pycapa import LINKTYPE_ETHERNET, MICROS, is_kafka_url, parse_linktype, ts_micros
 from watcher.capture.sources import Batches, Capture, Records
 
 
@@ -80,3 +83,43 @@ def _records(buf: bytes, offsets: Sequence[int], layout: RecordLayout, base: int
         sec, frac, caplen, _orig = unpack(buf, off)
         yield linktype, base + off, sec * MICROS + (frac * per_micro + 500) // 1000, \
             bytes(buf[off + size:off + size + caplen])
+
+
+# ---- the command-line options of kafka:// inputs, shared by the verbs that take inputs ----
+
+def add_kafka_input_args(p: argparse.ArgumentParser) -> None:
+    k = p.add_argument_group("kafka:// inputs (topics of pycapa packets: key = capture time in µs, value = frame)")
+    k.add_argument("--kafka-offset", choices=("beginning", "end"), default="beginning",
+                   help="beginning: every message, exit at the end of every partition (default); end: new "
+                        "messages only, until --max-packets or Ctrl-C/SIGTERM")
+    k.add_argument("--linktype", type=linktype_arg, default=1, metavar="TYPE",
+                   help="link type of the frames, a number or a name (ethernet, linux_sll, raw, ...; default "
+                        "ethernet)")
+    k.add_argument("--max-packets", type=positive_int, default=None, metavar="N",
+                   help="stop after N packets of a topic")
+
+
+def kafka_options(args: argparse.Namespace) -> Any:
+    """How kafka:// inputs are read; a read of new messages ends on SIGINT/SIGTERM, cleanly."""
+    stop = threading.Event()
+    if args.kafka_offset == "end" and any(i.startswith("kafka://") for i in args.inputs):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda _s, _f: stop.set())
+    return KafkaOptions(args.kafka_offset, args.linktype, args.max_packets, stop, sys.stderr)
+
+
+def linktype_arg(text: str) -> int:
+    try:
+        return parse_linktype(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
