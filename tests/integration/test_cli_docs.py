@@ -59,7 +59,7 @@ def test_bash_loads_and_completes() -> None:
         missing("bash is not installed")
     assert complete("pcapwatch ") == ["-h", "--help", "--version", "read", "check", "run", "demo", "tail", "replay",
                                       "export", "publish"]
-    assert complete("pcapwatch r") == ["read", "run"]
+    assert complete("pcapwatch r") == ["read", "run", "replay"]
     assert complete("pcapwatch read --stats ") == ["text", "json"]
     assert complete("pcapwatch read --str") == ["--strings"]
     assert complete("pcapwatch tail --") == ["--help", "--connect", "--filter", "--json"]
