@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "/etc/pcapwatch/pcapwatch.yaml)")
     _add_run_parser(sub)
     _add_tail_parser(sub)
-    replay_verb.add_parser(sub)
+    _add_kafka_input_args(replay_verb.add_parser(sub))
     _add_export_parser(sub)
     _add_publish_parser(sub)
     return p
@@ -405,7 +405,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "tail":
         return _tail(args)
     if args.command == "replay":
-        return replay_verb.run(args)
+        return replay_verb.run(args, kafka=_kafka_options(args))
     if args.command == "export":
         return _export(args)
     if args.command == "publish":
