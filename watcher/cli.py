@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "check; as root, pcapwatch when that user exists: pcapwatch.service's User=)")
     _add_run_parser(sub)
     _add_tail_parser(sub)
-    replay_verb.add_parser(sub)
+    add_kafka_input_args(replay_verb.add_parser(sub))
     export_verb.add_parser(sub)
     publish_verb.add_parser(sub)
     return p
@@ -313,7 +313,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "tail":
         return _tail(args)
     if args.command == "replay":
-        return replay_verb.run(args)
+        return replay_verb.run(args, kafka=kafka_options(args))
     if args.command == "export":
         return export_verb.run(args)
     if args.command == "publish":

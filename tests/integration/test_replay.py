@@ -1,10 +1,13 @@
 """`pcapwatch replay` between real servers: nginx as production, captured by tcpdump on loopback,
 and a second server (Python's http.server, tests/helpers/shadow.py, as its own process) as the
 shadow. The shadow's own log (method, target, X-Request-ID, body length) is the judge of what
-arrived; the records and the summary are checked against it and against what was sent."""
+arrived; the records and the summary are checked against it and against what was sent. A Kafka
+topic of the capture's packets (a real broker, filled as pycapa's producer fills it: helpers/kafka.py)
+replays as the file does."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -15,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import kafka as hk
 from helpers.liveenv import PCAPWATCH, free_port, stop_process, wait_until
 from helpers.replayenv import ENV, arrived, captured, plan_of, shadow
 
 
-def replay(cap: Path, port: int, out: Path, *args: str, timeout: float = 120) -> tuple[int, str, float]:
+def replay(cap: Path | str, port: int, out: Path, *args: str, timeout: float = 120) -> tuple[int, str, float]:
     t0 = time.monotonic()
     res = subprocess.run([*PCAPWATCH, "replay", str(cap), "--target", f"http://127.0.0.1:{port}", "-o", str(out),
                           *args], env=ENV, capture_output=True, text=True, timeout=timeout)
@@ -136,6 +140,48 @@ def test_shadow_down_mid_run_breaker_opens_once_and_replay_resumes(tmp_path: Pat
     assert c["failed"] >= 20 and set(c["failed_by"]) <= {"connect", "breaker_open", "reset"}
     recs = records(out)
     assert len(recs) == 120 and sum(1 for r in recs if "failed" in r["replay"]) == c["failed"]
+
+
+def test_kafka_topic_replays_the_same_requests_as_the_file(tmp_path: Path) -> None:
+    plan = plan_of(48)
+    with captured(tmp_path, plan) as cap, hk.broker(tmp_path / "tansu.log") as broker:
+        # pycapa's producer leaves the partition to the client (by key): each connection's packets are
+        # spread over the three partitions, and only the merge by capture time puts them back in order.
+        hk.create_topic(broker.address, "pkts", 3)
+        sent = hk.pycapa_produce(broker.address, "pkts", cap)
+        topic = hk.consume_all(broker.address, "pkts")
+        with shadow(tmp_path, name="from_file") as (port, log):
+            rc_file, err_file, _ = replay(cap, port, tmp_path / "file.jsonl")
+            from_file = arrived(log)
+        with shadow(tmp_path, name="from_kafka") as (port, log):
+            rc, err, _ = replay(broker.url("pkts"), port, tmp_path / "kafka.jsonl")
+            from_kafka = arrived(log)
+    assert sum(len(m) for m in topic.values()) == sent and min(len(m) for m in topic.values()) > 0
+    want = [(m, p) for m, p, h, _ in plan if m in ("GET", "HEAD") and not h]
+    assert len(want) == 24 and len({p for _, p in want}) == 24
+    assert [(m, t) for m, t, _, _ in from_kafka] == [(m, t) for m, t, _, _ in from_file] == want
+    recs = records(tmp_path / "kafka.jsonl")
+    assert [(r["method"], r["uri"], r["event_id"]) for r in recs] == [(m, t, rid) for m, t, rid, _ in from_kafka]
+    assert len({rid for _, _, rid, _ in from_kafka}) == 24
+    # The id is `run --group`'s: derived from topic, partition and offset of the message that
+    # completed the request head (here each head is in one packet).
+    named: dict[str, tuple[int, int]] = {
+        hashlib.blake2b(f"kafka:pkts:{p}:{off}:{i}".encode(), digest_size=10).hexdigest(): (p, off)
+        for p, msgs in topic.items() for _key, _value, off in msgs for i in range(4)}
+    values = {(p, off): value for p, msgs in topic.items() for _key, value, off in msgs}
+    for r in recs:
+        assert r["event_id"] in named, r
+        assert f"{r['method']} {r['uri']} HTTP/1.1\r\n".encode() in values[named[r["event_id"]]]
+    assert not {r["event_id"] for r in recs} & {rid for _, _, rid, _ in from_file}
+    assert all(r["pcap_file"] == "kafka:pkts" and r["replay"]["matched"] for r in recs)
+    def same(r: dict[str, Any]) -> tuple[Any, ...]:  # the transaction and the shadow's answer
+        return (r["ts"], r["uid"], r["method"], r["uri"], r["status_code"], r["response_body_len"],
+                r["replay"]["status"], r["replay"]["body_len"], r["replay"]["body_hash"])
+    assert [same(r) for r in recs] == [same(r) for r in records(tmp_path / "file.jsonl")]
+    assert rc == rc_file == 0, err
+    assert counts(err) == counts(err_file) == {"offered": 48, "replayed": 24, "differ": 0, "skipped": 24,
+                                               "skipped_by": {"credentials": 12, "method": 12}, "failed": 0,
+                                               "failed_by": {}}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,9 @@ CONSUME_BATCH = 2000
 POLL_SECONDS = 0.5
 # A read that hears nothing at all (no message, no end of partition) this long gives up.
 STALL_SECONDS = 60.0
+# A frame's position is partition << OFFSET_BITS | offset: offsets up to 2**40 (a trillion messages
+# in one partition), the same layout as a `run --group` position (run/resume.py POS_BITS).
+OFFSET_BITS = 40
 
 Batches = list[tuple[int, list[Frame]]]
 
@@ -48,7 +51,8 @@ class KafkaSource:
     `start="end"`, new messages only, until `max_packets` or until `stop` is set.
 
     Same interface as sources.Capture for the read loop: `name`, `read()`, `position()`, `close()`.
-    A frame's position is its message's offset in its partition.
+    A frame's position says where its message is: partition << OFFSET_BITS | offset (see
+    `message_at`), so a record can name the message its request came in (`pycapa.KafkaUrl.partition_id`).
     """
 
     def __init__(self, url: KafkaUrl, *, start: str = "beginning", linktype: int = LINKTYPE_ETHERNET,
@@ -136,13 +140,13 @@ class KafkaSource:
                 if not q:
                     heapq.heappush(heap, (micros, p))
                     ready += 1
-                q.append((micros, m.offset(), value))
+                q.append((micros, p << OFFSET_BITS | m.offset(), value))
             frames: list[Frame] = []
             while ready == len(self.partitions) and heap:
                 _t, p = heapq.heappop(heap)
                 q = pending[p]
-                micros, offset, value = q.popleft()
-                frames.append((offset, micros_ts(micros), value))
+                micros, pos, value = q.popleft()
+                frames.append((pos, micros_ts(micros), value))
                 if q:
                     heapq.heappush(heap, (q[0][0], p))
                 elif p not in at_end:
@@ -174,6 +178,11 @@ class KafkaSource:
         c = self.counters
         return {"messages": c.messages, "skipped_bad_key": c.bad_key, "skipped_bad_value": c.bad_value,
                 "partitions": c.partitions, "errors": dict(sorted(c.errors.items()))}
+
+
+def message_at(pos: int) -> tuple[int, int]:
+    """(partition, offset) of the message a KafkaSource frame's position names."""
+    return pos >> OFFSET_BITS, pos & ((1 << OFFSET_BITS) - 1)
 
 
 def open_source(text: str, **options: Any) -> KafkaSource:

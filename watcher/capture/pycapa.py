@@ -62,6 +62,12 @@ class KafkaUrl:
         whichever broker of the cluster a reader asked (so members of a group agree)."""
         return f"kafka:{self.topic}"
 
+    def partition_id(self, partition: int) -> str:
+        """What a partition's packets are identified by, as a capture file by its content's
+        fingerprint: `event_id` derives from it and the message's offset (run/resume.py), the
+        same whichever reader (`run --group` member, `replay`) saw the message."""
+        return f"kafka:{self.topic}:{partition}"
+
 
 def is_kafka_url(text: str) -> bool:
     return text.startswith("kafka://")

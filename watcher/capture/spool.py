@@ -403,6 +403,14 @@ def _group() -> str:
         return str(gid)
 
 
+def file_fingerprint(path: str) -> str | None:
+    """The fingerprint a spool gives this capture file (its Generation's `fp`, what `run`'s
+    `event_id`s derive from); None when it is no capture, or corrupt before its first packet.
+    OSError when it cannot be read."""
+    ident = _identify(path)
+    return ident[0] if isinstance(ident, tuple) else None
+
+
 def _user() -> str:
     uid = os.geteuid()
     try:

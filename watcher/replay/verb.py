@@ -6,11 +6,14 @@ import argparse
 import re
 import signal
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from analyzers import DEFAULT_BODY_LIMIT
 from watcher.replay.compare import DEFAULT_HEADERS, CompareSpec
 from watcher.replay.policy import DEFAULT_ID_HEADER, DEFAULT_METHODS, Policy, parse_target
+
+if TYPE_CHECKING:
+    from watcher.capture.inputs import KafkaOptions
 
 EXIT_OK, EXIT_DIFFER, EXIT_USAGE, EXIT_OUTPUT, EXIT_INPUT = 0, 1, 2, 3, 4
 
@@ -24,6 +27,9 @@ examples:
   pcapwatch replay /var/spool/pcapwatch --target http://127.0.0.1:8081
   pcapwatch replay cap.pcap --target http://staging:8080 --rate 50 --speed 1.0 -o diff.jsonl
   pcapwatch replay cap.pcap --target http://staging:8080 --methods GET,HEAD,POST --mask 'id=\\d+'
+  pcapwatch replay kafka://broker:9092/packets --target http://staging:8080
+                                   the requests of a topic of pycapa packets, X-Request-ID as
+                                   `run --group` gives the event_id (topic, partition, offset)
 
 exit status:
   0  every replayed request was answered alike (status, body, chosen headers)
@@ -33,13 +39,17 @@ exit status:
   4  some input could not be read"""
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The `replay` verb's parser; the caller adds the kafka:// input options (cli.py, shared with
+    `read`, `export` and `publish`)."""
     r = sub.add_parser("replay", help="re-send captured requests to a shadow server and compare its answers",
                        description="Re-send each replayable captured request to TARGET, in capture order, and "
                                    "write one JSON record per request with the shadow's answer and a match "
                                    "verdict per field; a per-route summary goes to stderr.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("inputs", nargs="+", metavar="INPUT", help="capture file, directory of rotation files, or -")
+    r.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="capture file, directory of rotation files, - for stdin, or kafka://HOST:PORT/TOPIC (a topic "
+                        "of pycapa packets)")
     r.add_argument("--target", required=True, metavar="URL", help="the shadow: http://HOST[:PORT][/PREFIX]")
     r.add_argument("-o", "--output", metavar="OUT", help="write records here instead of stdout")
     r.add_argument("--speed", type=float, default=None, metavar="X",
@@ -66,9 +76,11 @@ def add_parser(sub: Any) -> None:
                    help="body parts replaced before comparing bodies (repeatable)")
     r.add_argument("--connect-timeout", type=float, default=2.0, metavar="SECONDS")
     r.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS")
+    return r
 
 
-def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, err: TextIO = sys.stderr, kafka: KafkaOptions | None = None) -> int:
+    """`kafka`: how kafka:// inputs are read (--kafka-offset, --linktype, --max-packets)."""
     from watcher.replay.job import ReplayOptions, format_counts, replay_captures
 
     target = parse_target(args.target)
@@ -100,7 +112,7 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
         err.write(f"pcapwatch: error: cannot write {args.output}: {e.strerror}\n")
         return EXIT_OUTPUT
     try:
-        result = replay_captures(args.inputs, opts, out, err)
+        result = replay_captures(args.inputs, opts, out, err, kafka)
         out.flush()
         if out is not sys.stdout:
             out.close()

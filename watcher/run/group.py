@@ -220,8 +220,7 @@ class GroupService:
         rec = to_record(tx, self.delivery.strings)
         msg = tx.request if tx.request is not None else tx.response
         assert msg is not None
-        fp = f"kafka:{self.url.topic}:{msg.pos >> POS_BITS}"
-        rec["event_id"] = event_id(fp, msg.pos & POS_MASK, msg.pos_index)
+        rec["event_id"] = event_id(self.url.partition_id(msg.pos >> POS_BITS), msg.pos & POS_MASK, msg.pos_index)
         return rec
 
     def _idle_sweep(self, now: float) -> None:

@@ -14,7 +14,7 @@ try:
 except ImportError:  # pragma: no cover
     missing("confluent-kafka is not installed (pip install -e '.[test]')")
 
-from watcher.capture.kafka import KafkaSource
+from watcher.capture.kafka import KafkaSource, message_at
 from watcher.capture.pycapa import parse_kafka_url
 
 EOF_ = object()
@@ -93,7 +93,9 @@ def test_merged_by_time_each_partition_in_order_and_more_after_an_end() -> None:
         [Msg(0, EOF_)],
     ]
     frames = read(source(answers, 2))
-    assert [(f[0], f[2]) for f in frames] == [(0, b"frame1"), (0, b"frame2"), (1, b"frame3"), (2, b"frame5")]
+    # a frame's position names its message: (partition, offset)
+    assert [(message_at(f[0]), f[2]) for f in frames] == [((0, 0), b"frame1"), ((1, 0), b"frame2"),
+                                                          ((0, 1), b"frame3"), ((0, 2), b"frame5")]
     assert frames[0][1] == 1e-6
 
 

@@ -19,7 +19,7 @@ import pytest
 from helpers import pcapgen as g
 from helpers.env import file_modes_bind_root
 
-from watcher.capture.spool import GZIP_SETTLE_SECONDS, HEAD_BYTES, Spool, State, fingerprint
+from watcher.capture.spool import GZIP_SETTLE_SECONDS, HEAD_BYTES, Spool, State, file_fingerprint, fingerprint
 
 RECORD = 16 + 60  # record header + a 60-byte frame
 HEADER = 24
@@ -97,6 +97,18 @@ def test_generation_is_named_by_content(tmp_path: Path, spool: Spool) -> None:
     write(tmp_path / "copy", data, age=GZIP_SETTLE_SECONDS + 1)
     spool.scan(time.time())
     assert (spool.ordered(), gen.twins) == ([gen], {str(tmp_path / "copy")})
+
+
+def test_file_fingerprint_is_the_generations(tmp_path: Path, spool: Spool) -> None:
+    """What `replay` derives a file's event_ids from is what `run` derives them from."""
+    path = write(tmp_path / "cap.pcap", pcap(1_700_000_000.0))
+    write(tmp_path / "junk", b"no capture at all")
+    write(tmp_path / "empty.pcap", pcap(1_700_000_000.0, n=0))
+    spool.scan(time.time())
+    (gen,) = spool.ordered()
+    assert file_fingerprint(str(path)) == gen.fp
+    assert file_fingerprint(str(tmp_path / "junk")) is None
+    assert file_fingerprint(str(tmp_path / "empty.pcap")) is None
 
 
 def test_growing_file_stays_one_generation(tmp_path: Path, spool: Spool) -> None:
