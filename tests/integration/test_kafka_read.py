@@ -160,11 +160,16 @@ def test_without_the_kafka_library_one_line(tmp_path: Path, mix: Path) -> None:
                       "outputs:\n  - {name: k, type: kafka}\n")
     line = ("pcapwatch: error: Kafka needs the confluent-kafka package, which is not installed: pip install "
             "'pcapwatch[kafka]'\n")
-    for args in (["read", "kafka://127.0.0.1:9/t"], ["publish", str(mix), "--to", "kafka://127.0.0.1:9/t"],
-                 ["export", "kafka://127.0.0.1:9/t", "-w", str(tmp_path / "x.pcap")], ["run", "-c", str(config)]):
+    # A configured kafka output is refused by the configuration check, with its file and line.
+    refused = (f"{config}:4: outputs[0].type: found 'kafka', whose client library confluent_kafka is not installed; "
+               "run pip install 'pcapwatch[kafka]' (or remove this output)\n")
+    for args, want in ((["read", "kafka://127.0.0.1:9/t"], line),
+                       (["publish", str(mix), "--to", "kafka://127.0.0.1:9/t"], line),
+                       (["export", "kafka://127.0.0.1:9/t", "-w", str(tmp_path / "x.pcap")], line),
+                       (["run", "-c", str(config)], refused)):
         r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
                            env=hk.pcapwatch_env())
-        assert (r.returncode, r.stderr) == (2, line), args
+        assert (r.returncode, r.stderr) == (2, want), args
     r = subprocess.run([sys.executable, "-c", code, "read", str(mix)], capture_output=True, text=True, timeout=60,
                        env=hk.pcapwatch_env())
     assert r.returncode == 0 and [json.loads(x) for x in r.stdout.splitlines()] == read_records(mix)[0]

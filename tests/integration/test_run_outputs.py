@@ -18,6 +18,7 @@ every byte of the spool and never goes down. (Secrets in no output: test_run_red
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -188,8 +189,18 @@ def test_the_run_writes_what_read_finds(corpus_run: CorpusRun) -> None:
     capture (pcap_file aside), each with its own event_id, and its status line agrees."""
     run = corpus_run
     assert len(run.records) == len(run.expected) > 800
-    strip = [{k: v for k, v in r.items() if k not in RUN_ONLY} for r in run.records]
-    assert strip == [{k: v for k, v in r.items() if k not in RUN_ONLY} for r in run.expected]
+    # The same records, each once; the order may differ across connections: a connection whose
+    # end waits on something in doubt (an RST held for its grace time, a hole behind an ACK) is
+    # written when capture time passes the wait in `read`, but by the wall-clock sweep while the
+    # service waits for the next file. Within a connection the order is the capture's.
+    def key(r: dict[str, object]) -> str:
+        return json.dumps({k: v for k, v in r.items() if k not in RUN_ONLY}, sort_keys=True)
+
+    assert sorted(map(key, run.records)) == sorted(map(key, run.expected))
+    depths: dict[object, list[object]] = {}
+    for r in run.records:
+        depths.setdefault(r["uid"], []).append(r["trans_depth"])
+    assert all(d == sorted(d) for d in depths.values())
     ids = [r["event_id"] for r in run.records]
     assert len(set(ids)) == len(ids) and None not in ids
     assert {r["pcap_file"] for r in run.records} == {"cap.pcap", *(f"cap.pcap{i}" for i in range(1, CUTS))}
