@@ -9,7 +9,7 @@ mismatch); if none comes, it fills its place when that would be declared lost (`
 from __future__ import annotations
 
 from analyzers.tcp.limits import MAX_DOUBTFUL_PER_STREAM
-from analyzers.tcp.reassembly import Stream
+from analyzers.tcp.reassembly import NO_DOUBT, Stream
 from analyzers.tcp.runs import differs
 
 
@@ -22,6 +22,8 @@ def doubt(self: Stream, seq: int, payload: bytes, ts: float) -> bool:
     start = self.rel(seq)
     if start < self.offset or start in self.doubtful:
         return False
+    if self.doubtful is NO_DOUBT:
+        self.doubtful = {}
     self.doubtful[start] = (payload, ts)
     return True
 

@@ -17,11 +17,17 @@ out, the buffer bounds are reached, or the connection ends.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from analyzers.tcp import limits
 from analyzers.tcp.limits import MAX_ACK_AHEAD, MAX_PENDING_BYTES_PER_STREAM, RECENT_BYTES, SEQ_HALF, SEQ_MOD
 from analyzers.tcp.runs import Run, TcpCounters, differs, merge
+
+# The shared empty containers of streams that hold nothing yet (see `Stream.__init__`): immutable,
+# so a write that forgot to make its own container fails loudly instead of sharing.
+_NONE: tuple[()] = ()
+NO_DOUBT: Mapping[int, tuple[bytes, float]] = MappingProxyType({})
 
 
 def ack_ahead(stream: Stream, ack: int) -> bool:
@@ -60,9 +66,12 @@ class Stream:
         self.base: int | None = None  # sequence number of stream offset 0
         self.offset = 0  # stream offset of the next byte to deliver
         # Buffered runs, sorted and disjoint: run k holds stream offsets pending[k] to ends[k].
-        self.pending: list[int] = []
-        self.ends: list[int] = []
-        self.runs: list[Run] = []
+        # Until a segment is buffered they are the shared empty tuple (`_insert` and `_put_back`
+        # make lists first): most streams never buffer one, and three empty lists per stream are
+        # a third of what a SYN flood's connections cost.
+        self.pending: list[int] = _NONE  # type: ignore[assignment]
+        self.ends: list[int] = _NONE  # type: ignore[assignment]
+        self.runs: list[Run] = _NONE  # type: ignore[assignment]
         self.pending_bytes = 0
         self.marks = 0  # arrival times kept in the runs
         self.high = 0  # the end of the furthest bytes buffered (holes below it were sent)
@@ -81,7 +90,8 @@ class Stream:
         # TCP checksums this direction's packets had, where the capture let them be checked: bit 1
         # right, bit 2 wrong. A sender offloading checksums puts none right in the capture.
         self.sums = 0
-        self.doubtful: dict[int, tuple[bytes, float]] = {}  # offset -> (payload, time), see `doubt`
+        # offset -> (payload, time), see `doubt`; the shared empty mapping until one is kept
+        self.doubtful: dict[int, tuple[bytes, float]] = NO_DOUBT  # type: ignore[assignment]
         self.fin_offset: int | None = None
         self.finished = False
         self.midstream = False
@@ -182,6 +192,8 @@ class Stream:
         if start > self.offset:
             c.out_of_order_segments += 1
         end = start + len(payload)
+        if not self.runs:  # the shared empty tuple, or lists emptied: fresh lists
+            self.pending, self.ends, self.runs = [], [], []
         starts, ends, runs = self.pending, self.ends, self.runs
         lo = bisect_left(ends, start)  # the first run ending at or after `start` (touching it)
         hi = bisect_right(starts, end)  # past the last run starting at or before `end`
@@ -270,6 +282,8 @@ class Stream:
     def _put_back(self, start: int, run: Run, old_marks: int) -> None:
         """Buffer again, first, the part of a run that was taken out but not delivered (its
         accounting was let go with the whole run's `old_marks` marks)."""
+        if not self.runs:
+            self.pending, self.ends, self.runs = [], [], []
         self.pending.insert(0, start)
         self.ends.insert(0, start + len(run))
         self.runs.insert(0, run)
@@ -427,9 +441,8 @@ class Stream:
         self.counters.buffered_pieces -= len(self.pending)
         self.counters.buffered_marks -= self.marks
         self.marks = 0
-        self.pending = []
-        self.ends = []
-        self.runs = []
+        self.pending = self.ends = _NONE  # type: ignore[assignment]
+        self.runs = _NONE  # type: ignore[assignment]
         self.pending_bytes = 0
         self.wait_since = None
 

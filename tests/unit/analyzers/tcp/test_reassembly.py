@@ -371,7 +371,7 @@ def test_release_returns_buffered_bytes_to_the_global_count() -> None:
     b.segment(5010, b"0123456789", False, 1.3)
     assert c.buffered_bytes == 14
     a.release()
-    assert (c.buffered_bytes, a.pending_bytes, a.pending) == (10, 0, [])
+    assert (c.buffered_bytes, a.pending_bytes, list(a.pending)) == (10, 0, [])
     assert up_a.events == [("data", b"a", 1.0)]  # released, not delivered
     b.release()
     assert c.buffered_bytes == 0
