@@ -402,7 +402,10 @@ class Conversation:
         self._put(Transaction(self.endpoints, request, None, reason, self.tunnel, self.cursor.pos))
 
     def _put(self, tx: Transaction) -> None:
-        """A finished transaction: out, or held until the connection shows it speaks HTTP."""
+        """A finished transaction: out, or held until the connection shows it speaks HTTP; dropped
+        once it is known not to (a parser may finish the bytes it had when that was found)."""
+        if self.not_http:
+            return
         if self.proven:
             self.out.append(tx)
             return
