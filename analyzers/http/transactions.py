@@ -402,15 +402,11 @@ class Conversation:
         self._put(Transaction(self.endpoints, request, None, reason, self.tunnel, self.cursor.pos))
 
     def _put(self, tx: Transaction) -> None:
-        """A finished transaction: out, or held until the connection shows it speaks HTTP; dropped
-        once it is known not to (a parser may finish the bytes it had when that was found)."""
-        if self.not_http:
+        """A finished transaction: out, or held until the connection shows it speaks HTTP."""
+        if self.not_http:  # known not to: a parser may finish the bytes it had when that was found
             return
-        if self.proven:
-            self.out.append(tx)
-            return
-        self.unproven.append(tx)
-        if len(self.unproven) > MAX_UNPROVEN_MESSAGES:
+        (self.out if self.proven else self.unproven).append(tx)
+        if not self.proven and len(self.unproven) > MAX_UNPROVEN_MESSAGES:
             self._not_http_other()
 
     def _proven(self) -> None:
