@@ -34,6 +34,7 @@ from analyzers import Pipeline, Strings, Transaction, split_records, to_record
 from analyzers.http.anomalies import Anomaly
 from analyzers.records import Flag
 from analyzers.tcp.frames import ACK, FIN, RST, SYN
+from helpers.env import CORPUS
 from helpers.pcapgen import (
     LINKS,
     PSH,
@@ -213,7 +214,7 @@ def reader_seeds() -> list[bytes]:
 
 def mix_slices(n: int = 6, size: int = 16384) -> list[bytes]:
     """The shared corpus's mix.pcap: its header plus stretches of records, when it is present."""
-    mix = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "local" / "mix.pcap"
+    mix = CORPUS / "local" / "mix.pcap"
     if not mix.exists():
         return []
     raw = mix.read_bytes()
