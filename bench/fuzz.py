@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     corpus, crashes = work / "corpus", work / "crashes"
     crashes.mkdir(parents=True, exist_ok=True)
     nseeds = write_seeds(ns.target, corpus)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep)}
+    scratch = work / "scratch.cap"  # the reader target's input file, removed here at the end
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PCAPWATCH_FUZZ_SCRATCH": str(scratch), "PYTHONPATH": path}
     start, execs, runs, cov, ft, peak = time.monotonic(), 0, 0, 0, 0, 0
     found: list[str] = []
     log = work / "fuzz.log"
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             if p.returncode == 0:
                 break
+    scratch.unlink(missing_ok=True)
     took = time.monotonic() - start
     summary = {"target": ns.target, "seconds": round(took, 1), "executions": execs,
                "executions_per_s": round(execs / took, 1) if took else 0, "cov": cov, "ft": ft,

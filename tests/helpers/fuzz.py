@@ -153,6 +153,10 @@ _TMP: list[Path] = []
 
 
 def _scratch() -> Path:
+    """The file the reader target writes its input to: PCAPWATCH_FUZZ_SCRATCH when bench/fuzz.py
+    names it (libFuzzer exits without Python's cleanup: the script removes it), else a temp file."""
+    if not _TMP and (named := os.environ.get("PCAPWATCH_FUZZ_SCRATCH")):
+        _TMP.append(Path(named))
     if not _TMP:
         fd, name = tempfile.mkstemp(prefix="pcapwatch-fuzz-", suffix=".cap", dir="/dev/shm" if os.path.isdir(
             "/dev/shm") else None)
