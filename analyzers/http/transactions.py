@@ -438,11 +438,10 @@ class Conversation:
 
     def _put(self, tx: Transaction) -> None:
         """A finished transaction: out, or held until the connection shows it speaks HTTP."""
-        if self.proven:
-            self.out.append(tx)
+        if self.not_http:  # known not to: a parser may finish the bytes it had when that was found
             return
-        self.unproven.append(tx)
-        if len(self.unproven) > MAX_UNPROVEN_MESSAGES:
+        (self.out if self.proven else self.unproven).append(tx)
+        if not self.proven and len(self.unproven) > MAX_UNPROVEN_MESSAGES:
             self._not_http_other()
 
     def _proven(self) -> None:

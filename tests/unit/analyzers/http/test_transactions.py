@@ -540,6 +540,18 @@ def test_other_protocols_are_no_records_and_counted_by_kind(name: str) -> None:
     assert counts["not_http"] == 1
 
 
+def test_a_status_line_after_a_servers_junk_in_the_same_segment_is_not_written() -> None:
+    # Found by bench/fuzz.py (target http): the server speaks first, junk then a status line. The
+    # junk makes the connection another protocol; whole, the parser went on to the status line in
+    # the same bytes and its response was written, cut in two segments it was not.
+    steps = [S(b"\x07CONNECT h:Z80 HTTP/1.1\r\n\rHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1.0),
+             CEOF(2.0), SEOF(2.0)]
+    records, counts, conv = outcome(steps)
+    assert records == []
+    assert conv.not_http and conv.counters.not_http == {"other": 1}
+    assert counts == Counter(bad_status_line=1, not_http=1)
+
+
 def test_many_lines_nobody_answers_are_given_up_on_early() -> None:
     steps = [C(b"echo x\n" * 40, 1.0)]
     conv, _ = play(steps, "closed")
