@@ -386,7 +386,10 @@ class Stream:
                 hole = starts[0] - self.offset
                 if hole > 0:
                     self._gap(hole, at)
+                before = self.offset
                 self._drain(ts, floor)
+                if self.offset == before and hole <= 0:
+                    break  # held at `hold_at`, reached: nothing more goes until the hold is lifted
             else:
                 self._gap(limit - self.offset, at)
         if self.wait_since is not None and not self._waiting():

@@ -375,3 +375,24 @@ def test_release_returns_buffered_bytes_to_the_global_count() -> None:
     assert up_a.events == [("data", b"a", 1.0)]  # released, not delivered
     b.release()
     assert c.buffered_bytes == 0
+
+
+def test_flush_to_ends_when_the_hold_is_reached() -> None:
+    """A hole's wait running out while the stream is held exactly where it stands (the peer's
+    held-back answer waits for these bytes) must not spin: what is buffered stays until the hold
+    is lifted, then goes. (On a capture that lost 40% of its packets this looped for minutes.)"""
+    import signal
+
+    s, up, _c = make(1000)
+    s.segment(1001, b"abcd", False, 1.0)  # offset 4
+    s.hold_at = 4  # held where it stands, with bytes buffered at the hold
+    s._insert(4, b"efgh", 1.2)
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("flush_to spins")))
+    signal.alarm(5)
+    try:
+        s.flush_to(s.offset + 100, 2.0)
+    finally:
+        signal.alarm(0)
+    assert (s.offset, list(s.pending)) == (4, [4])
+    s.hold(None, 2.1)
+    assert s.offset == 8 and up.events[-1][:2] == ("data", b"efgh")
