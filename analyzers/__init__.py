@@ -6,12 +6,14 @@ takes bytes and capture timestamps and returns events, so all of it can be teste
 of `http/` (heads, framing, parser, transactions), and `rules/` compiles and evaluates rules.
 """
 
+from analyzers.faults import AnalysisError
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
 from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Endpoints, Message, Transaction
+from analyzers.identities import Identity
 from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
-from analyzers.pipeline import Pipeline, Router, split_records
+from analyzers.pipeline import Pipeline, split_records
 from analyzers.records import ascii_headers, record_anomalies, record_flags, to_record
 from analyzers.redact import (
     DEFAULT_MAX_FIELD_BYTES,
@@ -22,6 +24,7 @@ from analyzers.redact import (
     Policy,
     finalize,
 )
+from analyzers.router import Router
 from analyzers.routes import DEFAULT_MAX_ROUTES, RoutePattern, RouteTemplater
 from analyzers.rules.compile import parse_rules
 from analyzers.rules.engine import RuleSet, compile_rules
@@ -40,8 +43,10 @@ __all__ = [
     "DEFAULT_TOTAL_BYTES",
     "HANDSHAKE_PACKETS",
     "REDACTED",
+    "AnalysisError",
     "Endpoints",
     "Headers",
+    "Identity",
     "Message",
     "Packet",
     "Pcap",

@@ -14,6 +14,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from analyzers.http.head import looks_like_request_line
 from analyzers.http.parser import MessageParser
@@ -55,6 +56,11 @@ class FlowCounters:
     untracked_packets: int = 0  # pure ACK/FIN/RST of a connection we never saw start or data of
     late_packets: int = 0  # packets of a connection after its FIN/RST closed it
     ignored_packets: int = 0  # packets of connections that are not HTTP
+    internal_errors: int = 0  # packets whose analysis raised: their connection was closed (internal_error)
+    dropped_broken: int = 0  # of those, connections whose closing raised too: dropped, their requests lost
+    restored: int = 0  # connections continued with the identity a run before a restart saved
+    restore_skipped_packets: int = 0  # their packets before the one they continue at (replayed, done)
+    restore_expired: int = 0  # saved identities whose connection sent nothing for the idle timeout
 
 
 def _noop_data(data: bytes, ts: float) -> None:
@@ -90,6 +96,15 @@ class Connection:
         self.kept: Kept | None = None  # its packets, while rules want them (FlowTable.keep)
 
 
+class Continuations(Protocol):
+    """Identities saved before a restart, taken up by their connection's next packet
+    (analyzers.identities.Restored)."""
+
+    def __bool__(self) -> bool: ...
+    def take(self, table: FlowTable, key: Key, d: Decoded, ts: float) -> bool: ...
+    def expire(self, limit: float) -> int: ...
+
+
 # What the table holds under a packet's key: its connection, the side that sends packets with that
 # key, and the side that receives them (the peer, carried so the per-packet path need not look it
 # up on the enum: a tenth of a microsecond per packet).
@@ -119,6 +134,8 @@ class FlowTable:
         self.keep: PacketKeep | None = None
         self.linktype = 0
         self.frame = b""
+        # Identities of connections open before a restart, waiting for their next packet.
+        self.restored: Continuations | None = None
 
     def packet(self, ts: float, d: Decoded) -> None:
         """One decoded TCP packet."""
@@ -127,6 +144,8 @@ class FlowTable:
             self.payload_bytes += len(payload)
         entry = self.table.get((src, sport, dst, dport))
         if entry is None:
+            if self.restored and self.restored.take(self, (src, sport, dst, dport), d, ts):
+                return  # skipped, or continued as the connection it was before a restart
             if self.lingering and self._late((src, sport, dst, dport), flags, ts):
                 return
             if not payload and not flags & SYN:
@@ -296,13 +315,16 @@ class FlowTable:
         del self.table[conn.keys[0]]
         del self.table[conn.keys[1]]
         self.active -= 1
-        if reason in ("closed", "reset", "port_reuse"):
-            lingering = self.lingering
-            for key in conn.keys:
-                lingering.pop(key, None)
-                lingering[key] = conn.last_ts
-            while len(lingering) > MAX_LINGERING:
-                del lingering[next(iter(lingering))]
+        if reason in ("closed", "reset", "port_reuse", "internal_error"):  # its next packets are late ones
+            self._linger(conn)
+
+    def _linger(self, conn: Connection) -> None:
+        lingering = self.lingering
+        for key in conn.keys:
+            lingering.pop(key, None)
+            lingering[key] = conn.last_ts
+        while len(lingering) > MAX_LINGERING:
+            del lingering[next(iter(lingering))]
 
     def _late(self, key: Key, flags: int, ts: float) -> bool:
         """Whether a packet with no connection belongs to one that closed moments ago."""
@@ -325,16 +347,18 @@ class FlowTable:
                 break
             del lingering[key]
         limit = ts - self.idle_timeout
+        if self.restored:
+            self.counters.restore_expired += self.restored.expire(limit)
         idle = [c for c in self._connections() if c.last_ts < limit]
         for conn in idle:
             self.counters.idle_timeouts += 1
-            self._finish(conn, "idle_timeout")
+            self.end(conn, "idle_timeout")
 
     def _evict(self) -> None:
         conns = sorted(self._connections(), key=lambda c: c.last_ts)
         for conn in conns[:max(1, len(conns) // 10)]:
             self.counters.evicted += 1
-            self._finish(conn, "evicted")
+            self.end(conn, "evicted")
 
     def set_source(self, name: str) -> None:
         """Name of the capture file being read, stamped on requests that start in it."""
@@ -359,7 +383,38 @@ class FlowTable:
     def close_all(self, reason: str = "capture_end") -> None:
         """End of input: finish every connection."""
         for conn in list(self._connections()):
+            self.end(conn, reason)
+
+    # Faults: what one packet's exception costs (its connection, never the analyzer) ------------
+
+    def end(self, conn: Connection, reason: str) -> None:
+        """`_finish`, and if that raises (the connection's state is broken), drop the connection."""
+        try:
             self._finish(conn, reason)
+        except Exception:
+            self._drop(conn)
+
+    def fail(self, key: Key | None) -> None:
+        """The analysis of a packet with `key` (None: not known) raised: it is counted, and its
+        connection is closed with reason `internal_error` (what it had finished is kept)."""
+        self.counters.internal_errors += 1
+        entry = self.table.get(key) if key is not None else None
+        if entry is not None:
+            self.end(entry[0], "internal_error")
+
+    def _drop(self, conn: Connection) -> None:
+        """Forget a connection whose closing raised, touching its state as little as may be: the
+        transactions it had finished are kept (without their packets), the rest is lost (counted)."""
+        self.counters.dropped_broken += 1
+        if conn.conv is not None:
+            self.out += conn.conv.out
+        for key in conn.keys:
+            if self.table.get(key, (None,))[0] is conn:
+                del self.table[key]
+        self.active -= 1
+        self._linger(conn)
+        if self.keep is not None:
+            self.keep.forget(conn.kept)
 
     def _connections(self) -> Iterator[Connection]:
         """Each connection once (its entry under the key of its first packet), oldest first."""

@@ -95,6 +95,7 @@ class Conversation:
         "out",
         "parsing",
         "pin",
+        "pin_state",
         "response",
         "server",
         "server_gap",
@@ -110,6 +111,10 @@ class Conversation:
         # Position where this connection's unfinished work began, None while it has none: a
         # restart must replay from there to rebuild it (see FlowTable.pin).
         self.pin = pin
+        # (depth, client_gap, server_gap) as they were when `on_begin` set `pin`: what a restart
+        # resuming at `pin` continues from (analyzers.identities). None while `pin` is the
+        # connection's first packet (a replay from there rebuilds all of it).
+        self.pin_state: tuple[int, int | None, bool] | None = None
         self.head_pos = -1
         self.heads_at_pos = 0
         self.anomaly_counts = anomaly_counts
@@ -181,6 +186,7 @@ class Conversation:
     def on_begin(self, parser: MessageParser) -> None:
         if self.pin is None:
             self.pin = self.cursor.pos
+            self.pin_state = (self.depth, self.client_gap, self.server_gap)
 
     def _maybe_idle(self) -> None:
         """Nothing unfinished left: a restart need not replay this connection's past."""
