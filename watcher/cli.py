@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Strings
 from watcher.read.lines import OutputError
+from watcher.text.escape import printable
 
 EXIT_OK = 0
 EXIT_INPUT_ERRORS = 1
@@ -44,8 +45,9 @@ no_request, truncated, tunnel; `reason` says why a response is missing.
 
 exit status:
   0  every input was read completely
-  1  some input could not be read or is corrupt: one line on stderr names each
-     file, the byte offset and the problem; everything readable was processed
+  1  some input could not be read or is corrupt, or a packet could not be
+     analysed: one line on stderr names each file, the byte offset and the
+     problem; everything readable was processed
   2  bad command line
   3  the output could not be written"""
 
@@ -59,7 +61,8 @@ examples:
 
 exit status:
   0  every input was read completely
-  1  some input could not be read or is corrupt (each named on stderr)
+  1  some input could not be read, is corrupt, or a packet could not be analysed
+     (each named on stderr)
   2  bad command line
   3  the output could not be written"""
 
@@ -281,7 +284,7 @@ def _read(args: argparse.Namespace) -> int:
     try:
         out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     except OSError as e:
-        sys.stderr.write(f"pcapwatch: error: cannot write {args.output}: {e.strerror}\n")
+        sys.stderr.write(f"pcapwatch: error: cannot write {printable(args.output)}: {e.strerror}\n")
         return EXIT_OUTPUT
     tty = sys.stderr.isatty()
     progress = tty if args.progress is None else args.progress
@@ -300,4 +303,4 @@ def _read(args: argparse.Namespace) -> int:
         sys.stderr.write(json.dumps(result.stats, sort_keys=True) + "\n")
     elif stats == "text":
         sys.stderr.write(format_summary(result.stats))
-    return EXIT_INPUT_ERRORS if result.files_failed else EXIT_OK
+    return EXIT_INPUT_ERRORS if result.files_failed or result.analysis_errors else EXIT_OK

@@ -33,12 +33,14 @@ from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
 from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
 from watcher.run import checkpoint as ckpt
-from watcher.run.control import STOP, SignalPipe, reload_outputs, restart_only
+from watcher.run.connections import Connections
+from watcher.run.control import STOP, SignalPipe, drain, reload_outputs, restart_only
 from watcher.run.delivery import CLOSE_SECONDS, Delivery
 from watcher.run.pending import Pending, Place
 from watcher.run.reader import Batch, Reader
-from watcher.run.resume import POS_BITS, Replay, mark, record_origin
+from watcher.run.resume import POS_BITS, Replay, mark, place, record_origin
 from watcher.run.sdnotify import Notifier, log
+from watcher.text.faults import FaultLines
 
 STATUS_SECONDS = 60.0
 LAG_WARN_EVERY_SECONDS = 60.0
@@ -98,6 +100,9 @@ class Service:
         if warning:
             log("warning", warning)
         self.replay = Replay(self.saved.emitted if self.saved else None)
+        self.faults = FaultLines(lambda line: log("error", line))
+        self.connections = Connections(self.pipeline)  # open connections across restarts
+        self.connections.restore(self.saved.connections if self.saved else ())
         self.pending = Pending(self.saved.resume if self.saved else None)  # what required outputs owe
         self.last_pos: int | None = None  # position of the last record analysed
         self.next_pos: int | None = None  # where reading continues after it
@@ -151,7 +156,7 @@ class Service:
                 if self.stop:
                     break
             if self.wake_r in readable:
-                _drain(self.wake_r)
+                drain(self.wake_r)
             try:
                 self._analyse()
             except OSError as e:
@@ -177,6 +182,7 @@ class Service:
                 # The first one is followed by another a second later (a short run loses little).
                 next_checkpoint = now + (min(self.config.state.checkpoint_seconds, MIN_CHECKPOINT_SECONDS) if first
                                          else self.config.state.checkpoint_seconds)
+            self.faults.tick()
             if now >= next_status:
                 self.notifier.status(self.status_line())
                 next_status = now + STATUS_SECONDS
@@ -192,6 +198,7 @@ class Service:
             if now >= next_idle_sweep:
                 self._idle_sweep(now)
                 next_idle_sweep = now + IDLE_SWEEP_SECONDS
+        self.faults.flush()
         self.notifier.stopping("stopping")
         self.reader.stop()
         self.reader.join(READER_JOIN_SECONDS)
@@ -230,7 +237,10 @@ class Service:
                 self.new_file = True
             if self.next_pos is None and batch.frames:
                 self._first_place(base + batch.frames[0][0])
+            self.connections.reading(batch.gen, self.reader.generations)
             txs = self.pipeline.feed(batch.linktype, batch.frames, base)
+            for error in self.pipeline.take_errors():  # one line each (rate-limited): file and offset
+                self.faults.report(*place(error.pos, self.reader.generations), error.error)
             self.counters.batches += 1
             self.counters.frames += len(batch.frames)
             if batch.frames:
@@ -298,6 +308,8 @@ class Service:
         if ready is None:
             return  # a required output has not written what this run did: the saved checkpoint holds
         checkpoint, saved_resume_pos = ready
+        if checkpoint.emitted == emitted:  # where the service is now (not held back for a required output)
+            checkpoint = dataclasses.replace(checkpoint, connections=self.connections.to_save(self.reader.generations))
         try:
             ckpt.save(self.state_dir, dataclasses.replace(checkpoint, written_at=time.time()))
             self.counters.checkpoints += 1
@@ -350,7 +362,9 @@ class Service:
                 f"{self.batches.maxsize}, files done {sp.done:,}, lost {sp.lost:,} ({sp.lost_bytes:,} bytes), "
                 f"unreadable {len(self.spool.unreadable):,} now ({sp.unreadable:,} in all), failed {sp.failed:,}, "
                 f"connections {st['connections']['active']:,} (evicted {st['connections']['evicted']:,}), "
-                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}"
+                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}, "
+                f"packets failed {st['connections']['internal_errors']:,}, connections saved "
+                f"{self.connections.saved:,} (not saved {self.connections.not_saved:,})"
                 f"{self.delivery.waiting_text()}; outputs: {self.delivery.summary()}")
 
     def reload(self) -> None:
@@ -419,14 +433,6 @@ def _buckets(config: Config) -> tuple[float, ...]:
         if isinstance(o, PrometheusOutputConfig):
             return tuple(o.buckets_ms)
     return tuple(DEFAULT_BUCKETS_MS)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _dir_watcher(directory: str) -> Any:
