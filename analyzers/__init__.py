@@ -11,7 +11,7 @@ from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
 from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Endpoints, Message, Transaction
-from analyzers.identities import Identity
+from analyzers.identities import START_UNKNOWN, Identity
 from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
 from analyzers.pipeline import Pipeline, split_records
 from analyzers.records import ascii_headers, record_anomalies, record_flags, to_record
@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_TOTAL_BYTES",
     "HANDSHAKE_PACKETS",
     "REDACTED",
+    "START_UNKNOWN",
     "AnalysisError",
     "Endpoints",
     "Headers",

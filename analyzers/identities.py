@@ -40,7 +40,7 @@ from analyzers.tcp.reassembly import SEQ_MOD, Stream
 
 # `Identity.start` of a busy connection whose packet to continue at is not known yet (its capture
 # file is not read yet in this run): its packets are passed over until `Restored.start` says.
-WAITING = -1
+START_UNKNOWN = -1
 
 
 class Identity(NamedTuple):
@@ -134,7 +134,7 @@ class Restored:
         return list({i.uid: i for i in self.by_key.values()}.values())
 
     def start(self, uid: str, pos: int) -> None:
-        """The input position of the packet a busy connection continues at (see WAITING)."""
+        """The input position of the packet a busy connection continues at (see START_UNKNOWN)."""
         for key, ident in list(self.by_key.items()):
             if ident.uid == uid:
                 self.by_key[key] = ident._replace(start=pos)
@@ -156,7 +156,7 @@ class Restored:
             self._forget(key)
             return False
         start = ident.start
-        if start is not None and (start == WAITING or table.cursor.pos < start):
+        if start is not None and (start == START_UNKNOWN or table.cursor.pos < start):
             table.counters.restore_skipped_packets += 1
             return True
         self._forget(key)

@@ -233,6 +233,11 @@ class Pipeline:
         self.flows.restored = restored = Restored(saved)
         return restored
 
+    def identity_start(self, uid: str, pos: int) -> None:
+        """The input position a restored connection whose message had begun continues at."""
+        if isinstance(self.flows.restored, Restored):
+            self.flows.restored.start(uid, pos)
+
     def pin(self) -> int | None:
         """See FlowTable.pin; fragments waiting for the rest of their datagram pin too."""
         pins = [p for p in (self.flows.pin(), self.decoder.pin()) if p is not None]
