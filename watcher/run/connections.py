@@ -18,12 +18,14 @@ from watcher.run.resume import POS_BITS, mark
 
 
 class Connections:
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, saved: tuple[Connection, ...] = ()) -> None:
+        """`saved`: the connections the last checkpoint saved, given back to the pipeline."""
         self.pipeline = pipeline
         # Restored connections waiting for their packet: by generation fingerprint, (offset, uid).
         self.starts: dict[str, list[tuple[int, str]]] = {}
         self.saved = 0  # in the last checkpoint
         self.not_saved = 0  # left out of checkpoints past MAX_CONNECTIONS (or their file forgotten), in all
+        self.restore(saved)
 
     def restore(self, saved: tuple[Connection, ...]) -> None:
         """Give the pipeline the connections a checkpoint saved."""
@@ -62,6 +64,9 @@ class Connections:
         self.saved = len(saved)
         self.not_saved += left_out
         return tuple(saved)
+
+    def status(self) -> str:
+        return f"connections saved {self.saved:,} (not saved {self.not_saved:,})"
 
     def _waiting(self, uid: str) -> tuple[str, int] | None:
         for fp, starts in self.starts.items():

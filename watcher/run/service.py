@@ -100,9 +100,8 @@ class Service:
         if warning:
             log("warning", warning)
         self.replay = Replay(self.saved.emitted if self.saved else None)
-        self.faults = FaultLines(lambda line: log("error", line))
-        self.connections = Connections(self.pipeline)  # open connections across restarts
-        self.connections.restore(self.saved.connections if self.saved else ())
+        self.faults = FaultLines(lambda line: log("error", line))  # packets whose analysis raised
+        self.connections = Connections(self.pipeline, self.saved.connections if self.saved else ())  # across restarts
         self.pending = Pending(self.saved.resume if self.saved else None)  # what required outputs owe
         self.last_pos: int | None = None  # position of the last record analysed
         self.next_pos: int | None = None  # where reading continues after it
@@ -112,6 +111,7 @@ class Service:
         self.new_file = False
         self.last_checkpoint_wall = 0.0
         self.first_checkpoint = True  # still due: right after the first batch
+        self.backlog = True  # and another once the backlog found at start is read (bounds a restart's repeats)
         self.forgotten_bytes = 0  # read from generations no longer tracked
         self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
                              self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
@@ -171,11 +171,13 @@ class Service:
             if self.capture is not None:
                 self.capture.poll()
             now = time.monotonic()
-            first = self.first_checkpoint and self.counters.batches > 0
+            caught_up = self.counters.batches > 0 and self.reader.caught_up and self.batches.empty()
+            first = (self.first_checkpoint and self.counters.batches > 0) or (self.backlog and caught_up)
             if first or now >= next_checkpoint or (self.new_file and now >= last_checkpoint + MIN_CHECKPOINT_SECONDS):
                 # Also on reaching a new capture file: a restart then never resumes in a file that
                 # tcpdump's ring is about to reuse.
-                self.first_checkpoint = self.first_checkpoint and not self.counters.batches
+                self.first_checkpoint &= not self.counters.batches
+                self.backlog &= not caught_up
                 self._checkpoint()
                 self.new_file = False
                 last_checkpoint = now
@@ -363,8 +365,7 @@ class Service:
                 f"unreadable {len(self.spool.unreadable):,} now ({sp.unreadable:,} in all), failed {sp.failed:,}, "
                 f"connections {st['connections']['active']:,} (evicted {st['connections']['evicted']:,}), "
                 f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}, "
-                f"packets failed {st['connections']['internal_errors']:,}, connections saved "
-                f"{self.connections.saved:,} (not saved {self.connections.not_saved:,})"
+                f"packets failed {st['connections']['internal_errors']:,}, {self.connections.status()}"
                 f"{self.delivery.waiting_text()}; outputs: {self.delivery.summary()}")
 
     def reload(self) -> None:
