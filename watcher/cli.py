@@ -61,8 +61,8 @@ examples:
 
 exit status:
   0  every input was read completely
-  1  some input could not be read, is corrupt, or a packet could not be analysed
-     (each named on stderr)
+  1  some input could not be read or is corrupt, or a packet could not be
+     analysed (each named on stderr)
   2  bad command line
   3  the output could not be written"""
 
