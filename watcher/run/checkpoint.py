@@ -36,9 +36,9 @@ from typing import Any
 
 FILE_NAME = "checkpoint.json"
 VERSION = 1
-# The file is read only up to this size. A checkpoint is a few hundred bytes (two marks); 1 MiB
-# leaves room for thousands of times that (state added to it later) while a file filled with
-# garbage costs at most 1 MiB of memory and a few milliseconds at start.
+# The file is read only up to this size. A checkpoint is a few hundred bytes (two marks) and the
+# open connections (under 850 KB at most: MAX_CONNECTIONS), while a file filled with garbage costs
+# at most 1 MiB of memory and a few milliseconds at start.
 MAX_BYTES = 1 << 20
 # Open connections saved at most. An entry takes about 210 bytes here (IPv4, fields one a line) and
 # 420 at worst (IPv6 written out in full, a start mark with the longest fingerprint), so 2,000 stay
@@ -90,7 +90,7 @@ def load(state_dir: str) -> tuple[Checkpoint | None, str | None]:
     except OSError as e:
         return None, _warning(path, f"cannot be read ({e.strerror or e})")
     if len(data) > MAX_BYTES:
-        return None, _warning(path, f"is too big (over {MAX_BYTES:,} bytes; a checkpoint is a few hundred)")
+        return None, _warning(path, f"is too big (over {MAX_BYTES:,} bytes; a checkpoint is under 850 KB)")
     try:
         raw = json.loads(data)
     except RecursionError:

@@ -123,7 +123,7 @@ def test_too_big_is_refused_before_parsing(tmp_path: Path) -> None:
     assert ckpt.MAX_BYTES == 1 << 20
     # Whitespace is valid JSON: the size alone refuses it.
     assert _warned(tmp_path, good + b" " * (ckpt.MAX_BYTES + 1 - len(good))) == \
-        "is too big (over 1,048,576 bytes; a checkpoint is a few hundred)"
+        "is too big (over 1,048,576 bytes; a checkpoint is under 850 KB)"
     (tmp_path / "checkpoint.json").write_bytes(good + b" " * (ckpt.MAX_BYTES - len(good)))  # exactly at the cap
     assert ckpt.load(str(tmp_path))[0] == Checkpoint(Mark(RESUME.fp, 1.0, 24, ""), None, 5.0)
 
