@@ -152,3 +152,27 @@ def struct_error(text: str) -> Exception:
     import struct
 
     return struct.error(text)
+
+
+def test_a_scan_that_raises_is_said_once_and_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g.write_pcap(tmp_path / "cap.pcap0", g.LINKTYPE_ETHERNET, packets(3))
+    spool = Spool(str(tmp_path))
+    real = Spool.scan
+    calls = [0]
+
+    def scan(self: Spool, now: float) -> None:
+        calls[0] += 1
+        if calls[0] <= 3:
+            raise ValueError("odd entry")
+        real(self, now)
+
+    monkeypatch.setattr(Spool, "scan", scan)
+    logged: list[tuple[str, str]] = []
+    reader = Reader(spool, queue.Queue(), os.pipe2(os.O_NONBLOCK)[1], 0.1, None,
+                    lambda level, msg: logged.append((level, msg)))
+    for _ in range(5):
+        reader._scan()
+    assert logged == [("error", f"scanning {tmp_path} failed (ValueError: odd entry); trying again at each scan; "
+                                "this is a bug in pcapwatch: please report it"),
+                      ("info", f"scanning {tmp_path} works again")]
+    assert [gen.path for gen in spool.generations.values()] == [str(tmp_path / "cap.pcap0")]
