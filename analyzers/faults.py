@@ -37,7 +37,10 @@ class Faults:
             d = self._keys.link_decoder(linktype)(frame)
         except Exception:
             d = None
-        flows.fail((d[0], d[2], d[1], d[3]) if d is not None else None)
+        flows.counters.internal_errors += 1
+        entry = flows.table.get((d[0], d[2], d[1], d[3])) if d is not None else None
+        if entry is not None:
+            flows.end(entry[0], "internal_error")  # what it had finished is kept
         self.errors.append(AnalysisError(pos, f"{type(e).__name__}: {e}"))
 
     def take(self) -> list[AnalysisError]:

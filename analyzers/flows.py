@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from analyzers.http.counters import HttpCounters
 from analyzers.http.head import looks_like_request_line
 from analyzers.http.parser import MessageParser
 from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
@@ -123,6 +124,7 @@ class FlowTable:
         self.tcp = TcpCounters()
         self.counters = FlowCounters()
         self.anomalies: Counter[str] = Counter()
+        self.http = HttpCounters()
         self.out: list[Transaction] = []
         self.lingering: dict[Key, float] = {}  # keys of recently closed connections -> close time
         self.cursor = Cursor()  # input position of the packet being processed
@@ -256,7 +258,7 @@ class FlowTable:
                               str(ipaddress.ip_address(server_ip)), server_port, not conn.syn)
         # (ip_address takes an IPv4 int or IPv6 bytes, the two forms frames.py produces)
         conv = Conversation(endpoints, self.anomalies, resync=not conn.syn, cursor=self.cursor,
-                            pin=conn.first_pos)
+                            pin=conn.first_pos, counters=self.http)
         conv.source = self.source
         conn.conv = conv
         conn.parsers = (conv.client, conv.server)
@@ -308,6 +310,8 @@ class FlowTable:
             server.close(ts)
             client.close(ts)
             conv.close(reason)
+            if conv.not_http:  # found at the close: none of its messages showed HTTP
+                self.counters.not_http += 1
             self._take(conn, conv)
         for s in conn.streams:
             s.release()
@@ -364,8 +368,10 @@ class FlowTable:
         """Name of the capture file being read, stamped on requests that start in it."""
         self.source = name
         for conn in self._connections():
-            if conn.conv is not None:
-                conn.conv.source = name
+            conv = conn.conv
+            while conv is not None:  # the connection's conversation, and any inside its CONNECT tunnel
+                conv.source = name
+                conv = conv.inner
 
     def pin(self) -> int | None:
         """The earliest input position a restart must replay from to rebuild every connection
@@ -393,14 +399,6 @@ class FlowTable:
             self._finish(conn, reason)
         except Exception:
             self._drop(conn)
-
-    def fail(self, key: Key | None) -> None:
-        """The analysis of a packet with `key` (None: not known) raised: it is counted, and its
-        connection is closed with reason `internal_error` (what it had finished is kept)."""
-        self.counters.internal_errors += 1
-        entry = self.table.get(key) if key is not None else None
-        if entry is not None:
-            self.end(entry[0], "internal_error")
 
     def _drop(self, conn: Connection) -> None:
         """Forget a connection whose closing raised, touching its state as little as may be: the

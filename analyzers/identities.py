@@ -79,7 +79,8 @@ def identities(table: FlowTable, limit: int) -> tuple[tuple[Identity, ...], int]
 
 def _identity(conn: Connection) -> Identity | None:
     conv = conn.conv
-    if conv is None or conn.ignored or conv.tunnel or conv.not_http or conv.out or conv.held:
+    if (conv is None or conn.ignored or conv.tunnel or conv.inner is not None or conv.not_http or conv.out
+            or conv.held or conv.overflow or not conv.proven):
         return None
     key = conn.keys[0] if conn.first is Side.CLIENT else conn.keys[1]
     ends = (_ip(key[0]), key[1], _ip(key[2]), key[3], conv.endpoints.uid, conn.first_ts, conn.last_ts, conn.syn)
@@ -183,8 +184,9 @@ def _continue(table: FlowTable, ident: Identity, key: Key, ts: float) -> Entry:
     conn.last_ts = ts
     endpoints = Endpoints(ident.uid, ident.client_ip, ident.client_port, ident.server_ip, ident.server_port,
                           not ident.syn)
-    conv = Conversation(endpoints, table.anomalies, resync=False, cursor=table.cursor, pin=None)
+    conv = Conversation(endpoints, table.anomalies, resync=False, cursor=table.cursor, pin=None, counters=table.http)
     conv.depth, conv.client_gap, conv.server_gap = ident.depth, ident.client_gap, ident.server_gap
+    conv.proven = True  # only connections that had spoken HTTP are saved
     conv.source = table.source
     conn.conv = conv
     conn.parsers = (conv.client, conv.server)

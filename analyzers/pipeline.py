@@ -16,6 +16,7 @@ from typing import Any
 
 from analyzers.faults import AnalysisError, Faults
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
+from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
 from analyzers.http.parser import State
 from analyzers.http.transactions import Transaction
 from analyzers.identities import Identity, Restored, identities
@@ -77,6 +78,13 @@ def split_records(buf: bytes, start: int, end: int, layout: RecordLayout) -> tup
         append(off)
         off = nxt
     return offsets, off
+
+
+def _http_stats(h: HttpCounters) -> dict[str, Any]:
+    """The HTTP side's counters: what was let go or set aside, and connections not HTTP by kind."""
+    return {"pipeline_overflow": h.pipeline_overflow, "overflow_responses": h.overflow_responses,
+            "tunnels": h.tunnels, "tunnel_not_http": {k: h.tunnel_not_http[k] for k in NOT_HTTP_KINDS},
+            "not_http": {k: h.not_http[k] for k in NOT_HTTP_KINDS}}
 
 
 class Pipeline:
@@ -286,5 +294,6 @@ class Pipeline:
             "connections": {**asdict(f.counters), "active": f.active},
             "tcp": asdict(f.tcp),
             "anomalies": dict(sorted(f.anomalies.items())),
+            "http": _http_stats(f.http),
             **({"packets_kept": asdict(f.keep.counters)} if f.keep is not None else {}),
         }

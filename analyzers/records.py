@@ -37,7 +37,8 @@ FLAG_REASONS: dict[Flag, str] = {
     Flag.NO_RESPONSE: "the request was never answered in the capture (`reason` says why)",
     Flag.NO_REQUEST: "a response whose request was not seen",
     Flag.TRUNCATED: "a message ended before its framing said it would",
-    Flag.TUNNEL: "CONNECT or 101 Upgrade: what follows on the connection is not HTTP",
+    Flag.TUNNEL: "CONNECT or 101 Upgrade: what follows on the connection is not HTTP, or is the conversation inside "
+                 "a CONNECT tunnel (then `host` is the tunnel's target)",
 }
 
 

@@ -91,7 +91,7 @@ class Policy:
             s = self._secret.sub(REDACTED, s)
         if _CONTROL.search(s):
             s = _CONTROL.sub(escape_char, s)
-        if len(s) > self.max_field_bytes or (not s.isascii() and len(s.encode()) > self.max_field_bytes):
+        if len(s) > self.max_field_bytes or (not s.isascii() and len(_utf8(s)) > self.max_field_bytes):
             self.truncated += 1
             s = _cut(s, self.max_field_bytes) + TRUNCATED
         return s
@@ -114,12 +114,18 @@ def _mask_userinfo(m: re.Match[str]) -> str:
     return f"{m.group(1)}:{REDACTED}@"
 
 
+def _utf8(s: str) -> bytes:
+    """A string as an output writes it: UTF-8, a lone surrogate (a file name that is not UTF-8, as
+    Python decodes it) as its JSON escape \\udcNN (watcher/sinks/base.py `utf8`)."""
+    return s.encode("utf-8", "backslashreplace")
+
+
 def _cut(s: str, limit: int) -> str:
     """The first `limit` bytes of s, not splitting a \\xNN escape or a UTF-8 sequence."""
     if s.isascii():
         cut = s[:limit]
     else:
-        cut = s.encode()[:limit].decode("utf-8", "ignore")
+        cut = _utf8(s)[:limit].decode("utf-8", "ignore")
     tail = cut.rfind("\\", max(0, len(cut) - 3))
     return cut[:tail] if tail >= 0 else cut
 

@@ -7,10 +7,10 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
 from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Strings
-from watcher.read.lines import OutputError
+from watcher.read.lines import OutputError, open_output
 from watcher.text.escape import printable
 
 EXIT_OK = 0
@@ -282,7 +282,7 @@ def _read(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch read f | head` ends quietly
     try:
-        out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        out = open_output(args.output)
     except OSError as e:
         sys.stderr.write(f"pcapwatch: error: cannot write {printable(args.output)}: {e.strerror}\n")
         return EXIT_OUTPUT

@@ -47,6 +47,8 @@ class Health:
     routes: int = 0  # distinct route labels handed out (analyzers.routes.RouteTemplater.stats)
     route_overflow: int = 0  # request targets sent to the `other` route past the cap
     anomalies: Mapping[str, int] = field(default_factory=dict)  # by name
+    not_http: Mapping[str, int] = field(default_factory=dict)  # connections not HTTP, by kind (tls, http2, other)
+    pipeline_overflow: int = 0  # requests written unanswered past the per-connection bound
     outputs: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # Sink.stats() by output name
     rule_errors: Mapping[str, int] = field(default_factory=dict)  # by rule name
     queue_depth: int = 0  # frame batches between the reader thread and the analyser
@@ -65,6 +67,8 @@ class Health:
                    connections_active=conns.get("active", 0), connections_evicted=conns.get("evicted", 0),
                    analysis_errors=conns.get("internal_errors", 0),
                    gaps=stats.get("tcp", {}).get("gaps", 0), anomalies=dict(stats.get("anomalies", {})),
+                   not_http=dict(stats.get("http", {}).get("not_http", {})),
+                   pipeline_overflow=stats.get("http", {}).get("pipeline_overflow", 0),
                    kept_bytes=kept.get("held_bytes", 0),
                    kept_let_go={"connection_bytes": kept.get("let_go", 0), "total_bytes": kept.get("evicted", 0)},
                    **rest)
@@ -139,6 +143,10 @@ def health_families(h: Health) -> list[Family]:
              "route cap was reached.", h.route_overflow),
         family_by("pcapwatch_http_anomalies_total", "counter", "HTTP protocol anomalies seen, by name.", "name",
             h.anomalies),
+        family_by("pcapwatch_not_http_connections_total", "counter", "Connections not parsed because they speak "
+                  "another protocol, by kind (tls, http2, other).", "kind", h.not_http),
+        family_one("pcapwatch_http_pipeline_overflow_total", "counter", "Requests written without their response "
+                   "because too many were unanswered on their connection.", h.pipeline_overflow),
         family_by("pcapwatch_rule_errors_total", "counter", "Rule evaluations that raised and were skipped, by rule.",
             "rule", h.rule_errors),
         family_one("pcapwatch_queue_batches", "gauge", "Frame batches waiting between the reader thread and the "

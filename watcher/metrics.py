@@ -81,6 +81,8 @@ def label_value(v: Any) -> str:
     if isinstance(v, list | tuple):
         v = ",".join(str(x) for x in v)
     s = str(v)
+    if not s.isascii():  # served as UTF-8; a lone surrogate (a file name that is not UTF-8) as \udcNN
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
     return s if len(s) <= MAX_LABEL_VALUE else s[:MAX_LABEL_VALUE]
 
 

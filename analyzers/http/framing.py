@@ -35,13 +35,26 @@ class Framing(IntEnum):
 
 FramingResult = tuple[Framing, int, tuple[Anomaly, ...]]  # framing, content length, anomalies
 
+AMBIGUOUS_FRAMING = {Framing.NONE: Anomaly.AMBIGUOUS_FRAMING_NONE, Framing.LENGTH: Anomaly.AMBIGUOUS_FRAMING_LENGTH,
+                     Framing.CHUNKED: Anomaly.AMBIGUOUS_FRAMING_CHUNKED, Framing.CLOSE: Anomaly.AMBIGUOUS_FRAMING_CLOSE,
+                     Framing.UNKNOWN: Anomaly.AMBIGUOUS_FRAMING_UNKNOWN}
+
 
 def body_framing(head: RequestHead | ResponseHead, request_method: str | None) -> FramingResult:
     """Return (framing, content length, anomalies) for a parsed head.
 
     `request_method` is the method of the request a response answers (None if unknown).
     """
-    return message_framing(head, request_method) or header_framing(head.headers, isinstance(head, ResponseHead))
+    decided = message_framing(head, request_method)
+    if decided is not None:
+        return decided
+    is_response = isinstance(head, ResponseHead)
+    framing = header_framing(head.headers, is_response)
+    if head.other_headers is not None and header_framing(head.other_headers, is_response)[:2] != framing[:2]:
+        # A server reading the head the other way would frame this body differently: say which
+        # reading was followed (every line read), as the framing it gave.
+        framing = (framing[0], framing[1], (*framing[2], AMBIGUOUS_FRAMING[framing[0]]))
+    return framing
 
 
 def message_framing(head: RequestHead | ResponseHead, request_method: str | None) -> FramingResult | None:
@@ -110,6 +123,15 @@ def chunk_size(line: bytes) -> int | Anomaly:
     if len(text.lstrip(b"0")) > MAX_CHUNK_SIZE_DIGITS or int(text, 16) >= 1 << 63:
         return Anomaly.CHUNK_SIZE_OVERFLOW
     return int(text, 16)
+
+
+def chunk_size_oddity(line: bytes) -> Anomaly | None:
+    """White space before a chunk size, or after it with no extension (`5 `): RFC 9112 7.1 allows
+    white space only before a `;`. Servers differ on it."""
+    size, semi, _ = line.partition(b";")
+    if size[:1] in (b" ", b"\t") or (not semi and size[-1:] in (b" ", b"\t")):
+        return Anomaly.CHUNK_SIZE_WHITESPACE
+    return None
 
 
 def _values(headers: Headers, name: str) -> list[str]:

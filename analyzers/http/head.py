@@ -34,6 +34,14 @@ HEADER_CACHE_SIZE = 4096
 CACHED_BLOCK_BYTES = 4096
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# What separates the parts of a request line: spaces and tabs (a bare CR, VT or FF is a byte of the
+# target, not a separator, whatever `bytes.split()` thinks).
+_SEPARATORS = re.compile(rb"[ \t]+")
+# Control bytes a head may not hold anywhere (TAB, and CR and LF at line ends, aside).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Something in a header block that two servers may read differently: a bare CR, a bare LF line
+# end, a control byte, a line of white space only. Blocks without any take the plain path.
+_ODD_BLOCK = re.compile(rb"\r(?!\n)|(?<!\r)\n|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|(?:^|\n)[ \t]+\r?\n")
 _VERSION = re.compile(rb"HTTP/(\d+\.\d+)\Z", re.IGNORECASE)
 _OBS_FOLD = re.compile(rb"\r?\n[ \t]+")
 # A header line with white space before its colon (RFC 9112 5.1: a smuggling probe, servers must
@@ -41,7 +49,7 @@ _OBS_FOLD = re.compile(rb"\r?\n[ \t]+")
 _BAD_HEADER_LINE = re.compile(rb"^(?:[^:\r\n]*[ \t]:|[^:\r\n]+\r?$)", re.MULTILINE)
 # White space that may sit inside a value but must not reach a log raw.
 _VALUE_CONTROL = re.compile(rb"\t|\r(?!\n)")
-_STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+(\d{3})(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
+_STATUS = re.compile(rb"(HTTP/\d+\.\d+)[ \t]+([1-9]\d\d)(?:[ \t]+(.*))?\Z", re.IGNORECASE | re.DOTALL)
 # Bytes a header block cannot hand to dpkt as they are (it decodes ASCII, dropping the rest):
 # controls, DEL, non-ASCII and the backslash, as `\\xNN`; the block keeps CR, LF, TAB. Values with
 # non-ASCII bytes are then turned into text (`utf8_text`).
@@ -66,6 +74,9 @@ class RequestHead:
     version: str | None  # "1.1", "1.0", "0.9"
     headers: Headers
     anomalies: tuple[Anomaly, ...]
+    # The headers as a server that stops at a white-space-only line, or keeps a bare CR inside a
+    # value, reads them; None when that reading is the same as `headers` (see `read_header_block`).
+    other_headers: Headers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,7 @@ class ResponseHead:
     reason: str
     headers: Headers
     anomalies: tuple[Anomaly, ...]
+    other_headers: Headers | None = None  # as in RequestHead
 
 
 # The shapes of a request line, which decide how much of the stream is the head.
@@ -83,9 +95,13 @@ SHORT = 1  # METHOD target: HTTP/0.9, the line is the whole request
 BAD = 2  # anything else: the line is all we can take as this request
 
 
+def _parts(line: bytes) -> list[bytes]:
+    return [p for p in _SEPARATORS.split(line) if p]
+
+
 def request_line_kind(line: bytes) -> int:
     """VERSIONED, SHORT or BAD for a request line without its line end."""
-    parts = line.split()
+    parts = _parts(line)
     if len(parts) >= 2 and parts[-1][:5].upper() == b"HTTP/":
         return VERSIONED
     if len(parts) == 2 and _TOKEN.match(parts[0]):
@@ -104,10 +120,15 @@ def can_start(first: int, side: Side) -> bool:
 
 def start_line_ok(line: bytes, side: Side) -> bool:
     """Whether a first line (up to its LF, CR or not) opens a head with header lines: a versioned
-    request line, or a line starting ``HTTP/``."""
+    request line, or a status line."""
     if side is Side.CLIENT:
         return request_line_kind(line.rstrip(b"\r")) == VERSIONED
-    return line[:5].upper() == b"HTTP/"
+    return status_line_ok(line)
+
+
+def status_line_ok(line: bytes) -> bool:
+    """Whether a response's first line (up to its LF) is a status line `HTTP/x.y NNN ...`."""
+    return _STATUS.match(line.rstrip(b"\r")) is not None
 
 
 def header_line_ahead(buf: bytes | bytearray) -> bool | None:
@@ -135,13 +156,17 @@ def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None,
     Like Zeek, a line with a malformed version or a missing target still gives its method and
     target, with the anomaly named; only a line of neither shape gives (None, None, None).
     """
-    parts = line.split()
+    parts = _parts(line)
     kind = request_line_kind(line)
-    if kind == SHORT:
-        return escape(parts[0]), escape(parts[1]), "0.9", ()
-    if kind == BAD:
-        return None, None, None, (Anomaly.BAD_REQUEST_LINE,)
     anomalies = []
+    if b"\r" in line:
+        anomalies.append(Anomaly.BARE_CR)
+    if _CONTROL.search(line):
+        anomalies.append(Anomaly.CONTROL_CHAR)
+    if kind == SHORT:
+        return escape(parts[0]), escape(parts[1]), "0.9", tuple(anomalies)
+    if kind == BAD:
+        return None, None, None, (Anomaly.BAD_REQUEST_LINE, *anomalies)
     if not _TOKEN.match(parts[0]):
         anomalies.append(Anomaly.BAD_METHOD)
     if len(parts) == 2:
@@ -157,10 +182,30 @@ def parse_request_line(line: bytes) -> tuple[str | None, str | None, str | None,
 
 def parse_request_head(head: bytes) -> RequestHead:
     """Parse a request head (start line through the blank line)."""
-    line, _, block = head.partition(b"\n")
-    method, uri, version, line_anomalies = parse_request_line(line.rstrip(b"\r"))
-    headers, anomalies = parse_header_block(block)
-    return RequestHead(method, uri, version, headers, line_anomalies + anomalies)
+    line, lf, block = head.partition(b"\n")
+    method, uri, version, line_anomalies = parse_request_line(line[:-1] if line.endswith(b"\r") else line)
+    headers, anomalies, other = read_header_block(block)
+    if lf and not line.endswith(b"\r"):
+        line_anomalies += (Anomaly.BARE_LF,)
+    return RequestHead(method, uri, version, headers, _once(line_anomalies + anomalies), other)
+
+
+def partial_head(buf: bytes, side: Side) -> RequestHead | ResponseHead | None:
+    """What can be kept of a head the stream ended inside: the start line (a request line read up
+    to the end, `METHOD target`, counts even without its line end; its version only if complete)
+    and the header lines that ended. None when not even that much was read."""
+    nl = buf.rfind(b"\n")
+    line = buf if nl < 0 else buf[:buf.index(b"\n")]
+    if side is Side.CLIENT:
+        if nl < 0:
+            parts = line.split(b" ")
+            if len(parts) < 2 or not parts[0] or not _TOKEN.match(parts[0]) or not parts[1]:
+                return None
+            if request_line_kind(line) != VERSIONED:  # `GET /pa`: the target so far, no version
+                return RequestHead(escape(parts[0]), escape(b" ".join(parts[1:])), None, {}, ())
+        head = parse_request_head(buf if nl < 0 else buf[:nl + 1])
+        return head if head.method is not None else None
+    return parse_response_head(buf if nl < 0 else buf[:nl + 1])
 
 
 def parse_response_head(head: bytes) -> ResponseHead | None:
@@ -169,26 +214,76 @@ def parse_response_head(head: bytes) -> ResponseHead | None:
     m = _STATUS.match(line.rstrip(b"\r"))
     if not m:
         return None
-    headers, anomalies = parse_header_block(block)
+    headers, anomalies, other = read_header_block(block)
+    if b"\n" in head and not line.endswith(b"\r"):
+        anomalies = _once((Anomaly.BARE_LF, *anomalies))
     version = m.group(1)[5:].decode("ascii")
-    return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, anomalies)
+    return ResponseHead(version, int(m.group(2)), escape(m.group(3) or b""), headers, anomalies, other)
+
+
+def _once(anomalies: tuple[Anomaly, ...]) -> tuple[Anomaly, ...]:
+    return tuple(dict.fromkeys(anomalies)) if len(anomalies) > 1 else anomalies
 
 
 def parse_header_block(block: bytes) -> tuple[Headers, tuple[Anomaly, ...]]:
-    """Parse the header lines of a head: (headers, anomalies). Blocks of ordinary size are cached;
-    large ones (rare, or an attack) are parsed each time, so the cache stays small whatever comes."""
+    """Parse the header lines of a head: (headers, anomalies); see `read_header_block`."""
+    return read_header_block(block)[:2]
+
+
+def read_header_block(block: bytes) -> tuple[Headers, tuple[Anomaly, ...], Headers | None]:
+    """Parse the header lines of a head: (headers, anomalies, the other reading's headers or None).
+    Blocks of ordinary size are cached; large ones (rare, or an attack) are parsed each time, so the
+    cache stays small whatever comes."""
     if len(block) <= CACHED_BLOCK_BYTES:
-        return _parse_header_block(block)
-    return _parse_uncached(block)
+        return _read_header_block(block)
+    return _read_uncached(block)
 
 
-def _parse_uncached(block: bytes) -> tuple[Headers, tuple[Anomaly, ...]]:
+def _read_uncached(block: bytes) -> tuple[Headers, tuple[Anomaly, ...], Headers | None]:
     anomalies: list[Anomaly] = []
+    other: Headers | None = None
+    if _ODD_BLOCK.search(block):
+        block, other_block = _two_readings(block, anomalies)
+        if other_block != block:
+            other = parse_headers(other_block, [])
     headers = parse_headers(block, anomalies)
-    return headers, tuple(anomalies)
+    return headers, tuple(dict.fromkeys(anomalies)), None if other == headers else other
 
 
-_parse_header_block = lru_cache(maxsize=HEADER_CACHE_SIZE)(_parse_uncached)
+_read_header_block = lru_cache(maxsize=HEADER_CACHE_SIZE)(_read_uncached)
+
+
+def _two_readings(block: bytes, anomalies: list[Anomaly]) -> tuple[bytes, bytes]:
+    """Every line of an odd header block, read two ways, each rewritten with CRLF line ends: ours
+    takes every line (a white-space-only line is passed over; what follows a bare CR is a header
+    line of its own too, the value keeping the CR as a byte), so that no header hides; the other
+    stops at a white-space-only line and sees no line after a bare CR, as some servers do (dpkt,
+    like them, would stop there and hide the rest). The oddities are named."""
+    ours: list[bytes] = []
+    other: list[bytes] = []
+    other_done = False
+    for raw in block.split(b"\n")[:-1]:  # the piece after the last LF is not a line
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if len(line) == len(raw):
+            anomalies.append(Anomaly.BARE_LF)
+        if not line:  # the blank line that ends the head
+            break
+        if _CONTROL.search(line):
+            anomalies.append(Anomaly.CONTROL_CHAR)
+        if not line.strip(b" \t\r"):
+            anomalies.append(Anomaly.WHITESPACE_LINE)
+            other_done = True
+            continue
+        if b"\r" not in line:
+            ours.append(line)
+        else:  # the value keeps the CR; what follows it, if a header line, is one too
+            anomalies.append(Anomaly.BARE_CR)
+            first, *rest = line.split(b"\r")
+            ours += [line] if first.strip(b" \t") else []
+            ours += [piece for piece in rest if b":" in piece and piece[:1] not in b" \t"]
+        if not other_done:
+            other.append(line)
+    return b"".join(x + b"\r\n" for x in ours) + b"\r\n", b"".join(x + b"\r\n" for x in other) + b"\r\n"
 
 
 def parse_headers(block: bytes, anomalies: list[Anomaly]) -> Headers:
@@ -262,6 +357,16 @@ def _response_head(head: bytes) -> ResponseHead | None:
     """`parse_response_head`, remembered: a server sends the same head bytes over and over (the
     same file, the same Date within a second), and a parsed head is immutable."""
     return parse_response_head(head)
+
+
+def speaks_http(head: RequestHead | ResponseHead) -> bool:
+    """Whether a head shows its connection speaks HTTP: a status line, a request line with an HTTP
+    version, or HTTP/0.9's `GET target`, whole or cut short (a shell's `ls /tmp` has that shape
+    too, in lower case)."""
+    if isinstance(head, ResponseHead):
+        return head.status != 0  # 0: HTTP/0.9's headless answer, which any bytes could be
+    return head.method is not None and head.uri is not None and (
+        head.version not in (None, "0.9") or head.method.isupper())
 
 
 def head_end(buf: bytearray | bytes, scan: int) -> int:

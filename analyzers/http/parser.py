@@ -4,23 +4,17 @@ Fed bytes, gaps and end-of-stream in stream order (`data`, `gap`, `eof`); report
 message ends and anomalies to a `MessageSink` (sink.py: the conversation that pairs requests with
 responses). It keeps no body bytes: bodies are counted. It never raises on input: what a strict
 server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for the next
-message start and counts what it skipped. Every change of its state is made in this file (as in
-h11's `_state.py`); the pure questions it asks of the bytes are answered in head.py, framing.py
-(bodies, chunk lines) and resync.py (where the next message starts).
-
-Its calls to the sink keep one promise (written down as mitmproxy's `_hooks.py` does): every
-message that starts ends once. A message starts with its `on_head` and ends with one `on_end`,
-before the next `on_head`; `eof`, which every stream gets (FIN, RST, eviction, end of input), ends
-whatever is open, `truncated` if its framing wanted more. (`tunnel`, the sink's own switch, stops
-the stream where it is.) A head that never completes is no message: after its `on_begin` comes an
-anomaly naming why (junk at a client's start may only be counted, in `skipped_bytes`), and an
-`on_end` too if a gap cut it.
+message start and counts what it skipped. Every change of its state is made by its own methods (as
+in h11's `_state.py`): here, and for input that did not parse in recovery.py, its mixin; the pure
+questions it asks of the bytes are answered in head.py, framing.py (bodies, chunk lines) and
+resync.py (where the next message starts). The promise its calls to
+the sink keep (every message that starts ends once) is written down in sink.py.
 """
 
 from __future__ import annotations
 
 from analyzers.http.anomalies import Anomaly
-from analyzers.http.framing import MAX_LINE_BYTES, cached_body_framing, chunk_size
+from analyzers.http.framing import MAX_LINE_BYTES, cached_body_framing, chunk_size, chunk_size_oddity
 from analyzers.http.head import (
     MAX_HEAD_BYTES,
     TOKEN_BYTES,
@@ -34,8 +28,13 @@ from analyzers.http.head import (
     parse_request_head,
     parse_response_head_cached,
     start_line_ok,
+    status_line_ok,
 )
-from analyzers.http.resync import NOT_HTTP_PROBE_BYTES, find_start, keep_while_looking, rules_out_http
+from analyzers.http.recovery import Recovery
+from analyzers.http.resync import (
+    HTTP2_PREFACE,
+    NotHttp,
+)
 from analyzers.http.sink import MessageSink
 from analyzers.http.state import AFTER_HEAD, ENDS_WITH_HEAD, State
 from analyzers.side import Side
@@ -47,11 +46,12 @@ _HEAD, _BODY, _CHUNK_DATA, _CHUNK_END, _CLOSE_BODY, _TUNNEL = (
 _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 
 
-class MessageParser:
+class MessageParser(Recovery):
     """One side's message framing. `side` chooses the start-line grammar: requests or responses."""
 
-    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "last_ts", "line_checked",
-                 "messages", "one_line", "probing", "remaining", "side", "sink", "skipped_bytes", "state", "truncated")
+    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "inner", "last_ts", "lf_named",
+                 "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "side", "sink",
+                 "skipped_bytes", "state", "truncated")
 
     def __init__(self, side: Side, sink: MessageSink[MessageParser], resync: bool = False) -> None:
         self.side = side
@@ -62,12 +62,15 @@ class MessageParser:
         self.first_ts = self.last_ts = 0.0  # the current message's first and latest bytes
         self.gap_in_message = False  # bytes of the current message were lost
         self.truncated = False  # the current message ended before its framing said
+        self.lf_named = False  # the current message's bare LF line ends have been named
         self.messages = 0  # heads parsed
         self.skipped_bytes = 0  # bytes passed over while resynchronising
         self.line_checked = False  # the buffered head's first line has been looked at
         self.in_message = False  # a message has begun and not ended
         self.one_line = False  # the last request was a single line: header lines may follow
         self.probing = False  # junk at a client's start: give up as not HTTP past a budget
+        self.not_http_kind = NotHttp.OTHER  # what the client spoke instead, once it is NOT_HTTP
+        self.inner: MessageParser | None = None  # CARRY: the parser the tunnel's bytes go to
 
     # Input --------------------------------------------------------------------------------------
 
@@ -103,6 +106,8 @@ class MessageParser:
                 pos = self._peek_status(data, pos, ts)
             elif st == State.LATE_HEADERS:
                 pos = self._late_headers(data, pos, ts)
+            elif st == State.CARRY:
+                pos = self._carry(data, pos, ts)
             else:  # TUNNEL, NOT_HTTP, DONE: not ours to parse
                 pos = n
 
@@ -111,6 +116,9 @@ class MessageParser:
         the current message is cut short and the parser resynchronises."""
         st = self.state
         if st in (State.TUNNEL, State.NOT_HTTP, State.DONE):
+            return
+        if st == State.CARRY:
+            self.inner.gap(n, ts)  # type: ignore[union-attr]  # set with CARRY
             return
         if st == State.PEEK_STATUS:
             self._headless(ts)
@@ -139,18 +147,45 @@ class MessageParser:
     def eof(self, ts: float) -> None:
         """The stream ended (FIN, RST, eviction or end of capture)."""
         st = self.state
-        if st == State.PEEK_STATUS:
+        if st == State.CARRY:
+            self.inner.eof(ts)  # type: ignore[union-attr]  # set with CARRY
+        elif st == State.PEEK_STATUS:
             self._headless(ts)
             self._end(ts)
         elif st == State.CLOSE_BODY:
             self._end(ts)
         elif st == State.HEAD and self.buf:
-            self.sink.on_anomaly(self, Anomaly.INCOMPLETE_HEAD)
+            self._partial_head(ts)
         elif st in (State.BODY, State.CHUNK_SIZE, State.CHUNK_DATA, State.CHUNK_END, State.TRAILER):
             self.truncated = st != State.TRAILER
             self._end(ts)
         self.buf = bytearray()
         self.state = State.DONE
+
+    def carry(self, inner: MessageParser) -> None:
+        """A CONNECT tunnel opened: the rest of this stream goes to `inner`, the parser of the
+        conversation inside it (on the side whose head opened it, from `_complete_head`)."""
+        self.inner = inner
+        st = self.state
+        if st in (State.TUNNEL, State.NOT_HTTP, State.DONE):
+            return
+        if self.in_message and st is not _HEAD:  # a message sent after the CONNECT: cut by the switch
+            self.truncated = True
+            self._end(self.last_ts)
+        pending = bytes(self.buf) if st in (_HEAD, State.RESYNC, State.LATE_HEADERS) else b""
+        self.buf = bytearray()
+        self.in_message = self.line_checked = self.one_line = False
+        self.state = State.CARRY
+        if pending:  # bytes the client sent into the tunnel before the 2xx was seen
+            inner.data(pending, self.last_ts)
+
+    def _carry(self, data: bytes, pos: int, ts: float) -> int:
+        inner = self.inner
+        assert inner is not None
+        inner.data(data[pos:] if pos else data, ts)
+        if inner.state in (State.TUNNEL, State.NOT_HTTP):
+            self.state = _TUNNEL  # nothing more for the inner parser: bytes are dropped from here
+        return len(data)
 
     def tunnel(self) -> None:
         """The other side switched protocols (CONNECT 2xx, 101): the rest of this stream is not HTTP.
@@ -202,6 +237,7 @@ class MessageParser:
                 return self._complete_head(data[pos:end], end, ts)
         scan, old = max(0, len(buf) - 3), len(buf)  # a head's end may straddle the old and new bytes
         buf += data[pos:] if pos else data
+        self.last_ts = ts
         if not self.line_checked:
             nl = buf.find(b"\n")
             if nl < 0:
@@ -212,12 +248,19 @@ class MessageParser:
             line = bytes(buf[:nl])
             if self.side is _CLIENT and not start_line_ok(line, _CLIENT):
                 if self.messages == 0 and is_binary(line.rstrip(b"\r")):
-                    return self._junk(bytes(buf), ts, True)
+                    self._junk(bytes(buf), ts, True)
+                    return n  # all of `data` is in `buf`, which the resync took over
                 # HTTP/0.9, or a line no server can read: either way the head is this one line.
                 return self._complete_head(bytes(buf[:nl + 1]), pos + nl + 1 - old, ts)
-            if self.side is _SERVER and not start_line_ok(line, _SERVER):
+            if self.side is _SERVER and not status_line_ok(line):
+                if self.sink.headless_response():  # HTTP/0.9's answer, a body that starts "HTTP/"
+                    self._headless(ts)
+                    return n
                 self.sink.on_anomaly(self, Anomaly.BAD_STATUS_LINE)
-                return self._junk(bytes(buf), ts, False)
+                skip = nl + 1 if line[:5].upper() == b"HTTP/" else 0  # resync would find it again
+                self.skipped_bytes += skip
+                self._junk(bytes(buf[skip:]), ts, False)
+                return n
         end = head_end(buf, scan)
         if end > MAX_HEAD_BYTES or (end < 0 and len(buf) > MAX_HEAD_BYTES):
             return self._oversized(bytes(buf), ts)
@@ -282,6 +325,9 @@ class MessageParser:
         if self.buf:
             self.buf = bytearray()
         self.line_checked = False
+        if self.side is _CLIENT and not self.messages and head.startswith(HTTP2_PREFACE[:16]):
+            self._not_http(NotHttp.HTTP2)  # `PRI * HTTP/2.0`: HTTP/2 with prior knowledge
+            return consumed
         self.messages += 1
         if self.side is _CLIENT:
             parsed: RequestHead | ResponseHead | None = parse_request_head(head)
@@ -295,12 +341,15 @@ class MessageParser:
                 self._start_resync()
                 return consumed
             method = self.sink.on_head(self, parsed, self.first_ts, ts)
+        self.lf_named = Anomaly.BARE_LF in parsed.anomalies  # type: ignore[union-attr]
         framing, length, anomalies = cached_body_framing(parsed, method)  # type: ignore[arg-type]
         for name in anomalies:
             self.sink.on_anomaly(self, name)
         self.last_ts = ts
         self.remaining = length
         after = AFTER_HEAD[framing]
+        if self.inner is not None and (after is _TUNNEL or after is _HEAD):
+            after = State.CARRY  # a CONNECT's 2xx (204 too): the conversation inside the tunnel follows
         if after in ENDS_WITH_HEAD:
             self._end(ts)
         self.state = after  # nothing is buffered (above): RESYNC starts clean
@@ -322,6 +371,9 @@ class MessageParser:
         line = bytes(self.buf) + data[pos:nl] if self.buf else data[pos:nl]
         self.buf = bytearray()
         self.last_ts = ts
+        if line[-1:] != b"\r" and not self.lf_named:  # named once a message, head or chunk lines
+            self.lf_named = True
+            self.sink.on_anomaly(self, Anomaly.BARE_LF)
         line = line.rstrip(b"\r")
         st = self.state
         if st == State.CHUNK_END:
@@ -337,6 +389,8 @@ class MessageParser:
 
     def _chunk_size(self, line: bytes, ts: float) -> None:
         size = chunk_size(line)
+        if (line[:1] in b" \t" or line[-1:] in b" \t") and line and chunk_size_oddity(line):
+            self.sink.on_anomaly(self, Anomaly.CHUNK_SIZE_WHITESPACE)
         if isinstance(size, Anomaly):
             self.sink.on_anomaly(self, size)
             self._cut_short(ts)
@@ -353,7 +407,7 @@ class MessageParser:
         self.in_message = True
         self.first_ts = self.last_ts = ts
         self.body_len = 0
-        self.gap_in_message = self.truncated = False
+        self.gap_in_message = self.truncated = self.lf_named = False
 
     def _end(self, ts: float) -> None:
         self.last_ts = ts
@@ -376,71 +430,3 @@ class MessageParser:
         self.truncated = True
         self._end(ts)
         self._start_resync()
-
-    # Recovery: off the hot path, for input that did not parse ----------------------------------
-
-    def _start_resync(self) -> None:
-        """From here on, look for the next message start."""
-        self.state = State.RESYNC
-        self.buf = bytearray()
-        self.line_checked = False
-
-    def _resync(self, data: bytes, pos: int, ts: float) -> int:
-        """Look for a message start in what is buffered plus `data[pos:]`; parse on from it if found."""
-        buf = self.buf
-        buf += data[pos:] if pos else data
-        start = find_start(buf, self.side)
-        if start < 0:
-            excess = len(buf) - keep_while_looking(self.side)
-            if excess > 0:
-                self.skipped_bytes += excess
-                del buf[:excess]
-            if self.probing and self.skipped_bytes + len(buf) > NOT_HTTP_PROBE_BYTES:
-                self._not_http()
-            return len(data)
-        if self.probing:
-            self.probing = False
-            self.sink.on_anomaly(self, Anomaly.JUNK_BEFORE_FIRST_MESSAGE)
-        self.skipped_bytes += start
-        rest = bytes(buf[start:])
-        self.buf = bytearray()
-        self.state = State.HEAD
-        self.data(rest, ts)
-        return len(data)
-
-    def _junk(self, data: bytes, ts: float, probing: bool) -> int:
-        """What should have been a message start is not one: look for the next one in it. `probing`:
-        it came where a client's first request should be, so it may be another protocol."""
-        self.in_message = False
-        self.probing = probing
-        self._start_resync()
-        self._resync(data, 0, ts)
-        return len(data)
-
-    def _oversized(self, head: bytes, ts: float) -> int:
-        """A head over the limit: dropped. Resync resumes right after its first MAX_HEAD_BYTES
-        bytes, wherever the segments happened to end, so the outcome does not depend on them.
-        It had the shape of a message: this is HTTP, no longer probed."""
-        self.sink.on_anomaly(self, Anomaly.OVERSIZED_HEAD)
-        self.skipped_bytes += MAX_HEAD_BYTES
-        self._junk(head[MAX_HEAD_BYTES:], ts, False)
-        return len(head)
-
-    def _bad_start(self, first: int) -> None:
-        """`first` cannot begin the message that should start here. At a client's start it may be another
-        protocol: TLS is given up on at once, anything else probed; later it is an anomaly. Then resync."""
-        if self.side is _CLIENT and self.messages == 0:
-            if rules_out_http(first):
-                self._not_http()
-                return
-            self.probing = True  # junk where the first request should be: HTTP, or not?
-        else:
-            self.sink.on_anomaly(self, Anomaly.BAD_REQUEST_LINE if self.side is _CLIENT else Anomaly.BAD_STATUS_LINE)
-        self._start_resync()
-
-    def _not_http(self) -> None:
-        """The first bytes of a client are not HTTP (TLS, SSH, ...): stop parsing this direction."""
-        self.sink.on_anomaly(self, Anomaly.NOT_HTTP)
-        self.buf = bytearray()
-        self.in_message = False
-        self.state = State.NOT_HTTP

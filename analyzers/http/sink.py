@@ -1,6 +1,15 @@
 """What an HTTP parser reports to: the calls a `MessageSink` takes, implemented by the conversation
-(transactions.py), which pairs requests with responses. The promise the parser keeps about the
-order of these calls (every message that starts ends once) is written down in parser.py.
+(transactions.py), which pairs requests with responses.
+
+The parser's calls keep one promise (written down as mitmproxy's `_hooks.py` does): every message
+that starts ends once. A message starts with its `on_head` and ends with one `on_end`, before the
+next `on_head`; `eof`, which every stream gets (FIN, RST, eviction, end of input), ends whatever is
+open, `truncated` if its framing wanted more. (`tunnel`, the sink's own switch, stops the stream
+where it is; `carry` hands the rest to the parser of the conversation inside a CONNECT tunnel.) A
+head the stream ends inside, or over the size limit, is a message cut short when its start line
+was read (`METHOD target` at least); a head that never completes otherwise is no message: after
+its `on_begin` comes an anomaly naming why (junk at a client's start may only be counted, in
+`skipped_bytes`), and an `on_end` too if a gap cut it.
 
 A sink is generic in the parser that calls it, which it gets with every call to read its public
 fields (`side`, `in_message`, `body_len`, `last_ts`, `gap_in_message`, `truncated`); so this

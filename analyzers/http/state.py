@@ -1,6 +1,7 @@
 """Where one direction's HTTP parser stands in its stream: the states, and where a head leads, as data.
 
-Apart from parser.py, which makes every move between them, as h11's tables are apart from its moves.
+Apart from parser.py (and recovery.py, its mixin), which make every move between them, as h11's tables
+are apart from its moves.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ class State(IntEnum):
     DONE = 10  # the stream has ended
     PEEK_STATUS = 11  # answer to a one-line request: a status line, or HTTP/0.9's bare body?
     LATE_HEADERS = 12  # header lines after a one-line request: they belong to it
+    CARRY = 13  # inside a CONNECT tunnel: the bytes are handed to the parser of the conversation inside
 
 
 # Where a complete head leaves the parser, by its body's framing. In the last three the message ends
 # with its head: the next head follows, or another protocol, or (a body no one can frame) a resync.
 AFTER_HEAD = {Framing.LENGTH: State.BODY, Framing.CHUNKED: State.CHUNK_SIZE, Framing.CLOSE: State.CLOSE_BODY,
               Framing.NONE: State.HEAD, Framing.TUNNEL: State.TUNNEL, Framing.UNKNOWN: State.RESYNC}
-ENDS_WITH_HEAD = frozenset({State.HEAD, State.TUNNEL, State.RESYNC})
+ENDS_WITH_HEAD = frozenset({State.HEAD, State.TUNNEL, State.RESYNC, State.CARRY})

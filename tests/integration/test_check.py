@@ -163,8 +163,9 @@ def test_rule_naming_an_unknown_anomaly_or_flag_is_refused(tmp_path: Path) -> No
     lines = p.stderr.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith(f"{conf}:4: rules[0].match.anomalies[1]: found 'bad_chunk_sise', expected one of "
-                               "bad_chunk_size, bad_chunk_terminator, ")
-    assert lines[0].endswith(", transfer_encoding_not_chunked; did you mean 'bad_chunk_size'?")
+                               "ambiguous_framing_chunked, ambiguous_framing_close, ")
+    assert ", bad_chunk_size, bad_chunk_terminator, " in lines[0]
+    assert lines[0].endswith(", transfer_encoding_not_chunked, whitespace_line; did you mean 'bad_chunk_size'?")
     assert lines[1] == (f"{conf}:5: rules[0].match.flags: found 'trunkated', expected one of gap, midstream, "
                         "no_response, no_request, truncated, tunnel; did you mean 'truncated'?")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import pcapgen as g
 from helpers.env import corpus
 
 SCRIPT = Path(sys.executable).parent / "pcapwatch"
@@ -124,7 +125,7 @@ def test_output_file_same_as_stdout(tmp_path: Path, mix: Path, mix_stdout: bytes
     assert (p.stdout, p.stderr, p.returncode) == (b"", b"", 0)
     assert out.read_bytes() == mix_stdout
     lines = mix_stdout.splitlines()
-    assert len(lines) == 894
+    assert len(lines) == 896  # 892 requests tshark sees, 2 garbage lines, 2 heads never finished
     assert all(json.loads(line)["pcap_file"] == "mix.pcap" for line in lines)
 
 
@@ -191,9 +192,12 @@ def test_stats_json_counts(stats_json: dict[str, Any], mix: Path, mix_stdout: by
     assert s["bytes"] == mix.stat().st_size == manifest["files"][0]["bytes"]
     assert s["frames"] == s["tcp_packets"] == manifest["capture_packets"] == 7042
     assert s["frames_skipped"] == {}
-    assert s["transactions"] == len(mix_stdout.splitlines()) == 894
+    assert s["transactions"] == len(mix_stdout.splitlines()) == 896  # 2 of them heads never finished
     assert s["connections"]["active"] == 0
     assert s["connections"]["not_http"] == 0
+    assert s["http"] == {"pipeline_overflow": 0, "overflow_responses": 0, "tunnels": 0,
+                         "tunnel_not_http": {"tls": 0, "http2": 0, "other": 0},
+                         "not_http": {"tls": 0, "http2": 0, "other": 0}}
     assert s["tcp"]["gaps"] == 0 and s["tcp"]["gap_bytes"] == 0  # tcpdump dropped nothing
     assert manifest["tcpdump"]["dropped_by_kernel"] == 0
     assert s["tcp_payload_bytes"] == tcp_payload_bytes(mix) == 12_452_197
@@ -217,20 +221,57 @@ def test_stats_text_summary(mix: Path, mix_stdout: bytes, stats_json: dict[str, 
     assert p.stdout == mix_stdout and p.returncode == 0
     lines = p.stderr.decode().splitlines()
     labels = [line.split()[0] for line in lines]
-    assert labels == ["files", "frames", "connections", "transactions", "tcp", "anomalies"]
+    assert labels == ["files", "frames", "connections", "transactions", "tcp", "http", "anomalies"]
     text = {line.split()[0]: line.split(None, 1)[1] for line in lines}
     s = stats_json
     mb = manifest["files"][0]["bytes"] / 1e6
     assert text["files"] == f"1 (0 with errors), {mb:,.1f} MB"
     assert text["frames"] == "7,042 (skipped: none)"
-    assert text["transactions"] == f"{len(mix_stdout.splitlines()):,}" == "894"
+    assert text["transactions"] == f"{len(mix_stdout.splitlines()):,}" == "896"
     c = s["connections"]
     assert text["connections"].startswith(f"{c['connections']:,} (midstream {c['midstream']:,}, ")
+    assert text["connections"].endswith("not HTTP 0: tls 0, http2 0, other 0)")
+    assert text["http"] == "pipeline overflow 0 (answers after it 0), CONNECT tunnels parsed 0 (not HTTP inside: " \
+                           "tls 0, http2 0, other 0)"
     assert f"retransmitted {s['tcp']['retransmitted_segments']:,}," in text["tcp"]
     assert "gaps 0 (0 bytes)" in text["tcp"]
     want_anomalies = ", ".join(f"{k} {v:,}" for k, v in s["anomalies"].items()) or "none"
     assert text["anomalies"] == want_anomalies
     assert all(re.match(r"^  \S+ +\S", line) for line in lines)
+
+
+def test_stats_count_what_is_not_http_by_kind(tmp_path: Path) -> None:
+    """A capture with a TLS connection, HTTP/2 with prior knowledge, a shell on port 80 and a CONNECT
+    tunnel with HTTP inside: the records are the HTTP ones, the rest is counted by kind."""
+    segs: list[g.Segment] = []
+    t0 = 1_700_000_000 * 10**9
+    for n, (client, server) in enumerate([
+        (bytes.fromhex("16030100f4010000f00303") + bytes(64), bytes.fromhex("160303003d020000390303") + bytes(64)),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+         b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"),
+        (b"id\n", b"uid=0(root) gid=0(root)\n"),
+    ]):
+        c = g.Conn(segs, n + 1)
+        c.open(t0 + n * 10**8)
+        t = c.send(t0 + n * 10**8 + 10_000, True, client)
+        c.close(c.send(t + 1000, False, server) + 1000)
+    tun = g.Conn(segs, 9, 3128)
+    tun.open(t0 + 10**9)
+    t = tun.send(t0 + 10**9 + 10_000, True, b"CONNECT in.test:80 HTTP/1.1\r\n\r\n")
+    t = tun.send(t + 1000, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
+    t = tun.send(t + 1000, True, b"GET /inside HTTP/1.1\r\nHost: in.test\r\n\r\n")
+    tun.close(tun.send(t + 1000, False, b"HTTP/1.1 204 No Content\r\n\r\n") + 1000)
+    segs.sort(key=lambda s: s.ts_ns)
+    cap = tmp_path / "kinds.pcap"
+    g.write_pcap(cap, g.LINKTYPE_ETHERNET, g.frames(segs))
+    p = run("read", cap, "--stats", "json")
+    assert p.returncode == 0
+    records = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [(r["method"], r["host"], r["uri"], r["status_code"], r["flags"]) for r in records] == [
+        ("CONNECT", None, "in.test:80", 200, ["tunnel"]), ("GET", "in.test:80", "/inside", 204, ["tunnel"])]
+    s = json.loads(p.stderr.decode().splitlines()[-1])
+    assert s["http"]["not_http"] == {"tls": 1, "http2": 1, "other": 1}
+    assert (s["http"]["tunnels"], s["connections"]["not_http"], s["transactions"]) == (1, 3, 2)
 
 
 # terminal-only output --------------------------------------------------------------------------

@@ -21,9 +21,11 @@ from helpers.env import need_tool
 from helpers.liveenv import wait_until
 from helpers.outputservers import RedisServer, stream_ids
 
+from analyzers import Strings
 from watcher.config.model import RedisOutputConfig
 from watcher.sinks import open_sink
 from watcher.sinks.base import Backoff, Record
+from watcher.sinks.jsontext import encode, utf8
 from watcher.sinks.redis_sink import RedisSink
 
 KEY = "pcapwatch:http"
@@ -246,6 +248,39 @@ def test_publish_mode_reaches_a_subscriber_in_order(server: RedisServer) -> None
         assert server.client().exists(KEY) == 0  # nothing written to a stream
     finally:
         s.close(5)
+        sub.close()
+
+
+def test_utf8_text_in_the_stream_and_on_the_channel(server: RedisServer) -> None:
+    """Redis holds the JSON's UTF-8 bytes (the text of /Köln as such); a capture file name that is not
+    UTF-8 as its JSON escape (a record is not refused for it); strings: ascii as before, 7-bit."""
+    text = {**record(1), "host": "k\u00f6ln.test", "uri": "/K\u00f6ln/\u6771\u4eac", "pcap_file": "caf\udce9.pcap"}
+    sub = server.client().pubsub()
+    sub.subscribe("pcapwatch:live")
+    first = sub.get_message(timeout=5)
+    assert first is not None and first["type"] == "subscribe"
+    stream, channel = sink(server), sink(server, mode="publish", key="pcapwatch:live")
+    try:
+        for s in (stream, channel):
+            s.submit(text)
+            assert s.flush(30)
+            s.strings = Strings.ASCII
+            s.submit(text)
+            assert s.flush(30)
+            assert s.stats()["written"] == 2
+        m = [sub.get_message(timeout=5) for _ in range(2)]
+        assert all(x is not None for x in m)
+        stored = [f[b"json"] for _, f in server.client().xrange(KEY)]  # type: ignore[index,union-attr]
+        published = [x["data"] for x in m if x is not None]
+        want = [utf8(encode(text)), encode(text, Strings.ASCII).encode("ascii")]
+        assert stored == published == want
+        assert b'"uri":"/K\xc3\xb6ln/\xe6\x9d\xb1\xe4\xba\xac"' in want[0]
+        assert b'"pcap_file":"caf\\udce9.pcap"' in want[0]
+        assert b'"uri":"/K\\u00f6ln/\\u6771\\u4eac"' in want[1]
+        assert json.loads(stored[0]) == json.loads(stored[1]) == text
+    finally:
+        stream.close(5)
+        channel.close(5)
         sub.close()
 
 

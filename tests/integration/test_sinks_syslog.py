@@ -18,8 +18,9 @@ from helpers.outputservers import Rsyslog
 
 from watcher.config.model import SyslogOutputConfig
 from watcher.sinks import open_sink
-from watcher.sinks.base import Backoff, Record, encode
+from watcher.sinks.base import Backoff, Record
 from watcher.sinks.ecs import timestamp
+from watcher.sinks.jsontext import encode
 from watcher.sinks.syslog import SyslogSink, structured_data
 
 HOSTNAME = "web-1"
@@ -126,5 +127,35 @@ def test_rsyslog_restart_over_udp_counts_the_lost_records(rsyslog: Rsyslog) -> N
         # The 100 sent while it was down are known lost (the last one's refusal came with the next send).
         assert s.stats() == {"submitted": 300, "written": 200, "dropped": 100, "retries": 0, "errors": 100,
                              "reconnects": 0, "buffered": 0}
+    finally:
+        s.close(5)
+
+
+@pytest.mark.parametrize("transport", ["unix", "udp", "tcp"])
+def test_rsyslog_writes_utf8_text_and_the_bom(rsyslog: Rsyslog, transport: str) -> None:
+    """A record with UTF-8 text from the wire: rsyslog parses the message (RFC 5424 6.4: a MSG in
+    UTF-8 starts with the BOM) and writes the text's UTF-8 bytes in the structured data and the
+    message, so a grep of its file finds Köln; an ASCII record's message has no BOM, as before."""
+    address = {"unix": f"unix:{rsyslog.sock}", "udp": f"udp://127.0.0.1:{rsyslog.udp}",
+               "tcp": f"tcp://127.0.0.1:{rsyslog.tcp}"}[transport]
+    s = sink(address)
+    try:
+        text = {**record(1), "host": "k\u00f6ln.test", "uri": "/st\u00e4dte/K\u00f6ln?q=\u20ac&x=\\xff",
+                "user_agent": "\U0001f600 \\xe2\\x80\\xae"}
+        plain = record(2)
+        s.submit(text)
+        s.submit(plain)
+        assert s.flush(30)
+        assert len(rsyslog.wait_lines(2)) == 2
+        data = rsyslog.out.read_bytes()
+        want_text = (f"local3|info|{timestamp(text['ts'])}|{HOSTNAME}|pcapwatch|{os.getpid()}|http|"
+                     f"{structured_data(text)}|\ufeff{encode(text)}\n").encode()
+        want_plain = (expected(plain) + "\n").encode("ascii")
+        assert sorted(data.splitlines(keepends=True)) == sorted([want_text, want_plain])
+        assert b' host="k\xc3\xb6ln.test" uri="/st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac&x=\\\\xff" ' in data
+        assert b'|\xef\xbb\xbf{"ts":' in data and data.count(b"\xef\xbb\xbf") == 1
+        assert data.count(b"K\xc3\xb6ln") == 2  # structured data and message: what grep finds
+        assert b'"user_agent":"\xf0\x9f\x98\x80 \\\\xe2\\\\x80\\\\xae"' in data  # the bidi override stays \xNN
+        assert s.stats()["written"] == 2
     finally:
         s.close(5)

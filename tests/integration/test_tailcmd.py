@@ -7,6 +7,8 @@ address zmq refuses gets one line and status 2.
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import subprocess
 import time
@@ -17,7 +19,8 @@ from helpers.liveenv import PCAPWATCH, wait_until
 from helpers.outputservers import Tail
 
 from watcher.config.model import ZmqOutputConfig
-from watcher.sinks.base import Record, encode
+from watcher.sinks.base import Record
+from watcher.sinks.jsontext import encode, utf8
 from watcher.sinks.zmq_sink import ZmqSink
 from watcher.sinks.zmq_tail import format_line
 
@@ -109,6 +112,40 @@ def test_tail_on_a_terminal_is_colored_and_sigterm_ends_it(tap: ZmqSink, utc: No
     assert t.lines == [format_line(f"http.{_cls(r)}", r, color=True) for r in records]
     assert "\033[32m200\033[0m" in t.lines[0] and "\033[1;31m503\033[0m" in t.lines[4]
     assert (code, err) == (0, "")
+
+
+def test_tail_json_is_utf8_and_lines_follow_the_terminal_encoding(tap: ZmqSink, utc: None) -> None:
+    """In a Latin-1 locale: `--json` prints the records as published, UTF-8 (JSON is UTF-8), so a grep
+    finds Köln; the plain lines are for that terminal: what Latin-1 has (ö) in it, the rest (東京) as
+    escapes, never a traceback."""
+    r = {**record(0), "host": "k\u00f6ln.test", "uri": "/K\u00f6ln/\u6771\u4eac"}
+    env = {**os.environ, "TZ": "UTC", "PYTHONIOENCODING": "latin-1"}
+    cases = [(("--json",), utf8(encode(r)) + b"\n"),
+             ((), (format_line("http.2xx", r, color=False) + "\n").encode("latin-1", "backslashreplace"))]
+    assert b"K\xc3\xb6ln/\xe6\x9d\xb1\xe4\xba\xac" in cases[0][1]
+    assert b"k\xf6ln.test/K\xf6ln/\\u6771\\u4eac" in cases[1][1]
+    assert tap.endpoint is not None
+    for args, want in cases:
+        p = subprocess.Popen([*PCAPWATCH, "tail", "--connect", tap.endpoint, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+        assert p.stdout is not None and p.stderr is not None
+        try:
+            assert wait_until(lambda: tap.stats()["subscriptions"] == 1, 10.0)
+            tap.submit(r)
+            assert tap.flush(10)
+            got = b""
+            end = time.monotonic() + 10
+            while not got.endswith(b"\n") and time.monotonic() < end:
+                if select.select([p.stdout], [], [], 0.2)[0]:
+                    got += os.read(p.stdout.fileno(), 65536)
+        finally:
+            p.send_signal(signal.SIGINT)
+            code = p.wait(10)
+        assert got == want
+        assert (code, p.stderr.read()) == (0, b"")
+        p.stdout.close()
+        p.stderr.close()
+        assert wait_until(lambda: tap.stats()["subscriptions"] == 0, 10.0)
 
 
 def test_tail_refuses_a_bad_address() -> None:

@@ -10,6 +10,7 @@ bytes and the bidi override stay ``\\xNN``, and `strings: ascii` gives the all-e
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -70,12 +71,23 @@ def settled(capture: Path) -> None:
     wait_for("tcpdump to write the packets", still)
 
 
-def read(capture: Path, *options: str) -> list[str]:
-    """`pcapwatch read` on the capture: its output lines."""
-    p = subprocess.run([*PCAPWATCH, "read", *options, str(capture)], capture_output=True, timeout=60)
+def read(capture: Path, *options: str, encoding: str | None = None) -> bytes:
+    """`pcapwatch read` on the capture: its standard output (`encoding`: the one Python gives it, as
+    a locale of that charset would)."""
+    env = dict(os.environ)
+    if encoding is not None:
+        env["PYTHONIOENCODING"] = encoding
+    p = subprocess.run([*PCAPWATCH, "read", *options, str(capture)], capture_output=True, timeout=60, env=env)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.isascii()  # the JSON stays ASCII: text beyond it as \u escapes
-    return p.stdout.decode().splitlines()
+    return p.stdout
+
+
+def grep(pattern: str, path: Path) -> list[bytes]:
+    """The lines of `path` in which grep finds `pattern` (a fixed string, as its UTF-8 bytes)."""
+    p = subprocess.run(["grep", "-F", "--", pattern.encode("utf-8"), str(path)], capture_output=True, timeout=10,
+                       env={**os.environ, "LC_ALL": "C"})
+    assert p.returncode in (0, 1), p.stderr
+    return p.stdout.splitlines()
 
 
 def test_utf8_request_path_and_headers_captured_and_read(live: Live, tmp_path: Path) -> None:
@@ -87,17 +99,39 @@ def test_utf8_request_path_and_headers_captured_and_read(live: Live, tmp_path: P
         settled(capture)
     status = int(answer.split(b" ", 2)[1])
 
-    lines = read(capture)
+    out = read(capture)
+    lines = out.splitlines()
     records = [json.loads(line) for line in lines]
     assert len(records) == 2
     raw, by_curl = sorted(records, key=lambda r: r["ts"])
     assert (raw["method"], raw["uri"], raw["host"], raw["user_agent"], raw["status_code"]) == (
         "GET", PATH_UTF8, "k\u00f6ln.test", AGENT_UTF8, status)
     assert (by_curl["uri"], by_curl["user_agent"], by_curl["status_code"]) == (CURL_SENT, "curl-K\u00f6ln", 404)
-    assert "K\u00f6ln" in raw["uri"]  # what a user searching for it finds
-    assert sum('"uri":"/st\\u00e4dte/K\\u00f6ln?q=\\u20ac&x=\\\\xff"' in line for line in lines) == 1
+    # The lines hold the text's UTF-8 bytes; what is not safe text stays \xNN (JSON "\\xNN").
+    assert sum(b'"uri":"/st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac&x=\\\\xff"' in line for line in lines) == 1
+    assert sum(b'"user_agent":"pr\xc3\xbcfer/1 \\\\xe2\\\\x80\\\\xaeevil \xf0\x9f\x98\x80"' in line
+               for line in lines) == 1
+    assert b"\xe2\x80\xae" not in out and b"\\u" not in out  # no raw bidi override, no \u escape
+    # What a user searching for it finds: grep on the file `read -o` writes; standard output in a
+    # Latin-1 locale holds the same UTF-8 bytes.
+    need_tool("grep")
+    written = tmp_path / "records.jsonl"
+    assert read(capture, "-o", str(written)) == b""
+    assert written.read_bytes() == out
+    assert [json.loads(x)["uri"] for x in grep("st\u00e4dte/K\u00f6ln", written)] == [PATH_UTF8]
+    assert [json.loads(x)["uri"] for x in grep("curl-K\u00f6ln", written)] == [CURL_SENT]
+    assert len(grep("K\u00f6ln", written)) == 2
+    assert read(capture, encoding="latin-1") == out
 
-    ascii_records = sorted((json.loads(line) for line in read(capture, "--strings", "ascii")), key=lambda r: r["ts"])
+    ascii_out = read(capture, "--strings", "ascii")
+    assert ascii_out.isascii() and b"\\u" not in ascii_out  # 7-bit, every non-ASCII byte as \xNN
+    assert sum(b'"uri":"/st\\\\xc3\\\\xa4dte/K\\\\xc3\\\\xb6ln?q=\\\\xe2\\\\x82\\\\xac&x=\\\\xff"' in line
+               for line in ascii_out.splitlines()) == 1
+    ascii_file = tmp_path / "ascii.jsonl"
+    ascii_file.write_bytes(ascii_out)
+    assert grep("K\u00f6ln", ascii_file) == [] and len(grep("K\\\\xc3\\\\xb6ln", ascii_file)) == 2
+    assert read(capture, "--strings", "ascii", encoding="latin-1") == ascii_out
+    ascii_records = sorted((json.loads(line) for line in ascii_out.splitlines()), key=lambda r: r["ts"])
     assert (ascii_records[0]["uri"], ascii_records[0]["host"], ascii_records[0]["user_agent"]) == (
         PATH_ASCII, "k\\xc3\\xb6ln.test", AGENT_ASCII)
     assert (ascii_records[1]["uri"], ascii_records[1]["user_agent"]) == (CURL_SENT, "curl-K\\xc3\\xb6ln")
@@ -124,7 +158,15 @@ def test_run_writes_utf8_text_and_rules_match_it(live: Live, strings: str) -> No
         send_raw(live.port)
         wait_for("one record", lambda: len(live.records()) >= 1)
     (r,) = live.records()
-    assert live.out.read_bytes().isascii()
+    data = live.out.read_bytes()
+    need_tool("grep")
+    if strings == "utf8":  # the text's UTF-8 bytes: grep finds the record
+        assert b'"host":"k\xc3\xb6ln.test"' in data and b'"uri":"/st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac&x=' in data
+        assert b'"user-agent":"pr\xc3\xbcfer/1 \\\\xe2\\\\x80\\\\xaeevil \xf0\x9f\x98\x80"' in data  # allow-listed
+        assert grep("K\u00f6ln", live.out) == data.splitlines()
+    else:  # 7-bit ASCII as before, every non-ASCII byte \xNN: grep finds only the escaped form
+        assert data.isascii() and b"\\u" not in data
+        assert grep("K\u00f6ln", live.out) == [] and grep("k\\\\xc3\\\\xb6ln.test", live.out) == data.splitlines()
     if strings == "utf8":
         assert (r["uri"], r["host"], r["user_agent"], r["tags"]) == (PATH_UTF8, "k\u00f6ln.test", AGENT_UTF8,
                                                                      ["koeln"])

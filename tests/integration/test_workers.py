@@ -30,6 +30,7 @@ from helpers.pcapgen import Segment
 from analyzers.tcp.frames import ACK, FIN, SYN
 from watcher.read import parallel as workers
 from watcher.read.job import ReadResult, read_captures
+from watcher.read.lines import open_output
 
 PSH = 0x08
 T0 = 1_700_000_000 * 10**9
@@ -107,6 +108,24 @@ def test_strings_in_every_worker(tmp_path: Path, strings: str, prefix: str) -> N
     many = read_records(path, workers=2, strings=strings)
     assert lines(many[0]) == lines(one[0])
     assert len(one[0]) > 60 and all(r["uri"].startswith(prefix + "/") for r in one[0])
+
+
+def test_utf8_bytes_from_every_worker(tmp_path: Path) -> None:
+    """The output file's bytes, from one process and from workers (whose lines cross a pipe): UTF-8
+    text as its bytes, and a capture file name that is not UTF-8 as its JSON escape (\\udce9), the
+    same lines either way."""
+    name = os.fsdecode(b"caf\xe9.pcap")  # "caf\udce9.pcap": a name of Latin-1 bytes
+    path = g.write_pcap(tmp_path / name, g.LINKTYPE_ETHERNET, g.frames(traffic(prefix=b"/K\xc3\xb6ln")))
+    outs = []
+    for n in (1, 2):
+        out_path = tmp_path / f"out{n}.jsonl"
+        with open_output(str(out_path)) as out:
+            read_captures([str(path)], out, io.StringIO(), workers=n)
+        outs.append(out_path.read_bytes())
+    one, many = (sorted(o.splitlines()) for o in outs)
+    assert many == one and len(one) > 60
+    assert all(b'"uri":"/K\xc3\xb6ln/' in line and line.endswith(b'"pcap_file":"caf\\udce9.pcap"}') for line in one)
+    assert {json.loads(line)["pcap_file"] for line in one} == {name}
 
 
 def test_rotation_files_of_every_format(tmp_path: Path) -> None:

@@ -366,8 +366,9 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
             "(and counted)", minimum=1),
     ), RoutesConfig),
     Scalar(Key("strings", Kind.CHOICE, "utf8", "how text from the wire (URIs, header values, reason phrases) is "
-               "written: utf8 keeps valid UTF-8 as text (JSON \\u escapes), ascii writes every byte that is not "
-               "printable ASCII as \\xNN; in both, invalid UTF-8, control characters and \\ are \\xNN",
+               "written: utf8 keeps valid UTF-8 as text (UTF-8 in every output), ascii writes every byte that is "
+               "not printable ASCII as \\xNN (7-bit JSON, as before); in both, invalid UTF-8, control characters "
+               "and \\ are \\xNN",
                choices=("utf8", "ascii"))),
     Scalar(Key("rules_dir", Kind.PATH, "rules.d", "directory of rule files (*.yaml, each `rules: [...]`), read in "
                "name order after the rules below; null: none", nullable=True)),

@@ -1,11 +1,20 @@
-"""Writes records as JSON lines (one object per transaction) to a text stream."""
+"""Writes records as JSON lines (one object per transaction) to a text stream.
+
+The JSON holds text as characters (README "Text"): written to a UTF-8 stream, a record for /Köln
+holds the bytes of Köln, so grep finds it. With `strings: ascii` the line is 7-bit ASCII, non-ASCII
+characters as \\u escapes, as before there was a choice. Where lines become bytes, `UTF8_ERRORS`
+is the error handler: the only characters UTF-8 cannot encode are lone surrogates (a file name that
+is not UTF-8, as Python decodes it), which it writes as the same JSON escape as the ASCII form does.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from collections.abc import Callable, Iterable
-from json.encoder import encode_basestring_ascii
-from typing import Any, Generic, Protocol, TypeVar
+from json.encoder import encode_basestring, encode_basestring_ascii
+from typing import Any, Generic, Protocol, TextIO, TypeVar
 
 from analyzers import (
     Endpoints,
@@ -21,7 +30,11 @@ from analyzers import (
     to_record,
 )
 
-_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
+# Lines to bytes: UTF-8, a lone surrogate as its JSON escape (\\udcNN: "backslashreplace" writes
+# exactly what json's ASCII form writes for it), so the bytes are valid UTF-8 and valid JSON.
+UTF8_ERRORS = "backslashreplace"
 
 # One record's line, fields in `to_record`'s order; %s slots take values already in JSON. The
 # endpoints (src_ip to dst_port), user_agent + referrer and status_code + status_msg come as
@@ -39,6 +52,16 @@ MEMO_MAX_HEADER_BYTES = 4096
 _NO_HEADERS = ("null", '"user_agent":null,"referrer":null')
 _NO_RESPONSE = ('"status_code":null,"status_msg":null', "null")
 
+def open_output(path: str | None) -> TextIO:
+    """Where `pcapwatch read` writes: the file at `path` (created or emptied) or standard output,
+    either one writing UTF-8 with `UTF8_ERRORS` whatever the locale says (JSON is UTF-8, RFC 8259)."""
+    if path is not None:
+        return open(path, "w", encoding="utf-8", errors=UTF8_ERRORS)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(encoding="utf-8", errors=UTF8_ERRORS)
+    return sys.stdout
+
+
 class TextSink(Protocol):
     """Where lines go: a text file, stdout, or a worker's pipe to its parent."""
 
@@ -52,15 +75,16 @@ class OutputError(Exception):
 
 
 def record_line(tx: Transaction, strings: Strings = Strings.UTF8) -> str:
-    """The JSON line of `to_record(tx, strings)`, byte for byte what `json` makes of that dict
-    (compact, ASCII: text beyond ASCII as \\u escapes), written straight from the transaction: about
-    three times cheaper than building the dict and encoding it generically, which was an eighth of
-    `pcapwatch read`'s time. tests/unit/watcher/read/test_lines.py checks the two agree on every
-    transaction of the test captures, in both forms of `strings`."""
+    """The JSON line of `to_record(tx, strings)`, character for character what `json` makes of that
+    dict (compact; text as characters, or with `strings: ascii` 7-bit ASCII with \\u escapes:
+    `reference_line`), written straight from the transaction: about three times cheaper than
+    building the dict and encoding it generically, which was an eighth of `pcapwatch read`'s time.
+    tests/unit/watcher/read/test_lines.py checks the two agree on every transaction of the test
+    captures, in both forms of `strings`."""
     if strings == Strings.UTF8:
-        wire, headers, response = encode_basestring_ascii, _HEADERS, _RESPONSE
+        wire, name, headers, response = encode_basestring, encode_basestring, _HEADERS, _RESPONSE
     else:
-        wire, headers, response = _ascii_json, _ASCII_HEADERS, _ASCII_RESPONSE
+        wire, name, headers, response = _ascii_json, encode_basestring_ascii, _ASCII_HEADERS, _ASCII_RESPONSE
     req, resp, conn = tx.request, tx.response, tx.conn
     rh = req.head if req is not None and isinstance(req.head, RequestHead) else None
     sh = resp.head if resp is not None and isinstance(resp.head, ResponseHead) else None
@@ -88,7 +112,7 @@ def record_line(tx: Transaction, strings: Strings = Strings.UTF8) -> str:
         resp.body_len if resp is not None else 0, content_type, ttfb, duration, ",".join(flags),
         ",".join(map(encode_basestring_ascii, anomalies)),
         "null" if tx.reason is None else encode_basestring_ascii(tx.reason),
-        "null" if first.pcap_file is None else encode_basestring_ascii(first.pcap_file))
+        "null" if first.pcap_file is None else name(first.pcap_file))
 
 
 T = TypeVar("T")
@@ -133,13 +157,13 @@ def _ascii_json(s: str) -> str:
     return encode_basestring_ascii(ascii_text(s))
 
 
-def _header_fields(h: Headers, wire: Callable[[str], str] = encode_basestring_ascii) -> tuple[str, str]:
+def _header_fields(h: Headers, wire: Callable[[str], str] = encode_basestring) -> tuple[str, str]:
     """host; user_agent and referrer (`wire`: the JSON of a wire string)."""
     return _str(_first(h.get("host")), wire), '"user_agent":%s,"referrer":%s' % (
         _str(_first(h.get("user-agent")), wire), _str(_first(h.get("referer")), wire))
 
 
-def _response_fields(sh: ResponseHead, wire: Callable[[str], str] = encode_basestring_ascii) -> tuple[str, str]:
+def _response_fields(sh: ResponseHead, wire: Callable[[str], str] = encode_basestring) -> tuple[str, str]:
     """status_code and status_msg; response_content_type."""
     status = ('"status_code":%d,"status_msg":%s' % (sh.status, wire(sh.reason)) if sh.status else _NO_RESPONSE[0])
     return status, _str(header(sh.headers, "content-type"), wire)
@@ -217,5 +241,6 @@ class JsonLinesWriter:
 
 
 def reference_line(tx: Transaction, strings: Strings = Strings.UTF8) -> str:
-    """The plain way to the same line, for tests: the record dict, encoded by `json`."""
-    return _encode(to_record(tx, strings))
+    """The plain way to the same line, for tests: the record dict, encoded by `json`
+    (`ensure_ascii=False`; with `strings: ascii`, `ensure_ascii=True`, as before there was a choice)."""
+    return (_encode if strings == Strings.UTF8 else _encode_ascii)(to_record(tx, strings))

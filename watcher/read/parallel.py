@@ -36,7 +36,7 @@ from analyzers import Pipeline, RecordLayout, Router, Strings
 from watcher.capture.pcapfile import CaptureError
 from watcher.capture.sources import Batches, RangeReader, Records
 from watcher.read.files import ReadResult, input_size, read_files
-from watcher.read.lines import JsonLinesWriter, OutputError, TextSink
+from watcher.read.lines import UTF8_ERRORS, JsonLinesWriter, OutputError, TextSink
 from watcher.text.escape import printable
 from watcher.text.faults import FaultLines
 
@@ -66,7 +66,7 @@ class _PipeText(io.TextIOBase):
 
     def flush(self) -> None:
         if self.parts:
-            self.conn.send_bytes(b"L" + "".join(self.parts).encode("ascii", "backslashreplace"))
+            self.conn.send_bytes(b"L" + "".join(self.parts).encode("utf-8", UTF8_ERRORS))
             self.parts, self.size = [], 0
 
 
@@ -309,7 +309,7 @@ def _merge(who: dict[Connection, int], out: TextSink, err: TextIO) -> tuple[dict
             tag = msg[:1]
             if tag == b"L":
                 try:
-                    out.write(msg[1:].decode("ascii"))
+                    out.write(msg[1:].decode("utf-8"))
                 except OSError as e:
                     raise OutputError(e.strerror or str(e)) from e
             elif tag == b"E":

@@ -55,17 +55,23 @@ def format_summary(s: dict[str, Any]) -> str:
     c, t = s["connections"], s["tcp"]
     skipped = ", ".join(f"{k} {v:,}" for k, v in s["frames_skipped"].items()) or "none"
     anomalies = ", ".join(f"{k} {v:,}" for k, v in s["anomalies"].items()) or "none"
+    h = s.get("http", {})
+    kinds = ", ".join(f"{k} {v:,}" for k, v in h.get("not_http", {}).items())
+    inside = ", ".join(f"{k} {v:,}" for k, v in h.get("tunnel_not_http", {}).items())
     lines = [
         ("files", f"{s['files']:,} ({s['files_failed']:,} with errors), {s['bytes'] / 1e6:,.1f} MB"),
         ("frames", f"{s['frames']:,} (skipped: {skipped})"),
         ("connections", f"{c['connections']:,} (midstream {c['midstream']:,}, closed {c['closed']:,}, "
                         f"reset {c['reset']:,}, idle {c['idle_timeouts']:,}, evicted {c['evicted']:,}, "
-                        f"not HTTP {c['not_http']:,})"),
+                        f"not HTTP {c['not_http']:,}: {kinds})"),
         ("transactions", f"{s['transactions']:,}"),
         ("tcp", f"retransmitted {t['retransmitted_segments']:,}, out of order {t['out_of_order_segments']:,}, "
                 f"overlaps {t['overlap_segments']:,} ({t['overlap_mismatch_segments']:,} differing), "
                 f"gaps {t['gaps']:,} ({t['gap_bytes']:,} bytes), buffer flushes "
                 f"{t['stream_buffer_flushes'] + t['global_buffer_flushes']:,}"),
+        ("http", f"pipeline overflow {h.get('pipeline_overflow', 0):,} (answers after it "
+                 f"{h.get('overflow_responses', 0):,}), CONNECT tunnels parsed {h.get('tunnels', 0):,} "
+                 f"(not HTTP inside: {inside})"),
         ("anomalies", anomalies),
     ]
     undecoded = s.get("undecoded") or {}

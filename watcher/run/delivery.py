@@ -74,6 +74,7 @@ class Delivery:
         try:
             for output in config.outputs:
                 self.sinks[output.name] = open_sink(output, log, metrics)  # its library imported now
+                self.sinks[output.name].strings = self.strings  # how its JSON is written
             self.required = tuple(s for s in self.sinks.values() if s.required)
             self._open_pcap_writers()
         except BaseException:
@@ -86,6 +87,8 @@ class Delivery:
         self.rules = rule_set(config)
         self.policy = redact_policy(config)
         self.strings = Strings(config.strings)
+        for sink in self.sinks.values():
+            sink.strings = self.strings
         self._open_pcap_writers()
 
     def _open_pcap_writers(self) -> None:

@@ -26,7 +26,6 @@ records; `retries` the batches sent again after a failure; `reconnects` the reco
 from __future__ import annotations
 
 import collections
-import json
 import random
 import sys
 import threading
@@ -34,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self, cast
 
+from analyzers import Strings
 from watcher.sinks.episodes import Episodes
 
 if TYPE_CHECKING:
@@ -53,15 +53,6 @@ BACKOFF_MAX = 30.0
 DEFAULT_BATCH = 1000
 
 COUNTERS = ("submitted", "written", "dropped", "retries", "errors", "reconnects", "buffered")
-
-_encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False, default=str)
-
-
-def encode(record: Record) -> str:
-    """One record as compact ASCII JSON (the encoding of `pcapwatch read`: text beyond ASCII, such as
-    UTF-8 from the wire, as \\u escapes, README "Text"); never contains a newline."""
-    return _encoder.encode(record)
-
 
 def stderr_log(level: str, message: str) -> None:
     sys.stderr.write(f"pcapwatch: {level}: {message}\n")
@@ -123,6 +114,9 @@ class Sink:
         if buffer < 1 or batch < 1:
             raise ValueError("buffer and batch must be at least 1")
         self.name = name
+        # How records are encoded (`encode`): the configuration's `strings`, set by the service
+        # (watcher/run/delivery.py) when it opens the outputs and at a reload.
+        self.strings = Strings.UTF8
         self.capacity = buffer
         self.batch = min(batch, buffer)
         self.log = log

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from watcher.sinks.base import Record, encode
+from watcher.sinks.base import Record
+from watcher.sinks.jsontext import encode
 
 ECS_VERSION = "8.11.0"
 

@@ -21,8 +21,9 @@ import sys
 from typing import TextIO
 
 from watcher.config.model import JsonlOutputConfig
-from watcher.sinks.base import FILE_MODE, Log, Record, SendError, Sink, encode, stderr_log
+from watcher.sinks.base import FILE_MODE, Log, Record, SendError, Sink, stderr_log
 from watcher.sinks.ecs import to_ecs
+from watcher.sinks.jsontext import encode, utf8
 
 FORMATS = ("flat", "ecs")
 # The tail of the file read at a time when looking for its last newline (a few records).
@@ -70,6 +71,19 @@ class JsonlSink(Sink):
                                 f"failed): cut {cut:,} bytes back to its last whole record")
         self._opened = True
 
+    @staticmethod
+    def _write_stream(stream: TextIO, data: bytes) -> None:
+        """UTF-8 bytes to standard output whatever its encoding (the locale's), through its binary
+        buffer; a stream without one (a test's) takes the text."""
+        raw = getattr(stream, "buffer", None)
+        if raw is None:
+            stream.write(data.decode("utf-8"))
+            stream.flush()
+        else:
+            stream.flush()  # what was written as text before goes first
+            raw.write(data)
+            raw.flush()
+
     def _disconnect(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
@@ -79,15 +93,14 @@ class JsonlSink(Sink):
 
     def _send(self, batch: list[Record]) -> int:
         convert = to_ecs if self.format == "ecs" else None
-        lines = [(encode(convert(r)) if convert else encode(r)) + "\n" for r in batch]
+        strings = self.strings
+        lines = [utf8((encode(convert(r), strings) if convert else encode(r, strings)) + "\n") for r in batch]
+        data = b"".join(lines)
         if self._fd < 0:
             assert self._stream is not None
-            text = "".join(lines)
-            self._stream.write(text)
-            self._stream.flush()
-            self._bump("written_bytes", len(text))
+            self._write_stream(self._stream, data)
+            self._bump("written_bytes", len(data))
             return len(batch)
-        data = "".join(lines).encode("ascii")
         done = 0
         try:
             while done < len(data):

@@ -20,7 +20,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from watcher.config.model import RedisOutputConfig
-from watcher.sinks.base import Log, Record, Sink, encode, stderr_log
+from watcher.sinks.base import Log, Record, Sink, stderr_log
+from watcher.sinks.jsontext import encode, utf8
 
 MODES = ("stream", "publish")
 FIELD = "json"  # the stream entry's one field: the record as JSON, as `pcapwatch read` writes it
@@ -65,11 +66,12 @@ class RedisSink(Sink):
                 return len(batch)
             self._unsure = False
         pipe = self.client.pipeline(transaction=self.mode == "stream")
+        strings = self.strings
         for r in batch:
             if self.mode == "stream":
-                pipe.xadd(self.key, {FIELD: encode(r)}, maxlen=self.maxlen, approximate=True)
+                pipe.xadd(self.key, {FIELD: utf8(encode(r, strings))}, maxlen=self.maxlen, approximate=True)
             else:
-                pipe.publish(self.key, encode(r))
+                pipe.publish(self.key, utf8(encode(r, strings)))
         try:
             results = pipe.execute(raise_on_error=False)
         except self.retryable:

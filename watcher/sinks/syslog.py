@@ -2,6 +2,9 @@
 
     <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [pcapwatch@32473 method="GET" status="200" ...] {json}
 
+The message is UTF-8; one whose JSON holds text beyond ASCII starts with the BOM (RFC 5424 6.4, see
+`message`).
+
 To a unix socket (datagram, as journald and rsyslog listen; stream when the socket is one, one
 message per line), UDP (one message per datagram) or TCP (octet-counting framing, RFC 6587 3.4.1, so
 a message may hold any byte). A broken connection is reopened with backoff while the buffer holds
@@ -19,9 +22,11 @@ import socket
 import time
 from typing import Any
 
+from analyzers import Strings
 from watcher.config.model import SyslogOutputConfig
-from watcher.sinks.base import Log, Record, SendError, Sink, encode, stderr_log
+from watcher.sinks.base import Log, Record, SendError, Sink, stderr_log
 from watcher.sinks.ecs import timestamp
+from watcher.sinks.jsontext import encode, utf8
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
@@ -35,6 +40,8 @@ SD_ID = "pcapwatch@32473"
 SD_FIELDS = (("event_id", "event_id"), ("method", "method"), ("status", "status_code"), ("host", "host"),
              ("uri", "uri"), ("route", "route"), ("duration_ms", "duration_ms"), ("level", "level"),
              ("rule", "rule"))
+# RFC 5424 6.4: the mark that opens a MSG encoded in UTF-8 (EF BB BF once encoded).
+BOM = "\ufeff"
 # Header field limits of RFC 5424 section 6.
 MAX_HOSTNAME, MAX_APP_NAME, MAX_PROCID, MAX_MSGID = 255, 48, 128, 32
 # Per-operation socket timeout: a stuck server costs this sink at most this long per try.
@@ -92,6 +99,16 @@ def structured_data(r: Record) -> str:
     return f"[{SD_ID} {' '.join(params)}]" if params else "-"
 
 
+def message(r: Record, strings: Strings = Strings.UTF8) -> str:
+    """The MSG part: the record's JSON. RFC 5424 6.4: a MSG encoded in UTF-8 MUST start with the
+    BOM (MSG-UTF8); so a JSON with text beyond ASCII starts with U+FEFF (rsyslog keeps it in %msg%:
+    a reader strips it before parsing). A JSON of ASCII only (nearly every record, and every one of
+    `strings: ascii`) reads the same in any charset a receiver may assume: it is sent as MSG-ANY,
+    without the BOM, as before."""
+    text = encode(r, strings)
+    return text if text.isascii() else BOM + text
+
+
 def _endpoint(ip: Any, port: Any) -> str | None:
     if ip is None:
         return None
@@ -123,10 +140,9 @@ class SyslogSink(Sink):
         level = r.get("level")
         severity = SEVERITIES.get(str(level).lower(), 4) if level is not None else 6
         msgid = "alert" if level is not None else "http"
-        # UTF-8: the SD-PARAM values (host, uri) may hold text (RFC 5424 6.3.3 PARAM-VALUE is
-        # UTF-8); the JSON message itself is ASCII.
-        return (f"<{self.facility * 8 + severity}>1 {timestamp(r.get('ts'))} {self._head} "
-                f"{header_token(msgid, MAX_MSGID)} {structured_data(r)} {encode(r)}").encode()
+        # The SD-PARAM values (host, uri) may hold text: UTF-8, as RFC 5424 6.3.3 has PARAM-VALUE.
+        return utf8(f"<{self.facility * 8 + severity}>1 {timestamp(r.get('ts'))} {self._head} "
+                    f"{header_token(msgid, MAX_MSGID)} {structured_data(r)} {message(r, self.strings)}")
 
     def _connect(self) -> None:
         if self.transport == "unix":

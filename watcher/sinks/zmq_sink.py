@@ -17,8 +17,10 @@ from typing import Any
 
 import zmq
 
+from analyzers import Strings
 from watcher.config.model import ZmqOutputConfig
-from watcher.sinks.base import Log, Record, Sink, encode, stderr_log
+from watcher.sinks.base import Log, Record, Sink, stderr_log
+from watcher.sinks.jsontext import encode, utf8
 
 # Messages queued per subscriber before libzmq drops for that subscriber: a few seconds of a busy
 # server, a few MB of memory per subscriber.
@@ -49,18 +51,19 @@ def client_of(r: Record) -> str:
     return f"{ip}:{r.get('src_port')}"
 
 
-def messages(r: Record, per_message: bool) -> list[list[bytes]]:
-    """The multipart messages one record is published as, in order: in, out, then the transaction."""
+def messages(r: Record, per_message: bool, strings: Strings = Strings.UTF8) -> list[list[bytes]]:
+    """The multipart messages one record is published as, in order: in, out, then the transaction
+    (JSON in UTF-8, `strings` as `encode` takes it)."""
     out: list[list[bytes]] = []
     if per_message and "level" not in r:
         flags = r.get("flags") or ()
         client = client_of(r).encode()
         if "no_request" not in flags:
-            out.append([b"in", client, encode({k: r[k] for k in REQUEST_FIELDS if k in r}).encode()])
+            out.append([b"in", client, utf8(encode({k: r[k] for k in REQUEST_FIELDS if k in r}, strings))])
         if "no_response" not in flags:
-            out.append([b"out", client, encode({k: r[k] for k in RESPONSE_FIELDS if k in r}).encode()])
+            out.append([b"out", client, utf8(encode({k: r[k] for k in RESPONSE_FIELDS if k in r}, strings))])
     topic = "alert" if "level" in r else f"http.{status_class(r.get('status_code'))}"
-    out.append([topic.encode(), encode(r).encode()])
+    out.append([topic.encode(), utf8(encode(r, strings))])
     return out
 
 
@@ -128,7 +131,7 @@ class ZmqSink(Sink):
         written = 0
         for r in batch:
             try:
-                for frames in messages(r, self.per_message):
+                for frames in messages(r, self.per_message, self.strings):
                     s.send_multipart(frames, flags=zmq.NOBLOCK)
             except zmq.Again:
                 continue  # counted dropped by the caller

@@ -87,8 +87,11 @@ def tail(connect: str, filters: Sequence[str], as_json: bool, out: TextIO | None
     """Receive until Ctrl-C or SIGTERM; 0 then, 2 for an endpoint zmq refuses."""
     if out is None:
         out = sys.stdout
-        if isinstance(out, io.TextIOWrapper):  # UTF-8 text on a terminal of another encoding: escapes
-            out.reconfigure(errors="backslashreplace")
+        if isinstance(out, io.TextIOWrapper):
+            if as_json:  # the records as published: JSON, which is UTF-8 (RFC 8259), whatever the locale
+                out.reconfigure(encoding="utf-8", errors="backslashreplace")
+            else:  # lines for a terminal: text its encoding cannot show as escapes
+                out.reconfigure(errors="backslashreplace")
     if color is None:
         color = out.isatty() and "NO_COLOR" not in os.environ
     from watcher.sinks.zmq_sink import Subscriber  # pyzmq only when tailing
@@ -108,12 +111,12 @@ def tail(connect: str, filters: Sequence[str], as_json: bool, out: TextIO | None
                 continue
             topic, body = frames[0].decode("ascii", "replace"), frames[-1]
             if as_json:
-                out.write(body.decode("ascii", "replace") + "\n")
+                out.write(body.decode("utf-8", "replace") + "\n")
             else:
                 try:
                     payload = json.loads(body)
                 except ValueError:
-                    out.write(f"{topic} {body.decode('ascii', 'replace')}\n")
+                    out.write(f"{topic} {body.decode('utf-8', 'replace')}\n")
                 else:
                     out.write(format_line(topic, payload, color) + "\n")
             out.flush()

@@ -12,6 +12,7 @@ The shared corpus captures go through the same comparison when they are there.
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 from collections.abc import Callable
@@ -496,3 +497,102 @@ def test_workers_together_give_what_one_gives() -> None:
     merged = merge_stats(parts)
     assert merged["tcp"].pop("buffered_bytes_limit") == 2 * stats["tcp"].pop("buffered_bytes_limit")
     assert merged == stats
+
+
+# Bounds -----------------------------------------------------------------------------------------
+
+# 400,000 unanswered requests held ~884 MB before the queue was bounded; now what is held is one
+# connection's MAX_UNANSWERED_REQUESTS requests and a batch's transactions.
+PIPELINED_REQUESTS = 400_000
+PIPELINED_PEAK_BYTES = 48 << 20
+
+
+@pytest.mark.slow
+def test_unanswered_pipelined_requests_are_bounded() -> None:
+    import tracemalloc
+
+    from analyzers.http.transactions import MAX_UNANSWERED_REQUESTS
+
+    segs: list[Segment] = []
+    c = Conn(segs, 1)
+    c.open(T0)
+    request = b"GET /p HTTP/1.1\r\nHost: h.test\r\n\r\n"
+    t = c.send(T0 + 10_000, True, request * PIPELINED_REQUESTS)
+    c.close(t)
+    data = g.pcap_bytes(g.LINKTYPE_ETHERNET, g.frames(segs))
+    del segs
+    start, layout = layout_of(data)
+    offsets, stop = split_records(data, start, len(data), layout)
+    assert stop == len(data)
+    p = Pipeline()
+    reasons: dict[str | None, int] = {}
+    depths: list[int] = []
+    tracemalloc.start()
+    try:
+        for i in range(0, len(offsets), 256):
+            for tx in p.feed_records(data, offsets[i:i + 256], layout):
+                reasons[tx.reason] = reasons.get(tx.reason, 0) + 1
+                assert tx.request is not None and tx.response is None
+                depths.append(tx.request.depth)
+        for tx in p.close():
+            reasons[tx.reason] = reasons.get(tx.reason, 0) + 1
+            assert tx.request is not None
+            depths.append(tx.request.depth)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    overflow = PIPELINED_REQUESTS - MAX_UNANSWERED_REQUESTS
+    assert reasons == {"pipeline_overflow": overflow, "closed": MAX_UNANSWERED_REQUESTS}
+    assert depths == list(range(1, PIPELINED_REQUESTS + 1))
+    assert p.stats()["http"]["pipeline_overflow"] == overflow
+    print(f"peak {peak / 1e6:.1f} MB")
+    assert peak < PIPELINED_PEAK_BYTES, f"peak {peak / 1e6:.1f} MB"
+
+
+def odd_connections() -> list[Segment]:
+    """A CONNECT tunnel with HTTP inside, HTTP/0.9, a shell, HTTP/2's preface, a head never finished."""
+    out: list[Segment] = []
+    tun = Conn(out, 50, 3128)
+    tun.open(T0)
+    t = tun.send(T0 + 10_000, True, b"CONNECT in.test:80 HTTP/1.1\r\nHost: in.test:80\r\n\r\n")
+    t = tun.send(t + 1000, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
+    t = tun.send(t + 1000, True, get("/in/1") + get("/in/2"))
+    t = tun.send(t + 1000, False, ok(b"y" * 5000) + chunked(b"z" * 7000))
+    tun.close(t + 1000)
+    old = Conn(out, 51)
+    old.open(T0 + 100_000)
+    t = old.send(T0 + 110_000, True, b"GET /old\r\n")
+    t = old.send(t + 1000, False, b"HTTP is not a status line here\r\n" + b"w" * 4000)
+    old.close(t + 1000)
+    shell = Conn(out, 52)
+    shell.open(T0 + 200_000)
+    t = shell.send(T0 + 210_000, True, b"id\n")
+    t = shell.send(t + 1000, False, b"uid=0(root) gid=0(root)\n")
+    shell.close(t + 1000)
+    h2 = Conn(out, 53)
+    h2.open(T0 + 300_000)
+    t = h2.send(T0 + 310_000, True, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    h2.close(t + 1000)
+    cut = Conn(out, 54)
+    cut.open(T0 + 400_000)
+    t = cut.send(T0 + 410_000, True, b"GET /cut HTTP/1.1\r\nHost: h.test\r\n")
+    cut.close(t + 1000)
+    out.sort(key=lambda s: s.ts_ns)
+    return out
+
+
+def test_tunnels_http09_other_protocols_and_cut_heads_through_both_paths() -> None:
+    lines, stats, _pin = same(g.pcap_bytes(g.LINKTYPE_ETHERNET, g.frames(odd_connections())), window=1500)
+    got = sorted((r["src_port"], r["trans_depth"], r["method"], r["host"], r["uri"], r["version"], r["status_code"],
+                  r["response_body_len"], r["flags"], r["anomalies"])
+                 for r in (json.loads(line) for line, _done, _pos in lines))
+    assert got == [
+        (30100, 1, "CONNECT", "in.test:80", "in.test:80", "1.1", 200, 0, ["tunnel"], []),
+        (30100, 2, "GET", "in.test:80", "/in/1", "1.1", 200, 5000, ["tunnel"], []),
+        (30100, 3, "GET", "in.test:80", "/in/2", "1.1", 200, 7000, ["tunnel"], []),
+        (30102, 1, "GET", None, "/old", "0.9", None, 4032, [], []),
+        (30108, 1, "GET", "h.test", "/cut", "1.1", None, 0, ["no_response", "truncated"], ["incomplete_head"]),
+    ]
+    assert stats["http"]["not_http"] == {"tls": 0, "http2": 1, "other": 1}
+    assert stats["http"]["tunnels"] == 1
+    assert stats["connections"]["not_http"] == 2

@@ -297,3 +297,14 @@ def test_field_cap_does_not_split_utf8_text_from_the_wire() -> None:
     assert out["uri"] == "/" + "\u00f6" * 31 + TRUNCATED  # 63 bytes: the 32nd ö would pass 64
     assert out["route"] == out["uri"]  # the path is its own route, capped the same way
     assert policy.truncated == 2
+
+
+def test_a_file_name_that_is_not_utf8_passes_and_is_capped_by_its_written_bytes() -> None:
+    """`run` names the capture file in each record; a name that is not UTF-8 (as Python decodes it, a
+    lone surrogate) is kept for the output to write as \\udcNN, and the cap counts those 6 bytes (a cut
+    name keeps the escape as text), where it used to raise UnicodeEncodeError."""
+    name = "caf\udce9.pcap"
+    assert finalize(TxView(record(pcap_file=name)), KEEP, Policy())["pcap_file"] == name
+    policy = Policy(max_field_bytes=12)  # caf + \udce9 (6 bytes as written) + .pc
+    assert finalize(TxView(record(pcap_file=name)), KEEP, policy)["pcap_file"] == "caf\\udce9.pc" + TRUNCATED
+    assert policy.truncated == 1

@@ -53,6 +53,18 @@ EXAMPLES: dict[Anomaly, tuple[bytes, bytes, bool]] = {
     Anomaly.HEAD_CUT_BY_GAP: (GET + b"GET /next HTTP/1.1\r\nHo", OK, True),
     Anomaly.JUNK_BEFORE_FIRST_MESSAGE: (b"\x01\x02\x03\r\n" + GET, OK, False),
     Anomaly.NOT_HTTP: (b"\x16\x03\x01\x02\x00\x01\x00", b"\x16\x03\x03", False),
+    Anomaly.BARE_CR: (b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n", OK, False),
+    Anomaly.BARE_LF: (b"GET / HTTP/1.1\nHost: h\n\n", OK, False),
+    Anomaly.CONTROL_CHAR: (b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", OK, False),
+    Anomaly.WHITESPACE_LINE: (b"GET / HTTP/1.1\r\n\r\r\nHost: h\r\n\r\n", OK, False),
+    Anomaly.AMBIGUOUS_FRAMING_NONE: (GET, b"HTTP/1.1 200 OK\r\nX: a\r\n\r\r\nContent-Length: 0\r\n\r\n", False),
+    Anomaly.AMBIGUOUS_FRAMING_LENGTH: (post(b"X: a", b"\r", b"Content-Length: 1", body=b"x"), OK, False),
+    Anomaly.AMBIGUOUS_FRAMING_CHUNKED: (post(b"Content-Length: 5", b"\r", CHUNKED, body=b"0\r\n\r\n"), OK, False),
+    Anomaly.AMBIGUOUS_FRAMING_CLOSE: (GET, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\r\nTransfer-Encoding: gzip"
+                                           b"\r\n\r\nhello", False),
+    Anomaly.AMBIGUOUS_FRAMING_UNKNOWN: (post(b"Content-Length: 5", b"\r", b"Transfer-Encoding: gzip", body=b"hello"),
+                                        OK, False),
+    Anomaly.CHUNK_SIZE_WHITESPACE: (post(CHUNKED, body=b"1 \r\nx\r\n0\r\n\r\n"), OK, False),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import (
     BAD,
     SHORT,
@@ -133,7 +134,7 @@ def test_parse_request_line(line: bytes, expected: tuple[object, ...]) -> None:
 
 def test_request_line_escapes_target_bytes() -> None:
     assert parse_request_line(b"GET /a\x01\x7f\x80\\\xff HTTP/1.1") == (
-        "GET", "/a\\x01\\x7f\\x80\\x5c\\xff", "1.1", ())
+        "GET", "/a\\x01\\x7f\\x80\\x5c\\xff", "1.1", (Anomaly.CONTROL_CHAR,))
 
 
 # Request heads --------------------------------------------------------------------------------
@@ -151,7 +152,8 @@ def test_request_head_fields() -> None:
 
 
 def test_request_head_with_bare_lf_lines() -> None:
-    assert parse_request_head(b"GET /a HTTP/1.0\nHost: h\n\n") == RequestHead("GET", "/a", "1.0", {"host": "h"}, ())
+    assert parse_request_head(b"GET /a HTTP/1.0\nHost: h\n\n") == RequestHead("GET", "/a", "1.0", {"host": "h"},
+                                                                                (Anomaly.BARE_LF,))
 
 
 def test_request_head_http09_has_no_headers() -> None:
@@ -234,7 +236,7 @@ def test_header_returns_last_of_repeated_values() -> None:
         (b"HTTP/1.1 204\r\n\r\n", ResponseHead("1.1", 204, "", {}, ())),  # the reason phrase is optional
         (b"http/1.1 301 Moved\r\nLocation: /b\r\n\r\n", ResponseHead("1.1", 301, "Moved", {"location": "/b"}, ())),
         (b"HTTP/1.1 200 O\x01K\xfe\r\n\r\n", ResponseHead("1.1", 200, "O\\x01K\\xfe", {}, ())),
-        (b"HTTP/1.1 999 Odd\n\n", ResponseHead("1.1", 999, "Odd", {}, ())),
+        (b"HTTP/1.1 999 Odd\n\n", ResponseHead("1.1", 999, "Odd", {}, (Anomaly.BARE_LF,))),
     ],
 )
 def test_parse_response_head(head: bytes, expected: ResponseHead) -> None:
@@ -289,6 +291,21 @@ def test_start_line_ok(line: bytes, side: Side, ok: bool) -> None:
 ])
 def test_header_line_ahead(buf: bytes, ahead: bool | None) -> None:
     assert header_line_ahead(buf) is ahead
+
+
+def test_a_line_starting_with_a_bare_cr_is_read_once() -> None:
+    head = parse_request_head(b"POST / HTTP/1.1\r\nHost: h\r\n\rTransfer-Encoding: chunked\r\n\r\n")
+    assert (head.headers, head.anomalies, head.other_headers) == (
+        {"host": "h", "transfer-encoding": "chunked"}, (Anomaly.BARE_CR,), None)
+
+
+def test_the_other_reading_of_an_odd_block() -> None:
+    """Ours reads every line; the other stops at the white-space-only line and sees no line after a
+    bare CR, as some servers (and dpkt) do."""
+    head = parse_request_head(b"POST / HTTP/1.1\r\nX-A: a\rContent-Length: 1\r\n\r\r\nUser-Agent: u\r\n\r\n")
+    assert head.headers == {"x-a": "a\\x0dContent-Length: 1", "content-length": "1", "user-agent": "u"}
+    assert head.other_headers == {"x-a": "a\\x0dContent-Length: 1"}
+    assert head.anomalies == (Anomaly.BARE_CR, Anomaly.WHITESPACE_LINE)
 
 
 @pytest.mark.parametrize(("line", "binary"), [

@@ -161,9 +161,10 @@ def test_empty_lines_between_requests_are_skipped() -> None:
 
 
 def test_bare_lf_head() -> None:
+    """Read as CRLF heads are, and named: some servers refuse bare LF line ends."""
     assert events([D(b"GET /a HTTP/1.0\nHost: h\n\nGET /b HTTP/1.0\n\n")]) == [
-        ("head", "GET", "/a", "1.0", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
-        ("head", "GET", "/b", "1.0", [], 1.0, 1.0), ("end", 0, False, False, 1.0),
+        ("head", "GET", "/a", "1.0", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0),
+        ("head", "GET", "/b", "1.0", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0),
     ]
 
 
@@ -194,7 +195,7 @@ def test_chunked_with_extensions_and_trailers() -> None:
 def test_chunked_hex_sizes_and_bare_lf() -> None:
     body = b"A\nabcdefghij\n00000000000000000000001\nk\n0\n\n"
     assert events([D(b"POST /c HTTP/1.1\nTransfer-Encoding: chunked\n\n" + body)]) == [
-        ("head", "POST", "/c", "1.1", [], 1.0, 1.0), ("end", 11, False, False, 1.0),
+        ("head", "POST", "/c", "1.1", ["bare_lf"], 1.0, 1.0), ("end", 11, False, False, 1.0),
     ]
 
 
@@ -253,10 +254,12 @@ FIRST_EVENTS: list[Event] = [("head", "GET", "/first", "1.1", [], 1.0, 1.0), ("e
 
 
 def test_oversized_head_whatever_the_segmentation() -> None:
-    """A head over MAX_HEAD_BYTES is dropped and named, whether it arrives in one piece or many."""
+    """A head over MAX_HEAD_BYTES keeps its request line, named and cut short (its headers are
+    dropped), whether it arrives in one piece or many."""
     big = b"GET /big HTTP/1.1\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
     ops = [D(FIRST), D(big + b"GET /n HTTP/1.1\r\n\r\n", 2.0)]
-    expected = [*FIRST_EVENTS, ("anomaly", "oversized_head"), ("head", "GET", "/n", "1.1", [], 2.0, 2.0),
+    expected = [*FIRST_EVENTS, ("head", "GET", "/big", "1.1", [], 2.0, 2.0), ("anomaly", "oversized_head"),
+                ("end", 0, False, True, 2.0), ("head", "GET", "/n", "1.1", [], 2.0, 2.0),
                 ("end", 0, False, False, 2.0)]
     assert run(ops, split=bytewise)[0] == expected
     assert run(ops)[0] == expected
@@ -274,7 +277,8 @@ def test_oversized_first_head_is_still_http() -> None:
     connection another protocol (the resync after it must not run the not-HTTP probe)."""
     ops = [D(b"GET /big HTTP/1.1\r\nCookie: " + b"c" * MAX_HEAD_BYTES, 1.0), D(b"\r\n\r\n", 2.0),
            D(b"GET /n HTTP/1.1\r\n\r\n", 3.0)]
-    assert run(ops)[0] == [("anomaly", "oversized_head"), ("head", "GET", "/n", "1.1", [], 3.0, 3.0),
+    assert run(ops)[0] == [("head", "GET", "/big", "1.1", [], 1.0, 1.0), ("anomaly", "oversized_head"),
+                           ("end", 0, False, True, 1.0), ("head", "GET", "/n", "1.1", [], 3.0, 3.0),
                            ("end", 0, False, False, 3.0)]
 
 
@@ -293,6 +297,19 @@ def test_tls_client_hello_is_not_http() -> None:
     assert evs == [("anomaly", "not_http")]
     assert parser.state == State.NOT_HTTP
     assert events([D(hello), D(b"GET /later HTTP/1.1\r\n\r\n", 2.0), EOF()]) == [("anomaly", "not_http")]
+
+
+def test_http2_preface_is_not_http() -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00"
+    evs = events([D(preface), D(b"GET /later HTTP/1.1\r\n\r\n", 2.0), EOF()])
+    assert evs == [("anomaly", "not_http")]
+    _, parser = run([D(preface)])
+    assert (parser.state, parser.not_http_kind, parser.messages) == (State.NOT_HTTP, "http2", 0)
+
+
+def test_pri_after_the_first_request_is_just_a_method() -> None:
+    assert events([D(FIRST + b"PRI * HTTP/2.0\r\n\r\n")]) == [
+        *FIRST_EVENTS, ("head", "PRI", "*", "2.0", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
 
 
 def test_binary_junk_then_a_request() -> None:
@@ -322,11 +339,36 @@ def test_binary_after_a_request_is_a_bad_request_line_not_a_protocol_switch() ->
 # End of stream --------------------------------------------------------------------------------
 
 
-def test_eof_in_head_is_incomplete_head() -> None:
+def test_eof_in_head_is_a_truncated_message_with_what_was_read() -> None:
+    """The head never completed: the request line and the header lines that ended are the message,
+    cut short (it used to vanish, leaving only the anomaly's count)."""
     evs, parser = run([D(b"GET / HTTP/1.1\r\nHost"), EOF()])
-    assert evs == [("anomaly", "incomplete_head")]
+    assert evs == [("head", "GET", "/", "1.1", [], 1.0, 9.0), ("anomaly", "incomplete_head"),
+                   ("end", 0, False, True, 9.0)]
     assert parser.state == State.DONE
     assert events([D(b"GET / HTTP/1.1\r\nHost"), EOF()]) == evs
+
+
+@pytest.mark.parametrize(("data", "head"), [
+    (b"GET /", ("GET", "/", None)),  # no line end: method and target as read, no version
+    (b"GET /a b", ("GET", "/a b", None)),
+    (b"POST /x HTTP/1.1", ("POST", "/x", "1.1")),
+    (b"PUT /y HTTP/1.0\r\nHost: h\r\nContent-Len", ("PUT", "/y", "1.0")),
+])
+def test_eof_in_head_keeps_the_request_line(data: bytes, head: tuple[object, ...]) -> None:
+    assert events([D(data, 1.0), EOF(2.0)]) == [("head", *head, [], 1.0, 2.0), ("anomaly", "incomplete_head"),
+                                                ("end", 0, False, True, 2.0)]
+
+
+@pytest.mark.parametrize("data", [b"GET", b"GET ", b"G\x00T /"])
+def test_eof_in_head_without_a_method_and_target_is_only_the_anomaly(data: bytes) -> None:
+    assert events([D(data), EOF()]) == [("anomaly", "incomplete_head")]
+
+
+def test_eof_in_response_head_keeps_the_status() -> None:
+    ops = [D(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nX", 1.0), EOF(2.0)]
+    assert events(ops, side=Side.SERVER, methods=("GET",)) == [
+        ("head", 404, "Not Found", "1.1", [], 1.0, 2.0), ("anomaly", "incomplete_head"), ("end", 0, False, True, 2.0)]
 
 
 def test_eof_in_body_is_truncated() -> None:
@@ -400,7 +442,8 @@ def test_headless_response_to_http09() -> None:
         ("head", 0, "", "0.9", [], 1.0, 1.0), ("end", 19, False, False, 3.0)]
 
 
-@pytest.mark.parametrize("line", [b"HTTX/1.1 200 OK", b"HTTP/1.1 2x0 OK", b"\x00\x01garbage", b"SSH-2.0-x"])
+@pytest.mark.parametrize("line", [b"HTTX/1.1 200 OK", b"HTTP/1.1 2x0 OK", b"\x00\x01garbage", b"SSH-2.0-x",
+                                  b"HTTP/1.1 004 OK"])
 def test_bad_status_line_resyncs_at_next_response(line: bytes) -> None:
     ops = [D(b"HTTP/1.1 304 Not Modified\r\n\r\n"),
            D(line + b"\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 2.0)]
@@ -535,7 +578,121 @@ def test_header_lines_after_a_one_line_request_belong_to_it() -> None:
     ]
 
 
+@pytest.mark.parametrize("body", [b"HTTP/1.1 is not a status line\r\n\r\nrest", b"HTTP/2 x\n", b"HTTP/"])
+def test_headless_response_that_starts_like_a_status_line(body: bytes) -> None:
+    """HTTP/0.9's answer is the raw body, whatever its first bytes: one starting `HTTP/` that is no
+    status line is still that body, not a bad status line."""
+    ops = [D(body, 1.0), D(b"more", 2.0), EOF(3.0)]
+    assert events(ops, side=Side.SERVER, headless=True) == [
+        ("head", 0, "", "0.9", [], 1.0, 1.0 if b"\n" in body else 3.0), ("end", len(body) + 4, False, False, 3.0)]
+
+
 def test_reply_to_a_one_line_request_with_a_status_line() -> None:
     ops = [D(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad"), EOF(2.0)]
     assert events(ops, side=Side.SERVER, headless=True, methods=("GET",)) == [
         ("head", 400, "Bad Request", "1.0", [], 1.0, 1.0), ("end", 3, False, False, 1.0)]
+
+
+# Smuggling: heads two servers read differently ---------------------------------------------------
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+SMUGGLED_EVENTS: list[Event] = [("head", "GET", "/smuggled", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def smuggling_post(hidden: bytes) -> bytes:
+    """POST /a whose Content-Length covers a chunked body's end and a smuggled GET, its
+    Transfer-Encoding hidden behind `hidden` (bytes that end a reading of the head early)."""
+    covered = b"0\r\n\r\n" + SMUGGLED
+    return (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n" % len(covered) + hidden
+            + b"Transfer-Encoding: chunked\r\n\r\n" + covered)
+
+
+@pytest.mark.parametrize(("hidden", "oddity"), [
+    (b"\r\r\n", "whitespace_line"),  # a header line of only CR: dpkt (and some servers) end the head there
+    (b" \t\r\n", "whitespace_line"),
+    (b"X-A: a\r", "bare_cr"),  # a bare CR: the value keeps it, the line after it is read as well
+])
+def test_transfer_encoding_hidden_behind_an_odd_line_is_read_and_the_smuggled_request_recorded(
+        hidden: bytes, oddity: str) -> None:
+    assert events([D(smuggling_post(hidden))]) == [
+        ("head", "POST", "/a", "1.1", [oddity], 1.0, 1.0),
+        ("anomaly", "content_length_and_transfer_encoding"), ("anomaly", "ambiguous_framing_chunked"),
+        ("end", 0, False, False, 1.0),
+        *SMUGGLED_EVENTS,
+    ]
+
+
+def test_odd_line_that_changes_no_framing_is_named_without_an_ambiguity() -> None:
+    assert events([D(b"GET / HTTP/1.1\r\nHost: h\r\n\r\r\nUser-Agent: u\r\n\r\n")]) == [
+        ("head", "GET", "/", "1.1", ["whitespace_line"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def test_control_bytes_in_values_are_named() -> None:
+    assert events([D(b"GET / HTTP/1.1\r\nHost: h\x00x\r\nX-A: \x1b[31m\r\n\r\n")]) == [
+        ("head", "GET", "/", "1.1", ["control_char"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def test_bare_cr_in_a_request_target_is_a_byte_of_it() -> None:
+    assert events([D(b"GET /a\rb HTTP/1.1\r\nHost: h\r\n\r\n")]) == [
+        ("head", "GET", "/a\\x0db", "1.1", ["bare_cr"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def test_bare_lf_inside_a_crlf_head_is_named() -> None:
+    assert events([D(b"GET / HTTP/1.1\r\nHost: h\nX-A: 1\r\n\r\n")]) == [
+        ("head", "GET", "/", "1.1", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+@pytest.mark.parametrize("size", [b"5 ", b" 5", b"5\t"])
+def test_white_space_around_a_chunk_size_is_named_and_read(size: bytes) -> None:
+    data = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nhello\r\n0\r\n\r\n" + FIRST
+    assert events([D(data)]) == [
+        ("head", "POST", "/c", "1.1", [], 1.0, 1.0), ("anomaly", "chunk_size_whitespace"),
+        ("end", 5, False, False, 1.0), *FIRST_EVENTS]
+
+
+def test_white_space_before_a_chunk_extension_is_allowed() -> None:
+    data = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 ;x=1\r\nhello\r\n0\r\n\r\n"
+    assert events([D(data)]) == [("head", "POST", "/c", "1.1", [], 1.0, 1.0), ("end", 5, False, False, 1.0)]
+
+
+@pytest.mark.parametrize("line", [b"BAN /admin HTTP/1.1", b"GET  /admin HTTP/1.1", b"PURGE\t/admin HTTP/1.1 "])
+def test_resync_finds_any_method_and_odd_spacing(line: bytes) -> None:
+    ops = [D(b"GET /a HTTP/1.1\r\n\r\n", 1.0), GAP(10, 2.0), D(b"tail of something\r\n" + line + b"\r\n\r\n", 3.0)]
+    method = line.split()[0].decode()
+    assert events(ops) == [
+        ("head", "GET", "/a", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0), ("gap", 10),
+        ("head", method, "/admin", "1.1", [], 3.0, 3.0), ("end", 0, False, False, 3.0)]
+
+
+def test_oversized_response_head_keeps_its_status() -> None:
+    big = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+    ops = [D(big + b"HTTP/1.1 204 No Content\r\n\r\n", 1.0)]
+    expected = [("head", 200, "OK", "1.1", [], 1.0, 1.0), ("anomaly", "oversized_head"), ("end", 0, False, True, 1.0),
+                ("head", 204, "No Content", "1.1", [], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+    assert run(ops, side=Side.SERVER, methods=("GET", "GET"), split=bytewise)[0] == expected
+    assert run(ops, side=Side.SERVER, methods=("GET", "GET"))[0] == expected
+
+
+@pytest.mark.parametrize("line", [b"HTTP/1.1 200\rOK", b"HTTP/1.0 404\r\x00"])
+def test_a_status_line_resync_would_find_again_is_passed_over(line: bytes) -> None:
+    """A line that begins like a status line and is none: named, and looked past (not found again
+    by the resync, which once made this recurse without end)."""
+    ops = [D(b"junk" + line + b"\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")]
+    assert events(ops, side=Side.SERVER, resync=True, methods=("GET",)) == [
+        ("anomaly", "bad_status_line"), ("head", 204, "No Content", "1.1", [], 1.0, 1.0),
+        ("end", 0, False, False, 1.0)]
+
+
+def test_junk_after_empty_lines_is_not_parsed_twice() -> None:
+    """Empty lines, then a binary first line: the resync takes over every buffered byte; none of
+    them is read again (a request after them used to be reported twice)."""
+    ops = [D(b"\n" * 40 + b"G\x00T /x\r\n" + b"GET /a HTTP/1.0\n\n")]
+    assert events(ops) == [("anomaly", "junk_before_first_message"),
+                           ("head", "GET", "/a", "1.0", ["bare_lf"], 1.0, 1.0), ("end", 0, False, False, 1.0)]
+
+
+def test_bare_lf_in_chunk_lines_is_named_once() -> None:
+    data = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n2\r\nde\r\n0\n\n" + FIRST
+    assert events([D(data)]) == [
+        ("head", "POST", "/c", "1.1", [], 1.0, 1.0), ("anomaly", "bare_lf"), ("end", 5, False, False, 1.0),
+        *FIRST_EVENTS]

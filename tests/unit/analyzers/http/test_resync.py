@@ -20,8 +20,13 @@ from analyzers.side import Side
     (b"GET / HTTP/1.1\n", Side.CLIENT, 0),
     (b"xxPROPFIND /d HTTP/1.1\r\n", Side.CLIENT, 2),
     (b"GET / HTTP/1.1", Side.CLIENT, -1),  # its line end has not come yet
-    (b"FOO / HTTP/1.1\r\n", Side.CLIENT, -1),  # a method we do not know is no place to resync on
-    (b"GET /a b HTTP/1.1\r\n", Side.CLIENT, -1),
+    (b"BAN /admin HTTP/1.1\r\n", Side.CLIENT, 0),  # any method name, not a fixed list
+    (b"body\r\nM-SEARCH * HTTP/1.1\r\n", Side.CLIENT, 6),
+    (b"x=1GET  /admin HTTP/1.1\r\n", Side.CLIENT, 3),  # two spaces; the body's last bytes are not its method
+    (b"junk\tGET\t/a\tHTTP/1.0 \r\n", Side.CLIENT, 5),
+    (b"GET /a b HTTP/1.1\r\n", Side.CLIENT, -1),  # `b` is no method: a target with a space cannot be resynced on
+    (b"get / HTTP/1.1\r\n", Side.CLIENT, -1),
+    (b"a" * 20000 + b" / HTTP/1.1\r\n", Side.CLIENT, -1),
     (b"\x00\x01HTTP/1.1 200 OK\r\n", Side.SERVER, 2),
     (b"HTTP/1.0 404\r\n", Side.SERVER, 0),
     (b"HTTP/1.1 20", Side.SERVER, -1),

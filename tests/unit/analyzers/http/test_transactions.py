@@ -288,6 +288,42 @@ def test_connect_then_tunnel_bytes_are_not_parsed() -> None:
     assert counts == Counter()
 
 
+def test_cleartext_http_inside_a_connect_tunnel_is_a_conversation_of_its_own() -> None:
+    """After the 2xx, what the client and server say is the tunnel's conversation: its transactions
+    are records on the same connection (depths going on), `host` the tunnel's target, flag tunnel."""
+    steps = [
+        C(b"CONNECT inner.test:80 HTTP/1.1\r\nHost: inner.test:80\r\n\r\n", 1.0),
+        S(b"HTTP/1.1 200 Connection Established\r\n\r\n", 1.5),
+        C(b"GET /in HTTP/1.1\r\nHost: inner.test\r\nUser-Agent: u\r\n\r\n" + get("/in2"), 2.0),
+        S(OK5 + OK0, 2.5), SEOF(3.0), CEOF(3.0),
+    ]
+    records, counts, conv = outcome(steps)
+    assert brief(records) == [
+        rec(1, "CONNECT", "inner.test:80", 200, 500.0, 500.0, flags=["tunnel"]),
+        rec(2, "GET", "/in", 200, 500.0, 500.0, response_body_len=5, flags=["tunnel"]),
+        rec(3, "GET", "/in2", 200, 500.0, 500.0, flags=["tunnel"]),
+    ]
+    assert [r["host"] for r in records] == ["inner.test:80"] * 3
+    assert {r["uid"] for r in records} == {ENDPOINTS.uid}
+    assert records[1]["user_agent"] == "u"
+    assert counts == Counter()
+    assert (conv.counters.tunnels, conv.counters.tunnel_not_http) == (1, {})
+
+
+@pytest.mark.parametrize(("inside", "kind"), [
+    ([C(bytes.fromhex("16030100f4010000f00303") + bytes(32), 2.0), S(bytes.fromhex("160303003d02") + bytes(16), 2.5)],
+     "tls"),
+    ([S(b"220 mail.test ESMTP\r\n", 2.0), C(b"EHLO me\r\n", 2.5), S(b"250 mail.test\r\n", 2.6)], "other"),
+])
+def test_other_protocols_inside_a_connect_tunnel_are_counted_and_skipped(inside: list[Step], kind: str) -> None:
+    steps = [C(b"CONNECT inner.test:443 HTTP/1.1\r\n\r\n", 1.0), S(b"HTTP/1.1 200 OK\r\n\r\n", 1.5),
+             *inside, C(get("/not-parsed"), 2.8), SEOF(3.0), CEOF(3.0)]
+    records, counts, conv = outcome(steps)
+    assert brief(records) == [rec(1, "CONNECT", "inner.test:443", 200, 500.0, 500.0, flags=["tunnel"])]
+    assert counts == Counter()
+    assert (conv.counters.tunnels, conv.counters.tunnel_not_http, conv.counters.not_http) == (1, {kind: 1}, {})
+
+
 def test_connect_refused_is_not_a_tunnel() -> None:
     steps = [
         C(b"CONNECT h:443 HTTP/1.1\r\n\r\n", 1.0),
@@ -436,12 +472,14 @@ def test_bad_chunk_size_truncates_and_the_next_request_pairs(size: bytes, anomal
 
 
 def test_oversized_head_is_dropped_whatever_the_segmentation() -> None:
-    """Over 64 KiB a head is dropped and named, whether it came in one segment or many."""
+    """Over 64 KiB a head's headers are dropped: its request line is a record, named and cut short,
+    whether it came in one segment or many."""
     big = b"GET /big HTTP/1.1\r\nX-Pad: " + b"a" * (64 * 1024) + b"\r\n\r\n"
     steps = [C(get("/first"), 1.0), S(OK0, 1.5), C(big + get("/n"), 2.0)]
     expected = [rec(1, "GET", "/first", 200, 500.0, 500.0),
-                rec(2, "GET", "/n", None, None, None, flags=["no_response"], anomalies=["oversized_head"],
-                    reason="closed")]
+                rec(2, "GET", "/big", None, None, None, flags=["no_response", "truncated"],
+                    anomalies=["oversized_head"], reason="closed"),
+                rec(3, "GET", "/n", None, None, None, flags=["no_response"], reason="closed")]
     for split in (bytewise, whole):
         conv, counts = play(steps, split=split)
         assert brief([to_record(tx) for tx in conv.out]) == expected, split.__name__
@@ -474,6 +512,45 @@ def test_tls_client_hello_is_not_http() -> None:
     assert records == []
     assert counts == Counter(not_http=1)
     assert conv.not_http
+
+
+NOT_HTTP_CASES = {
+    # A reverse shell on a watched port: commands, their output.
+    "shell": [C(b"id\n", 1.0), S(b"uid=0(root) gid=0(root)\n", 1.5), C(b"ls -la /\n", 2.0), S(b"total 0\n", 2.5),
+              CEOF(3.0), SEOF(3.0)],
+    # The listener speaks first (a prompt, a banner).
+    "banner": [S(b"$ ", 1.0), C(b"id\n", 1.5), S(b"uid=0(root)\n$ ", 2.0), CEOF(3.0), SEOF(3.0)],
+    # Lowercase one-word-and-argument lines have HTTP/0.9's shape; the server never answers.
+    "silent server": [C(b"cat /etc/passwd\nexit\n", 1.0), CEOF(2.0), SEOF(2.0)],
+    # HTTP/2 with prior knowledge: the preface, then binary frames both ways.
+    "http2": [C(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", 1.0),
+              S(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00", 1.5), CEOF(2.0), SEOF(2.0)],
+    "tls": [C(bytes.fromhex("16030100f4010000f00303") + bytes(32), 1.0),
+            S(bytes.fromhex("160303003d020000390303") + bytes(32), 1.5), CEOF(2.0), SEOF(2.0)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_HTTP_CASES))
+def test_other_protocols_are_no_records_and_counted_by_kind(name: str) -> None:
+    records, counts, conv = outcome(NOT_HTTP_CASES[name])
+    assert records == []
+    assert conv.not_http
+    kind = name if name in ("http2", "tls") else "other"
+    assert conv.counters.not_http == {kind: 1}
+    assert counts["not_http"] == 1
+
+
+def test_many_lines_nobody_answers_are_given_up_on_early() -> None:
+    steps = [C(b"echo x\n" * 40, 1.0)]
+    conv, _ = play(steps, "closed")
+    assert conv.not_http and conv.out == [] and conv.counters.not_http == {"other": 1}
+
+
+def test_a_garbage_line_the_server_answers_with_a_status_is_a_transaction() -> None:
+    """What nginx answers 400 is HTTP, whatever the client sent: the record stays."""
+    records, counts, conv = outcome([C(b"GARBAGE\r\n\r\n", 1.0), S(BAD400, 1.5), SEOF(2.0), CEOF(2.0)])
+    assert pairs(records) == [(None, None, 400, [], None)]
+    assert not conv.not_http and counts == Counter(bad_request_line=1)
 
 
 def test_plain_http_is_http() -> None:
@@ -631,12 +708,16 @@ _REQUESTS = [
     b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n",
     b"PUT /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
     b"CONNECT h:443 HTTP/1.1\r\n\r\n", b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+    b"CONNECT in:80 HTTP/1.1\r\n\r\n", b"GET /\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"id\n",
+    b"GET /a HTTP/1.1\r\nX: a\rTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\r\nContent-Length: 3\r\n\r\nabc",
 ]
 _RESPONSES = [
     OK0, OK5, b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nto close",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     b"HTTP/1.1 101 Switching Protocols\r\n\r\n", BAD400,
+    b"HTTP/1.1 200 Connection established\r\n\r\n", b"uid=0\n",
 ]
 _FRAGMENTS = [
     b"\r\n", b"\n", b"0\r\n", b"\r\n\r\n", b"GET ", b" HTTP/1.1\r\n", b"HTTP/1.1 ", b"zz\r\n",
@@ -734,3 +815,111 @@ def test_random_input_never_raises_and_gives_well_formed_transactions() -> None:
         assert all(isinstance(name, Anomaly) for name in counts), f"case {case}: {counts}"
         produced += len(conv.out)
     assert produced > 2000  # the mix is mostly HTTP: most cases make transactions
+
+
+# Bounds -----------------------------------------------------------------------------------------
+
+
+def test_pipeline_overflow_writes_the_oldest_and_pairs_their_late_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bound the oldest request is written without response; the answers that still come
+    are written alone (a HEAD's framed without a body), and pairing resumes in step."""
+    monkeypatch.setattr("analyzers.http.transactions.MAX_UNANSWERED_REQUESTS", 2)
+    head = b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n"
+    steps = [C(get("/a") + head + get("/b") + get("/c"), 1.0),
+             S(OK5 + OK5.replace(b"hello", b"") + OK0 + OK0, 2.0)]
+    records, _counts, conv = outcome(steps)
+    assert pairs(records) == [
+        ("GET", "/a", None, ["no_response"], "pipeline_overflow"),
+        ("HEAD", "/h", None, ["no_response"], "pipeline_overflow"),
+        (None, None, 200, ["no_request"], "pipeline_overflow"),
+        (None, None, 200, ["no_request"], "pipeline_overflow"),
+        ("GET", "/b", 200, [], None),
+        ("GET", "/c", 200, [], None),
+    ]
+    assert [r["response_body_len"] for r in records] == [0, 0, 5, 0, 0, 0]
+    assert [r["trans_depth"] for r in records] == [1, 2, 5, 6, 3, 4]
+    assert (conv.counters.pipeline_overflow, conv.counters.overflow_responses) == (2, 2)
+
+
+# Heads that never complete ----------------------------------------------------------------------
+
+
+def test_request_line_without_line_end_that_the_server_answered() -> None:
+    """`GET /` and nothing more; the server answers 400 and closes: one record, request and answer."""
+    steps = [C(b"GET /", 1.0), S(BAD400, 2.0), SEOF(2.5), CEOF(3.0)]
+    records, counts, _ = outcome(steps)
+    assert brief(records) == [rec(1, "GET", "/", 400, 1000.0, 1000.0, flags=["truncated"],
+                                  anomalies=["incomplete_head"])]
+    assert counts == {"incomplete_head": 1}
+
+
+def test_head_without_final_blank_line_then_the_client_closes() -> None:
+    steps = [C(b"GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\n", 1.0), CEOF(2.0), S(BAD400, 2.5), SEOF(3.0)]
+    records, _, _ = outcome(steps)
+    assert brief(records) == [rec(1, "GET", "/a", 400, 500.0, 1500.0, flags=["truncated"],
+                                  anomalies=["incomplete_head"])]
+    assert (records[0]["host"], records[0]["user_agent"]) == ("h", "u")
+
+
+def test_head_cut_by_the_end_of_the_capture() -> None:
+    steps = [C(get("/a"), 1.0), S(OK0, 1.5), C(b"GET /b HTTP/1.1\r\nHo", 2.0), CEOF(3.0)]
+    records, _, _ = outcome(steps, reason="capture_end")
+    assert pairs(records) == [("GET", "/a", 200, [], None),
+                              ("GET", "/b", None, ["no_response", "truncated"], "capture_end")]
+    assert records[1]["anomalies"] == ["incomplete_head"]
+
+
+# HTTP/0.9 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"<html>hello</html>\r\n\r\n" * 50, b"HTTP is fun\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"])
+def test_http09_request_and_raw_body_until_close(body: bytes) -> None:
+    steps = [C(b"GET /path\r\n", 1.0), S(body[:7], 1.5), S(body[7:], 2.0), SEOF(2.5), CEOF(3.0)]
+    records, counts, _ = outcome(steps)
+    assert brief(records) == [rec(1, "GET", "/path", None, 500.0, 1500.0, version="0.9",
+                                  response_body_len=len(body))]
+    assert counts == {}
+
+
+# Smuggling --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("hidden", "oddity"), [(b"\r\r\n", "whitespace_line"), (b"X-A: a\r", "bare_cr")])
+def test_request_smuggled_behind_a_hidden_transfer_encoding_is_recorded(hidden: bytes, oddity: str) -> None:
+    """The front server reads Content-Length (it stops at the odd line), the back one reads every
+    line, chunked: two requests. The POST's record says which reading was followed; the GET is one."""
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+    covered = b"0\r\n\r\n" + smuggled
+    post = (b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n" % len(covered) + hidden
+            + b"Transfer-Encoding: chunked\r\n\r\n" + covered)
+    steps = [C(post, 1.0), S(OK0 + OK5, 1.5)]
+    records, counts, _ = outcome(steps)
+    assert brief(records) == [
+        rec(1, "POST", "/a", 200, 500.0, 500.0,
+            anomalies=[oddity, "content_length_and_transfer_encoding", "ambiguous_framing_chunked"]),
+        rec(2, "GET", "/smuggled", 200, 500.0, 500.0, response_body_len=5),
+    ]
+    assert counts == {oddity: 1, "content_length_and_transfer_encoding": 1, "ambiguous_framing_chunked": 1}
+
+
+def test_transactions_waiting_for_proof_of_http_keep_the_restart_pin() -> None:
+    """A lower-case one-line request and a raw answer prove nothing: the transaction is held, not
+    written, so a restart must replay from its start (the pin stays); at the close, nobody having
+    spoken HTTP, the connection is another protocol."""
+    conv = Conversation(ENDPOINTS, Counter(), pin=7)
+    conv.client.data(b"get /x\r\n", 1.0)
+    conv.server.data(b"some output\n", 1.5)
+    conv.server.eof(2.0)
+    assert (conv.out, len(conv.unproven), conv.pin) == ([], 1, 7)
+    conv.client.eof(2.0)
+    conv.close("closed")
+    assert (conv.out, conv.not_http, conv.counters.not_http) == ([], True, {"other": 1})
+
+
+def test_request_line_cut_before_its_version_answered_with_a_bare_body() -> None:
+    """`GET /path` and the client's FIN, then HTTP/0.9's kind of answer: one record, the body its."""
+    steps = [C(b"GET /path", 1.0), CEOF(1.5), S(b"<html>hi</html>", 2.0), SEOF(2.5)]
+    records, counts, conv = outcome(steps)
+    assert brief(records) == [rec(1, "GET", "/path", None, 500.0, 1500.0, version="0.9", flags=["truncated"],
+                                  anomalies=["incomplete_head"], response_body_len=15)]
+    assert counts == {"incomplete_head": 1} and not conv.not_http

@@ -184,12 +184,14 @@ BAD_MATCHES: list[tuple[str, object, str]] = [
 ]
 # Every anomaly name, as the refusal of an unknown one lists them (sorted).
 KNOWN_ANOMALIES = (
-    "bad_chunk_size, bad_chunk_terminator, bad_content_length, bad_header_line, bad_http_version, bad_method, "
-    "bad_request_line, bad_status_line, chunk_size_overflow, chunked_applied_twice, conflicting_content_length, "
-    "content_length_and_transfer_encoding, content_length_overflow, duplicate_content_length, duplicate_host, "
-    "head_cut_by_gap, headers_after_short_request_line, incomplete_head, junk_before_first_message, "
-    "missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, space_in_request_target, "
-    "transfer_encoding_not_chunked")
+    "ambiguous_framing_chunked, ambiguous_framing_close, ambiguous_framing_length, ambiguous_framing_none, "
+    "ambiguous_framing_unknown, bad_chunk_size, bad_chunk_terminator, bad_content_length, bad_header_line, "
+    "bad_http_version, bad_method, bad_request_line, bad_status_line, bare_cr, bare_lf, chunk_size_overflow, "
+    "chunk_size_whitespace, chunked_applied_twice, conflicting_content_length, "
+    "content_length_and_transfer_encoding, content_length_overflow, control_char, duplicate_content_length, "
+    "duplicate_host, head_cut_by_gap, headers_after_short_request_line, incomplete_head, "
+    "junk_before_first_message, missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, "
+    "space_in_request_target, transfer_encoding_not_chunked, whitespace_line")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), BAD_MATCHES, ids=[f"{k}={v}" for k, v, _ in BAD_MATCHES])

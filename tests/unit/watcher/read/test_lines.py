@@ -14,6 +14,7 @@ import io
 import json
 import math
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from analyzers.http.head import RequestHead, ResponseHead
 from analyzers.http.text import Strings
 from analyzers.http.transactions import Conversation, Endpoints, Message, Transaction
 from analyzers.pipeline import Pipeline
+from analyzers.records import to_record
 from unit.analyzers.test_records import request, response
 from watcher.capture.pcapfile import CaptureError
 from watcher.capture.sources import Capture
@@ -74,26 +76,61 @@ def test_hand_made_transactions() -> None:
         assert record_line(tx) == reference_line(tx)
         assert record_line(tx, Strings.ASCII) == reference_line(tx, Strings.ASCII)
         assert record_line(tx, Strings.UTF8) == record_line(tx)
+        # reference_line is json's own output: text as characters; strings: ascii as before, 7-bit
+        assert record_line(tx) == json.dumps(to_record(tx), ensure_ascii=False, separators=(",", ":"))
+        assert record_line(tx, Strings.ASCII) == json.dumps(to_record(tx, Strings.ASCII), separators=(",", ":"))
+        assert record_line(tx, Strings.ASCII).isascii()
 
 
 def test_utf8_text_in_both_forms() -> None:
-    """Valid UTF-8 is JSON text (\\u escapes: the line stays ASCII, json.loads gives the text back);
-    with strings: ascii every non-ASCII byte is \\xNN, the line as before there was a choice."""
+    """Valid UTF-8 is JSON text, written as its characters (a grep of the UTF-8 line finds Köln); what
+    is not safe text stays \\xNN; with strings: ascii every non-ASCII byte is \\xNN and the line is
+    7-bit ASCII, as before there was a choice."""
     (tx,) = [t for t in hand_made() if t.request is not None and t.request.first_ts == 8.0]
     line = record_line(tx)
-    assert line.isascii()
-    assert '"uri":"/K\\u00f6ln?q=\\\\xe2\\\\x80\\\\xae\\\\xff\\\\x5c"' in line
+    assert '"uri":"/K\u00f6ln?q=\\\\xe2\\\\x80\\\\xae\\\\xff\\\\x5c"' in line
+    data = line.encode("utf-8")
+    assert b'"uri":"/K\xc3\xb6ln?q=\\\\xe2\\\\x80\\\\xae\\\\xff\\\\x5c"' in data
+    assert b'"host":"k\xc3\xb6ln.test"' in data and b'"user_agent":"\xf0\x9f\x98\x80\\\\xc2\\\\x85"' in data
+    assert b'"status_msg":"Gr\xc3\xbc\xc3\x9fe"' in data and b"charset=\xe2\x82\xac" in data
+    # the characters that rewrite a line never appear raw: not the bidi override, not C1
+    assert "\u202e" not in line and "\x85" not in line and "\\u" not in line
     r = json.loads(line)
     assert (r["uri"], r["host"], r["user_agent"], r["referrer"], r["status_msg"], r["response_content_type"]) == (
         "/K\u00f6ln?q=\\xe2\\x80\\xae\\xff\\x5c", "k\u00f6ln.test", "\U0001f600\\xc2\\x85", "\\xc3",
         "Gr\u00fc\u00dfe", "text/plain; charset=\u20ac")
-    a = json.loads(record_line(tx, Strings.ASCII))
+    ascii_line = record_line(tx, Strings.ASCII)
+    assert ascii_line.isascii()
+    assert '"uri":"/K\\\\xc3\\\\xb6ln?q=\\\\xe2\\\\x80\\\\xae\\\\xff\\\\x5c"' in ascii_line
+    a = json.loads(ascii_line)
     assert (a["uri"], a["host"], a["user_agent"], a["referrer"], a["status_msg"], a["response_content_type"]) == (
         "/K\\xc3\\xb6ln?q=\\xe2\\x80\\xae\\xff\\x5c", "k\\xc3\\xb6ln.test", "\\xf0\\x9f\\x98\\x80\\xc2\\x85",
         "\\xc3", "Gr\\xc3\\xbc\\xc3\\x9fe", "text/plain; charset=\\xe2\\x82\\xac")
     out = io.StringIO()
     JsonLinesWriter(out, Strings.ASCII).write([tx])
     assert out.getvalue() == reference_line(tx, Strings.ASCII) + "\n"
+
+
+def test_output_file_and_stdout_are_utf8_whatever_the_locale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pcapwatch read`'s output, a file or standard output in a Latin-1 locale, holds the UTF-8 bytes
+    of the text; a capture file name that is not UTF-8 keeps the JSON escape of its surrogate
+    (\\udcff), as the ASCII form writes it, so the bytes stay valid UTF-8 and valid JSON."""
+    txs = hand_made()
+    want = "".join(reference_line(tx) + "\n" for tx in txs).replace("\udcff", "\\udcff").encode("utf-8")
+    assert b"K\xc3\xb6ln" in want and b'"pcap_file":"caf\xc3\xa9 \\udcff.pcap"' in want
+    path = tmp_path / "out.jsonl"
+    with jsonlines.open_output(str(path)) as f:
+        JsonLinesWriter(f).write(txs)
+    assert path.read_bytes() == want
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="latin-1"))
+    out = jsonlines.open_output(None)
+    assert out is sys.stdout
+    writer = JsonLinesWriter(out)
+    writer.write(txs)
+    writer.flush()
+    assert raw.getvalue() == want
+    assert [json.loads(x) for x in raw.getvalue().splitlines()] == [to_record(tx) for tx in txs]
 
 
 def test_parsed_conversation_with_wire_escapes() -> None:

@@ -150,7 +150,10 @@ def test_strings_ascii_for_the_rules_headers_and_on_reload(tmp_path: Path) -> No
         assert d.flush(5.0)
     finally:
         d.close(1.0)
-    first, second = (json.loads(line) for line in out.read_text().splitlines())
+    first_line, second_line = out.read_bytes().splitlines()
+    assert first_line.isascii()  # the JSON of strings: ascii is 7-bit, as before
+    assert second_line.count(b"K\xc3\xb6ln") == 4  # after the reload: uri, user_agent, route, the header
+    first, second = json.loads(first_line), json.loads(second_line)
     assert (first["uri"], first["request_headers"]["user-agent"], first["tags"]) == (
         "/K\\xc3\\xb6ln", "K\\xc3\\xb6ln", [])
     assert (second["uri"], second["request_headers"]["user-agent"], second["tags"]) == (

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import re
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +27,18 @@ from typing import Any
 import pytest
 from helpers.liveenv import wait_until
 
+from analyzers import Strings
 from watcher.config.model import JsonlOutputConfig, SyslogOutputConfig, ZmqOutputConfig
 from watcher.sinks import open_sink
-from watcher.sinks.base import Backoff, Record, SendError, Sink, encode
+from watcher.sinks.base import Backoff, Record, SendError, Sink
 from watcher.sinks.ecs import split_host, to_ecs, url_fields
 from watcher.sinks.jsonl import JsonlSink
+from watcher.sinks.jsontext import encode, utf8
 from watcher.sinks.syslog import (
+    BOM,
     SyslogSink,
     header_token,
+    message,
     parse_address,
     sd_escape,
     structured_data,
@@ -1061,26 +1067,91 @@ def test_close_during_a_long_backoff_tries_again_at_once() -> None:
 
 
 def test_utf8_text_through_every_encoder(tmp_path: Path, umask022: None) -> None:
-    """Records hold valid UTF-8 from the wire as text (strings: utf8). The JSON of every output is
-    ASCII with \\u escapes that decode to the text; syslog's structured data carries it as UTF-8
-    (RFC 5424 PARAM-VALUE); ECS splits the URL of the text."""
+    """Records hold valid UTF-8 from the wire as text (strings: utf8), and every output writes it as
+    UTF-8 bytes, so a grep for Köln finds it: the JSON (jsonl file, ECS, zmq frames), syslog's
+    structured data (RFC 5424 PARAM-VALUE) and its message, which then starts with the BOM (6.4).
+    With strings: ascii the JSON is 7-bit ASCII, \\u escapes, exactly as before there was a choice."""
     r = record(1, uri="/st\u00e4dte/K\u00f6ln?q=\u20ac", host="k\u00f6ln.test:8080", user_agent="\U0001f600 \\xff")
     line = encode(r)
-    assert line.isascii()
-    assert '"uri":"/st\\u00e4dte/K\\u00f6ln?q=\\u20ac"' in line and '"user_agent":"\\ud83d\\ude00 \\\\xff"' in line
+    assert '"uri":"/st\u00e4dte/K\u00f6ln?q=\u20ac"' in line and '"user_agent":"\U0001f600 \\\\xff"' in line
+    assert utf8(line).count(b"K\xc3\xb6ln") == 1 and b'"user_agent":"\xf0\x9f\x98\x80 \\\\xff"' in utf8(line)
     assert json.loads(line) == r
-    ecs = json.loads(encode(to_ecs(r)))
+    old_form = encode(r, Strings.ASCII)  # what every output wrote before: ASCII, \\u escapes
+    assert old_form.isascii() and json.loads(old_form) == r
+    assert '"uri":"/st\\u00e4dte/K\\u00f6ln?q=\\u20ac"' in old_form
+    assert '"user_agent":"\\ud83d\\ude00 \\\\xff"' in old_form
+    ecs_line = utf8(encode(to_ecs(r)))
+    assert b'"path":"/st\xc3\xa4dte/K\xc3\xb6ln"' in ecs_line and b'"domain":"k\xc3\xb6ln.test"' in ecs_line
+    ecs = json.loads(ecs_line)
     assert (ecs["url"]["path"], ecs["url"]["query"], ecs["url"]["domain"]) == ("/st\u00e4dte/K\u00f6ln", "q=\u20ac",
                                                                               "k\u00f6ln.test")
     assert ecs["user_agent"]["original"] == "\U0001f600 \\xff"
+
     s = SyslogSink(SyslogOutputConfig("s", "syslog", "udp://127.0.0.1:9", hostname="web-1"))
     msg = s.format(r)
-    assert ' host="k\u00f6ln.test:8080" uri="/st\u00e4dte/K\u00f6ln?q=\u20ac" '.encode() in msg
-    assert msg.endswith(line.encode())
+    assert b' host="k\xc3\xb6ln.test:8080" uri="/st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac" ' in msg
+    assert msg.endswith(b"] \xef\xbb\xbf" + utf8(line))
+    assert message(r) == BOM + line
+    plain = s.format(record(2))  # ASCII only: MSG-ANY, no BOM, the bytes as before
+    assert plain.endswith(b"] " + encode(record(2)).encode("ascii")) and b"\xef\xbb\xbf" not in plain
+    s.strings = Strings.ASCII
+    msg_ascii = s.format(r)
+    assert msg_ascii.endswith(b"] " + old_form.encode("ascii")) and b"\xef\xbb\xbf" not in msg_ascii
+
+    frames = messages(r, True)
+    assert [f[0] for f in frames] == [b"in", b"out", b"http.2xx"]
+    assert b'"uri":"/st\xc3\xa4dte/K\xc3\xb6ln?q=\xe2\x82\xac"' in frames[0][2] and frames[2][1] == utf8(line)
+    assert messages(r, False, Strings.ASCII) == [[b"http.2xx", old_form.encode("ascii")]]
+
     path = tmp_path / "http.jsonl"
     sink = open_sink(JsonlOutputConfig("file", "jsonl", path))
     sink.submit(r)
+    sink.submit(record(2, pcap_file="caf\u00e9 \udcff.pcap"))  # a file name that is not UTF-8
+    assert sink.flush(5)
+    sink.strings = Strings.ASCII  # a reload to strings: ascii
+    sink.submit(r)
     assert sink.flush(5)
     sink.close(1)
-    assert path.read_bytes() == (line + "\n").encode()
-    assert json.loads(path.read_text())["uri"] == "/st\u00e4dte/K\u00f6ln?q=\u20ac"
+    data = path.read_bytes()
+    name_line = encode(record(2, pcap_file="caf\u00e9 \udcff.pcap")).replace("\udcff", "\\udcff")
+    assert data == (line + "\n" + name_line + "\n" + old_form + "\n").encode("utf-8")
+    assert b'"pcap_file":"caf\xc3\xa9 \\udcff.pcap"' in data  # the surrogate as json's escape for it
+    assert sink.stats()["written_bytes"] == len(data)
+    assert data.count(b"K\xc3\xb6ln") == 1
+    assert [json.loads(x)["uri"] for x in data.splitlines()] == ["/st\u00e4dte/K\u00f6ln?q=\u20ac", "/item/2?q=1",
+                                                                   "/st\u00e4dte/K\u00f6ln?q=\u20ac"]
+    assert json.loads(data.splitlines()[1])["pcap_file"] == "caf\u00e9 \udcff.pcap"
+
+
+def test_jsonl_stdout_is_utf8_whatever_the_locale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard output in a Latin-1 locale (LANG=de_DE.ISO-8859-1): the records are still UTF-8."""
+    raw = io.BytesIO()
+    latin1 = io.TextIOWrapper(raw, encoding="latin-1", write_through=True)
+    monkeypatch.setattr(sys, "stdout", latin1)
+    latin1.write("before ")
+    s = open_sink(JsonlOutputConfig("stdout", "jsonl", None))
+    r = record(1, uri="/K\u00f6ln/\u6771\u4eac")
+    s.submit(r)
+    assert s.flush(5)
+    s.close(1)
+    assert raw.getvalue() == b"before " + utf8(encode(r)) + b"\n"
+    assert s.stats()["written_bytes"] == len(utf8(encode(r))) + 1  # bytes, not characters
+    assert b'"uri":"/K\xc3\xb6ln/\xe6\x9d\xb1\xe4\xba\xac"' in raw.getvalue()
+
+
+def test_prometheus_label_values_are_utf8() -> None:
+    """A host label of UTF-8 text is served as UTF-8 (the text format allows any UTF-8 in label
+    values); a file name that is not UTF-8 as a label holds \\udcNN, not a failed scrape."""
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CollectorRegistry
+
+    from watcher.metrics import MetricsModel, label_value
+    from watcher.sinks.prometheus_sink import _Collector
+
+    model = MetricsModel()
+    model.observe((), record(1, host="k\u00f6ln.test", uri="/K\u00f6ln"))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(model))
+    text = generate_latest(registry)
+    assert b'host="k\xc3\xb6ln.test"' in text
+    assert label_value("caf\u00e9 \udcff.pcap") == "caf\u00e9 \\udcff.pcap"
