@@ -8,6 +8,7 @@ of `http/` (heads, framing, parser, transactions), and `rules/` compiles and eva
 
 from analyzers.faults import AnalysisError
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from analyzers.http.body_keep import DEFAULT_BODY_LIMIT, BodyKeep
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
 from analyzers.http.text import Strings, ascii_text
 from analyzers.http.transactions import Endpoints, Message, Transaction
@@ -24,14 +25,15 @@ from analyzers.redact import (
     Policy,
     finalize,
 )
-from analyzers.router import Router
 from analyzers.routes import DEFAULT_MAX_ROUTES, RoutePattern, RouteTemplater
 from analyzers.rules.compile import parse_rules
 from analyzers.rules.engine import RuleSet, compile_rules
-from analyzers.rules.model import Pcap, RawRule, Rule, RuleError, TxView, describe
+from analyzers.rules.model import Pcap, RawRule, Replay, Rule, RuleError, TxView, describe
+from analyzers.shard import Router
 from analyzers.tcp.frames import RecordLayout
 
 __all__ = [
+    "DEFAULT_BODY_LIMIT",
     "DEFAULT_CONNECTION_BYTES",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
@@ -45,6 +47,7 @@ __all__ = [
     "REDACTED",
     "START_UNKNOWN",
     "AnalysisError",
+    "BodyKeep",
     "Endpoints",
     "Headers",
     "Identity",
@@ -55,6 +58,7 @@ __all__ = [
     "Policy",
     "RawRule",
     "RecordLayout",
+    "Replay",
     "RequestHead",
     "ResponseHead",
     "RoutePattern",

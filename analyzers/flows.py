@@ -9,23 +9,38 @@ capture time are closed.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from functools import partial
 from typing import Protocol
 
+from analyzers.connection import (
+    RST_GRACE_SECONDS,
+    Connection,
+    Entry,
+    FlowCounters,
+    Key,
+    file_mismatch,
+    first_sender,
+    in_window,
+    uid,
+)
+from analyzers.held import HeldPackets
+from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import HttpCounters
-from analyzers.http.head import looks_like_request_line
-from analyzers.http.parser import MessageParser
+from analyzers.http.parser import State
 from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
-from analyzers.packet_keep import Kept, KeptUpTo, PacketKeep
+from analyzers.packet_keep import KeptUpTo, PacketKeep
 from analyzers.side import Side
-from analyzers.tcp.frames import ACK, FIN, RST, SYN, Address, Decoded
-from analyzers.tcp.reassembly import SEQ_MOD, Stream, TcpCounters, ack_ahead
+from analyzers.tcp.doubt import doubt, prune, tcp_checksum_ok
+from analyzers.tcp.frames import ACK, FIN, RST, SYN, Decoded
+from analyzers.tcp.reassembly import SEQ_MOD, TcpCounters, ack_ahead
 
-Key = tuple[Address, int, Address, int]
+_SERVER = Side.SERVER
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "RST_GRACE_SECONDS", "FlowCounters", "FlowTable"]
 
 # 100,000 connections keep the table near 100 MB at worst (about 1 KB each with HTTP state), far
 # more than one web server's concurrent clients; SYN floods and scans are what pushes past it.
@@ -40,61 +55,6 @@ SWEEP_INTERVAL = 10.0
 LINGER_SECONDS = 60.0
 # Closed connections remembered at most; the oldest are forgotten first.
 MAX_LINGERING = 65_536
-# Ports where the side listening is almost surely the server, for connections picked up midstream.
-WELL_KNOWN_HTTP_PORTS = frozenset({80, 81, 443, 591, 3128, 8000, 8008, 8080, 8081, 8088, 8443, 8888})
-
-
-@dataclass(slots=True)
-class FlowCounters:
-    connections: int = 0
-    midstream: int = 0
-    closed: int = 0
-    reset: int = 0
-    idle_timeouts: int = 0
-    evicted: int = 0
-    port_reuse: int = 0
-    not_http: int = 0
-    untracked_packets: int = 0  # pure ACK/FIN/RST of a connection we never saw start or data of
-    late_packets: int = 0  # packets of a connection after its FIN/RST closed it
-    ignored_packets: int = 0  # packets of connections that are not HTTP
-    internal_errors: int = 0  # packets whose analysis raised: their connection was closed (internal_error)
-    dropped_broken: int = 0  # of those, connections whose closing raised too: dropped, their requests lost
-    restored: int = 0  # connections continued with the identity a run before a restart saved
-    restore_skipped_packets: int = 0  # their packets before the one they continue at (replayed, done)
-    restore_expired: int = 0  # saved identities whose connection sent nothing for the idle timeout
-
-
-def _noop_data(data: bytes, ts: float) -> None:
-    return None
-
-
-def _noop_eof(ts: float) -> None:
-    return None
-
-
-class Connection:
-    __slots__ = ("conv", "fins", "first", "first_pos", "first_ts", "ignored", "kept", "keys", "last_ts",
-                 "parsers", "streams", "syn")
-
-    def __init__(self, keys: tuple[Key, Key], first: Side, ts: float,
-                 counters: TcpCounters, syn: bool, pos: int) -> None:
-        # The table's own bookkeeping: `keys[0]` is the key of the first packet seen, `keys[1]` its
-        # reverse, and `first` the side that sent it. Everything else is indexed by `Side`.
-        self.keys = keys
-        self.first = first
-        self.first_pos = pos
-        self.first_ts = ts
-        self.last_ts = ts
-        # Each side's stream, `streams[Side.CLIENT]` and `streams[Side.SERVER]`.
-        self.streams = (Stream(counters, _noop_data, _noop_data, _noop_eof),  # type: ignore[arg-type]
-                        Stream(counters, _noop_data, _noop_data, _noop_eof))  # type: ignore[arg-type]
-        self.conv: Conversation | None = None
-        # Once HTTP is parsed: each side's parser (the one `streams[side]` delivers to).
-        self.parsers: tuple[MessageParser, MessageParser] | None = None
-        self.ignored = False
-        self.syn = syn
-        self.fins = 0  # bit `1 << side` per side that sent FIN, for connections we stopped parsing
-        self.kept: Kept | None = None  # its packets, while rules want them (FlowTable.keep)
 
 
 class Continuations(Protocol):
@@ -106,13 +66,7 @@ class Continuations(Protocol):
     def expire(self, limit: float) -> int: ...
 
 
-# What the table holds under a packet's key: its connection, the side that sends packets with that
-# key, and the side that receives them (the peer, carried so the per-packet path need not look it
-# up on the enum: a tenth of a microsecond per packet).
-Entry = tuple[Connection, Side, Side]
-
-
-class FlowTable:
+class FlowTable(HeldPackets):
     """Feeds decoded packets to per-connection reassembly and HTTP; collects finished transactions."""
 
     def __init__(self, max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -134,8 +88,13 @@ class FlowTable:
         # Packets kept for rules' pcap actions (None: none wanted). The caller sets `frame` to the
         # bytes of each frame before handing over its decoded packet, `linktype` to their link type.
         self.keep: PacketKeep | None = None
+        # Request bodies kept for replay (None: none, the default; analyzers.http.body_keep).
+        self.bodies: BodyKeep | None = None
         self.linktype = 0
         self.frame = b""
+        # Where the packet being handed over lies, (buffer, IPv4 header offset, IP length), when
+        # its TCP checksum can be checked (plain IPv4 + TCP); None otherwise. See `_checksum`.
+        self.checksum: tuple[bytes, int, int] | None = None
         # Identities of connections open before a restart, waiting for their next packet.
         self.restored: Continuations | None = None
 
@@ -156,7 +115,9 @@ class FlowTable:
             entry = self._open(d, ts)
         conn, side, peer = entry
         conn.last_ts = ts
-        if self.keep is not None and not conn.ignored:
+        if self.checksum is not None and self._checksum(conn, side, d):
+            return
+        if self.keep is not None and not conn.unparsed:
             conn.kept = self.keep.add(conn.kept, ts, self.linktype, self.frame, conn.syn)
         if conn.ignored or flags & (SYN | FIN | RST):
             self._control(conn, side, d, ts)
@@ -171,6 +132,12 @@ class FlowTable:
                 if other.finished and stream.finished:
                     self._finish(conn, "closed")
                     return
+                # A response outrunning the request bytes it answers (requests may run ahead of
+                # responses: they queue; a response ahead of its request would be paired wrongly).
+                if (payload and side is _SERVER and not conn.unparking and ack_ahead(other, ack)
+                        and not other.finished):
+                    self._park(conn, side, ts, d)
+                    return
         if payload:
             stream.segment(seq, payload, False, ts)
         conv = conn.conv
@@ -178,6 +145,37 @@ class FlowTable:
             self._collect(conn, conv)
         if ts >= self.next_sweep:
             self.sweep(ts)
+
+    def _checksum(self, conn: Connection, side: Side, d: Decoded) -> bool:
+        """Whether a packet is kept aside for its TCP checksum. Checked are control packets and
+        the client's packets outside a body (requests' heads: what an insertion targets; checking
+        every packet would cost as much as the rest of reading it). A wrong one in a flow whose
+        checksums have been right (a copy the receiver dropped: an insertion) waits to see
+        whether another copy comes (see tcp/doubt.py), the connection on the slow path meanwhile;
+        a control packet (a blind RST or FIN with a wrong checksum) is dropped. A direction whose
+        first checked checksum was wrong is offloading them (captured on the sender): its packets
+        are taken as they come and not checked again."""
+        flags, payload = d[6], d[7]
+        if not flags & (SYN | FIN | RST) and (side is not Side.CLIENT or not payload or not _in_head(conn)):
+            return False
+        stream = conn.streams[side]
+        if stream.sums & 2:  # offloading: nothing to learn from its checksums
+            return False
+        assert self.checksum is not None
+        if tcp_checksum_ok(*self.checksum):
+            stream.sums |= 1
+            return False
+        if stream.sums & 1:  # right ones before: the receiver drops this one
+            if flags & (SYN | FIN | RST):
+                self.tcp.checksum_dropped_segments += 1
+                return True
+            if not conn.ignored and doubt(stream, d[4], payload, conn.last_ts):
+                conn.ignored = True
+                return True
+            return False
+        self.tcp.checksum_offloading_streams += 1
+        stream.sums |= 2
+        return False
 
     def after_packet(self, conn: Connection, conv: Conversation, ts: float) -> None:
         """The end of `packet`'s data path, for a caller that did the rest of it inline
@@ -190,7 +188,23 @@ class FlowTable:
     def _control(self, conn: Connection, side: Side, d: Decoded, ts: float) -> None:
         """Packets with SYN, FIN or RST, and packets of connections that are not HTTP."""
         seq, ack, flags, payload = d[4:]
-        if conn.ignored:
+        if conn.rst is not None:
+            self._after_reset(conn, side, d, ts)
+            return
+        if conn.parked:
+            self._while_parked(conn, side, d, ts)
+            return
+        client, server = conn.streams
+        if conn.ignored and (client.doubtful or server.doubtful):  # see _checksum: the slow path
+            conn.ignored = False
+            self.checksum = None  # judged already
+            self.packet(ts, d)
+            prune(client, ts)
+            prune(server, ts)
+            if self.table.get(conn.keys[0], (None,))[0] is conn and (client.doubtful or server.doubtful):
+                conn.ignored = True
+            return
+        if conn.unparsed:
             self.counters.ignored_packets += 1
             if flags & FIN:
                 conn.fins |= 1 << side
@@ -207,8 +221,15 @@ class FlowTable:
             stream.syn(seq)
             conn.syn = True
         if flags & RST:
-            self._finish(conn, "reset")
+            if in_window(stream, seq):
+                conn.rst = (side, ts, self.cursor.pos, stream.rel(seq) if stream.base is not None else 0)
+                conn.ignored = True
+            else:
+                self.counters.resets_out_of_window += 1
             return
+        if flags & FIN and not in_window(stream, (seq + len(payload)) % SEQ_MOD):
+            self.counters.fins_out_of_window += 1
+            flags &= ~FIN
         if payload and conn.conv is None:
             self._start_http(conn, payload)
         if flags & ACK:
@@ -216,7 +237,8 @@ class FlowTable:
             if other.pending or ack_ahead(other, ack):
                 other.acked(ack, ts)
         if payload or flags & FIN:
-            stream.segment(seq, payload, bool(flags & FIN), ts)
+            # TCP Fast Open: data on a SYN starts one past the SYN's own sequence number.
+            stream.segment((seq + 1) % SEQ_MOD if flags & SYN else seq, payload, bool(flags & FIN), ts)
         conv = conn.conv
         if conv is not None:
             self._collect(conn, conv)
@@ -227,7 +249,7 @@ class FlowTable:
     def _collect(self, conn: Connection, conv: Conversation) -> None:
         if conv.out:
             self._take(conn, conv)
-        if conv.not_http and not conn.ignored:
+        if conv.not_http and not conn.unparsed:
             self._ignore(conn)
 
     def _open(self, d: Decoded, ts: float) -> Entry:
@@ -238,12 +260,18 @@ class FlowTable:
         if flags & SYN:
             first = Side.SERVER if flags & ACK else Side.CLIENT
         else:
-            first = _first_sender(sport, dport, payload)
+            first = first_sender(sport, dport, payload)
         key = (src, sport, dst, dport)
         rkey = (dst, dport, src, sport)
         conn = Connection((key, rkey), first, ts, self.tcp, bool(flags & SYN), self.cursor.pos)
         entry = self.table[key] = (conn, first, first.peer)
-        self.table[rkey] = (conn, first.peer, first)
+        if rkey == key:
+            # Both ends the same address and port (a LAND attack, or a loopback self-connect): one
+            # key for both directions, so no telling who sent what. Counted and ignored.
+            self.counters.self_connections += 1
+            conn.ignored = conn.unparsed = True
+        else:
+            self.table[rkey] = (conn, first.peer, first)
         self.active += 1
         self.counters.connections += 1
         if not flags & SYN:
@@ -254,18 +282,20 @@ class FlowTable:
         """First payload of a connection: set up HTTP parsing, client first in `Endpoints`."""
         key = conn.keys[0] if conn.first is Side.CLIENT else conn.keys[1]  # the client's packets' key
         client_ip, client_port, server_ip, server_port = key
-        endpoints = Endpoints(_uid(key, conn.first_ts), str(ipaddress.ip_address(client_ip)), client_port,
+        endpoints = Endpoints(uid(key, conn.first_ts), str(ipaddress.ip_address(client_ip)), client_port,
                               str(ipaddress.ip_address(server_ip)), server_port, not conn.syn)
         # (ip_address takes an IPv4 int or IPv6 bytes, the two forms frames.py produces)
         conv = Conversation(endpoints, self.anomalies, resync=not conn.syn, cursor=self.cursor,
                             pin=conn.first_pos, counters=self.http)
         conv.source = self.source
+        conv.bodies = self.bodies
         conn.conv = conv
         conn.parsers = (conv.client, conv.server)
         for stream, parser in zip(conn.streams, conn.parsers, strict=True):  # each side's
             stream.deliver = parser.data
             stream.gap = parser.gap
             stream.eof = parser.eof
+            stream.mismatch = partial(file_mismatch, conn, self.anomalies, parser.side)
             if stream.offset:
                 # Bytes were already skipped as lost (an ACK proved it) before this first
                 # payload: the whole first request, typically. HTTP must hear of it.
@@ -287,7 +317,7 @@ class FlowTable:
         conn.kept = None
 
     def _ignore(self, conn: Connection) -> None:
-        conn.ignored = True
+        conn.ignored = conn.unparsed = True
         self.counters.not_http += 1
         for s in conn.streams:
             s.release()
@@ -297,12 +327,24 @@ class FlowTable:
         """End a connection: deliver what is buffered, flush unanswered requests, forget it."""
         if self.table.get(conn.keys[0], (None,))[0] is not conn:
             return
+        if conn.parked:  # the held data goes in, what it waited for declared lost
+            self._unpark(conn, conn.last_ts, force=True)
+            if self.table.get(conn.keys[0], (None,))[0] is not conn:
+                return
+        if conn.rst is not None:  # the RST in doubt is taken: it ended the connection when sent
+            pos = self.cursor.pos
+            _side, conn.last_ts, self.cursor.pos, _at = conn.rst
+            self.counters.late_packets += len(conn.held)
+            conn.rst, conn.held, conn.ignored = None, [], False
+            self._finish(conn, "reset")
+            self.cursor.pos = pos
+            return
         if reason == "closed":
             self.counters.closed += 1
         elif reason == "reset":
             self.counters.reset += 1
         conv = conn.conv
-        if conv is not None and not conn.ignored:
+        if conv is not None and not conn.unparsed:
             ts = conn.last_ts
             # The server's end first: a response cut by the close is complete before the
             # requests still waiting are flushed.
@@ -317,7 +359,8 @@ class FlowTable:
             s.release()
         self._let_go(conn)
         del self.table[conn.keys[0]]
-        del self.table[conn.keys[1]]
+        if conn.keys[1] != conn.keys[0]:
+            del self.table[conn.keys[1]]
         self.active -= 1
         if reason in ("closed", "reset", "port_reuse", "internal_error"):  # its next packets are late ones
             self._linger(conn)
@@ -353,7 +396,31 @@ class FlowTable:
         limit = ts - self.idle_timeout
         if self.restored:
             self.counters.restore_expired += self.restored.expire(limit)
-        idle = [c for c in self._connections() if c.last_ts < limit]
+        idle = []
+        reset = []
+        waiting = []
+        for conn in self._connections():
+            if conn.rst is not None:
+                if ts - conn.rst[1] > RST_GRACE_SECONDS:
+                    reset.append(conn)
+            elif conn.last_ts < limit:
+                idle.append(conn)
+            elif conn.parked:
+                waiting.append(conn)
+            elif conn.conv is not None and not conn.unparsed:
+                # Holes waiting behind an ACK: declared lost when their wait has run out, even if
+                # the connection has gone quiet (the HTTP side must not wait on them forever).
+                client, server = conn.streams
+                if client.wait_since is not None or server.wait_since is not None:
+                    client.expire(ts)
+                    server.expire(ts)
+                    self._collect(conn, conn.conv)
+        for conn in waiting:
+            self._unpark(conn, ts)
+            if conn.conv is not None:
+                self._collect(conn, conn.conv)
+        for conn in reset:
+            self.end(conn, "reset")
         for conn in idle:
             self.counters.idle_timeouts += 1
             self.end(conn, "idle_timeout")
@@ -377,14 +444,29 @@ class FlowTable:
         """The earliest input position a restart must replay from to rebuild every connection
         that has unfinished work (None when there is none). Connections between requests do not
         pin: after a restart they are picked up again at their next request."""
-        best = None
+        return self.pins(lambda _pos: 0).get(0)
+
+    def pins(self, group: Callable[[int], int]) -> dict[int, int]:
+        """`pin`, per group of input positions (`group(pos)`: e.g. the partition of a Kafka topic a
+        position is in): the earliest position each group must be replayed from."""
+        best: dict[int, int] = {}
         for conn in self._connections():
-            if conn.ignored:
+            if conn.unparsed:
                 continue
             p = conn.first_pos if conn.conv is None else conn.conv.pin
-            if p is not None and (best is None or p < best):
-                best = p
+            if p is not None:
+                g = group(p)
+                if g not in best or p < best[g]:
+                    best[g] = p
         return best
+
+    def close_where(self, started_in: Callable[[int], bool], reason: str) -> int:
+        """Finish the connections whose first packet's position `started_in` accepts (e.g. those of a
+        partition another reader takes over); how many."""
+        conns = [c for c in self._connections() if started_in(c.first_pos)]
+        for conn in conns:
+            self.end(conn, reason)
+        return len(conns)
 
     def close_all(self, reason: str = "capture_end") -> None:
         """End of input: finish every connection."""
@@ -406,10 +488,11 @@ class FlowTable:
         self.counters.dropped_broken += 1
         if conn.conv is not None:
             self.out += conn.conv.out
-        for key in conn.keys:
-            if self.table.get(key, (None,))[0] is conn:
-                del self.table[key]
-        self.active -= 1
+        mine = [key for key in set(conn.keys) if self.table.get(key, (None,))[0] is conn]
+        for key in mine:
+            del self.table[key]
+        if mine:
+            self.active -= 1
         self._linger(conn)
         if self.keep is not None:
             self.keep.forget(conn.kept)
@@ -419,30 +502,9 @@ class FlowTable:
         return (conn for conn, side, _peer in self.table.values() if side is conn.first)
 
 
-def _first_sender(sport: int, dport: int, payload: bytes) -> Side:
-    """Which side sent the first packet seen of a connection picked up midstream (no SYN)."""
-    first_line = payload[:payload.find(b"\n")] if b"\n" in payload[:8192] else payload[:64]
-    if payload[:5].upper() == b"HTTP/":
-        return Side.SERVER
-    if looks_like_request_line(first_line.rstrip(b"\r")):
-        return Side.CLIENT
-    if dport in WELL_KNOWN_HTTP_PORTS and sport not in WELL_KNOWN_HTTP_PORTS:
-        return Side.CLIENT
-    if sport in WELL_KNOWN_HTTP_PORTS and dport not in WELL_KNOWN_HTTP_PORTS:
-        return Side.SERVER
-    return Side.CLIENT if dport < sport else Side.SERVER
+_OUTSIDE_HEADS = frozenset({State.BODY, State.CHUNK_DATA, State.CLOSE_BODY, State.TUNNEL})
 
 
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _uid(key: Key, first_ts: float) -> str:
-    """Zeek-style connection id: stable for the same connection in the same capture."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(("%r|%d|%r|%d|%.6f" % (key[0], key[1], key[2], key[3], first_ts)).encode())
-    n = int.from_bytes(h.digest(), "big")
-    out = []
-    for _ in range(17):
-        n, r = divmod(n, 62)
-        out.append(_B62[r])
-    return "C" + "".join(out)
+def _in_head(conn: Connection) -> bool:
+    """Whether the client's parser is outside a body (what `_checksum` checks)."""
+    return conn.parsers is None or conn.parsers[Side.CLIENT].state not in _OUTSIDE_HEADS

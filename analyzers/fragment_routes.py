@@ -1,4 +1,4 @@
-"""Which worker an IP fragment goes to, for `pipeline.Router`: the worker of the connection its
+"""Which worker an IP fragment goes to, for `shard.Router`: the worker of the connection its
 datagram carries, so that one worker holds all of a datagram and reassembles it.
 
 Only the first fragment names the connection (it holds the TCP header). The others go where it

@@ -19,6 +19,14 @@ is. Two kinds:
   passed over (counted). Each side's stream starts at its first packet from there, parsed from a
   message's first byte: the packet that began the message, and on the other side the answer to it.
 
+Only a settled connection is saved. One whose TCP state is in flux when the checkpoint is taken
+(`_unsettled`: packets held back while an RST is in doubt or parked while they answer bytes not seen
+yet, a segment in doubt for its checksum, bytes buffered behind a hole or a hole waiting for its
+late segment), or that is not HTTP (`unparsed`), is not: its state lies in packets and buffers an
+identity of plain values cannot carry, and it is transient (settled within RST_GRACE_SECONDS or a
+hole's wait). After a restart such a connection is picked up as the replay finds it (from its pin,
+or midstream), as it was before identities were kept.
+
 A connection pinned at its own first packet needs nothing: the replay rebuilds all of it. A SYN on
 a saved identity's ports is a new connection: the identity is forgotten. Identities not taken up
 within the idle timeout of capture time expire, as the connection would have.
@@ -28,9 +36,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from functools import partial
 from typing import NamedTuple
 
-from analyzers.flows import Connection, Entry, FlowTable, Key
+from analyzers.connection import Connection, Entry, Key, file_mismatch
+from analyzers.flows import FlowTable
 from analyzers.http.parser import MessageParser
 from analyzers.http.state import State
 from analyzers.http.transactions import Conversation, Endpoints
@@ -79,7 +89,9 @@ def identities(table: FlowTable, limit: int) -> tuple[tuple[Identity, ...], int]
 
 def _identity(conn: Connection) -> Identity | None:
     conv = conn.conv
-    if (conv is None or conn.ignored or conv.tunnel or conv.inner is not None or conv.not_http or conv.out
+    if conv is None or conn.unparsed or _unsettled(conn):
+        return None
+    if (conv.tunnel or conv.inner is not None or conv.not_http or conv.out
             or conv.held or conv.overflow or not conv.proven):
         return None
     key = conn.keys[0] if conn.first is Side.CLIENT else conn.keys[1]
@@ -94,6 +106,16 @@ def _identity(conn: Connection) -> Identity | None:
         return None  # pinned at its first packet: the replay rebuilds it whole
     depth, client_gap, server_gap = conv.pin_state
     return Identity(*ends, depth, client_gap, server_gap, None, None, conv.pin)
+
+
+def _unsettled(conn: Connection) -> bool:
+    """Whether the connection's TCP state holds what an identity cannot carry (see the module's
+    docstring): packets held or parked, an RST in doubt, a segment in doubt, or bytes waiting
+    behind a hole."""
+    if conn.ignored or conn.rst is not None or conn.held or conn.parked:
+        return True
+    return any(s.pending or s.doubtful or s.wait_since is not None or s.hold_at is not None
+               for s in conn.streams)
 
 
 def _next_seq(stream: Stream) -> int | bool | None:
@@ -188,12 +210,14 @@ def _continue(table: FlowTable, ident: Identity, key: Key, ts: float) -> Entry:
     conv.depth, conv.client_gap, conv.server_gap = ident.depth, ident.client_gap, ident.server_gap
     conv.proven = True  # only connections that had spoken HTTP are saved
     conv.source = table.source
+    conv.bodies = table.bodies
     conn.conv = conv
     conn.parsers = (conv.client, conv.server)
     for stream, parser, seq in zip(conn.streams, conn.parsers, (ident.client_seq, ident.server_seq), strict=True):
         stream.deliver = parser.data
         stream.gap = parser.gap
         stream.eof = parser.eof
+        stream.mismatch = partial(file_mismatch, conn, table.anomalies, parser.side)
         stream.base = seq
         parser.messages = 1  # not the connection's first message: no probing for another protocol
     entry: Entry = (conn, first, first.peer)

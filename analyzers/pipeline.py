@@ -1,7 +1,7 @@
 """Frames in, transactions out: the one entry point the I/O edge uses.
 
 `feed` takes frames one tuple each; `feed_records` is the fast path for classic pcap, reading the
-frames where they lie in the capture's bytes (`split_records` finds them). `Router` (analyzers.router) says which of
+frames where they lie in the capture's bytes (`split_records` finds them). `Router` (analyzers.shard) says which of
 several workers owns each frame, so that they can share one capture.
 """
 
@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
 from analyzers.faults import AnalysisError, Faults
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
+from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
 from analyzers.http.parser import State
 from analyzers.http.transactions import Transaction
 from analyzers.identities import Identity, Restored, identities
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
-from analyzers.router import Router as Router  # its home was here: `from analyzers.pipeline import Router` works
+from analyzers.side import Side
+from analyzers.tcp.doubt import tcp_checksum_ok
 from analyzers.tcp.frames import (
     ACK,
     ETH_IPV4,
@@ -33,9 +35,10 @@ from analyzers.tcp.frames import (
     FrameDecoder,
     RecordLayout,
 )
-from analyzers.tcp.reassembly import MAX_ACK_AHEAD, SEQ_MOD
+from analyzers.tcp.reassembly import MAX_ACK_AHEAD, RECENT_BYTES, SEQ_MOD
 
 Frame = tuple[int, float, bytes]
+
 
 
 @lru_cache(maxsize=2)
@@ -99,6 +102,11 @@ class Pipeline:
         self.transactions = 0
         self.faults = Faults()  # packets whose analysis raised (analyzers.faults)
 
+    def keep_bodies(self, keep: BodyKeep | None) -> None:
+        """Keep request bodies of these methods on their transactions (`Message.body`), for replay.
+        Applies to connections whose HTTP starts from now on. None (the default) keeps none."""
+        self.flows.bodies = keep
+
     def feed(self, linktype: int, frames: Iterable[Frame], base: int = 0) -> list[Transaction]:
         """Process one batch of frames of one link type. A frame's input position is `base` plus
         its file offset (see `Cursor`)."""
@@ -107,6 +115,7 @@ class Pipeline:
         flows.linktype = linktype
         packet = flows.packet
         cursor = flows.cursor
+        link_len, type_off = FIXED_LINK_HEADERS.get(linktype, (-1, 0))
         n = 0
         frames = iter(frames)
         while True:
@@ -117,9 +126,17 @@ class Pipeline:
                     d = decode(data, ts)
                     if d is not None:
                         flows.frame = data
+                        # Checksums can be checked where `feed_records` can: plain IPv4 + TCP frames.
+                        if (link_len >= 0 and data[type_off:type_off + 2] == b"\x08\x00"
+                                and data[link_len:link_len + 1] == b"\x45"):
+                            total = int.from_bytes(data[link_len + 2:link_len + 4], "big")
+                            if 40 <= total <= len(data) - link_len:
+                                flows.checksum = (data, link_len, total)
                         packet(ts, d)
+                        flows.checksum = None
                 break
             except Exception as e:
+                flows.checksum = None
                 self.faults.failed(flows, e, base + off, linktype, data)
         self.frames_seen += n
         return self._take()
@@ -156,7 +173,7 @@ class Pipeline:
         ip_at = 16 + link_len  # the IP header, from the record's start
         body, chunk_data, close_body, tunnel = State.BODY, State.CHUNK_DATA, State.CLOSE_BODY, State.TUNNEL
         ipv4, tcp, control, ack_flag = ETH_IPV4, PROTO_TCP, SYN | FIN | RST, ACK  # locals: no global lookups
-        seq_mod, max_ack_ahead = SEQ_MOD, MAX_ACK_AHEAD
+        seq_mod, max_ack_ahead, recent_max, client = SEQ_MOD, MAX_ACK_AHEAD, RECENT_BYTES, Side.CLIENT
         payload_bytes = 0
         records = iter(offsets)
         while True:
@@ -199,20 +216,46 @@ class Pipeline:
                                             parser.remaining -= plen
                                             parser.body_len += plen
                                             parser.last_ts = ts
+                                            if parser.keep is not None:  # a body kept for replay
+                                                parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
                                         elif st is close_body:
                                             parser.body_len += plen
+                                            if parser.keep is not None:
+                                                parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
                                             parser.last_ts = ts
                                         elif st is not tunnel:
                                             cursor.pos = base + off
                                             end = off + ip_at + total
-                                            parser.data(buf[end - plen:end], ts)
+                                            data = buf[end - plen:end]
+                                            if side is client:  # requests' heads: what an insertion targets
+                                                if not stream.sums & 2:  # FlowTable._checksum's choice
+                                                    if not tcp_checksum_ok(buf, end - total, total):
+                                                        stream.offset -= plen  # FlowTable.packet decides
+                                                        payload_bytes -= plen
+                                                        flows.checksum = (buf, end - total, total)
+                                                        packet(ts, (src, dst, sport, dport, seq, ack, flags, data))
+                                                        flows.checksum = None
+                                                        continue
+                                                    stream.sums |= 1
+                                                # Stream._deliver's record of the last bytes delivered, which
+                                                # a retransmission is compared with.
+                                                recent = stream.recent
+                                                if (stream.recent_end == stream.offset - plen
+                                                        and len(recent) < recent_max):
+                                                    recent += data
+                                                else:
+                                                    stream.recent = bytearray(data[-recent_max:])
+                                                stream.recent_end = stream.offset
+                                            parser.data(data, ts)
                                         if conv.out or conv.not_http or ts >= flows.next_sweep:
                                             cursor.pos = base + off
                                             flows.after_packet(conn, conv, ts)
                                         continue
                             cursor.pos = base + off
                             end = off + ip_at + total
+                            flows.checksum = (buf, end - total, total)
                             packet(ts, (src, dst, sport, dport, seq, ack, flags, buf[end - plen:end]))
+                            flows.checksum = None
                             continue
                     # Any other frame: the general decoder, as `feed` does it.
                     cursor.pos = base + off
@@ -221,6 +264,7 @@ class Pipeline:
                         packet(ts, d)
                 break
             except Exception as e:
+                flows.checksum = None
                 caplen = unpack_header(buf, off)[2]
                 self.faults.failed(flows, e, base + off, layout.linktype, bytes(buf[off + 16:off + 16 + caplen]))
         if offsets:
@@ -250,6 +294,16 @@ class Pipeline:
         """See FlowTable.pin; fragments waiting for the rest of their datagram pin too."""
         pins = [p for p in (self.flows.pin(), self.decoder.pin()) if p is not None]
         return min(pins, default=None)
+
+    def pins(self, group: Callable[[int], int]) -> dict[int, int]:
+        """See FlowTable.pins."""
+        return self.flows.pins(group)
+
+    def close_where(self, started_in: Callable[[int], bool], reason: str) -> tuple[int, list[Transaction]]:
+        """Finish the connections that started where `started_in` says (FlowTable.close_where): how
+        many, and their transactions (`reason` is the records' reason for requests left unanswered)."""
+        n = self.flows.close_where(started_in, reason)
+        return n, self._take()
 
     def set_source(self, name: str) -> None:
         self.flows.set_source(name)

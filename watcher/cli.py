@@ -11,6 +11,7 @@ from typing import Any
 
 from analyzers import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Strings
 from watcher.read.lines import OutputError, open_output
+from watcher.replay import verb as replay_verb
 from watcher.text.escape import printable
 
 EXIT_OK = 0
@@ -58,6 +59,8 @@ examples:
   pcapwatch read /var/spool/pcapwatch --stats
                                            a tcpdump ring, oldest file first, with counters
   pcapwatch read --help                    the record's fields, inputs, limits
+  pcapwatch replay cap.pcap --target http://127.0.0.1:8081
+                                           re-send GET/HEAD/OPTIONS to a shadow, compare answers
 
 exit status:
   0  every input was read completely
@@ -75,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read capture files and write one JSON line per HTTP transaction.",
                        epilog=READ_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("inputs", nargs="+", metavar="FILE",
-                   help="capture file, directory of rotation files, or - for stdin")
+                   help="capture file, directory of rotation files, - for stdin, or kafka://HOST:PORT/TOPIC "
+                        "(a topic of pycapa packets)")
     r.add_argument("-o", "--output", metavar="OUT", help="write records here instead of stdout")
     r.add_argument("--stats", nargs="?", const="text", choices=("text", "json"),
                    help="print counters to stderr at the end (default when stderr is a terminal)")
@@ -92,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strings", choices=tuple(Strings), default=Strings.UTF8.value,
                    help="utf8: valid UTF-8 in URIs and headers kept as text (default); ascii: every "
                         "byte that is not printable ASCII written \\xNN")
+    _add_kafka_input_args(r)
     c = sub.add_parser("check", help="validate a configuration file and print the effective configuration",
                        description="Validate a configuration file and print the effective configuration:\n"
                                    "every key, defaults filled in, paths absolute.",
@@ -102,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "/etc/pcapwatch/pcapwatch.yaml)")
     _add_run_parser(sub)
     _add_tail_parser(sub)
+    replay_verb.add_parser(sub)
+    _add_export_parser(sub)
+    _add_publish_parser(sub)
     return p
 
 
@@ -142,6 +150,10 @@ def _add_run_parser(sub: Any) -> None:
     r.add_argument("--capture", metavar="IFACE", help="also run tcpdump on this interface with a ring into the "
                                                     "spool (needs root or CAP_NET_RAW)")
     r.add_argument("--bpf", metavar="EXPR", help="capture filter for --capture (default: capture.bpf)")
+    r.add_argument("--source", metavar="kafka://HOST:PORT/TOPIC", help="read packets from this Kafka topic (pycapa's "
+                   "format) instead of the spool, as a member of --group (overrides kafka.source)")
+    r.add_argument("--group", metavar="NAME", help="the consumer group whose members share the topic's partitions "
+                   "(overrides kafka.group)")
     d = sub.add_parser("demo", help="see it work: a local server, tcpdump and the service on loopback",
                        description="Start a small HTTP server on 127.0.0.1, tcpdump writing a ring into "
                                    "SPOOL/demo, and the service on the configuration's outputs; send requests of "
@@ -190,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     path, config = loaded
     try:
         return launch(config, path, spool=args.spool, state=args.state, output=args.output, capture=args.capture,
-                      bpf=args.bpf)
+                      bpf=args.bpf, source=args.source, group=args.group)
     except LaunchError as e:
         sys.stderr.write(f"pcapwatch: error: {e}\n")
         return EXIT_USAGE
@@ -247,6 +259,118 @@ def _tail(args: argparse.Namespace) -> int:
     return tail(args.connect, args.filters or (), args.json)
 
 
+EXPORT_EPILOG = """\
+examples:
+  pcapwatch export kafka://broker:9092/packets -w packets.pcap
+  pcapwatch export kafka://broker:9092/packets --kafka-offset end -w - | wireshark -k -i -
+
+Written as pycapa's consumer writes it (for a topic byte for byte): a libpcap
+header in this machine's byte order (0xa1b2c3d4, 2.4, snaplen 65535, the link
+type), each record with µs time and captured length = wire length.
+
+exit status: 0 every input read; 1 some input unreadable (named on stderr);
+2 bad command line; 3 the output could not be written"""
+
+
+def _add_export_parser(sub: Any) -> None:
+    e = sub.add_parser("export", help="write the frames of captures or Kafka topics as one libpcap file",
+                       description="Write the frames of every input (capture files, directories, stdin, "
+                                   "kafka:// topics of pycapa packets) as one libpcap file, in order.",
+                       epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="capture file, directory, - for stdin, or kafka://HOST:PORT/TOPIC")
+    e.add_argument("-w", "--write", required=True, metavar="FILE", help="the pcap file to write, - for stdout")
+    e.add_argument("--stats", action="store_true", help="one line of counters on stderr at the end")
+    _add_kafka_input_args(e)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from watcher.read.export import export_main
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `pcapwatch export ... -w - | head -c` ends quietly
+    return export_main(args.inputs, args.write, args.stats, _kafka_options(args), sys.stderr)
+
+
+PUBLISH_EPILOG = """\
+examples:
+  pcapwatch publish cap.pcap --to kafka://broker:9092/packets --partitions 12
+  tcpdump -i eth0 -w - 'tcp port 80' | pcapwatch publish - --to kafka://broker:9092/packets
+  pcapwatch publish --follow /var/spool/pcapwatch --state /var/lib/pcapwatch-publish \\
+      --to kafka://broker:9092/packets      a live tcpdump ring, as `run` follows it
+
+One message per frame in pycapa's format (key: capture time in µs, big-endian
+u64; value: the frame); the partition by connection (the same both ways), so a
+connection's packets are in one partition, in order. Deliveries are counted,
+failures retried; a summary line at the end.
+
+exit status: 0 every frame delivered (--follow: and stopped by a signal); 1 some
+input unreadable or frames undelivered; 2 bad command line; 3 the topic could
+not be reached or created"""
+
+
+def _add_publish_parser(sub: Any) -> None:
+    pb = sub.add_parser("publish", help="send the frames of captures to a Kafka topic in pycapa's format",
+                        description="Send every frame of the inputs to a Kafka topic, one message per frame in "
+                                    "pycapa's format, each connection to one partition.",
+                        epilog=PUBLISH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pb.add_argument("inputs", nargs="*", metavar="INPUT",
+                    help="capture file, directory, - for stdin, or kafka://HOST:PORT/TOPIC")
+    pb.add_argument("--to", required=True, metavar="kafka://HOST:PORT/TOPIC", help="the topic to publish to")
+    pb.add_argument("--partitions", type=_positive_int, metavar="N",
+                    help="create the topic with N partitions if it does not exist (default: it must exist)")
+    pb.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"), default="none",
+                    help="compression of the messages (default %(default)s)")
+    f = pb.add_argument_group("following a live spool (as `run` follows it)")
+    f.add_argument("--follow", action="store_true",
+                   help="INPUT is the spool directory tcpdump writes into: follow it until SIGTERM/SIGINT, "
+                        "rotation by rotation, with a checkpoint in --state (a restart resumes there)")
+    f.add_argument("--state", metavar="DIR", help="where --follow keeps its checkpoint (required with --follow)")
+    f.add_argument("--pattern", default="*", metavar="GLOB",
+                   help="capture file names in the spool (default %(default)s)")
+    _add_kafka_input_args(pb)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from watcher.publish.job import publish_main
+
+    return publish_main(args.inputs, args.to, args.partitions, args.compression, _kafka_options(args), sys.stderr,
+                        follow=(args.state, args.pattern) if args.follow else None)
+
+
+def _add_kafka_input_args(p: argparse.ArgumentParser) -> None:
+    k = p.add_argument_group("kafka:// inputs (topics of pycapa packets: key = capture time in µs, value = frame)")
+    k.add_argument("--kafka-offset", choices=("beginning", "end"), default="beginning",
+                   help="beginning: every message, exit at the end of every partition (default); end: new "
+                        "messages only, until --max-packets or Ctrl-C/SIGTERM")
+    k.add_argument("--linktype", type=_linktype, default=1, metavar="TYPE",
+                   help="link type of the frames, a number or a name (ethernet, linux_sll, raw, ...; default "
+                        "ethernet)")
+    k.add_argument("--max-packets", type=_positive_int, default=None, metavar="N",
+                   help="stop after N packets of a topic")
+
+
+def _kafka_options(args: argparse.Namespace) -> Any:
+    """How kafka:// inputs are read; a read of new messages ends on SIGINT/SIGTERM, cleanly."""
+    import threading
+
+    from watcher.capture.inputs import KafkaOptions
+
+    stop = threading.Event()
+    if args.kafka_offset == "end" and any(i.startswith("kafka://") for i in args.inputs):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda _s, _f: stop.set())
+    return KafkaOptions(args.kafka_offset, args.linktype, args.max_packets, stop, sys.stderr)
+
+
+def _linktype(text: str) -> int:
+    from watcher.capture.pycapa import parse_linktype
+
+    try:
+        return parse_linktype(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -263,6 +387,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from watcher.capture.pycapa import KafkaClientMissing
+
+    try:
+        return _dispatch(args)
+    except KafkaClientMissing as e:  # a kafka:// input or output without the optional library
+        sys.stderr.write(f"pcapwatch: error: {e}\n")
+        return EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "read":
         return _read(args)
     if args.command == "check":
@@ -273,6 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "tail":
         return _tail(args)
+    if args.command == "replay":
+        return replay_verb.run(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "publish":
+        return _publish(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -291,7 +431,7 @@ def _read(args: argparse.Namespace) -> int:
     try:
         result = read_captures(args.inputs, out, sys.stderr, progress=progress,
                                max_connections=args.max_connections, idle_timeout=args.idle_timeout,
-                               workers=args.workers, strings=Strings(args.strings))
+                               workers=args.workers, strings=Strings(args.strings), kafka=_kafka_options(args))
         if out is not sys.stdout:
             out.close()
     except (OutputError, OSError) as e:

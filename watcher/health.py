@@ -57,6 +57,8 @@ class Health:
     kept_bytes: int = 0  # packets kept for pcap actions (analyzers.packet_keep)
     kept_let_go: Mapping[str, int] = field(default_factory=dict)  # packets let go, by the bound that did
     delivery: Mapping[str, int] = field(default_factory=dict)  # watcher.run.delivery.DeliveryCounters
+    replay: tuple[Family, ...] = ()  # the replay client's families (watcher.replay.actions)
+    kafka: Mapping[str, int] = field(default_factory=dict)  # run --source kafka://: watcher.run.group.GroupCounters
 
     @classmethod
     def from_pipeline(cls, stats: Mapping[str, Any], **rest: Any) -> Health:
@@ -164,8 +166,13 @@ def health_families(h: Health) -> list[Family]:
                           "(limits.pcap_total_bytes bounds it).", h.kept_bytes))
     out.append(family_by("pcapwatch_pcap_packets_let_go_total", "counter", "Kept packets let go before a rule "
                          "could write them, by the bound that let them go.", "bound", h.kept_let_go))
+    out.append(family_by("pcapwatch_kafka_group_total", "counter", "A consumer-group member's events (run --source "
+                         "kafka://): partitions assigned, revoked, lost; connections closed by a rebalance "
+                         "(rebalance_closed); messages skipped (bad_key, bad_value); commits, commit_errors, "
+                         "commits_held (an output had not written everything); consumer_errors.", "event", h.kafka))
     age = h.checkpoint_age_seconds
     out.append(Family("pcapwatch_checkpoint_age_seconds", "gauge", "Seconds since the last checkpoint was "
                       "written (absent before the first one).",
                       samples=(((), float(age)),) if age is not None else ()))
+    out.extend(h.replay)
     return out

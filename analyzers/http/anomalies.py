@@ -56,6 +56,8 @@ class Anomaly(StrEnum):
     HEAD_CUT_BY_GAP = "head_cut_by_gap"
     JUNK_BEFORE_FIRST_MESSAGE = "junk_before_first_message"
     NOT_HTTP = "not_http"
+    # The TCP stream beneath (reported by analyzers/tcp, filed by analyzers/flows.py)
+    RETRANSMISSION_MISMATCH = "retransmission_mismatch"
 
     @property
     def reason(self) -> str:
@@ -117,4 +119,7 @@ REASONS: dict[Anomaly, str] = {
     Anomaly.JUNK_BEFORE_FIRST_MESSAGE: "bytes that are not HTTP before the client's first request",
     Anomaly.NOT_HTTP: "the connection speaks another protocol: the client's first bytes (TLS, HTTP/2's preface) or "
                       "lines neither side answered as HTTP (a shell); it is not parsed, nothing of it written",
+    Anomaly.RETRANSMISSION_MISMATCH: "bytes of the message sent again differ from the copy seen first, which was "
+                                     "kept: an insertion the receiver may have dropped (bad checksum, low TTL), "
+                                     "or a rewriting middlebox",
 }

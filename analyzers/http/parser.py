@@ -2,7 +2,7 @@
 
 Fed bytes, gaps and end-of-stream in stream order (`data`, `gap`, `eof`); reports message heads,
 message ends and anomalies to a `MessageSink` (sink.py: the conversation that pairs requests with
-responses). It keeps no body bytes: bodies are counted. It never raises on input: what a strict
+responses). Bodies are counted, not kept (unless the sink asks: body_keep.py). It never raises on input: what a strict
 server would refuse is a named anomaly, and after a gap or unframeable bytes it looks for the next
 message start and counts what it skipped. Every change of its state is made by its own methods (as
 in h11's `_state.py`): here, and for input that did not parse in recovery.py, its mixin; the pure
@@ -14,6 +14,7 @@ the sink keep (every message that starts ends once) is written down in sink.py.
 from __future__ import annotations
 
 from analyzers.http.anomalies import Anomaly
+from analyzers.http.body_keep import KeptBody
 from analyzers.http.framing import MAX_LINE_BYTES, cached_body_framing, chunk_size, chunk_size_oddity
 from analyzers.http.head import (
     MAX_HEAD_BYTES,
@@ -49,9 +50,9 @@ _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 class MessageParser(Recovery):
     """One side's message framing. `side` chooses the start-line grammar: requests or responses."""
 
-    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "inner", "last_ts", "lf_named",
-                 "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "side", "sink",
-                 "skipped_bytes", "state", "truncated")
+    __slots__ = ("body_len", "buf", "first_ts", "gap_in_message", "in_message", "inner", "keep", "last_ts",
+                 "lf_named", "line_checked", "messages", "not_http_kind", "one_line", "probing", "remaining", "side",
+                 "sink", "skipped_bytes", "state", "truncated")
 
     def __init__(self, side: Side, sink: MessageSink[MessageParser], resync: bool = False) -> None:
         self.side = side
@@ -71,13 +72,14 @@ class MessageParser(Recovery):
         self.probing = False  # junk at a client's start: give up as not HTTP past a budget
         self.not_http_kind = NotHttp.OTHER  # what the client spoke instead, once it is NOT_HTTP
         self.inner: MessageParser | None = None  # CARRY: the parser the tunnel's bytes go to
+        self.keep: KeptBody | None = None  # the current body's bytes, when asked for (body_keep.py)
 
     # Input --------------------------------------------------------------------------------------
 
     def data(self, data: bytes, ts: float) -> None:
         """Take the next bytes of the stream."""
         st = self.state
-        if st is _BODY and len(data) < self.remaining:  # the hot path: body bytes
+        if st is _BODY and len(data) < self.remaining and self.keep is None:  # the hot path: body bytes
             self.remaining -= len(data)
             self.body_len += len(data)
             self.last_ts = ts
@@ -87,6 +89,8 @@ class MessageParser(Recovery):
             pos = self._whole_head(data, ts)
         while pos < n:
             st = self.state
+            if self.keep is not None and (st is _BODY or st is _CHUNK_DATA or st is _CLOSE_BODY):
+                self.keep.add(data[pos:n if st is _CLOSE_BODY else pos + self.remaining])  # body_keep.py
             if st is _BODY or st is _CHUNK_DATA:
                 take = min(self.remaining, n - pos)
                 pos += take

@@ -12,6 +12,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
 from analyzers.http.anomalies import Anomaly
+from analyzers.http.body_keep import BodyKeep, KeptBody, wants_body
 from analyzers.http.counters import MAX_OVERFLOW_RUNS, MAX_UNANSWERED_REQUESTS, MAX_UNPROVEN_MESSAGES, HttpCounters
 from analyzers.http.head import Headers, RequestHead, ResponseHead, speaks_http
 from analyzers.http.parser import MessageParser
@@ -50,6 +51,8 @@ class Message:
     info_msg: str | None = None
     pos: int = 0  # input position of the record that completed the head
     pos_index: int = 0  # heads completed before this one on the same connection in that record
+    body: bytes | None = None  # the body, kept only when asked for (body_keep.py)
+    body_skip: str | None = None  # why a wanted body was not kept: "too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ class Conversation:
     __slots__ = (
         "anomaly_counts",
         "answering",
+        "bodies",
         "client",
         "client_gap",
         "counters",
@@ -156,6 +160,7 @@ class Conversation:
         # `unproven`, written when it does, dropped (the connection is not HTTP) if it never does.
         self.proven = False
         self.unproven: list[Transaction] = []
+        self.bodies: BodyKeep | None = None  # request bodies to keep for replay (None: none)
 
     # MessageSink --------------------------------------------------------------------------------
 
@@ -185,6 +190,8 @@ class Conversation:
                 self.anomaly_counts[Anomaly.DUPLICATE_HOST] += 1
             self.parsing = msg
             self.unanswered.append(msg)
+            if self.bodies is not None and head.method is not None:
+                self._keep_body(parser, msg, head)
             if len(self.unanswered) > MAX_UNANSWERED_REQUESTS:
                 self._overflow(self.unanswered.popleft())
             return None
@@ -219,9 +226,25 @@ class Conversation:
             msg.depth = request.depth if request is not None else self._next_depth()
         self.response = msg
         self.answering = request
+        if self.bodies is not None:
+            self.server.keep = None
+            if (self.bodies.responses and request is not None and isinstance(request.head, RequestHead)
+                    and request.head.method in self.bodies.methods):
+                self.server.keep = KeptBody(self.bodies.response_limit)
         if request is None or not isinstance(request.head, RequestHead):
             return None
         return request.head.method
+
+    def _keep_body(self, parser: MessageParser, msg: Message, head: RequestHead) -> None:
+        assert self.bodies is not None and head.method is not None
+        limit = wants_body(self.bodies, head.method, head.headers)
+        if limit is None:
+            parser.keep = None
+        elif limit < 0:
+            parser.keep = None
+            msg.body_skip = "too_large"
+        else:
+            parser.keep = KeptBody(limit)
 
     def on_begin(self, parser: MessageParser) -> None:
         if self.pin is None:
@@ -257,6 +280,12 @@ class Conversation:
                 return
             msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
             msg.gap, msg.truncated = msg.gap or parser.gap_in_message, parser.truncated
+            if parser.keep is not None:
+                kept, parser.keep = parser.keep, None
+                if kept.over:
+                    msg.body_skip = "too_large"
+                else:
+                    msg.body = bytes(kept.data)
             if self.held:
                 for tx in self.held:
                     self._put(tx)
@@ -269,6 +298,12 @@ class Conversation:
             return
         resp.last_ts, resp.body_len, resp.done = parser.last_ts, parser.body_len, True
         resp.gap, resp.truncated = resp.gap or parser.gap_in_message, parser.truncated
+        if parser.keep is not None:
+            kept, parser.keep = parser.keep, None
+            if kept.over:
+                resp.body_skip = "too_large"
+            else:
+                resp.body = bytes(kept.data)
         if resp.depth < 0:
             return
         request = self.answering

@@ -35,6 +35,7 @@ from analyzers.rules.model import (
     RuleError,
     describe,
 )
+from analyzers.rules.replay_action import _a_replay
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
 _TAG = re.compile(r"[A-Za-z0-9_.:/@+-]+\Z")
@@ -50,9 +51,11 @@ class _Abandon(Exception):
     """Raised by `err` once a key's problem is reported: the key is skipped, the rest still checked."""
 
 
-def parse_rules(raw: Sequence[RawRule], outputs: Sequence[str] = ()) -> tuple[Rule, ...]:
-    """Validate every rule against the match keys, actions and output names; raise RuleError with
-    every problem found (each rule's in line order), or return the compiled rules."""
+def parse_rules(raw: Sequence[RawRule], outputs: Sequence[str] = (),
+                replay_targets: Sequence[str] = ()) -> tuple[Rule, ...]:
+    """Validate every rule against the match keys, actions, output names and replay targets (the
+    configuration's allow-list); raise RuleError with every problem found (each rule's in line
+    order), or return the compiled rules."""
     problems: list[Problem] = []
     rules: list[Rule] = []
     names: dict[str, str] = {}
@@ -61,7 +64,7 @@ def parse_rules(raw: Sequence[RawRule], outputs: Sequence[str] = ()) -> tuple[Ru
     set_names: set[str] = set()
     parsers: list[_Parser] = []
     for item in raw:
-        p = _Parser(item, tuple(outputs))
+        p = _Parser(item, tuple(outputs), tuple(replay_targets))
         parsers.append(p)
         rule = p.rule()
         pending.extend((p, path, label) for path, label in p.labels)
@@ -96,9 +99,10 @@ def parse_rules(raw: Sequence[RawRule], outputs: Sequence[str] = ()) -> tuple[Ru
 class _Parser:
     """Validates and compiles one RawRule, collecting its problems."""
 
-    def __init__(self, raw: RawRule, outputs: tuple[str, ...]) -> None:
+    def __init__(self, raw: RawRule, outputs: tuple[str, ...], replay_targets: tuple[str, ...] = ()) -> None:
         self.raw = raw
         self.outputs = outputs
+        self.replay_targets = replay_targets
         self.problems: list[Problem] = []
         self.labels: list[tuple[tuple[object, ...], str]] = []
         self.metrics: list[tuple[tuple[object, ...], Metric]] = []
@@ -377,7 +381,7 @@ def _a_pcap(p: _Parser, v: object, err: Err, path: tuple[object, ...], rule: str
 
 ACTIONS: dict[str, Callable[[_Parser, object, Err, tuple[object, ...], str], ActionResult]] = {
     "log": _a_log, "drop": _a_drop, "sample": _a_sample, "tag": _a_tag, "set": _a_set, "redact": _a_redact,
-    "metric": _a_metric, "alert": _a_alert, "pcap": _a_pcap,
+    "metric": _a_metric, "alert": _a_alert, "pcap": _a_pcap, "replay": _a_replay,
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from analyzers.rules.compile import parse_rules
-from analyzers.rules.model import KEEP, Alert, Decision, Metric, Pcap, RawRule, Rule, TxView
+from analyzers.rules.model import KEEP, Alert, Decision, Metric, Pcap, RawRule, Replay, Rule, TxView
 
 
 class RuleSet:
@@ -30,6 +30,11 @@ class RuleSet:
     def pcaps(self) -> tuple[Pcap, ...]:
         """Every rule's pcap action: while there is one, connections' packets must be kept."""
         return tuple(r.actions.pcap for r in self.rules if r.actions.pcap is not None)
+
+    @property
+    def replays(self) -> tuple[Replay, ...]:
+        """Every rule's replay action: while there is one, request bodies must be kept."""
+        return tuple(r.actions.replay for r in self.rules if r.actions.replay is not None)
 
     def evaluate(self, view: TxView) -> Decision:
         """The decision for one transaction; a rule that raises is counted and skipped."""
@@ -61,6 +66,7 @@ class RuleSet:
         metrics: list[Metric] = []
         alerts: list[Alert] = []
         pcaps: list[Pcap] = []
+        replays: list[Replay] = []
         for rule, keep in hits:
             a = rule.actions
             if (a.drop or not keep) and drop_by is None:
@@ -78,9 +84,12 @@ class RuleSet:
                 alerts.append(a.alert)
             if a.pcap is not None:
                 pcaps.append(a.pcap)
+            if a.replay is not None:
+                replays.append(a.replay)
         outputs = tuple(dict.fromkeys(named + list(self.default_outputs) if defaults else named)) if named else None
         return Decision(tuple(r.name for r, _ in hits), drop_by is not None, drop_by, outputs, tuple(tags), fields,
-                        frozenset(rh), frozenset(rq), tuple(metrics), tuple(alerts), tuple(pcaps))
+                        frozenset(rh), frozenset(rq), tuple(metrics), tuple(alerts), tuple(pcaps),
+                        tuple(replays))
 
 
 def sampled(uid: object, rate: float) -> bool:
@@ -93,8 +102,8 @@ def sampled(uid: object, rate: float) -> bool:
 
 
 def compile_rules(raw: Sequence[RawRule], outputs: Sequence[str] = (),
-                  default_outputs: Sequence[str] | None = None) -> RuleSet:
+                  default_outputs: Sequence[str] | None = None, replay_targets: Sequence[str] = ()) -> RuleSet:
     """Validate and compile rules (`compile.parse_rules`) into a RuleSet; raises RuleError listing
     every problem. `outputs` are the configured output names; `default_outputs` those with `default:
     true` (all of `outputs` when not given)."""
-    return RuleSet(parse_rules(raw, outputs), outputs if default_outputs is None else default_outputs)
+    return RuleSet(parse_rules(raw, outputs, replay_targets), outputs if default_outputs is None else default_outputs)

@@ -91,6 +91,28 @@ class Pcap:
 
 
 @dataclass(frozen=True, slots=True)
+class Replay:
+    """A rule's `replay` action, recorded for the service (watcher/replay): re-send the request to
+    `target` (one of the configuration's replay.targets) and compare the answer. Defaults are the
+    safe ones: GET, HEAD, OPTIONS only, no requests carrying credentials."""
+
+    rule: str
+    target: str
+    methods: tuple[str, ...] = ("GET", "HEAD", "OPTIONS")
+    allow_credentials: bool = False
+    rate: float | None = None  # requests per second; None: no limit
+    percent: float = 100.0  # of connections, chosen by connection
+    concurrency: int = 4
+    queue: int = 1000
+    host: str | None = None
+    id_header: str = "X-Request-ID"
+    body_limit: int = 64 << 10
+    compare_headers: tuple[str, ...] = ("content-type",)
+    ignore_headers: tuple[str, ...] = ()
+    masks: tuple[str, ...] = ()  # regexes (checked at compile) masked in both bodies before comparing
+
+
+@dataclass(frozen=True, slots=True)
 class Actions:
     """A rule's actions, compiled. `log`: None no log action, () the default outputs, else their names."""
 
@@ -104,6 +126,7 @@ class Actions:
     metrics: tuple[Metric, ...] = ()
     alert: Alert | None = None
     pcap: Pcap | None = None
+    replay: Replay | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +174,7 @@ class Decision:
     metrics: tuple[Metric, ...] = ()
     alerts: tuple[Alert, ...] = ()
     pcap: tuple[Pcap, ...] = ()
+    replay: tuple[Replay, ...] = ()
 
 
 KEEP = Decision()  # no rule matched: log to the default outputs, as `read` would

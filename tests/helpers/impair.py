@@ -117,3 +117,41 @@ def drop(segments: Sequence[Segment], indexes: Iterable[int]) -> list[Segment]:
     """The capture without the segments at `indexes` (lost by the capturing host)."""
     gone = set(indexes)
     return [s for i, s in enumerate(segments) if i not in gone]
+
+
+def permute(segments: Sequence[Segment], rng: random.Random, lo: int = 2, hi: int = 8,
+            max_span_ns: int | None = None) -> tuple[list[Segment], int]:
+    """Shuffle data segments in consecutive windows of `lo`..`hi` packets: within a window, the data
+    segments of each direction of a connection trade places; pure ACKs stay where they are, so a
+    segment may land after the peer's ACK that covers it, as multi-queue NICs, `-i any` and merged
+    captures show them. Timestamps stay with the positions; windows spanning more than
+    `max_span_ns` are left alone, and so are connections whose start was not captured or whose RST
+    is in the window. Returns the new
+    list and how many segments moved."""
+    out = list(segments)
+    seen_syn = {conn_key(s) for s in segments if s.flags & SYN}
+    moved = 0
+    start = 0
+    while start < len(out):
+        end = min(start + rng.randint(lo, hi), len(out))
+        window = range(start, end)
+        start = end
+        if max_span_ns is not None and segments[window[-1]].ts_ns - segments[window[0]].ts_ns > max_span_ns:
+            continue
+        groups: dict[tuple[bytes, int, bytes, int], list[int]] = {}
+        reset = {conn_key(segments[i]) for i in window if segments[i].flags & RST}
+        for i in window:
+            s = segments[i]
+            if s.payload and not s.flags & (SYN | RST) and conn_key(s) in seen_syn:
+                groups.setdefault((s.src, s.sport, s.dst, s.dport), []).append(i)
+        for positions in groups.values():
+            # Not across an RST of the connection: what the receiver took before it is then a
+            # matter of capture order (bytes captured after it are late, as on the wire).
+            if len(positions) < 2 or conn_key(segments[positions[0]]) in reset:
+                continue
+            order = positions[:]
+            rng.shuffle(order)
+            for pos, src in zip(positions, order, strict=True):
+                out[pos] = segments[src]._replace(ts_ns=segments[pos].ts_ns)
+            moved += sum(1 for a, b in zip(positions, order, strict=True) if a != b)
+    return out, moved

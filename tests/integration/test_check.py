@@ -44,6 +44,7 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
                    "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000,
                    "gunzip_max_bytes": 17179869184, "gunzip_max_ratio": 200.0},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "tcp", "user": None},
+        "kafka": {"source": None, "group": "pcapwatch", "linktype": 1, "session_timeout_seconds": 10.0},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
                                 "authorization", "cookie"],
                     "response": ["content-type", "content-length", "location", "server", "set-cookie"]},
@@ -51,6 +52,7 @@ def test_shipped_default_is_valid_and_printed_whole(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": [], "max_field_bytes": 4096},
         "routes": {"patterns": [], "max_routes": 1000},
+        "replay": {"targets": []},
         "strings": "utf8",
         "rules_dir": None,
     }

@@ -407,3 +407,72 @@ def test_lost_segments_flag_their_transactions(capture: str) -> None:
         if (r is None and not head_lost) or (r is not None and "gap" not in r["flags"]):
             wrong[key] = (r["flags"], r["reason"], r["method"]) if r else None
     assert wrong == {}
+
+
+# Capture order is not wire order (issue 9) -----------------------------------------------------
+
+
+def _permuted(segs: list[Segment], seed: int) -> tuple[list[Segment], int, int]:
+    """Data segments permuted in windows of 2-8 per direction, ACKs in place; how many moved, and
+    how many now come after a peer packet acknowledging them."""
+    permuted, moved = impair.permute(segs, random.Random(seed), 2, 8, REORDER_SPAN_NS)
+    high_ack: dict[tuple[bytes, int], int] = {}  # per receiver: the last ACK it sent (unwrapped enough)
+    after_ack = 0
+    for s in permuted:
+        if s.payload:
+            acked = high_ack.get((s.dst, s.dport))
+            if acked is not None and 0 < (acked - s.seq) % g.SEQ_MOD < g.SEQ_MOD // 2:
+                after_ack += 1
+        if s.flags & 0x10:
+            high_ack[(s.src, s.sport)] = s.ack
+    return permuted, moved, after_ack
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_permuted_past_their_acks(tmp_path: Path, capture: str) -> None:
+    """Segments after the ACK that covers them are late, not lost: the same records, no gap, no
+    retransmission (timing moves by at most a window's span)."""
+    records, segs, base = _original(capture)
+    permuted, moved, after_ack = _permuted(segs, 7)
+    print(f"{capture}: {moved} segments moved, {after_ack} after the peer's ACK of them")
+    assert moved > len(segs) // 20 and after_ack > 100
+    got, stats = read_impaired(tmp_path, [permuted])
+    assert record_diffs(by_key(records), by_key(got), REORDER_SPAN_NS / 1e9) == []
+    tcp = stats["tcp"]
+    assert (tcp["gaps"], tcp["gap_bytes"], tcp["retransmitted_segments"]) == (
+        0, 0, base["tcp"]["retransmitted_segments"])
+    assert tcp["late_segments_filled"] > 0 and tcp["holes_expired"] == 0
+
+
+@functools.cache
+def permuted_loss_scenario(capture: str) -> tuple[dict[Key, Record], dict[Key, Record], set[Key], int]:
+    """1% of the data segments lost, then the rest permuted as above. The transactions the loss
+    touches are those a lost segment's stream range overlaps (request or response), in the
+    connections whose streams `framed_connections` explains exactly; segments are lost only there."""
+    records, segs = original(capture)
+    conns = framed_connections(records, segs)
+    rng = random.Random(8)
+    candidates = sorted((uid, i) for uid, c in conns.items() for i in c.segments)
+    data_segments = sum(1 for s in segs if s.payload)
+    drops = rng.sample(candidates, round(data_segments / 100))
+    touched: set[Key] = set()
+    for uid, i in drops:
+        c = conns[uid]
+        d, lo, hi = c.segments[i]
+        for k, (q, p) in enumerate(zip(c.requests, c.responses, strict=True), start=1):
+            m = q if d == 0 else p
+            if lo < m.end and hi > m.start:
+                touched.add((uid, k))
+    lossy = impair.drop(segs, [i for _uid, i in drops])
+    permuted, _moved, _after = _permuted(lossy, 9)
+    with tempfile.TemporaryDirectory() as tmp:
+        got, _stats = read_impaired(Path(tmp), [permuted])
+    return by_key(records), by_key(got), touched, len(drops)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_permuted_and_one_percent_lost_spares_the_other_transactions(capture: str) -> None:
+    want, have, touched, dropped = permuted_loss_scenario(capture)
+    print(f"{capture}: {dropped} segments lost, {len(touched)} of {len(want)} transactions touched")
+    assert dropped >= 10 and len(touched) >= 5
+    assert record_diffs(want, have, REORDER_SPAN_NS / 1e9, keys=set(want) - touched) == []

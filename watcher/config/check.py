@@ -175,7 +175,7 @@ class _Checker:
                                            "a directory of *.yaml rule files or null; create it or correct the path")
         outputs: tuple[OutputConfig, ...] = values["outputs"]
         try:
-            return parse_rules(raws, [o.name for o in outputs])
+            return parse_rules(raws, [o.name for o in outputs], values["replay"].targets)
         except RuleError as e:
             self.errors.extend((ranks.get(p.file, 0), p.line, p.text) for p in e.problems)
             return ()

@@ -30,6 +30,7 @@ from watcher.config.model import (
     Config,
     HeadersConfig,
     JsonlOutputConfig,
+    KafkaOutputConfig,
     LimitsConfig,
     OutputConfig,
     PrometheusOutputConfig,
@@ -45,7 +46,8 @@ from watcher.config.schema import OUTPUT_TYPES, SCHEMA, ItemType, Key, Kind, Rul
 from watcher.config.yaml_lines import FileError, Reader, compose
 
 __all__ = ["MAX_SNAPLEN", "OUTPUT_TYPES", "SCHEMA", "CaptureConfig", "Config", "ConfigError", "HeadersConfig",
-           "ItemType", "JsonlOutputConfig", "Key", "Kind", "LimitsConfig", "OutputConfig", "PrometheusOutputConfig",
+           "ItemType", "JsonlOutputConfig", "KafkaOutputConfig", "Key", "Kind", "LimitsConfig", "OutputConfig",
+           "PrometheusOutputConfig",
            "RedactConfig", "RedisOutputConfig", "RoutesConfig", "RuleList", "Scalar", "Section", "SpoolConfig",
            "StateConfig", "SyslogOutputConfig", "TypedList", "ZmqOutputConfig", "default_config_path", "load",
            "load_or_report", "redact_policy", "render", "rule_lines", "rule_set", "with_overrides"]

@@ -102,6 +102,21 @@ class RedisOutputConfig(OutputConfig):
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaOutputConfig(OutputConfig):
+    """Records as messages of a Kafka topic: keyed by `uid` (a connection's records in one partition,
+    in order) or `event_id`; the value the record's JSON, flat or ECS."""
+
+    brokers: str = "127.0.0.1:9092"  # HOST:PORT[,HOST:PORT...]
+    topic: str = "pcapwatch-http"
+    key: str = "uid"  # uid | event_id
+    format: str = "flat"  # flat | ecs
+    compression: str = "none"  # none | gzip | snappy | lz4 | zstd
+    acks: str = "all"  # all | leader | none (Kafka's acks=all, 1, 0)
+    batch: int = 500
+    backoff_max_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class ZmqOutputConfig(OutputConfig):
     """A ZeroMQ PUB socket: `[topic, json]` per transaction (and per message when per_message)."""
 
@@ -135,6 +150,17 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaSourceConfig:
+    """`pcapwatch run` reading packets from a Kafka topic (pycapa's format) as a member of a consumer
+    group, instead of from the spool, when `source` is set."""
+
+    source: str | None = None  # kafka://HOST:PORT/TOPIC
+    group: str = "pcapwatch"
+    linktype: int = 1
+    session_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class HeadersConfig:
     """The allow-list: only these headers (lower-case names) are logged."""
 
@@ -161,6 +187,13 @@ class RoutesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """Where rules' replay actions may send requests: nothing is replayed to a target not listed."""
+
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration; `source` is the file it came from (absolute). `rules`:
     those of the file, then those of rules_dir's files in name order, compiled."""
@@ -170,9 +203,11 @@ class Config:
     outputs: tuple[OutputConfig, ...]
     limits: LimitsConfig
     capture: CaptureConfig
+    kafka: KafkaSourceConfig = KafkaSourceConfig()
     headers: HeadersConfig = HeadersConfig()
     redact: RedactConfig = RedactConfig()
     routes: RoutesConfig = RoutesConfig()
+    replay: ReplayConfig = ReplayConfig()
     strings: str = "utf8"  # utf8 | ascii: how wire text is written (analyzers.Strings)
     rules_dir: Path | None = None
     rules: tuple[Rule, ...] = ()

@@ -28,6 +28,7 @@ from analyzers import (
     RoutePattern,
 )
 from watcher.capture.pcapfile import MAX_SNAPLEN
+from watcher.capture.pycapa import KafkaUrlError, parse_kafka_url
 from watcher.capture.sources import GUNZIP_MAX_BYTES, GUNZIP_MAX_RATIO
 from watcher.config.model import (
     DEFAULT_BUFFER,
@@ -36,10 +37,13 @@ from watcher.config.model import (
     CaptureConfig,
     HeadersConfig,
     JsonlOutputConfig,
+    KafkaOutputConfig,
+    KafkaSourceConfig,
     LimitsConfig,
     PrometheusOutputConfig,
     RedactConfig,
     RedisOutputConfig,
+    ReplayConfig,
     RoutesConfig,
     SpoolConfig,
     StateConfig,
@@ -65,6 +69,9 @@ class Kind(enum.Enum):
     LISTEN = "HOST:PORT (port 0: any free port)"
     REDIS_URL = "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix:///PATH"
     ZMQ_ENDPOINT = "tcp://HOST:PORT (port * or 0: any free port), ipc:///PATH or inproc://NAME"
+    KAFKA_BROKERS = "HOST:PORT, or several separated by commas"
+    KAFKA_TOPIC = "a Kafka topic name (letters, digits, '.', '_', '-')"
+    KAFKA_URL = "kafka://HOST:PORT/TOPIC (several brokers separated by commas)"
     STR_LIST = "a list of non-empty strings"
     HEADER_LIST = "a list of header names"
     SECRET_LIST = "a list of strings of at least 4 characters"
@@ -122,6 +129,22 @@ def _zmq(text: str) -> str | None:
     return None if re.fullmatch(r"(ipc://.+|inproc://[^/]+)", text) else ""
 
 
+def _brokers(text: str) -> str | None:
+    for b in text.split(","):
+        m = re.fullmatch(rf"({_HOST}):(\d+)", b.strip())
+        if not m or not _port(m.group(2), False):
+            return ""
+    return None
+
+
+def _kafka_url(text: str) -> str | None:
+    try:
+        parse_kafka_url(text)
+    except KafkaUrlError as e:
+        return "" if str(e).startswith("not a Kafka address") else str(e).split(";")[0]
+    return None
+
+
 def _regex(text: str) -> str | None:
     try:
         re.compile(text)
@@ -139,6 +162,9 @@ FORMATS: Mapping[Kind, Callable[[str], str | None]] = {
     Kind.LISTEN: _listen,
     Kind.REDIS_URL: _redis,
     Kind.ZMQ_ENDPOINT: _zmq,
+    Kind.KAFKA_BROKERS: _brokers,
+    Kind.KAFKA_URL: _kafka_url,
+    Kind.KAFKA_TOPIC: lambda t: None if re.fullmatch(r"[A-Za-z0-9._-]{1,249}", t) else "",
 }
 
 
@@ -277,6 +303,22 @@ OUTPUT_TYPES: Mapping[str, ItemType] = {
         Key("per_message", Kind.BOOL, False, "also publish each request (topic `in`) and response (topic `out`) "
             "as it completes"),
     ), ZmqOutputConfig, "watcher.sinks.zmq_sink:ZmqSink"),
+    "kafka": ItemType("records as messages of a Kafka topic (confluent-kafka: pip install 'pcapwatch[kafka]')", (
+        Key("brokers", Kind.KAFKA_BROKERS, "127.0.0.1:9092", "the brokers to start from (bootstrap.servers)"),
+        Key("topic", Kind.KAFKA_TOPIC, "pcapwatch-http", "the topic the records go to (it must exist)"),
+        Key("key", Kind.CHOICE, "uid", "each message's key: uid (a connection's records in one partition, in "
+            "order) or event_id", choices=("uid", "event_id")),
+        Key("format", Kind.CHOICE, "flat", "the message's JSON: flat (the record of `pcapwatch read`) or ecs "
+            "(Elastic Common Schema names)", choices=("flat", "ecs")),
+        Key("compression", Kind.CHOICE, "none", "compression of the messages",
+            choices=("none", "gzip", "snappy", "lz4", "zstd")),
+        Key("acks", Kind.CHOICE, "all", "acknowledgements a write waits for (Kafka's acks): all (every in-sync "
+            "replica, acks=all), leader (acks=1), none (acks=0: a lost write is not seen)",
+            choices=("all", "leader", "none")),
+        Key("batch", Kind.INT, 500, "records sent before waiting for their delivery reports", minimum=1),
+        Key("backoff_max_seconds", Kind.FLOAT, 30.0, "longest wait between retries while the brokers are away "
+            "(exponential backoff with jitter)", unit="seconds", above=0),
+    ), KafkaOutputConfig, "watcher.sinks.kafka_sink:KafkaSink"),
 }
 
 RULE_KEYS = ("name", "match", "actions", "continue")
@@ -340,6 +382,15 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
         Key("user", Kind.STR, None, "user tcpdump switches to after opening the device (tcpdump -Z); "
             "null: tcpdump's default", nullable=True),
     ), CaptureConfig),
+    Section("kafka", "`pcapwatch run` reading packets from a Kafka topic, as one of a consumer group", (
+        Key("source", Kind.KAFKA_URL, None, "a topic of packets in pycapa's format to read instead of the spool, "
+            "sharing its partitions with the other members of `group`; null: the spool", nullable=True),
+        Key("group", Kind.STR, "pcapwatch", "the consumer group: its members share the topic's partitions"),
+        Key("linktype", Kind.INT, 1, "link type of the frames on the topic (1: Ethernet)", minimum=0,
+            maximum=65535),
+        Key("session_timeout_seconds", Kind.FLOAT, 10.0, "a member silent this long is taken for dead and its "
+            "partitions go to the others", unit="seconds", above=0),
+    ), KafkaSourceConfig),
     Section("headers", "the allow-list of logged headers (like Packetbeat's send_headers)", (
         Key("request", Kind.HEADER_LIST, DEFAULT_REQUEST_HEADERS, "request headers logged in request_headers"),
         Key("response", Kind.HEADER_LIST, DEFAULT_RESPONSE_HEADERS, "response headers logged in "
@@ -365,6 +416,10 @@ SCHEMA: tuple[Section | TypedList | Scalar | RuleList, ...] = (
         Key("max_routes", Kind.INT, DEFAULT_MAX_ROUTES, "distinct routes at most; the rest are labelled other "
             "(and counted)", minimum=1),
     ), RoutesConfig),
+    Section("replay", "the allow-list of replay targets (README \"Replay\")", (
+        Key("targets", Kind.STR_LIST, (), "URLs (http://HOST[:PORT]) rules' replay actions may send requests to; "
+            "a replay action naming another target is refused at load"),
+    ), ReplayConfig),
     Scalar(Key("strings", Kind.CHOICE, "utf8", "how text from the wire (URIs, header values, reason phrases) is "
                "written: utf8 keeps valid UTF-8 as text (UTF-8 in every output), ascii writes every byte that is "
                "not printable ASCII as \\xNN (7-bit JSON, as before); in both, invalid UTF-8, control characters "

@@ -11,6 +11,8 @@ import os
 from typing import Any, TextIO
 
 from analyzers import Pipeline, Strings, split_records
+from watcher.capture.inputs import KafkaOptions
+from watcher.capture.pycapa import is_kafka_url
 from watcher.capture.sources import Batches, Records, expand
 from watcher.read.files import ReadResult, input_size, read_files
 from watcher.read.lines import JsonLinesWriter, TextSink
@@ -24,12 +26,14 @@ PARALLEL_MIN_BYTES = 32 << 20
 
 def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: bool = False,
                   max_connections: int | None = None, idle_timeout: float | None = None,
-                  workers: int | None = None, strings: Strings = Strings.UTF8) -> ReadResult:
+                  workers: int | None = None, strings: Strings = Strings.UTF8,
+                  kafka: KafkaOptions | None = None) -> ReadResult:
     """Read every input as one capture; write records to `out`, one-line problems to `err`.
 
     `workers`: processes sharing the connections; None chooses (several for a large input on a
-    multi-core machine, one otherwise). Stdin is always read by one process. `strings`: how wire
-    text is written (README "The record").
+    multi-core machine, one otherwise). Stdin and Kafka topics are always read by one process.
+    `strings`: how wire text is written (README "The record"); `kafka`: how a `kafka://` input is
+    read.
     """
     files, notes = expand(paths)
     for note in notes:
@@ -42,15 +46,15 @@ def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: boo
     total = sum(input_size(p) for p in files)
     if workers is None:
         workers = min(os.cpu_count() or 1, 2) if total >= PARALLEL_MIN_BYTES else 1
-    if "-" in files:
+    if "-" in files or any(is_kafka_url(f) for f in files):
         workers = 1
     if workers > 1:
         return read_parallel(files, out, err, workers, progress, kw, strings)
-    return analyze_files(files, out, err, progress, Pipeline(**kw), strings)
+    return analyze_files(files, out, err, progress, Pipeline(**kw), strings, kafka)
 
 
 def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, pipeline: Pipeline,
-                  strings: Strings = Strings.UTF8) -> ReadResult:
+                  strings: Strings = Strings.UTF8, kafka: KafkaOptions | None = None) -> ReadResult:
     """The read loop of one process: every file in order through one pipeline.
 
     A failing output raises `OutputError` out of here; problems of an input are reported and the
@@ -83,9 +87,10 @@ def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, 
         writer.flush()
         faults.flush()
 
-    result = read_files(files, err, progress, begin, consume, close, lambda: writer.written)
+    result = read_files(files, err, progress, begin, consume, close, lambda: writer.written, kafka)
     result.stats = {"files": result.files, "files_failed": result.files_failed,
-                    "bytes": sum(input_size(p) for p in files), **pipeline.stats()}
+                    "bytes": sum(input_size(p) for p in files), **pipeline.stats(),
+                    **({"kafka": result.kafka} if result.kafka else {})}
     result.analysis_errors = result.stats["connections"]["internal_errors"]
     return result
 

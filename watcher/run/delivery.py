@@ -4,6 +4,7 @@
                             \\-> metrics (every transaction, dropped or not: traffic is counted)
                             \\-> alerts (a warning-level record to the rule's outputs)
                             \\-> pcap (the connection's packets to a file, one writer per directory)
+                            \\-> replay (the request re-sent to a shadow; its record back to the outputs)
 
 Sinks never block: a slow or dead output drops what its buffer cannot hold, and counts it. A
 `required: true` output never drops: the service asks `waiting_for()` before each batch and waits
@@ -23,6 +24,7 @@ from analyzers import Message, Pcap, Policy, RuleSet, Strings, Transaction, TxVi
 from watcher.config.load import redact_policy, rule_set
 from watcher.config.model import Config
 from watcher.metrics import MetricsModel
+from watcher.replay.actions import ReplayActions
 from watcher.sinks import open_sink
 from watcher.sinks.base import Sink
 from watcher.sinks.pcap_sink import PcapSink, PcapSinkConfig, snapshot_item
@@ -71,12 +73,14 @@ class Delivery:
         self.required: tuple[Sink, ...] = ()
         self.waiting: tuple[str, float] | None = None  # (required output, since): analysis waits for it
         self.pcap_writers: dict[str, PcapSink] = {}  # by directory
+        self.replays = ReplayActions(lambda line: log("warning", line))
         try:
             for output in config.outputs:
                 self.sinks[output.name] = open_sink(output, log, metrics)  # its library imported now
                 self.sinks[output.name].strings = self.strings  # how its JSON is written
             self.required = tuple(s for s in self.sinks.values() if s.required)
             self._open_pcap_writers()
+            self.replays.configure(self.rules.replays)
         except BaseException:
             self.close(1.0)
             raise
@@ -90,6 +94,7 @@ class Delivery:
         for sink in self.sinks.values():
             sink.strings = self.strings
         self._open_pcap_writers()
+        self.replays.configure(self.rules.replays)
 
     def _open_pcap_writers(self) -> None:
         """One writer per directory the rules' pcap actions name; where rules give one directory
@@ -132,6 +137,15 @@ class Delivery:
             self._submit(alert.record(final), alert.outputs or None)
         if decision.pcap:
             self._pcap(decision.pcap, tx)
+        if decision.replay:
+            self.replays.offer(decision.replay, tx, final)
+        self._replayed()
+
+    def _replayed(self) -> None:
+        """Records of requests replayed since, to the default outputs (from this thread: sinks are
+        fed by the service's thread only)."""
+        for record in self.replays.take():
+            self._submit(record, None)
 
     def _submit(self, record: dict[str, Any], outputs: tuple[str, ...] | None) -> None:
         for name in self.default if outputs is None else outputs:
@@ -182,6 +196,7 @@ class Delivery:
     def flush(self, timeout: float) -> bool:
         """Wait for the outputs to write what they hold, all within `timeout` (dead outputs must not
         add up to stall the pipeline); False if some could not."""
+        self._replayed()
         deadline = time.monotonic() + timeout
         ok = True
         for sink in self._all():
@@ -193,6 +208,8 @@ class Delivery:
             sink.reopen()
 
     def close(self, timeout: float) -> None:
+        self.replays.close()  # its queue sent first: those records go out too
+        self._replayed()
         for sink in self._all():
             sink.close(timeout)
 

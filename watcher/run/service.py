@@ -398,6 +398,7 @@ class Service:
         lim = config.limits
         wanted = bool(self.delivery.rules.pcaps)
         self.pipeline.keep_packets(lim.pcap_connection_bytes if wanted else None, lim.pcap_total_bytes)
+        self.pipeline.keep_bodies(self.delivery.replays.body_keep())  # for replay actions, only then
 
     def _refuse(self, why: str) -> None:
         self.counters.reload_errors += 1
@@ -420,7 +421,8 @@ class Service:
 
     def _health(self) -> Health:
         return dataclasses.replace(self.health, outputs=self.delivery.stats(),
-                                   delivery=dataclasses.asdict(self.delivery.counters))
+                                   delivery=dataclasses.asdict(self.delivery.counters),
+                                   replay=tuple(self.delivery.replays.families()))
 
 
 def _gunzip(config: Config) -> GunzipLimits:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from analyzers.flows import FlowTable
+from analyzers.flows import RST_GRACE_SECONDS, FlowTable
 from analyzers.records import to_record
 from analyzers.side import Side
 from analyzers.tcp.frames import ACK, FIN, RST, SYN
+from analyzers.tcp.limits import HOLE_WAIT_SECONDS
 
 PSH = 0x08
 OK0 = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
@@ -140,6 +141,10 @@ def test_rst_closes_and_flushes_unanswered_requests() -> None:
     t.handshake(1.0)
     t.c(1.1, get("/a"))
     t.s(1.2, flags=RST | ACK)
+    # The RST is believed when its sender has not gone on sending for RST_GRACE_SECONDS (a
+    # refused RST is followed by more data in sequence): the sweep or the next packet says so.
+    assert records(ft) == []
+    ft.sweep(1.2 + RST_GRACE_SECONDS + 0.01)
     assert [who(r) for r in records(ft)] == [
         ("10.0.0.1", 40000, "10.0.0.2", 80, "GET", "/a", None, ["no_response"], "reset")]
     assert (ft.counters.reset, ft.counters.closed, ft.active) == (1, 0, 0)
@@ -317,6 +322,8 @@ def test_ack_past_a_lost_response_segment_makes_a_gap() -> None:
     t.s(1.3, b"hij")
     t.c(1.4, get("/b"), flags=ACK | PSH)  # the client acknowledges all ten body bytes
     t.s(1.5, OK0)
+    assert records(ft) == []  # "defg" may still turn up later in the capture
+    t.c(1.4 + HOLE_WAIT_SECONDS, b"", flags=ACK)  # it has not: a gap
     rs = records(ft)
     assert [(r["uri"], r["status_code"], r["response_body_len"], r["flags"]) for r in rs] == [
         ("/a", 200, 10, ["gap"]), ("/b", 200, 0, [])]
@@ -333,3 +340,158 @@ def test_close_all_at_capture_end() -> None:
     assert [(r["uri"], r["status_code"], r["response_body_len"], r["flags"], r["reason"]) for r in records(ft)] == [
         ("/a", 200, 12, [], None)]
     assert ft.active == 0
+
+
+# Hostile and unusual control packets (issue 9) -------------------------------------------------
+
+
+def test_land_packet_is_counted_and_ignored() -> None:
+    """Source and destination address and port equal: one key for both directions. It used to be
+    stored twice under that key and deleted twice at its end (KeyError)."""
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    land = ip("10.0.0.9")
+    ft.packet(1.05, (land, land, 139, 139, 77, 0, SYN, b""))
+    ft.packet(1.06, (land, land, 139, 139, 78, 0, RST, b""))
+    t.c(1.1, get("/a"))
+    t.s(1.2, OK0)
+    ft.packet(1.3, (land, land, 139, 139, 77, 0, SYN, b""))
+    ft.close_all()
+    assert [who(r)[4:] for r in records(ft)] == [("GET", "/a", 200, [], None)]
+    assert (ft.counters.self_connections, ft.active, len(ft.table)) == (2, 0, 0)
+
+
+def test_tcp_fast_open_data_on_the_syn() -> None:
+    """The SYN's data starts one past its sequence number: `GET`, not `ET`, and no gap after it."""
+    ft = FlowTable()
+    t = Tcp(ft)
+    req = get("/tfo")
+    t.c(1.0, req[:20], flags=SYN)
+    t.s(1.001, flags=SYN | ACK)
+    t.c(1.002, req[20:], flags=ACK | PSH)
+    t.s(1.003, OK0)
+    t.close(1.1)
+    assert [(r["method"], r["uri"], r["status_code"], r["flags"]) for r in records(ft)] == [("GET", "/tfo", 200, [])]
+    assert ft.tcp.gaps == 0
+
+
+def test_rst_far_out_of_window_is_ignored() -> None:
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    t.c(1.1, get("/a"))
+    t.s(1.2, OK0)
+    t.c(1.3, flags=RST | ACK, seq=t.cseq + 1_000_000_000)  # RFC 5961 stacks ignore it
+    t.c(1.4, get("/b"))
+    t.s(1.5, OK0)
+    t.close(1.6)
+    assert [who(r)[5:] for r in records(ft)] == [("/a", 200, [], None), ("/b", 200, [], None)]
+    assert (ft.counters.resets_out_of_window, ft.counters.reset, ft.counters.closed) == (1, 0, 1)
+
+
+def test_rst_refused_by_its_endpoint_data_goes_on_in_sequence() -> None:
+    """An RST in window that the endpoint did not take (a forged or unsigned one where TCP-MD5 or
+    TCP-AO is in use): its sender goes on sending in sequence, and so does the connection."""
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    t.c(1.1, get("/a"))
+    t.c(1.15, flags=RST | ACK, seq=t.cseq)  # exactly at the next sequence number
+    t.s(1.2, OK0)  # held while the RST is in doubt
+    t.c(1.3, get("/b"))  # the client goes on: the RST was refused
+    t.s(1.4, OK0)
+    t.close(1.5)
+    assert [who(r)[5:] for r in records(ft)] == [("/a", 200, [], None), ("/b", 200, [], None)]
+    assert (ft.counters.resets_refused, ft.counters.reset, ft.counters.closed) == (1, 0, 1)
+
+
+def test_rst_confirmed_later_ends_at_its_own_time() -> None:
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    t.c(1.1, get("/a"))
+    t.s(1.2, flags=RST | ACK)
+    t.c(1.25, get("/x"))  # in flight from the peer: held, then late
+    t.c(1.2 + RST_GRACE_SECONDS + 1, get("/b"))  # too late to refute the RST
+    assert [who(r)[4:] for r in records(ft)] == [("GET", "/a", None, ["no_response"], "reset")]
+    assert (ft.counters.reset, ft.counters.late_packets, ft.active) == (1, 2, 0)
+
+
+def test_forged_ack_far_ahead_hides_nothing() -> None:
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    t.c(1.1, get("/a"))
+    ft.packet(1.15, (t.saddr, t.caddr, t.sport, t.cport, t.sseq, (t.cseq + 100_000_000) % (1 << 32), ACK, b""))
+    t.s(1.2, OK0)
+    t.c(3.0, get("/b"))
+    t.s(3.1, OK0)
+    t.c(5.0, get("/c"))
+    t.s(5.1, OK0)
+    t.close(6.0)
+    assert [who(r)[5:] for r in records(ft)] == [("/a", 200, [], None), ("/b", 200, [], None),
+                                                 ("/c", 200, [], None)]
+    assert (ft.tcp.gaps, ft.tcp.retransmitted_segments, ft.tcp.acks_beyond_seen) == (0, 0, 1)
+
+
+def test_retransmission_with_other_bytes_flags_the_request() -> None:
+    """Insertion: a first copy the server dropped (bad checksum, low TTL) was delivered; the real
+    copy is a retransmission with other bytes: the request is flagged."""
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    seq = t.cseq
+    t.c(1.1, get("/r1-benign"))
+    t.c(1.15, get("/r1-secret"), seq=seq)
+    t.s(1.2, OK0)
+    t.close(1.3)
+    (r,) = records(ft)
+    assert (r["uri"], r["anomalies"]) == ("/r1-benign", ["retransmission_mismatch"])
+    assert (ft.tcp.retransmission_mismatch_segments, ft.anomalies["retransmission_mismatch"]) == (1, 1)
+
+
+def test_fin_far_out_of_window_is_ignored() -> None:
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    t.c(1.1, get("/a"))
+    t.c(1.15, flags=FIN | ACK, seq=t.cseq + 500_000_000)  # a blind FIN: the stream does not end there
+    t.s(1.2, OK0)
+    t.c(1.3, get("/b"))
+    t.s(1.4, OK0)
+    t.close(1.5)
+    assert [who(r)[5:] for r in records(ft)] == [("/a", 200, [], None), ("/b", 200, [], None)]
+    assert (ft.counters.fins_out_of_window, ft.counters.closed, ft.tcp.gaps) == (1, 1, 0)
+
+
+def test_request_before_its_answer_when_the_capture_shows_them_the_other_way() -> None:
+    """The response's ACK covers a request segment the capture shows only after the response: the
+    response waits for it (HTTP pairs a response with a request already seen)."""
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    req = get("/late")
+    seq = t.cseq
+    t.cseq += len(req)  # the request is on the wire, its segment late in the capture
+    t.s(1.2, OK0)
+    t.c(1.21, req, seq=seq)
+    t.close(1.3)
+    rs = records(ft)
+    assert [(r["uri"], r["status_code"], r["flags"], r["ts"]) for r in rs] == [("/late", 200, [], 1.21)]
+    assert (ft.tcp.gaps, ft.tcp.retransmitted_segments) == (0, 0)
+
+
+def test_data_sent_before_an_rst_but_captured_after_is_taken_and_does_not_refute_it() -> None:
+    ft = FlowTable()
+    t = Tcp(ft)
+    t.handshake(1.0)
+    t.c(1.1, get("/a"))
+    seq = t.sseq
+    body = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"
+    t.sseq += len(body)
+    t.s(1.2, flags=RST | ACK)  # its number is past the response, captured after it
+    ft.packet(1.21, (t.saddr, t.caddr, t.sport, t.cport, seq, t.cseq, ACK | PSH, body))
+    ft.sweep(1.2 + RST_GRACE_SECONDS + 0.01)
+    assert [who(r)[4:] for r in records(ft)] == [("GET", "/a", 200, [], None)]
+    assert (ft.counters.resets_refused, ft.counters.reset, ft.counters.late_packets) == (0, 1, 0)

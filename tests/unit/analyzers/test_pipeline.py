@@ -25,7 +25,8 @@ from helpers.env import CORPUS
 from helpers.pcapgen import Conn, Segment
 
 from analyzers.http.transactions import Transaction
-from analyzers.pipeline import Pipeline, Router, split_records
+from analyzers.pipeline import Pipeline, split_records
+from analyzers.shard import Router
 from analyzers.tcp.frames import ACK, RecordLayout
 from watcher.capture.pcapfile import CaptureParser, Frame
 from watcher.read.lines import record_line
@@ -596,3 +597,35 @@ def test_tunnels_http09_other_protocols_and_cut_heads_through_both_paths() -> No
     assert stats["http"]["not_http"] == {"tls": 0, "http2": 1, "other": 1}
     assert stats["http"]["tunnels"] == 1
     assert stats["connections"]["not_http"] == 2
+
+
+# Positions grouped by partition (a Kafka source): pins per group, closing one group's connections -----
+
+
+def _frames(segments: list[Segment]) -> list[Frame]:
+    return [(i, ts / 1e9, f) for i, (ts, f) in enumerate(g.frames(segments))]
+
+
+def test_pins_per_group_and_close_where() -> None:
+    """Two connections fed as if from two partitions (positions 1 << 40 apart): each pins its own
+    partition with its unanswered request; closing one partition's connections writes its request with
+    the reason given and leaves the other connection (and its pin) alone."""
+    a_segs: list[Segment] = []
+    b_segs: list[Segment] = []
+    a, b = Conn(a_segs, 1), Conn(b_segs, 2)
+    for conn in (a, b):
+        conn.open(T0)
+        conn.send(T0 + 10_000_000, True, get("/x"))  # a request, no response yet
+    p = Pipeline()
+    p.feed(1, _frames(a_segs), 0 << 40)
+    p.feed(1, _frames(b_segs), 1 << 40)
+    pins = p.pins(lambda pos: pos >> 40)
+    assert set(pins) == {0, 1} and pins[0] >> 40 == 0 and pins[1] >> 40 == 1
+    assert pins == {0: 0, 1: 1 << 40}  # each at its connection's first packet (the handshake)
+    assert p.pin() == pins[0]
+    closed, txs = p.close_where(lambda pos: pos >> 40 == 1, "rebalance")
+    assert closed == 1 and len(txs) == 1
+    assert txs[0].response is None and txs[0].reason == "rebalance" and txs[0].request is not None
+    assert txs[0].request.pos >> 40 == 1
+    assert p.pins(lambda pos: pos >> 40) == {0: pins[0]}
+    assert p.stats()["connections"]["active"] == 1

@@ -353,6 +353,7 @@ def test_health_families_exact() -> None:
         "pcapwatch_pcap_kept_bytes": ("gauge", (), {(): 123456.0}),
         "pcapwatch_pcap_packets_let_go_total": ("counter", ("bound",), {("connection_bytes",): 7.0,
                                                                           ("total_bytes",): 2.0}),
+        "pcapwatch_kafka_group_total": ("counter", ("event",), {}),
         "pcapwatch_checkpoint_age_seconds": ("gauge", (), {(): 2.25}),
     }
 

@@ -26,6 +26,7 @@ from analyzers.rules.model import (
     Metric,
     Pcap,
     RawRule,
+    Replay,
     RuleError,
     TxView,
 )
@@ -33,10 +34,11 @@ from watcher.config import load as config
 
 OUTPUTS = ("stdout", "redis", "tap")
 DEFAULTS = ("stdout",)
+TARGETS = ("http://shadow:8081/",)  # the configuration's replay.targets
 
 
 def ruleset(*values: object) -> RuleSet:
-    return compile_rules([RawRule(v, "F", f"rules[{i}]") for i, v in enumerate(values)], OUTPUTS, DEFAULTS)
+    return compile_rules([RawRule(v, "F", f"rules[{i}]") for i, v in enumerate(values)], OUTPUTS, DEFAULTS, TARGETS)
 
 
 def problems(*values: object) -> list[str]:
@@ -191,7 +193,7 @@ KNOWN_ANOMALIES = (
     "content_length_and_transfer_encoding, content_length_overflow, control_char, duplicate_content_length, "
     "duplicate_host, head_cut_by_gap, headers_after_short_request_line, incomplete_head, "
     "junk_before_first_message, missing_request_target, not_http, obs_fold, oversized_chunk_line, oversized_head, "
-    "space_in_request_target, transfer_encoding_not_chunked, whitespace_line")
+    "retransmission_mismatch, space_in_request_target, transfer_encoding_not_chunked, whitespace_line")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), BAD_MATCHES, ids=[f"{k}={v}" for k, v, _ in BAD_MATCHES])
@@ -276,6 +278,14 @@ ACTIONS: list[tuple[object, TxView, Decision]] = [
                                                                                10_000_000),))),
     ({"pcap": {"dir": "p", "max_bytes": 5000, "max_file_bytes": 1000}}, view(),
      Decision(rules=("r",), pcap=(Pcap("r", os.path.abspath("p"), 5000, 1000),))),  # relative to the rule's file
+    ({"replay": "http://shadow:8081"}, view(), Decision(rules=("r",), replay=(Replay("r", "http://shadow:8081"),))),
+    ({"replay": {"target": "http://shadow:8081/", "methods": ["get", "post"], "allow_credentials": True, "rate": 200,
+                 "percent": 50, "concurrency": 2, "queue": 10, "host": "shop.test", "id_header": "X-Trace",
+                 "body_limit": 1000, "compare_headers": ["Content-Type", "ETag"], "ignore_headers": ["Date"],
+                 "masks": ["id=\\d+"]}}, view(),
+     Decision(rules=("r",), replay=(Replay("r", "http://shadow:8081", ("GET", "POST"), True, 200.0, 50.0, 2, 10,
+                                           "shop.test", "X-Trace", 1000, ("content-type", "etag"), ("date",),
+                                           ("id=\\d+",)),))),
 ]
 
 
@@ -355,8 +365,21 @@ BAD_ACTIONS: list[tuple[object, str]] = [
                          "e.g. {dir: /var/lib/pcapwatch/pcap, max_bytes: 100000000}"),
     ({"pcap": {"dir": "d", "max_byte": 1}}, "pcap.max_byte: found unknown key 'max_byte', expected one of dir, "
                                             "max_bytes, max_file_bytes; did you mean 'max_bytes'?"),
+    ({"replay": "http://prod:80"}, "replay.target: found 'http://prod:80' (a string), expected one of the "
+                                   "configuration's replay.targets (http://shadow:8081/); add the target to replay: "
+                                   "targets: first"),
+    ({"replay": {"target": "http://shadow:8081", "rate": 0}}, "replay.rate: found 0 (a whole number), expected "
+                                                              "requests per second (a number above 0) or null"),
+    ({"replay": {"target": "http://shadow:8081", "masks": ["("]}},
+     "replay.masks[0]: found '(' (missing ), unterminated subpattern at position 0), expected a regular expression"),
+    ({"replay": {"target": "http://shadow:8081", "percent": 101}}, "replay.percent: found 101 (a whole number), "
+                                                                   "expected a percentage of connections, above 0 up "
+                                                                   "to 100"),
+    ({"replay": {"target": "http://shadow:8081", "concurency": 2}}, "replay.concurency: found unknown key "
+     "'concurency', expected one of target, methods, allow_credentials, rate, percent, concurrency, queue, host, "
+     "id_header, body_limit, compare_headers, ignore_headers, masks; did you mean 'concurrency'?"),
     ({"tga": ["x"]}, "tga: found unknown action 'tga', expected one of log, drop, sample, tag, set, redact, "
-                     "metric, alert, pcap; did you mean 'tag'?"),
+                     "metric, alert, pcap, replay; did you mean 'tag'?"),
     ({"drop": True, "log": True}, "log: found log with drop in one rule, expected one of them; a dropped "
                                   "transaction is logged nowhere"),
     ({"drop": True, "sample": 0.5}, "sample: found sample with drop in one rule, expected one of them; a dropped "

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from analyzers.tcp.reassembly import MAX_PENDING_BYTES_PER_STREAM, SEQ_MOD, Stream, TcpCounters, ack_ahead
+from analyzers.tcp.limits import (
+    ACK_UNSEEN_SLACK,
+    HOLE_WAIT_BYTES,
+    HOLE_WAIT_PACKETS,
+    HOLE_WAIT_SECONDS,
+    MARK_OVERHEAD,
+    MAX_PENDING_BYTES_PER_STREAM,
+    PIECE_OVERHEAD,
+    SEQ_MOD,
+)
+from analyzers.tcp.reassembly import Stream, TcpCounters, ack_ahead
 
 Event = tuple[object, ...]
 
@@ -96,8 +106,9 @@ def test_out_of_order_is_buffered_then_delivered_when_the_hole_fills() -> None:
     assert up.events == [("data", b"abc", 1.0)]
     assert (s.pending_bytes, c.buffered_bytes, c.out_of_order_segments) == (6, 6, 2)
     s.segment(1004, b"def", False, 1.3)
-    assert up.events == [("data", b"abc", 1.0), ("data", b"def", 1.3), ("data", b"ghi", 1.3), ("data", b"jkl", 1.3)]
-    assert (s.pending_bytes, c.buffered_bytes, c.gaps) == (0, 0, 0)
+    # Buffered runs that touch are merged: the filled hole delivers them in one piece.
+    assert up.events == [("data", b"abc", 1.0), ("data", b"defghijkl", 1.3)]
+    assert (s.pending_bytes, c.buffered_bytes, c.buffered_pieces, c.gaps) == (0, 0, 0, 0)
 
 
 def test_out_of_order_overlap_with_differing_bytes_first_wins() -> None:
@@ -139,7 +150,7 @@ def test_sequence_wraparound() -> None:
     s.segment(7, b"jk", False, 1.2)
     s.segment(4, b"ghi", False, 1.3)
     s.segment(SEQ_MOD - 1, b"bc", False, 1.4)  # an old retransmission from before the wrap
-    assert up.events == [("data", b"abc", 1.0), ("data", b"def", 1.1), ("data", b"ghi", 1.3), ("data", b"jk", 1.3)]
+    assert up.events == [("data", b"abc", 1.0), ("data", b"def", 1.1), ("data", b"ghijk", 1.3)]
     assert (c.retransmitted_segments, c.gaps) == (1, 0)
 
 
@@ -149,28 +160,112 @@ def test_syn_at_the_top_of_sequence_space() -> None:
     assert up.events == [("data", b"xy", 1.0)]
 
 
-def test_ack_beyond_a_hole_reports_a_gap() -> None:
-    """The peer acknowledged bytes the capture never saw: they are lost, stop waiting."""
+def test_ack_beyond_a_hole_reports_a_gap_when_the_wait_runs_out() -> None:
+    """The peer acknowledged bytes the capture has not shown: evidence they were sent. The hole
+    waits HOLE_WAIT_SECONDS of capture time for them, then is declared lost."""
     s, up, c = make()
     s.segment(1001, b"abc", False, 1.0)
     s.segment(1010, b"jkl", False, 1.1)
     s.acked(1008, 1.2)  # inside the hole: the peer is still waiting too
     assert up.events == [("data", b"abc", 1.0)]
     s.acked(1010, 1.3)
-    assert up.events == [("data", b"abc", 1.0), ("gap", 6, 1.3), ("data", b"jkl", 1.3)]
-    assert (c.gaps, c.gap_bytes, c.buffered_bytes) == (1, 6, 0)
+    assert up.events == [("data", b"abc", 1.0)]  # the wait starts
+    s.acked(1013, 1.3 + HOLE_WAIT_SECONDS / 2)
+    assert up.events == [("data", b"abc", 1.0)]
+    s.acked(1013, 1.3 + HOLE_WAIT_SECONDS)  # said again: no news
+    s.acked(1014, 1.3 + HOLE_WAIT_SECONDS)
+    # Declared at the time of the first ACK into the hole (1.2): what follows it is delivered at
+    # that time too, not when the wait ran out (records keep their timing).
+    assert up.events == [("data", b"abc", 1.0), ("gap", 6, 1.2), ("data", b"jkl", 1.2)]
+    assert (c.gaps, c.gap_bytes, c.buffered_bytes, c.holes_expired) == (1, 6, 0, 1)
 
 
-def test_ack_beyond_delivered_data_is_a_gap_at_once() -> None:
-    """The receiver has bytes we never saw: lost by the capture, they will not come again."""
+def test_ack_beyond_a_hole_then_the_late_segment_fills_it() -> None:
+    """Capture order is not wire order: the segment turns up after the ACK that covers it."""
+    s, up, c = make()
+    s.segment(1001, b"abc", False, 1.0)
+    s.segment(1007, b"ghi", False, 1.1)
+    s.acked(1010, 1.2)
+    s.segment(1004, b"def", False, 1.25)
+    assert up.events == [("data", b"abc", 1.0), ("data", b"defghi", 1.25)]
+    assert (c.gaps, c.late_segments_filled, c.retransmitted_segments, s.wait_since) == (0, 1, 0, None)
+    s.acked(1010, 5.0)  # nothing left to declare
+    assert c.gaps == 0
+
+
+def test_hole_behind_an_ack_expires_when_enough_bytes_wait_behind_it() -> None:
+    s, up, c = make()
+    s.segment(1001, b"a", False, 1.0)
+    s.segment(1003, b"x" * 1000, False, 1.0)
+    s.acked(1003, 1.0)
+    piece = b"y" * (HOLE_WAIT_BYTES // 8)  # bytes run out before packets do
+    seq = 1003 + 1000
+    while s.pending:
+        s.segment(seq, piece, False, 1.01)
+        seq += len(piece)
+    # Declared when the bytes waiting behind the hole first reached HOLE_WAIT_BYTES, well before
+    # the time limit (all of this is 10 ms of capture time).
+    assert (c.holes_expired, c.gaps, c.gap_bytes) == (1, 1, 1)
+    assert 0 <= s.offset - 2 - HOLE_WAIT_BYTES < len(piece)
+    assert up.events[1] == ("gap", 1, 1.0)
+    assert up.stream() == b"a?" + b"x" * 1000 + piece * ((s.offset - 1002) // len(piece))
+
+
+def test_hole_behind_an_ack_expires_after_enough_packets() -> None:
+    """Capture reordering moves a packet a few places: after HOLE_WAIT_PACKETS more packets of the
+    connection, the hole is lost, however little time has passed."""
+    s, up, c = make()
+    s.segment(1001, b"a", False, 1.0)
+    s.segment(1003, b"c", False, 1.0)
+    s.acked(1004, 1.0)  # the wait starts: packet 1
+    for k in range(HOLE_WAIT_PACKETS - 1):
+        s.acked(1004, 1.0 + k * 1e-6)
+    assert up.events == [("data", b"a", 1.0)]
+    s.acked(1004, 1.001)
+    assert up.events == [("data", b"a", 1.0), ("gap", 1, 1.0), ("data", b"c", 1.0)]
+    assert c.holes_expired == 1
+
+
+def test_ack_beyond_delivered_data_is_no_gap_on_its_own() -> None:
+    """The receiver acknowledges bytes never seen at all: lost by the capture, or a forged ACK. On
+    its word alone nothing is declared (a forged ACK would hide the real bytes that follow); the
+    close reports what a plausible window of unseen bytes says is missing."""
     s, up, c = make()
     s.segment(1001, b"abc", False, 1.0)
     assert not ack_ahead(s, 1004) and ack_ahead(s, 5000)
     s.acked(5000, 1.1)
-    assert up.events == [("data", b"abc", 1.0), ("gap", 3996, 1.1)]
+    s.acked(5000, 9.0)
+    assert up.events == [("data", b"abc", 1.0)]
+    assert (c.gaps, c.acks_beyond_seen) == (0, 1)
+    s.close(9.5)
+    assert up.events == [("data", b"abc", 1.0), ("gap", 3996, 9.5), ("eof", 9.5)]
     assert (c.gaps, c.gap_bytes) == (1, 3996)
-    s.acked(5000, 1.2)  # said once
-    assert c.gaps == 1
+
+
+def test_bytes_behind_an_expired_hole_keep_their_arrival_times() -> None:
+    s, up, _ = make()
+    s.segment(1001, b"a", False, 1.0)
+    s.segment(1005, b"ef", False, 1.1)
+    s.segment(1003, b"cd", False, 1.2)
+    s.acked(1007, 1.5)
+    s.segment(1007, b"gh", False, 1.7)
+    s.segment(1009, b"ij", False, 1.8)
+    s.acked(1011, 2.6)
+    assert up.events == [("data", b"a", 1.0), ("gap", 1, 1.5), ("data", b"cd", 1.5), ("data", b"ef", 1.5),
+                         ("data", b"gh", 1.7), ("data", b"ij", 1.8)]
+
+
+def test_forged_ack_far_ahead_declares_nothing() -> None:
+    s, up, c = make()
+    s.segment(1001, b"abc", False, 1.0)
+    s.acked(1001 + 100_000_000, 1.1)  # 100 MB ahead
+    s.segment(1004, b"def", False, 5.0)  # the real bytes keep coming, in order
+    s.acked(1007, 5.1)
+    s.segment(1007, b"ghi", False, 9.0)
+    s.close(9.5)
+    assert up.events == [("data", b"abc", 1.0), ("data", b"def", 5.0), ("data", b"ghi", 9.0), ("eof", 9.5)]
+    assert (c.gaps, c.retransmitted_segments, c.acks_beyond_seen) == (0, 0, 1)
+    assert ACK_UNSEEN_SLACK < 100_000_000
 
 
 def test_ack_of_the_fin_is_not_a_gap() -> None:
@@ -195,7 +290,7 @@ def test_fin_before_missing_data_waits_for_it() -> None:
     s.segment(1007, b"ghi", True, 1.1)
     assert up.events == [("data", b"abc", 1.0)]
     s.segment(1004, b"def", False, 1.2)
-    assert up.events == [("data", b"abc", 1.0), ("data", b"def", 1.2), ("data", b"ghi", 1.2), ("eof", 1.2)]
+    assert up.events == [("data", b"abc", 1.0), ("data", b"defghi", 1.2), ("eof", 1.2)]
 
 
 def test_fin_then_ack_beyond_hole_ends_the_stream() -> None:
@@ -203,7 +298,11 @@ def test_fin_then_ack_beyond_hole_ends_the_stream() -> None:
     s.segment(1001, b"abc", False, 1.0)
     s.segment(1007, b"ghi", True, 1.1)
     s.acked(1011, 1.2)
-    assert up.events == [("data", b"abc", 1.0), ("gap", 3, 1.2), ("data", b"ghi", 1.2), ("eof", 1.2)]
+    assert up.events == [("data", b"abc", 1.0)]
+    s.expire(1.2 + HOLE_WAIT_SECONDS / 2)  # as the flow table's sweep does: not yet
+    assert up.events == [("data", b"abc", 1.0)]
+    s.acked(1011, 1.2 + HOLE_WAIT_SECONDS)  # no news, but the wait is checked all the same
+    assert up.events == [("data", b"abc", 1.0), ("gap", 3, 1.2), ("data", b"ghi", 1.2), ("eof", 2.2)]
 
 
 def test_gap_at_close_before_fin() -> None:
@@ -241,13 +340,13 @@ def test_per_stream_buffer_limit_flushes() -> None:
     assert c.stream_buffer_flushes == 0 and s.pending_bytes == MAX_PENDING_BYTES_PER_STREAM
     s.segment(seq + count * len(piece), b"yz", False, 3.0)
     assert c.stream_buffer_flushes == 1
-    assert up.events[:3] == [("data", b"a", 1.0), ("gap", 9, 3.0), ("data", piece, 3.0)]
+    assert up.events[:3] == [("data", b"a", 1.0), ("gap", 9, 3.0), ("data", piece * count + b"yz", 3.0)]
     assert up.stream() == b"a" + b"?" * 9 + piece * count + b"yz"
     assert (s.pending_bytes, c.buffered_bytes, c.gaps, c.gap_bytes) == (0, 0, 1, 9)
 
 
 def test_global_buffer_limit_flushes_the_stream_that_crossed_it() -> None:
-    counters = TcpCounters(buffered_bytes_limit=1000)
+    counters = TcpCounters(buffered_bytes_limit=1000 + 2 * (PIECE_OVERHEAD + MARK_OVERHEAD))  # two runs
     a, up_a, c = make(counters=counters)
     b, up_b, _ = make(isn=5000, counters=counters)
     a.segment(1001, b"a", False, 1.0)

@@ -26,6 +26,7 @@ from watcher.config.load import (
     ConfigError,
     HeadersConfig,
     JsonlOutputConfig,
+    KafkaOutputConfig,
     LimitsConfig,
     PrometheusOutputConfig,
     RedactConfig,
@@ -135,6 +136,18 @@ BAD_VALUES = [
     ("capture", "user", "''", "found '' (an empty string), expected a non-empty string or null; "
                               f"{defaults_todo('null')}"),
     ("capture", "user", "1000", f"found 1000 (a whole number), expected a non-empty string or null; {TYPE_TODO}"),
+    ("kafka", "source", "kafka://h/t", "found 'kafka://h/t' (a string), expected kafka://HOST:PORT/TOPIC (several "
+                                       "brokers separated by commas) or null (broker 'h' is not HOST:PORT); "
+                                       "correct the value, or delete the key to use the default (null)"),
+    ("kafka", "source", "h:9092/t", "found 'h:9092/t' (a string), expected kafka://HOST:PORT/TOPIC (several brokers "
+                                    "separated by commas) or null; correct the value, or delete the key to use the "
+                                    "default (null)"),
+    ("kafka", "group", "''", "found '' (an empty string), expected a non-empty string; "
+                             f"{defaults_todo(repr('pcapwatch'))}"),
+    ("kafka", "linktype", "70000", "found 70000 (a whole number), expected a whole number from 0 to 65535; "
+                                   f"{defaults_todo('1')}"),
+    ("kafka", "session_timeout_seconds", "0", "found 0 (a whole number), expected a number of seconds > 0; "
+                                              f"{defaults_todo('10.0')}"),
     ("headers", "request", "host", "found 'host' (a string), expected a list of header names; write a list, e.g. "
                                    "[host]"),
     ("headers", "response", "{a: 1}", "found a mapping, expected a list of header names; correct the value, or "
@@ -151,6 +164,8 @@ BAD_VALUES = [
     ("routes", "patterns", "'^/api'", "found '^/api' (a string), expected a list of mappings, each with match, "
                                       "route; write a list of mappings, e.g. [{match: ..., route: ...}]"),
     ("routes", "max_routes", "0", f"found 0 (a whole number), expected a whole number >= 1; {defaults_todo('1000')}"),
+    ("replay", "targets", "http://x", "found 'http://x' (a string), expected a list of non-empty strings; write a "
+                                      "list, e.g. [http://x]"),
 ]
 
 
@@ -213,7 +228,7 @@ def test_lists_keep_order_drop_repeats_and_lower_case_header_names(tmp_path: Pat
     assert c.routes == RoutesConfig((RoutePattern("^/api/v1/search", "/search"),), 5)
 
 
-TYPES = "jsonl, syslog, prometheus, redis, zmq"
+TYPES = "jsonl, syslog, prometheus, redis, zmq, kafka"
 # Outputs: (YAML of the outputs list, the errors).
 BAD_OUTPUTS = [
     ("  - type: jsonl\n",
@@ -229,8 +244,8 @@ BAD_OUTPUTS = [
      [f"F:2: outputs[0].name: found 7 (a whole number), expected a non-empty string; {TYPE_TODO}"]),
     ("  - name: a\n",
      [f"F:2: outputs[0].type: found nothing, expected one of {TYPES}; set the type, e.g. type: jsonl"]),
-    ("  - name: a\n    type: kafka\n    host: x\n",  # unknown type: its keys are unknown, only `type` is wrong
-     [f"F:3: outputs[0].type: found 'kafka' (a string), expected one of {TYPES}; set the type, e.g. type: jsonl"]),
+    ("  - name: a\n    type: kinesis\n    host: x\n",  # unknown type: its keys are unknown, only `type` is wrong
+     [f"F:3: outputs[0].type: found 'kinesis' (a string), expected one of {TYPES}; set the type, e.g. type: jsonl"]),
     ("  - name: a\n    type: syslog\n    path: x\n",  # a key of another type
      ["F:4: outputs[0].path: found unknown key 'path', expected one of name, type, default, buffer, required, "
       "address, facility, app_name, hostname (the keys of a syslog output); delete it or correct its spelling"]),
@@ -321,6 +336,21 @@ BAD_OUTPUT_VALUES = [
     ("zmq", "bind", "127.0.0.1:5556", "found '127.0.0.1:5556' (a string), expected tcp://HOST:PORT (port * or 0: any "
                                       "free port), ipc:///PATH or inproc://NAME; "
                                       f"{defaults_todo(repr('tcp://127.0.0.1:5556'))}"),
+    ("kafka", "brokers", "127.0.0.1", "found '127.0.0.1' (a string), expected HOST:PORT, or several separated by "
+                                      f"commas; {defaults_todo(repr('127.0.0.1:9092'))}"),
+    ("kafka", "brokers", "a:1,b:0", "found 'a:1,b:0' (a string), expected HOST:PORT, or several separated by commas; "
+                                    f"{defaults_todo(repr('127.0.0.1:9092'))}"),
+    ("kafka", "topic", "a/b", "found 'a/b' (a string), expected a Kafka topic name (letters, digits, '.', '_', '-'); "
+                              f"{defaults_todo(repr('pcapwatch-http'))}"),
+    ("kafka", "key", "ts", f"found 'ts' (a string), expected one of uid, event_id; {defaults_todo(repr('uid'))}"),
+    ("kafka", "format", "xml", f"found 'xml' (a string), expected one of flat, ecs; {defaults_todo(repr('flat'))}"),
+    ("kafka", "compression", "brotli", "found 'brotli' (a string), expected one of none, gzip, snappy, lz4, zstd; "
+                                       f"{defaults_todo(repr('none'))}"),
+    ("kafka", "acks", "1", "found 1 (a whole number), expected one of all, leader, none; "
+                           f"{defaults_todo(repr('all'))}"),
+    ("kafka", "batch", "0", f"found 0 (a whole number), expected a whole number >= 1; {defaults_todo('500')}"),
+    ("kafka", "backoff_max_seconds", "-1", "found -1 (a whole number), expected a number of seconds > 0; "
+                                           f"{defaults_todo('30.0')}"),
     ("zmq", "per_message", "1", "found 1 (a whole number), expected true or false; correct the value, or delete the "
                                 "key to use the default (false)"),
 ]
@@ -365,7 +395,7 @@ def test_every_output_type_with_defaults_and_with_values(tmp_path: Path) -> None
         "redis://127.0.0.1:6379/0", "tcp://127.0.0.1:5556")
 
 
-SECTIONS = "spool, state, outputs, limits, capture, headers, redact, routes, strings, rules_dir, rules"
+SECTIONS = "spool, state, outputs, limits, capture, kafka, headers, redact, routes, replay, strings, rules_dir, rules"
 UNKNOWN_KEYS = [
     ("spol:\n  dir: x\n", f"F:1: spol: found unknown section 'spol', expected one of {SECTIONS}; did you mean "
                           "'spool'?"),
@@ -577,7 +607,8 @@ def test_shipped_file_shows_every_output_type_with_its_defaults(tmp_path: Path) 
         block.append("  " + text[4:])
     c = load(write(tmp_path, "outputs:\n" + "\n".join(block) + "\n"))
     assert c.outputs == (SyslogOutputConfig("journal", "syslog"), PrometheusOutputConfig("metrics", "prometheus"),
-                         RedisOutputConfig("redis", "redis"), ZmqOutputConfig("tap", "zmq"))
+                         RedisOutputConfig("redis", "redis"), ZmqOutputConfig("tap", "zmq"),
+                         KafkaOutputConfig("kafka", "kafka"))
     shown = yaml.safe_load("\n".join(block))
     for item in shown:
         item_type = config.OUTPUT_TYPES[item["type"]]
@@ -628,6 +659,7 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
                    "pcap_connection_bytes": 2000000, "pcap_total_bytes": 64000000,
                    "gunzip_max_bytes": 17179869184, "gunzip_max_ratio": 200.0},
         "capture": {"file_mb": 100, "files": 10, "snaplen": 0, "bpf": "", "user": "nobody"},
+        "kafka": {"source": None, "group": "pcapwatch", "linktype": 1, "session_timeout_seconds": 10.0},
         "headers": {"request": ["host", "user-agent", "referer", "content-type", "content-length", "x-forwarded-for",
                                 "authorization", "cookie"],
                     "response": ["content-type", "content-length", "location", "server", "set-cookie"]},
@@ -635,6 +667,7 @@ def test_render_has_every_key_and_loads_back_equal(tmp_path: Path) -> None:
                                                    "apikey", "access_token", "auth", "signature", "sig"],
                    "secrets": ["<redacted>"], "max_field_bytes": 4096},
         "routes": {"patterns": [{"match": "^/a", "route": "/a"}], "max_routes": 1000},
+        "replay": {"targets": []},
         "strings": "utf8",
         "rules_dir": None,
     }

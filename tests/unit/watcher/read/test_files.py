@@ -5,6 +5,8 @@ outside text in its lines is escaped. Both with one process and with workers."""
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,15 @@ from watcher.capture.sources import Capture
 from watcher.cli import main
 
 BOOM = b"GET /2/1 "
+
+
+@pytest.fixture(autouse=True)
+def _sigpipe() -> Iterator[None]:
+    """`main` resets SIGPIPE for `read f | head`; not ours to keep (a later test writing to a closed
+    socket would kill the test process)."""
+    before = signal.getsignal(signal.SIGPIPE)
+    yield
+    signal.signal(signal.SIGPIPE, before)
 
 
 def files(tmp_path: Path) -> tuple[Path, Path, bytes]:

@@ -38,8 +38,8 @@ def test_open_sink_builds_and_starts_the_sink_of_an_output(tmp_path: Path) -> No
 
 
 def test_unknown_type_and_prometheus_without_the_metrics_model_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown output type 'kafka', expected one of jsonl, syslog"):
-        sink_class("kafka")
+    with pytest.raises(ValueError, match="unknown output type 'kinesis', expected one of jsonl, syslog"):
+        sink_class("kinesis")
     with pytest.raises(ValueError, match="output prom: a prometheus output is opened with its config and the "
                                          "service's metrics model"):
         open_sink(PrometheusOutputConfig("prom", "prometheus", listen="127.0.0.1:0"))

@@ -1,5 +1,7 @@
-"""Which of several workers owns each frame of a capture they share (`Router`): the one that owns
-its TCP connection, so that each sees all of its connections' packets in order.
+"""Which of several worker processes owns each frame of a capture (`pcapwatch read --workers`): the
+one that owns its TCP connection, so that workers share a capture and each sees all of its
+connections' packets in order. The feeder walks the records once and routes their offsets here;
+the fast path reads a record's ports with one unpack, other frames are decoded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from functools import lru_cache, partial
 from typing import Literal, NamedTuple
 
 from analyzers.fragment_routes import FragmentRoutes, frames_after, records_after
+from analyzers.pipeline import Frame
 from analyzers.tcp.frames import (
     ETH_IPV4,
     FIXED_LINK_HEADERS,
@@ -22,7 +25,6 @@ from analyzers.tcp.frames import (
     RecordLayout,
 )
 
-Frame = tuple[int, float, bytes]
 
 class _Routing(NamedTuple):
     """How `Router.split` reads, in one unpack per record, whose a frame is."""
