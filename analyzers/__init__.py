@@ -10,8 +10,8 @@ from analyzers.faults import AnalysisError
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from analyzers.http.body_keep import DEFAULT_BODY_LIMIT, BodyKeep
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
+from analyzers.http.messages import Endpoints, Message, Transaction
 from analyzers.http.text import Strings, ascii_text
-from analyzers.http.transactions import Endpoints, Message, Transaction
 from analyzers.identities import START_UNKNOWN, Identity
 from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
 from analyzers.pipeline import Pipeline, split_records

@@ -41,9 +41,10 @@ from typing import NamedTuple
 
 from analyzers.connection import Connection, Entry, Key, file_mismatch
 from analyzers.flows import FlowTable
+from analyzers.http.messages import Endpoints
 from analyzers.http.parser import MessageParser
 from analyzers.http.state import State
-from analyzers.http.transactions import Conversation, Endpoints
+from analyzers.http.transactions import Conversation
 from analyzers.side import Side
 from analyzers.tcp.frames import SYN, Address, Decoded
 from analyzers.tcp.reassembly import SEQ_MOD, Stream

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyzers import Pipeline, Transaction, to_record
-from watcher.capture.sources import GunzipLimits
 from watcher.capture.spool import Spool
 from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
-from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
+from watcher.metrics import Health, MetricsModel
 from watcher.run import checkpoint as ckpt
 from watcher.run.connections import Connections
 from watcher.run.control import STOP, SignalPipe, drain, reload_outputs, restart_only
@@ -40,6 +39,7 @@ from watcher.run.pending import Pending, Place
 from watcher.run.reader import Batch, Reader
 from watcher.run.resume import POS_BITS, Replay, mark, place, record_origin
 from watcher.run.sdnotify import Notifier, log
+from watcher.run.wiring import dir_watcher, gunzip_limits, histogram_buckets
 from watcher.text.faults import FaultLines
 
 STATUS_SECONDS = 60.0
@@ -84,7 +84,7 @@ class Service:
         self.capture = capture
         self.counters = Counters()
         self.notifier = Notifier()
-        self.metrics = MetricsModel(buckets_ms=_buckets(config))
+        self.metrics = MetricsModel(buckets_ms=histogram_buckets(config))
         self.health = Health()
         self.metrics.set_health(self._health)
         self.delivery = Delivery(config, self.metrics, log)
@@ -94,7 +94,7 @@ class Service:
         self.batches: queue.Queue[Batch] = queue.Queue(maxsize=lim.queue_batches)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.signals = SignalPipe()
-        self.spool = Spool(str(config.spool.dir), config.spool.pattern, _gunzip(config))
+        self.spool = Spool(str(config.spool.dir), config.spool.pattern, gunzip_limits(config))
         self.state_dir = str(config.state.dir)
         self.saved, warning = ckpt.load(self.state_dir)
         if warning:
@@ -114,7 +114,7 @@ class Service:
         self.backlog = True  # and another once the backlog found at start is read (bounds a restart's repeats)
         self.forgotten_bytes = 0  # read from generations no longer tracked
         self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
-                             self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
+                             self.saved.resume if self.saved else None, log, dir_watcher(str(config.spool.dir)))
 
     # The loop -----------------------------------------------------------------------------------
 
@@ -387,7 +387,7 @@ class Service:
             return
         self.pipeline.flows.max_connections = new.limits.max_connections
         self.pipeline.flows.idle_timeout = new.limits.idle_timeout
-        self.spool.gunzip = _gunzip(new)  # one attribute: the reader thread takes it at its next .gz
+        self.spool.gunzip = gunzip_limits(new)  # one attribute: the reader thread takes it at its next .gz
         self._keep_packets(new)
         self.config = new
         log("info", "reloaded the configuration and reopened the outputs")
@@ -424,29 +424,3 @@ class Service:
                                    delivery=dataclasses.asdict(self.delivery.counters),
                                    replay=tuple(self.delivery.replays.families()))
 
-
-def _gunzip(config: Config) -> GunzipLimits:
-    return GunzipLimits(config.limits.gunzip_max_bytes, config.limits.gunzip_max_ratio)
-
-
-def _buckets(config: Config) -> tuple[float, ...]:
-    from watcher.config.model import PrometheusOutputConfig
-
-    for o in config.outputs:
-        if isinstance(o, PrometheusOutputConfig):
-            return tuple(o.buckets_ms)
-    return tuple(DEFAULT_BUCKETS_MS)
-
-
-def _dir_watcher(directory: str) -> Any:
-    """inotify hints when available; the reader rescans on a timer either way."""
-    try:
-        from watcher.capture.inotify import DirWatcher
-    except ImportError as e:  # pragma: no cover - pyinotify is a dependency
-        log("warning", f"inotify unavailable ({e}); relying on periodic rescans")
-        return None
-    try:
-        return DirWatcher(directory)
-    except OSError as e:
-        log("warning", f"inotify watch on {directory} failed ({e}); relying on periodic rescans")
-        return None

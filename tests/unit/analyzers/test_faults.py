@@ -10,8 +10,8 @@ from helpers import pcapgen as g
 from helpers.keepalive import keepalive
 
 from analyzers.flows import FlowTable
+from analyzers.http.messages import Transaction
 from analyzers.http.parser import MessageParser
-from analyzers.http.transactions import Transaction
 from analyzers.pipeline import Pipeline, split_records
 from analyzers.tcp.frames import ACK, RST, SYN
 from watcher.capture.pcapfile import CaptureParser
