@@ -67,11 +67,6 @@ class FlowCounters:
     resets_refused: int = 0  # RSTs whose sender went on sending in sequence: ignored
     fins_out_of_window: int = 0  # FINs far outside the sender's sequence window: ignored
     self_connections: int = 0  # both ends the same address and port (LAND, a self-connect): ignored
-    internal_errors: int = 0  # packets whose analysis raised: their connection was closed (internal_error)
-    dropped_broken: int = 0  # of those, connections whose closing raised too: dropped, their requests lost
-    restored: int = 0  # connections continued with the identity a run before a restart saved
-    restore_skipped_packets: int = 0  # their packets before the one they continue at (replayed, done)
-    restore_expired: int = 0  # saved identities whose connection sent nothing for the idle timeout
 
 
 def _noop_data(data: bytes, ts: float) -> None:

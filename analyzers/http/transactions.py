@@ -9,16 +9,77 @@ request sent before it (the ones in between lost their responses to the gap).
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from analyzers.http.anomalies import Anomaly
 from analyzers.http.body_keep import BodyKeep, KeptBody, wants_body
 from analyzers.http.counters import MAX_OVERFLOW_RUNS, MAX_UNANSWERED_REQUESTS, MAX_UNPROVEN_MESSAGES, HttpCounters
 from analyzers.http.head import Headers, RequestHead, ResponseHead, speaks_http
-from analyzers.http.messages import Cursor, Endpoints, Message, Transaction
 from analyzers.http.parser import MessageParser
 from analyzers.http.resync import NotHttp
+from analyzers.packet_keep import KeptUpTo
 from analyzers.side import Side
+
+
+@dataclass(slots=True)
+class Cursor:
+    """Where in the input the analyzer is: the position of the record being processed.
+
+    Positions are opaque increasing ints chosen by the caller (the service uses generation index
+    << 40 | file offset); they make transactions traceable to the input and replays deduplicable.
+    """
+
+    pos: int = 0
+
+
+@dataclass(slots=True)
+class Message:
+    """One request or response as it is being parsed."""
+
+    head: RequestHead | ResponseHead | None
+    first_ts: float
+    head_ts: float
+    last_ts: float = 0.0
+    body_len: int = 0
+    done: bool = False
+    gap: bool = False
+    truncated: bool = False
+    anomalies: list[str] = field(default_factory=list)
+    depth: int = 0
+    pcap_file: str | None = None
+    info_code: int | None = None
+    info_msg: str | None = None
+    pos: int = 0  # input position of the record that completed the head
+    pos_index: int = 0  # heads completed before this one on the same connection in that record
+    body: bytes | None = None  # the body, kept only when asked for (body_keep.py)
+    body_skip: str | None = None  # why a wanted body was not kept: "too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Who talked to whom, as written in records (client first)."""
+
+    uid: str
+    client_ip: str
+    client_port: int
+    server_ip: str
+    server_port: int
+    midstream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A request and its response; either may be missing (then `reason` says why)."""
+
+    conn: Endpoints
+    request: Message | None
+    response: Message | None
+    reason: str | None = None
+    tunnel: bool = False
+    done_pos: int = 0  # input position of the record whose processing completed the transaction
+    # The connection's packets up to here, when rules want them (analyzers.packet_keep).
+    packets: KeptUpTo | None = field(default=None, compare=False, repr=False)
+
 
 # What a parser reports where a protocol other than HTTP speaks (see `on_anomaly`).
 _NOT_HTTP_SIGNS = frozenset({Anomaly.NOT_HTTP, Anomaly.BAD_STATUS_LINE, Anomaly.BAD_REQUEST_LINE,
@@ -48,7 +109,7 @@ class Conversation:
         "overflow",
         "overflow_answer",
         "parsing",
-        "pin", "pin_state",
+        "pin",
         "proven",
         "response",
         "server",
@@ -61,8 +122,8 @@ class Conversation:
     )
 
     def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False,
-                 cursor: Cursor | None = None, pin: int | None = None, counters: HttpCounters | None = None,
-                 target: str | None = None, pin_state: tuple[int, int | None, bool] | None = None) -> None:
+                 cursor: Cursor | None = None, pin: int | None = None,
+                 counters: HttpCounters | None = None, target: str | None = None) -> None:
         self.endpoints = endpoints
         # Inside a CONNECT tunnel: its target (the CONNECT's authority), which its records give as
         # their host; None on the connection itself.
@@ -70,9 +131,9 @@ class Conversation:
         self.inner: Conversation | None = None  # the conversation inside this one's CONNECT tunnel
         self.counters = counters if counters is not None else HttpCounters()
         self.cursor = cursor if cursor is not None else Cursor()
-        # Where this connection's unfinished work began (None: it has none), a restart replaying from there
-        # (FlowTable.pin); its depth and gaps then, when `on_begin` set it (analyzers.identities).
-        self.pin, self.pin_state = pin, pin_state
+        # Position where this connection's unfinished work began, None while it has none: a
+        # restart must replay from there to rebuild it (see FlowTable.pin).
+        self.pin = pin
         self.head_pos = -1
         self.heads_at_pos = 0
         self.anomaly_counts = anomaly_counts
@@ -187,7 +248,7 @@ class Conversation:
 
     def on_begin(self, parser: MessageParser) -> None:
         if self.pin is None:
-            self.pin, self.pin_state = self.cursor.pos, (self.depth, self.client_gap, self.server_gap)
+            self.pin = self.cursor.pos
 
     def _open_tunnel(self, request: Message) -> None:
         """A CONNECT was answered 2xx: what the two sides say next is a conversation of its own, the
