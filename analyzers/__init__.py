@@ -10,9 +10,9 @@ from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from analyzers.http.anomalies import Anomaly
 from analyzers.http.body_keep import DEFAULT_BODY_LIMIT, BodyKeep
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
+from analyzers.http.messages import Endpoints, Message, Transaction
 from analyzers.http.resync import NotHttp
 from analyzers.http.text import Strings, ascii_text
-from analyzers.http.transactions import Endpoints, Message, Transaction
 from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
 from analyzers.pipeline import Pipeline, split_records
 from analyzers.records import ascii_headers, record_anomalies, record_flags, to_record

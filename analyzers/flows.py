@@ -21,16 +21,18 @@ from analyzers.connection import (
     Entry,
     FlowCounters,
     Key,
+    earliest_positions,
     file_mismatch,
     first_sender,
+    in_head,
     in_window,
     uid,
 )
 from analyzers.held import HeldPackets
 from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import HttpCounters
-from analyzers.http.parser import State
-from analyzers.http.transactions import Conversation, Cursor, Endpoints, Transaction
+from analyzers.http.messages import Cursor, Endpoints, Transaction
+from analyzers.http.transactions import Conversation
 from analyzers.packet_keep import KeptUpTo, PacketKeep
 from analyzers.side import Side
 from analyzers.tcp.doubt import doubt, prune, tcp_checksum_ok
@@ -142,7 +144,7 @@ class FlowTable(HeldPackets):
         first checked checksum was wrong is offloading them (captured on the sender): its packets
         are taken as they come and not checked again."""
         flags, payload = d[6], d[7]
-        if not flags & (SYN | FIN | RST) and (side is not Side.CLIENT or not payload or not _in_head(conn)):
+        if not flags & (SYN | FIN | RST) and (side is not Side.CLIENT or not payload or not in_head(conn)):
             return False
         stream = conn.streams[side]
         if stream.sums & 2:  # offloading: nothing to learn from its checksums
@@ -422,24 +424,13 @@ class FlowTable(HeldPackets):
                 conv = conv.inner
 
     def pin(self) -> int | None:
-        """The earliest input position a restart must replay from to rebuild every connection
-        that has unfinished work (None when there is none). Connections between requests do not
-        pin: after a restart they are picked up again at their next request."""
+        """The earliest input position a restart must replay from (None: none); connections
+        between requests do not pin: after a restart they are picked up at their next request."""
         return self.pins(lambda _pos: 0).get(0)
 
     def pins(self, group: Callable[[int], int]) -> dict[int, int]:
-        """`pin`, per group of input positions (`group(pos)`: e.g. the partition of a Kafka topic a
-        position is in): the earliest position each group must be replayed from."""
-        best: dict[int, int] = {}
-        for conn in self._connections():
-            if conn.unparsed:
-                continue
-            p = conn.first_pos if conn.conv is None else conn.conv.pin
-            if p is not None:
-                g = group(p)
-                if g not in best or p < best[g]:
-                    best[g] = p
-        return best
+        """`pin` per group of input positions (`group(pos)`: e.g. a Kafka partition)."""
+        return earliest_positions(self._connections(), group)
 
     def close_where(self, started_in: Callable[[int], bool], reason: str) -> int:
         """Finish the connections whose first packet's position `started_in` accepts (e.g. those of a
@@ -457,11 +448,3 @@ class FlowTable(HeldPackets):
     def _connections(self) -> Iterator[Connection]:
         """Each connection once (its entry under the key of its first packet), oldest first."""
         return (conn for conn, side, _peer in self.table.values() if side is conn.first)
-
-
-_OUTSIDE_HEADS = frozenset({State.BODY, State.CHUNK_DATA, State.CLOSE_BODY, State.TUNNEL})
-
-
-def _in_head(conn: Connection) -> bool:
-    """Whether the client's parser is outside a body (what `_checksum` checks)."""
-    return conn.parsers is None or conn.parsers[Side.CLIENT].state not in _OUTSIDE_HEADS

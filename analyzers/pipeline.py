@@ -17,8 +17,8 @@ from typing import Any
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
 from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
+from analyzers.http.messages import Transaction
 from analyzers.http.parser import State
-from analyzers.http.transactions import Transaction
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
 from analyzers.side import Side
 from analyzers.tcp.doubt import tcp_checksum_ok

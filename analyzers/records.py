@@ -11,8 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from analyzers.http.head import Headers, RequestHead, ResponseHead, header
+from analyzers.http.messages import Message, Transaction
 from analyzers.http.text import Strings, ascii_text
-from analyzers.http.transactions import Message, Transaction
 
 
 class Flag(StrEnum):

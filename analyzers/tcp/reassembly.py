@@ -66,9 +66,8 @@ class Stream:
         self.base: int | None = None  # sequence number of stream offset 0
         self.offset = 0  # stream offset of the next byte to deliver
         # Buffered runs, sorted and disjoint: run k holds stream offsets pending[k] to ends[k].
-        # Until a segment is buffered they are the shared empty tuple (`_insert` and `_put_back`
-        # make lists first): most streams never buffer one, and three empty lists per stream are
-        # a third of what a SYN flood's connections cost.
+        # The shared empty tuple until a segment is buffered (`_insert`, `_put_back` make lists):
+        # most streams never buffer one, and empty lists were a third of a SYN flood's memory.
         self.pending: list[int] = _NONE  # type: ignore[assignment]
         self.ends: list[int] = _NONE  # type: ignore[assignment]
         self.runs: list[Run] = _NONE  # type: ignore[assignment]

@@ -7,7 +7,7 @@ import pytest
 from helpers import pcapgen as g
 from helpers.pcapgen import Conn, Segment
 
-from analyzers.http.transactions import Transaction
+from analyzers.http.messages import Transaction
 from analyzers.packet_keep import PACKET_OVERHEAD, Kept, PacketKeep
 from analyzers.pipeline import Pipeline, split_records
 from analyzers.tcp.frames import FrameDecoder

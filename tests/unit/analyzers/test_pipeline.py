@@ -24,7 +24,7 @@ from helpers import pcapgen as g
 from helpers.env import CORPUS
 from helpers.pcapgen import Conn, Segment
 
-from analyzers.http.transactions import Transaction
+from analyzers.http.messages import Transaction
 from analyzers.pipeline import Pipeline, split_records
 from analyzers.shard import Router
 from analyzers.tcp.frames import ACK, RecordLayout

@@ -7,8 +7,9 @@ from collections import Counter
 from typing import Any
 
 from analyzers.http.head import ResponseHead, parse_request_head, parse_response_head
+from analyzers.http.messages import Endpoints, Message, Transaction
 from analyzers.http.text import Strings
-from analyzers.http.transactions import Conversation, Endpoints, Message, Transaction
+from analyzers.http.transactions import Conversation
 from analyzers.records import ascii_headers, message_of, to_record
 
 CONN = Endpoints("CrecordTest000001", "192.0.2.10", 51234, "198.51.100.7", 8080, False)

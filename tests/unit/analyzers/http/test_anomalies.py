@@ -11,7 +11,8 @@ import pytest
 from analyzers.http.anomalies import REASONS, Anomaly
 from analyzers.http.framing import MAX_LINE_BYTES
 from analyzers.http.head import MAX_HEAD_BYTES
-from analyzers.http.transactions import Conversation, Endpoints
+from analyzers.http.messages import Endpoints
+from analyzers.http.transactions import Conversation
 from analyzers.records import to_record
 
 ENDPOINTS = Endpoints("CunitTestConn0001", "10.0.0.1", 40000, "10.0.0.2", 80, False)

@@ -11,7 +11,8 @@ from helpers.pcapgen import Conn, Segment
 
 from analyzers import BodyKeep, Pipeline, Transaction, split_records
 from analyzers.http.body_keep import KeptBody, wants_body
-from analyzers.http.transactions import Conversation, Endpoints
+from analyzers.http.messages import Endpoints
+from analyzers.http.transactions import Conversation
 from watcher.capture.pcapfile import CaptureParser
 
 T0 = 1_700_000_000 * 10**9

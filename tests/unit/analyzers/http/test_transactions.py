@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from analyzers.http.anomalies import Anomaly
-from analyzers.http.transactions import Conversation, Endpoints, Transaction
+from analyzers.http.messages import Endpoints, Transaction
+from analyzers.http.transactions import Conversation
 from analyzers.records import Flag, to_record
 
 ENDPOINTS = Endpoints("CunitTestConn0001", "10.0.0.1", 40000, "10.0.0.2", 80, False)

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from helpers.env import REPO
 
+from analyzers.http.messages import Endpoints
 from analyzers.http.text import Strings
-from analyzers.http.transactions import Conversation, Endpoints
+from analyzers.http.transactions import Conversation
 from analyzers.records import ascii_headers, to_record
 from analyzers.rules.engine import RuleSet, compile_rules, sampled
 from analyzers.rules.model import (

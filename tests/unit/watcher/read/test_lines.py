@@ -22,8 +22,9 @@ import pytest
 from helpers.env import CORPUS
 
 from analyzers.http.head import RequestHead, ResponseHead
+from analyzers.http.messages import Endpoints, Message, Transaction
 from analyzers.http.text import Strings
-from analyzers.http.transactions import Conversation, Endpoints, Message, Transaction
+from analyzers.http.transactions import Conversation
 from analyzers.pipeline import Pipeline
 from analyzers.records import to_record
 from unit.analyzers.test_records import request, response

@@ -16,7 +16,8 @@ from pathlib import Path
 from helpers.liveenv import free_port
 
 import watcher
-from analyzers.http.transactions import Conversation, Endpoints, Message, Transaction
+from analyzers.http.messages import Endpoints, Message, Transaction
+from analyzers.http.transactions import Conversation
 from analyzers.records import to_record
 from watcher.config.load import load
 from watcher.metrics import MetricsModel
