@@ -6,6 +6,7 @@ takes bytes and capture timestamps and returns events, so all of it can be teste
 of `http/` (heads, framing, parser, transactions), and `rules/` compiles and evaluates rules.
 """
 
+from analyzers.faults import AnalysisError
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from analyzers.http.anomalies import Anomaly
 from analyzers.http.body_keep import DEFAULT_BODY_LIMIT, BodyKeep
@@ -13,6 +14,7 @@ from analyzers.http.head import Headers, RequestHead, ResponseHead, header
 from analyzers.http.messages import Endpoints, Message, Transaction
 from analyzers.http.resync import NotHttp
 from analyzers.http.text import Strings, ascii_text
+from analyzers.identities import START_UNKNOWN, Identity
 from analyzers.packet_keep import DEFAULT_CONNECTION_BYTES, DEFAULT_TOTAL_BYTES, HANDSHAKE_PACKETS, Packet
 from analyzers.pipeline import Pipeline, split_records
 from analyzers.records import ascii_headers, record_anomalies, record_flags, to_record
@@ -45,10 +47,13 @@ __all__ = [
     "DEFAULT_TOTAL_BYTES",
     "HANDSHAKE_PACKETS",
     "REDACTED",
+    "START_UNKNOWN",
+    "AnalysisError",
     "Anomaly",
     "BodyKeep",
     "Endpoints",
     "Headers",
+    "Identity",
     "Message",
     "NotHttp",
     "Packet",

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from analyzers.http.anomalies import Anomaly
 from analyzers.http.head import looks_like_request_line
-from analyzers.http.parser import MessageParser, State
+from analyzers.http.parser import MessageParser
 from analyzers.http.transactions import Conversation
 from analyzers.packet_keep import Kept
 from analyzers.side import Side
@@ -68,6 +67,11 @@ class FlowCounters:
     resets_refused: int = 0  # RSTs whose sender went on sending in sequence: ignored
     fins_out_of_window: int = 0  # FINs far outside the sender's sequence window: ignored
     self_connections: int = 0  # both ends the same address and port (LAND, a self-connect): ignored
+    internal_errors: int = 0  # packets whose analysis raised: their connection was closed (internal_error)
+    dropped_broken: int = 0  # of those, connections whose closing raised too: dropped, their requests lost
+    restored: int = 0  # connections continued with the identity a run before a restart saved
+    restore_skipped_packets: int = 0  # their packets before the one they continue at (replayed, done)
+    restore_expired: int = 0  # saved identities whose connection sent nothing for the idle timeout
 
 
 def _noop_data(data: bytes, ts: float) -> None:
@@ -188,26 +192,3 @@ def uid(key: Key, first_ts: float) -> str:
         n, r = divmod(n, 62)
         out.append(_B62[r])
     return "C" + "".join(out)
-
-
-def earliest_positions(conns: Iterable[Connection], group: Callable[[int], int]) -> dict[int, int]:
-    """For each group of input positions (`group(pos)`), the earliest position a restart must
-    replay from to rebuild the connections with unfinished work (FlowTable.pin, .pins)."""
-    best: dict[int, int] = {}
-    for conn in conns:
-        if conn.unparsed:
-            continue
-        p = conn.first_pos if conn.conv is None else conn.conv.pin
-        if p is not None:
-            g = group(p)
-            if g not in best or p < best[g]:
-                best[g] = p
-    return best
-
-
-OUTSIDE_HEADS = frozenset({State.BODY, State.CHUNK_DATA, State.CLOSE_BODY, State.TUNNEL})
-
-
-def in_head(conn: Connection) -> bool:
-    """Whether the client's parser is outside a body (what `_checksum` checks)."""
-    return conn.parsers is None or conn.parsers[Side.CLIENT].state not in OUTSIDE_HEADS

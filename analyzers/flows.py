@@ -4,16 +4,16 @@ A connection is keyed by both endpoints (so one client port talking to two serve
 collides) and stored under both directions' keys, so a packet costs one dict lookup, which also
 says which `Side` sent it. The table is bounded: past `max_connections` the least recently active
 tenth is evicted, each eviction counted, and connections idle for `idle_timeout` seconds of
-capture time are closed.
+capture time are closed (ends.py: those ends, the ones a caller asks for, and a restart's pins).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
+from typing import Protocol
 
 from analyzers.connection import (
     RST_GRACE_SECONDS,
@@ -21,17 +21,17 @@ from analyzers.connection import (
     Entry,
     FlowCounters,
     Key,
-    earliest_positions,
     file_mismatch,
     first_sender,
-    in_head,
     in_window,
     uid,
 )
+from analyzers.ends import ConnectionEnds, Expiring
 from analyzers.held import HeldPackets
 from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import HttpCounters
 from analyzers.http.messages import Cursor, Endpoints, Transaction
+from analyzers.http.parser import State
 from analyzers.http.transactions import Conversation
 from analyzers.packet_keep import KeptUpTo, PacketKeep
 from analyzers.side import Side
@@ -48,17 +48,16 @@ __all__ = ["DEFAULT_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "RST_GRACE_SECONDS
 DEFAULT_MAX_CONNECTIONS = 100_000
 # Zeek's tcp_inactivity_timeout; long-polling clients idle for a minute or two, rarely five.
 DEFAULT_IDLE_TIMEOUT = 300.0
-# How often (capture seconds) to look for idle connections; a sweep walks the whole table.
-SWEEP_INTERVAL = 10.0
-# A closed connection's packets can trail its FIN or RST (the rest of an aborted download, final
-# ACKs): remember its keys this long so they do not open a phantom midstream connection. A new
-# connection on the same ports starts with a SYN and is let through. Linux's TIME_WAIT is 60 s.
-LINGER_SECONDS = 60.0
-# Closed connections remembered at most; the oldest are forgotten first.
-MAX_LINGERING = 65_536
 
 
-class FlowTable(HeldPackets):
+class Continuations(Expiring, Protocol):
+    """Identities saved before a restart, taken up by their connection's next packet
+    (analyzers.identities.Restored)."""
+
+    def take(self, table: FlowTable, key: Key, d: Decoded, ts: float) -> bool: ...
+
+
+class FlowTable(HeldPackets, ConnectionEnds):
     """Feeds decoded packets to per-connection reassembly and HTTP; collects finished transactions."""
 
     def __init__(self, max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -87,6 +86,8 @@ class FlowTable(HeldPackets):
         # Where the packet being handed over lies, (buffer, IPv4 header offset, IP length), when
         # its TCP checksum can be checked (plain IPv4 + TCP); None otherwise. See `_checksum`.
         self.checksum: tuple[bytes, int, int] | None = None
+        # Identities of connections open before a restart, waiting for their next packet.
+        self.restored: Continuations | None = None
 
     def packet(self, ts: float, d: Decoded) -> None:
         """One decoded TCP packet."""
@@ -95,6 +96,8 @@ class FlowTable(HeldPackets):
             self.payload_bytes += len(payload)
         entry = self.table.get((src, sport, dst, dport))
         if entry is None:
+            if self.restored and self.restored.take(self, (src, sport, dst, dport), d, ts):
+                return  # skipped, or continued as the connection it was before a restart
             if self.lingering and self._late((src, sport, dst, dport), flags, ts):
                 return
             if not payload and not flags & SYN:
@@ -144,7 +147,7 @@ class FlowTable(HeldPackets):
         first checked checksum was wrong is offloading them (captured on the sender): its packets
         are taken as they come and not checked again."""
         flags, payload = d[6], d[7]
-        if not flags & (SYN | FIN | RST) and (side is not Side.CLIENT or not payload or not in_head(conn)):
+        if not flags & (SYN | FIN | RST) and (side is not Side.CLIENT or not payload or not _in_head(conn)):
             return False
         stream = conn.streams[side]
         if stream.sums & 2:  # offloading: nothing to learn from its checksums
@@ -350,101 +353,12 @@ class FlowTable(HeldPackets):
         if conn.keys[1] != conn.keys[0]:
             del self.table[conn.keys[1]]
         self.active -= 1
-        if reason in ("closed", "reset", "port_reuse"):
-            lingering = self.lingering
-            for key in conn.keys:
-                lingering.pop(key, None)
-                lingering[key] = conn.last_ts
-            while len(lingering) > MAX_LINGERING:
-                del lingering[next(iter(lingering))]
+        if reason in ("closed", "reset", "port_reuse", "internal_error"):  # its next packets are late ones
+            self._linger(conn)
 
-    def _late(self, key: Key, flags: int, ts: float) -> bool:
-        """Whether a packet with no connection belongs to one that closed moments ago."""
-        closed_at = self.lingering.get(key)
-        if closed_at is None:
-            return False
-        if flags & SYN or ts - closed_at > LINGER_SECONDS:
-            del self.lingering[key]
-            return False
-        self.counters.late_packets += 1
-        return True
+_OUTSIDE_HEADS = frozenset({State.BODY, State.CHUNK_DATA, State.CLOSE_BODY, State.TUNNEL})
 
-    def sweep(self, ts: float) -> None:
-        """Close connections idle for longer than the idle timeout (capture time)."""
-        self.next_sweep = ts + SWEEP_INTERVAL
-        lingering = self.lingering
-        while lingering:
-            key = next(iter(lingering))
-            if ts - lingering[key] <= LINGER_SECONDS:
-                break
-            del lingering[key]
-        limit = ts - self.idle_timeout
-        idle = []
-        reset = []
-        waiting = []
-        for conn in self._connections():
-            if conn.rst is not None:
-                if ts - conn.rst[1] > RST_GRACE_SECONDS:
-                    reset.append(conn)
-            elif conn.last_ts < limit:
-                idle.append(conn)
-            elif conn.parked:
-                waiting.append(conn)
-            elif conn.conv is not None and not conn.unparsed:
-                # Holes waiting behind an ACK: declared lost when their wait has run out, even if
-                # the connection has gone quiet (the HTTP side must not wait on them forever).
-                client, server = conn.streams
-                if client.wait_since is not None or server.wait_since is not None:
-                    client.expire(ts)
-                    server.expire(ts)
-                    self._collect(conn, conn.conv)
-        for conn in waiting:
-            self._unpark(conn, ts)
-            if conn.conv is not None:
-                self._collect(conn, conn.conv)
-        for conn in reset:
-            self._finish(conn, "reset")
-        for conn in idle:
-            self.counters.idle_timeouts += 1
-            self._finish(conn, "idle_timeout")
 
-    def _evict(self) -> None:
-        conns = sorted(self._connections(), key=lambda c: c.last_ts)
-        for conn in conns[:max(1, len(conns) // 10)]:
-            self.counters.evicted += 1
-            self._finish(conn, "evicted")
-
-    def set_source(self, name: str) -> None:
-        """Name of the capture file being read, stamped on requests that start in it."""
-        self.source = name
-        for conn in self._connections():
-            conv = conn.conv
-            while conv is not None:  # the connection's conversation, and any inside its CONNECT tunnel
-                conv.source = name
-                conv = conv.inner
-
-    def pin(self) -> int | None:
-        """The earliest input position a restart must replay from (None: none); connections
-        between requests do not pin: after a restart they are picked up at their next request."""
-        return self.pins(lambda _pos: 0).get(0)
-
-    def pins(self, group: Callable[[int], int]) -> dict[int, int]:
-        """`pin` per group of input positions (`group(pos)`: e.g. a Kafka partition)."""
-        return earliest_positions(self._connections(), group)
-
-    def close_where(self, started_in: Callable[[int], bool], reason: str) -> int:
-        """Finish the connections whose first packet's position `started_in` accepts (e.g. those of a
-        partition another reader takes over); how many."""
-        conns = [c for c in self._connections() if started_in(c.first_pos)]
-        for conn in conns:
-            self._finish(conn, reason)
-        return len(conns)
-
-    def close_all(self, reason: str = "capture_end") -> None:
-        """End of input: finish every connection."""
-        for conn in list(self._connections()):
-            self._finish(conn, reason)
-
-    def _connections(self) -> Iterator[Connection]:
-        """Each connection once (its entry under the key of its first packet), oldest first."""
-        return (conn for conn, side, _peer in self.table.values() if side is conn.first)
+def _in_head(conn: Connection) -> bool:
+    """Whether the client's parser is outside a body (what `_checksum` checks)."""
+    return conn.parsers is None or conn.parsers[Side.CLIENT].state not in _OUTSIDE_HEADS

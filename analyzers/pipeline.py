@@ -1,7 +1,7 @@
 """Frames in, transactions out: the one entry point the I/O edge uses.
 
 `feed` takes frames one tuple each; `feed_records` is the fast path for classic pcap, reading the
-frames where they lie in the capture's bytes (`split_records` finds them). `Router` says which of
+frames where they lie in the capture's bytes (`split_records` finds them). `Router` (analyzers.shard) says which of
 several workers owns each frame, so that they can share one capture.
 """
 
@@ -14,11 +14,13 @@ from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
+from analyzers.faults import AnalysisError, Faults
 from analyzers.flows import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, FlowTable
 from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
 from analyzers.http.messages import Transaction
 from analyzers.http.parser import State
+from analyzers.identities import Identity, Restored, identities
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
 from analyzers.side import Side
 from analyzers.tcp.doubt import tcp_checksum_ok
@@ -98,6 +100,7 @@ class Pipeline:
         self.decoder.position = self.flows.cursor
         self.frames_seen = 0
         self.transactions = 0
+        self.faults = Faults()  # packets whose analysis raised (analyzers.faults)
 
     def keep_bodies(self, keep: BodyKeep | None) -> None:
         """Keep request bodies of these methods on their transactions (`Message.body`), for replay.
@@ -114,20 +117,27 @@ class Pipeline:
         cursor = flows.cursor
         link_len, type_off = FIXED_LINK_HEADERS.get(linktype, (-1, 0))
         n = 0
-        for off, ts, data in frames:
-            n += 1
-            cursor.pos = base + off
-            d = decode(data, ts)
-            if d is not None:
-                flows.frame = data
-                # Checksums can be checked where `feed_records` can: plain IPv4 + TCP frames.
-                if (link_len >= 0 and data[type_off:type_off + 2] == b"\x08\x00"
-                        and data[link_len:link_len + 1] == b"\x45"):
-                    total = int.from_bytes(data[link_len + 2:link_len + 4], "big")
-                    if 40 <= total <= len(data) - link_len:
-                        flows.checksum = (data, link_len, total)
-                packet(ts, d)
+        frames = iter(frames)
+        while True:
+            try:  # free when nothing raises; one packet's exception costs its connection only
+                for off, ts, data in frames:
+                    n += 1
+                    cursor.pos = base + off
+                    d = decode(data, ts)
+                    if d is not None:
+                        flows.frame = data
+                        # Checksums can be checked where `feed_records` can: plain IPv4 + TCP frames.
+                        if (link_len >= 0 and data[type_off:type_off + 2] == b"\x08\x00"
+                                and data[link_len:link_len + 1] == b"\x45"):
+                            total = int.from_bytes(data[link_len + 2:link_len + 4], "big")
+                            if 40 <= total <= len(data) - link_len:
+                                flows.checksum = (data, link_len, total)
+                        packet(ts, d)
+                        flows.checksum = None
+                break
+            except Exception as e:
                 flows.checksum = None
+                self.faults.failed(flows, e, base + off, linktype, data)
         self.frames_seen += n
         return self._take()
 
@@ -165,94 +175,120 @@ class Pipeline:
         ipv4, tcp, control, ack_flag = ETH_IPV4, PROTO_TCP, SYN | FIN | RST, ACK  # locals: no global lookups
         seq_mod, max_ack_ahead, recent_max, client = SEQ_MOD, MAX_ACK_AHEAD, RECENT_BYTES, Side.CLIENT
         payload_bytes = 0
-        for off in offsets:
-            sec, frac, caplen = unpack_header(buf, off)
-            ts = sec + frac * scale
-            if caplen >= min_caplen:
-                (ethertype, ver_ihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
-                 flags) = unpack_net(buf, off)
-                plen = total - 20 - ((doff & 0xF0) >> 2)  # TCP payload: IP length less both headers
-                if (ethertype == ipv4 and ver_ihl == 0x45 and proto == tcp and not frag & 0x3FFF
-                        and total >= 40 and doff >= 0x50 and total <= caplen - link_len and plen >= 0):
-                    entry = table_get((src, sport, dst, dport))
-                    if entry is not None and not flags & control:
-                        conn, side, peer = entry
-                        conv = conn.conv
-                        streams = conn.streams
-                        if conv is not None and not conn.ignored and (not flags & ack_flag or not (
-                                (other := streams[peer]).pending or (
-                                    other.base is not None
-                                    and 0 < (ack - other.base - other.offset) % seq_mod < max_ack_ahead))):
-                            if not plen:  # a bare ACK that proves nothing
-                                conn.last_ts = ts
-                                if conv.out or conv.not_http or ts >= flows.next_sweep:
-                                    cursor.pos = base + off
-                                    flows.after_packet(conn, conv, ts)
-                                continue
-                            stream = streams[side]
-                            if (stream.base is not None and not stream.pending and not stream.finished
-                                    and not (seq - stream.base - stream.offset) & 0xFFFFFFFF):
-                                # Stream.segment's in-order case: the bytes go to the parser now.
-                                stream.offset += plen
-                                payload_bytes += plen
-                                conn.last_ts = ts
-                                parser = conn.parsers[side]  # type: ignore[index]  # set with conv
-                                st = parser.state
-                                if (st is body or st is chunk_data) and plen < parser.remaining:
-                                    # MessageParser.data's body case: count, never copy.
-                                    parser.remaining -= plen
-                                    parser.body_len += plen
-                                    parser.last_ts = ts
-                                    if parser.keep is not None:  # a body kept for replay
-                                        parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
-                                elif st is close_body:
-                                    parser.body_len += plen
-                                    if parser.keep is not None:
-                                        parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
-                                    parser.last_ts = ts
-                                elif st is not tunnel:
-                                    cursor.pos = base + off
-                                    end = off + ip_at + total
-                                    data = buf[end - plen:end]
-                                    if side is client:  # requests' heads: what an insertion targets
-                                        if not stream.sums & 2:  # FlowTable._checksum's choice
-                                            if not tcp_checksum_ok(buf, end - total, total):
-                                                stream.offset -= plen  # FlowTable.packet decides
-                                                payload_bytes -= plen
-                                                flows.checksum = (buf, end - total, total)
-                                                packet(ts, (src, dst, sport, dport, seq, ack, flags, data))
-                                                flows.checksum = None
-                                                continue
-                                            stream.sums |= 1
-                                        # Stream._deliver's record of the last bytes delivered, which
-                                        # a retransmission is compared with.
-                                        recent = stream.recent
-                                        if stream.recent_end == stream.offset - plen and len(recent) < recent_max:
-                                            recent += data
-                                        else:
-                                            stream.recent = bytearray(data[-recent_max:])
-                                        stream.recent_end = stream.offset
-                                    parser.data(data, ts)
-                                if conv.out or conv.not_http or ts >= flows.next_sweep:
-                                    cursor.pos = base + off
-                                    flows.after_packet(conn, conv, ts)
-                                continue
+        records = iter(offsets)
+        while True:
+            try:  # free when nothing raises; one packet's exception costs its connection only
+                for off in records:
+                    sec, frac, caplen = unpack_header(buf, off)
+                    ts = sec + frac * scale
+                    if caplen >= min_caplen:
+                        (ethertype, ver_ihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff,
+                         flags) = unpack_net(buf, off)
+                        plen = total - 20 - ((doff & 0xF0) >> 2)  # TCP payload: IP length less both headers
+                        if (ethertype == ipv4 and ver_ihl == 0x45 and proto == tcp and not frag & 0x3FFF
+                                and total >= 40 and doff >= 0x50 and total <= caplen - link_len and plen >= 0):
+                            entry = table_get((src, sport, dst, dport))
+                            if entry is not None and not flags & control:
+                                conn, side, peer = entry
+                                conv = conn.conv
+                                streams = conn.streams
+                                if conv is not None and not conn.ignored and (not flags & ack_flag or not (
+                                        (other := streams[peer]).pending or (
+                                            other.base is not None
+                                            and 0 < (ack - other.base - other.offset) % seq_mod < max_ack_ahead))):
+                                    if not plen:  # a bare ACK that proves nothing
+                                        conn.last_ts = ts
+                                        if conv.out or conv.not_http or ts >= flows.next_sweep:
+                                            cursor.pos = base + off
+                                            flows.after_packet(conn, conv, ts)
+                                        continue
+                                    stream = streams[side]
+                                    if (stream.base is not None and not stream.pending and not stream.finished
+                                            and not (seq - stream.base - stream.offset) & 0xFFFFFFFF):
+                                        # Stream.segment's in-order case: the bytes go to the parser now.
+                                        stream.offset += plen
+                                        payload_bytes += plen
+                                        conn.last_ts = ts
+                                        parser = conn.parsers[side]  # type: ignore[index]  # set with conv
+                                        st = parser.state
+                                        if (st is body or st is chunk_data) and plen < parser.remaining:
+                                            # MessageParser.data's body case: count, never copy.
+                                            parser.remaining -= plen
+                                            parser.body_len += plen
+                                            parser.last_ts = ts
+                                            if parser.keep is not None:  # a body kept for replay
+                                                parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
+                                        elif st is close_body:
+                                            parser.body_len += plen
+                                            if parser.keep is not None:
+                                                parser.keep.add(buf[off + ip_at + total - plen:off + ip_at + total])
+                                            parser.last_ts = ts
+                                        elif st is not tunnel:
+                                            cursor.pos = base + off
+                                            end = off + ip_at + total
+                                            data = buf[end - plen:end]
+                                            if side is client:  # requests' heads: what an insertion targets
+                                                if not stream.sums & 2:  # FlowTable._checksum's choice
+                                                    if not tcp_checksum_ok(buf, end - total, total):
+                                                        stream.offset -= plen  # FlowTable.packet decides
+                                                        payload_bytes -= plen
+                                                        flows.checksum = (buf, end - total, total)
+                                                        packet(ts, (src, dst, sport, dport, seq, ack, flags, data))
+                                                        flows.checksum = None
+                                                        continue
+                                                    stream.sums |= 1
+                                                # Stream._deliver's record of the last bytes delivered, which
+                                                # a retransmission is compared with.
+                                                recent = stream.recent
+                                                if (stream.recent_end == stream.offset - plen
+                                                        and len(recent) < recent_max):
+                                                    recent += data
+                                                else:
+                                                    stream.recent = bytearray(data[-recent_max:])
+                                                stream.recent_end = stream.offset
+                                            parser.data(data, ts)
+                                        if conv.out or conv.not_http or ts >= flows.next_sweep:
+                                            cursor.pos = base + off
+                                            flows.after_packet(conn, conv, ts)
+                                        continue
+                            cursor.pos = base + off
+                            end = off + ip_at + total
+                            flows.checksum = (buf, end - total, total)
+                            packet(ts, (src, dst, sport, dport, seq, ack, flags, buf[end - plen:end]))
+                            flows.checksum = None
+                            continue
+                    # Any other frame: the general decoder, as `feed` does it.
                     cursor.pos = base + off
-                    end = off + ip_at + total
-                    flows.checksum = (buf, end - total, total)
-                    packet(ts, (src, dst, sport, dport, seq, ack, flags, buf[end - plen:end]))
-                    flows.checksum = None
-                    continue
-            # Any other frame: the general decoder, as `feed` does it.
-            cursor.pos = base + off
-            d = decode(buf[off + 16:off + 16 + caplen], ts)
-            if d is not None:
-                packet(ts, d)
+                    d = decode(buf[off + 16:off + 16 + caplen], ts)
+                    if d is not None:
+                        packet(ts, d)
+                break
+            except Exception as e:
+                flows.checksum = None
+                caplen = unpack_header(buf, off)[2]
+                self.faults.failed(flows, e, base + off, layout.linktype, bytes(buf[off + 16:off + 16 + caplen]))
         if offsets:
             cursor.pos = base + offsets[-1]  # as `feed` leaves it: transactions finished later read it
         self.frames_seen += len(offsets)
         flows.payload_bytes += payload_bytes
         return self._take()
+
+    def take_errors(self) -> list[AnalysisError]:
+        return self.faults.take()  # packets whose analysis raised since the last call
+
+    def identities(self, limit: int) -> tuple[tuple[Identity, ...], int]:
+        """The open connections' identities to save (analyzers.identities), and how many more."""
+        return identities(self.flows, limit)
+
+    def restore_identities(self, saved: Iterable[Identity]) -> Restored:
+        """Identities a run saved before a restart: each connection continues as it was."""
+        self.flows.restored = restored = Restored(saved)
+        return restored
+
+    def identity_start(self, uid: str, pos: int) -> None:
+        """The input position a restored connection whose message had begun continues at."""
+        if isinstance(self.flows.restored, Restored):
+            self.flows.restored.start(uid, pos)
 
     def pin(self) -> int | None:
         """See FlowTable.pin; fragments waiting for the rest of their datagram pin too."""

@@ -16,6 +16,7 @@ from watcher.publish import verb as publish_verb
 from watcher.read import export_verb
 from watcher.read.lines import OutputError, open_output
 from watcher.replay import verb as replay_verb
+from watcher.text.escape import printable
 
 EXIT_OK = 0
 EXIT_INPUT_ERRORS = 1
@@ -49,8 +50,9 @@ no_request, truncated, tunnel; `reason` says why a response is missing.
 
 exit status:
   0  every input was read completely
-  1  some input could not be read or is corrupt: one line on stderr names each
-     file, the byte offset and the problem; everything readable was processed
+  1  some input could not be read or is corrupt, or a packet could not be
+     analysed: one line on stderr names each file, the byte offset and the
+     problem; everything readable was processed
   2  bad command line
   3  the output could not be written"""
 
@@ -66,7 +68,8 @@ examples:
 
 exit status:
   0  every input was read completely
-  1  some input could not be read or is corrupt (each named on stderr)
+  1  some input could not be read or is corrupt, or a packet could not be
+     analysed (each named on stderr)
   2  bad command line
   3  the output could not be written"""
 
@@ -329,7 +332,7 @@ def _read(args: argparse.Namespace) -> int:
     try:
         out = open_output(args.output)
     except OSError as e:
-        sys.stderr.write(f"pcapwatch: error: cannot write {args.output}: {e.strerror}\n")
+        sys.stderr.write(f"pcapwatch: error: cannot write {printable(args.output)}: {e.strerror}\n")
         return EXIT_OUTPUT
     tty = sys.stderr.isatty()
     progress = tty if args.progress is None else args.progress
@@ -348,4 +351,4 @@ def _read(args: argparse.Namespace) -> int:
         sys.stderr.write(json.dumps(result.stats, sort_keys=True) + "\n")
     elif stats == "text":
         sys.stderr.write(format_summary(result.stats))
-    return EXIT_INPUT_ERRORS if result.files_failed else EXIT_OK
+    return EXIT_INPUT_ERRORS if result.files_failed or result.analysis_errors else EXIT_OK

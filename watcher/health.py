@@ -46,6 +46,7 @@ class Health:
     connections: int = 0  # TCP connections tracked since start
     connections_active: int = 0
     connections_evicted: int = 0
+    analysis_errors: int = 0  # packets whose analysis raised: each cost its connection (internal_error)
     gaps: int = 0  # holes in TCP streams (lost packets)
     routes: int = 0  # distinct route labels handed out (analyzers.routes.RouteTemplater.stats)
     route_overflow: int = 0  # request targets sent to the `other` route past the cap
@@ -70,6 +71,7 @@ class Health:
         kept = stats.get("packets_kept") or {}
         return cls(packets=stats.get("frames", 0), connections=conns.get("connections", 0),
                    connections_active=conns.get("active", 0), connections_evicted=conns.get("evicted", 0),
+                   analysis_errors=conns.get("internal_errors", 0),
                    gaps=stats.get("tcp", {}).get("gaps", 0), anomalies=dict(stats.get("anomalies", {})),
                    not_http=dict(stats.get("http", {}).get("not_http", {})),
                    pipeline_overflow=stats.get("http", {}).get("pipeline_overflow", 0),
@@ -151,6 +153,8 @@ def health_families(h: Health) -> list[Family]:
         family_one("pcapwatch_connections_active", "gauge", "TCP connections tracked now.", h.connections_active),
         family_one("pcapwatch_connections_evicted_total", "counter", "Connections evicted at the connection limit "
              "(limits.max_connections).", h.connections_evicted),
+        family_one("pcapwatch_analysis_errors_total", "counter", "Packets whose analysis failed (a bug met on "
+             "some input): each cost its connection only, closed with reason internal_error.", h.analysis_errors),
         family_one("pcapwatch_tcp_gaps_total", "counter", "Holes in TCP streams: bytes never captured.", h.gaps),
         family_one("pcapwatch_routes", "gauge", "Distinct route labels in use (capped by routes.max_routes).",
                    h.routes),

@@ -1,6 +1,7 @@
-"""The events HTTP analysis produces: a `Message` (one side's request or response), a
-`Transaction` (a request and its response, or one of them alone), its connection's `Endpoints`,
-and the `Cursor` that says where in the input the packet being analysed is."""
+"""What the HTTP analysis hands out: a message (`Message`), who talked (`Endpoints`), a request paired
+with its response (`Transaction`), and where in the input the analysis is (`Cursor`). Plain data:
+transactions.py builds them, records.py writes them.
+"""
 
 from __future__ import annotations
 
@@ -68,6 +69,3 @@ class Transaction:
     done_pos: int = 0  # input position of the record whose processing completed the transaction
     # The connection's packets up to here, when rules want them (analyzers.packet_keep).
     packets: KeptUpTo | None = field(default=None, compare=False, repr=False)
-
-
-# What a parser reports where a protocol other than HTTP speaks (see `on_anomaly`).

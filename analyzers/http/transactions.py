@@ -20,6 +20,7 @@ from analyzers.http.parser import MessageParser
 from analyzers.http.resync import NotHttp
 from analyzers.side import Side
 
+# What a parser reports where a protocol other than HTTP speaks (see `on_anomaly`).
 _NOT_HTTP_SIGNS = frozenset({Anomaly.NOT_HTTP, Anomaly.BAD_STATUS_LINE, Anomaly.BAD_REQUEST_LINE,
                              Anomaly.JUNK_BEFORE_FIRST_MESSAGE})
 
@@ -47,7 +48,7 @@ class Conversation:
         "overflow",
         "overflow_answer",
         "parsing",
-        "pin",
+        "pin", "pin_state",
         "proven",
         "response",
         "server",
@@ -60,8 +61,8 @@ class Conversation:
     )
 
     def __init__(self, endpoints: Endpoints, anomaly_counts: Counter[str], resync: bool = False,
-                 cursor: Cursor | None = None, pin: int | None = None,
-                 counters: HttpCounters | None = None, target: str | None = None) -> None:
+                 cursor: Cursor | None = None, pin: int | None = None, counters: HttpCounters | None = None,
+                 target: str | None = None, pin_state: tuple[int, int | None, bool] | None = None) -> None:
         self.endpoints = endpoints
         # Inside a CONNECT tunnel: its target (the CONNECT's authority), which its records give as
         # their host; None on the connection itself.
@@ -69,9 +70,9 @@ class Conversation:
         self.inner: Conversation | None = None  # the conversation inside this one's CONNECT tunnel
         self.counters = counters if counters is not None else HttpCounters()
         self.cursor = cursor if cursor is not None else Cursor()
-        # Position where this connection's unfinished work began, None while it has none: a
-        # restart must replay from there to rebuild it (see FlowTable.pin).
-        self.pin = pin
+        # Where this connection's unfinished work began (None: it has none), a restart replaying from there
+        # (FlowTable.pin); its depth and gaps then, when `on_begin` set it (analyzers.identities).
+        self.pin, self.pin_state = pin, pin_state
         self.head_pos = -1
         self.heads_at_pos = 0
         self.anomaly_counts = anomaly_counts
@@ -186,7 +187,7 @@ class Conversation:
 
     def on_begin(self, parser: MessageParser) -> None:
         if self.pin is None:
-            self.pin = self.cursor.pos
+            self.pin, self.pin_state = self.cursor.pos, (self.depth, self.client_gap, self.server_gap)
 
     def _open_tunnel(self, request: Message) -> None:
         """A CONNECT was answered 2xx: what the two sides say next is a conversation of its own, the
@@ -216,7 +217,14 @@ class Conversation:
             self.parsing = None
             if msg is None:
                 return
-            _ended(msg, parser)
+            msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
+            msg.gap, msg.truncated = msg.gap or parser.gap_in_message, parser.truncated
+            if parser.keep is not None:
+                kept, parser.keep = parser.keep, None
+                if kept.over:
+                    msg.body_skip = "too_large"
+                else:
+                    msg.body = bytes(kept.data)
             if self.held:
                 for tx in self.held:
                     self._put(tx)
@@ -227,7 +235,14 @@ class Conversation:
         self.response = None
         if resp is None:
             return
-        _ended(resp, parser)
+        resp.last_ts, resp.body_len, resp.done = parser.last_ts, parser.body_len, True
+        resp.gap, resp.truncated = resp.gap or parser.gap_in_message, parser.truncated
+        if parser.keep is not None:
+            kept, parser.keep = parser.keep, None
+            if kept.over:
+                resp.body_skip = "too_large"
+            else:
+                resp.body = bytes(kept.data)
         if resp.depth < 0:
             return
         request = self.answering
@@ -406,15 +421,3 @@ class Conversation:
             self._not_http_other()
         if self.inner is not None:
             self.inner.close(reason)
-
-
-def _ended(msg: Message, parser: MessageParser) -> None:
-    """A message's parser says it is complete (or cut short): its times, size, gap and kept body."""
-    msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
-    msg.gap, msg.truncated = msg.gap or parser.gap_in_message, parser.truncated
-    if parser.keep is not None:
-        kept, parser.keep = parser.keep, None
-        if kept.over:
-            msg.body_skip = "too_large"
-        else:
-            msg.body = bytes(kept.data)

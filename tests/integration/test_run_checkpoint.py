@@ -71,7 +71,7 @@ VALID = json.dumps({"version": 1, "written_at": 5.0, "emitted": None,
                     "resume": {"fp": "0123456789abcdef01234567", "first_ts": 1.0, "offset": 24}}).encode()
 BAD = {
     "nested": (b"[" * 100_000, "cannot be read (nested too deeply to be a checkpoint)"),
-    "huge": (VALID + b" " * ckpt.MAX_BYTES, "is too big (over 1,048,576 bytes; a checkpoint is a few hundred)"),
+    "huge": (VALID + b" " * ckpt.MAX_BYTES, "is too big (over 1,048,576 bytes; a checkpoint is under 850 KB)"),
     "garbage": (b"\x00\xffPK\x03\x04 not json", "cannot be read ("),
     "schema": (VALID.replace(b'"offset": 24', b'"offset": "24"'),
                "is not valid (resume.offset is '24', expected a whole number >= 0)"),

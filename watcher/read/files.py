@@ -13,13 +13,16 @@ from watcher.capture.inputs import KafkaOptions, input_stats, open_input
 from watcher.capture.pcapfile import CaptureError
 from watcher.capture.pycapa import is_kafka_url
 from watcher.capture.sources import Batches, Records
+from watcher.read.lines import OutputError
 from watcher.read.progress import Progress
+from watcher.text.escape import printable
 
 
 @dataclass
 class ReadResult:
     files: int = 0
     files_failed: int = 0
+    analysis_errors: int = 0  # packets whose analysis raised (each cost its connection)
     bytes_read: int = 0
     errors: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
@@ -52,14 +55,20 @@ def read_files(files: list[str], err: TextIO, progress: bool, begin: Callable[[s
                 frames += consume(item)
                 bar.update(done_before + cap.position(), written() if written is not None else 0)
             if not frames:
-                err.write(f"pcapwatch: {path}: no packets on this topic\n" if is_kafka_url(path) else
-                          f"pcapwatch: {path}: no packets in this file (header only)\n")
+                err.write(f"pcapwatch: {printable(path)}: no packets on this topic\n" if is_kafka_url(path) else
+                          f"pcapwatch: {printable(path)}: no packets in this file (header only)\n")
         except CaptureError as e:
             bar.done()
             _fail(result, err, f"{path}: {e}; the rest of this file is skipped")
         except OSError as e:
             bar.done()
             _fail(result, err, f"{path}: read error: {e.strerror or e}")
+        except OutputError:
+            raise
+        except Exception as e:  # a bug met on this file: it costs this file, never the files after it
+            bar.done()
+            _fail(result, err, f"{path}: reading this file failed ({type(e).__name__}: {e}); the rest of this "
+                               "file is skipped; this is a bug in pcapwatch: please report it with this file")
         finally:
             done_before += input_size(path)
             cap.close()
@@ -84,7 +93,7 @@ def _kafka_note(result: ReadResult, err: TextIO, path: str, stats: dict[str, Any
 def _fail(result: ReadResult, err: TextIO, line: str) -> None:
     result.files_failed += 1
     result.errors.append(line)
-    err.write(f"pcapwatch: error: {line}\n")
+    err.write(f"pcapwatch: error: {printable(line)}\n")
 
 
 def input_size(path: str) -> int:

@@ -17,6 +17,8 @@ from watcher.capture.sources import Batches, Records, expand
 from watcher.read.files import ReadResult, input_size, read_files
 from watcher.read.lines import JsonLinesWriter, TextSink
 from watcher.read.parallel import read_parallel
+from watcher.text.escape import printable
+from watcher.text.faults import FaultLines
 
 # Below this much input, starting a second process costs more than it saves.
 PARALLEL_MIN_BYTES = 32 << 20
@@ -35,7 +37,7 @@ def read_captures(paths: list[str], out: TextSink, err: TextIO, *, progress: boo
     """
     files, notes = expand(paths)
     for note in notes:
-        err.write(f"pcapwatch: {note}\n")
+        err.write(f"pcapwatch: {printable(note)}\n")
     kw: dict[str, Any] = {}
     if max_connections is not None:
         kw["max_connections"] = max_connections
@@ -59,27 +61,37 @@ def analyze_files(files: list[str], out: TextSink, err: TextIO, progress: bool, 
     loop goes on with the next file.
     """
     writer = JsonLinesWriter(out, strings)
+    faults = FaultLines(lambda line: err.write(f"pcapwatch: error: {printable(line)}\n"))
+    current = [""]  # the file being read, for the lines about packets whose analysis raised
+
+    def begin(path: str, name: str) -> None:
+        current[0] = path
+        pipeline.set_source(name)
 
     def consume(item: Batches | Records) -> int:
         if isinstance(item, Records):
             offsets, item.used = split_records(item.buf, item.start, len(item.buf), item.layout)
             writer.write(pipeline.feed_records(item.buf, offsets, item.layout, item.base))
-            return len(offsets)
-        n = 0
-        for linktype, frames in item:
-            writer.write(pipeline.feed(linktype, frames))
-            n += len(frames)
+            n = len(offsets)
+        else:
+            n = 0
+            for linktype, frames in item:
+                writer.write(pipeline.feed(linktype, frames))
+                n += len(frames)
+        for e in pipeline.take_errors():
+            faults.report(current[0], e.pos, e.error)
         return n
 
     def close() -> None:
         writer.write(pipeline.close())
         writer.flush()
+        faults.flush()
 
-    result = read_files(files, err, progress, lambda _path, name: pipeline.set_source(name), consume, close,
-                        lambda: writer.written, kafka)
+    result = read_files(files, err, progress, begin, consume, close, lambda: writer.written, kafka)
     result.stats = {"files": result.files, "files_failed": result.files_failed,
                     "bytes": sum(input_size(p) for p in files), **pipeline.stats(),
                     **({"kafka": result.kafka} if result.kafka else {})}
+    result.analysis_errors = result.stats["connections"]["internal_errors"]
     return result
 
 

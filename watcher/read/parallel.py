@@ -37,6 +37,8 @@ from watcher.capture.pcapfile import CaptureError
 from watcher.capture.sources import Batches, RangeReader, Records
 from watcher.read.files import ReadResult, input_size, read_files
 from watcher.read.lines import UTF8_ERRORS, JsonLinesWriter, OutputError, TextSink
+from watcher.text.escape import printable
+from watcher.text.faults import FaultLines
 
 # Lines are sent in blocks this large: few messages, little latency, little memory.
 BLOCK_BYTES = 256 * 1024
@@ -149,6 +151,7 @@ class _Worker:
         self.writer = JsonLinesWriter(self.out, strings)
         self.reader: RangeReader | None = None
         self.path = ""
+        self.faults = FaultLines(lambda line: conn.send_bytes(b"E" + f"pcapwatch: error: {printable(line)}\n".encode()))
 
     def run(self, tasks: Connection) -> None:
         pipeline, writer = self.pipeline, self.writer
@@ -161,8 +164,10 @@ class _Worker:
                 if buf is not None:
                     writer.write(pipeline.feed_records(buf, memoryview(offsets).cast(typecode),
                                                        _layout(*fields), base))
+                    self._faults()
             elif kind == "frames":
                 writer.write(pipeline.feed(msg[1], msg[2]))
+                self._faults()
             elif kind == "file":
                 self._open(msg[1])
                 pipeline.set_source(msg[2])
@@ -171,8 +176,14 @@ class _Worker:
         self._open(None)
         writer.write(pipeline.close())
         self.out.flush()
+        self.faults.flush()
         self.conn.send_bytes(b"S" + json.dumps(pipeline.stats()).encode())
         self.conn.close()
+
+    def _faults(self) -> None:
+        """Lines about the packets whose analysis raised (each cost its connection only)."""
+        for e in self.pipeline.take_errors():
+            self.faults.report(self.path, e.pos, e.error)
 
     def _open(self, path: str | None) -> None:
         if self.reader is not None:
@@ -269,6 +280,7 @@ def read_parallel(files: list[str], out: TextSink, err: TextIO, shards: int, pro
                         bytes_read=fed["bytes_read"], errors=fed["errors"] + list(failures.values()))
     result.stats = {"files": result.files, "files_failed": result.files_failed, "bytes": fed["bytes"],
                     **merge_stats([finals[k] for k in range(shards)])}
+    result.analysis_errors = result.stats["connections"]["internal_errors"]
     return result
 
 
@@ -307,7 +319,7 @@ def _merge(who: dict[Connection, int], out: TextSink, err: TextIO) -> tuple[dict
                 path, line = json.loads(msg[1:])
                 if path not in failures:
                     failures[path] = line
-                    err.write(f"pcapwatch: error: {line}\n")
+                    err.write(f"pcapwatch: error: {printable(line)}\n")
                     err.flush()
             else:
                 finals[conns[c]] = json.loads(msg[1:])

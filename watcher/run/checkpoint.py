@@ -8,6 +8,11 @@ Two marks, each a capture generation (by content fingerprint) and a record offse
 After SIGTERM both are exact: nothing is lost or written twice. After kill -9 the file is as old as
 the last save (a few seconds): records written since are written again, with the same `event_id`.
 
+With them, `connections`: what identifies the open connections (analyzers.identities: uid, depth,
+sides, where each side's stream is), so that a connection going on across a restart keeps its uid,
+its trans_depth and its flags. At most MAX_CONNECTIONS, the most recently active; one whose
+message had begun names the packet it continues at as a mark ([fp, offset]).
+
 The file is replaced atomically (temp file, fsync, rename, fsync of the directory). A file that
 cannot be used, whatever is wrong with it (unreadable, larger than MAX_BYTES, not JSON, nested
 deeper than any checkpoint is, another version, a field missing, unknown or of the wrong type), is
@@ -33,10 +38,16 @@ from watcher.sinks.base import running_user
 
 FILE_NAME = "checkpoint.json"
 VERSION = 1
-# The file is read only up to this size. A checkpoint is a few hundred bytes (two marks); 1 MiB
-# leaves room for thousands of times that (state added to it later) while a file filled with
-# garbage costs at most 1 MiB of memory and a few milliseconds at start.
+# The file is read only up to this size. A checkpoint is a few hundred bytes (two marks) and the
+# open connections (under 850 KB at most: MAX_CONNECTIONS), while a file filled with garbage costs
+# at most 1 MiB of memory and a few milliseconds at start.
 MAX_BYTES = 1 << 20
+# Open connections saved at most. An entry takes about 210 bytes here (IPv4, fields one a line) and
+# 420 at worst (IPv6 written out in full, a start mark with the longest fingerprint), so 2,000 stay
+# under 850 KB, within MAX_BYTES (a test checks it); a web server's keep-alive connections open at
+# one moment are usually far fewer. The most recently active are kept; the others, counted,
+# are picked up midstream after a restart.
+MAX_CONNECTIONS = 2000
 # What the messages show of a wrong value.
 SHOW_CHARS = 40
 
@@ -52,11 +63,16 @@ class Mark:
     name: str = ""
 
 
+# A saved connection: analyzers.Identity's fields, its `start` a mark's (fp, offset) or None.
+Connection = tuple[Any, ...]
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     resume: Mark
     emitted: Mark | None
     written_at: float
+    connections: tuple[Connection, ...] = ()
 
 
 def path_in(state_dir: str) -> str:
@@ -90,7 +106,7 @@ def load(state_dir: str) -> tuple[Checkpoint | None, str | None]:
     except OSError as e:
         return None, _warning(path, f"cannot be read ({e.strerror or e})")
     if len(data) > MAX_BYTES:
-        return None, _warning(path, f"is too big (over {MAX_BYTES:,} bytes; a checkpoint is a few hundred)")
+        return None, _warning(path, f"is too big (over {MAX_BYTES:,} bytes; a checkpoint is under 850 KB)")
     try:
         raw = json.loads(data)
     except RecursionError:
@@ -101,8 +117,10 @@ def load(state_dir: str) -> tuple[Checkpoint | None, str | None]:
     if problem:
         return None, _warning(path, f"is not valid ({problem})")
     emitted = raw["emitted"]
+    connections = tuple((*c[:-1], tuple(c[-1]) if c[-1] is not None else None)
+                        for c in raw.get("connections", ()))
     return Checkpoint(_mark(raw["resume"]), _mark(emitted) if emitted is not None else None,
-                      float(raw["written_at"])), None
+                      float(raw["written_at"]), connections), None
 
 
 def _read(path: str) -> bytes:
@@ -188,12 +206,63 @@ def _object(schema: Mapping[str, tuple[bool, Check]], nullable: bool = False) ->
     return check_object
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_port(v: Any) -> bool:
+    return _is_int(v) and 0 <= v <= 0xFFFF
+
+
+def _is_seq(v: Any) -> bool:
+    return v is None or (_is_int(v) and 0 <= v < 1 << 32)
+
+
+def _is_start(v: Any) -> bool:
+    return v is None or (isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and 0 < len(v[0]) <= 128
+                         and _is_offset(v[1]))
+
+
+# A saved connection's fields, in order (analyzers.Identity), with what each must be.
+CONNECTION_FIELDS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("client_ip", "an address", lambda v: isinstance(v, str) and 0 < len(v) <= 45),
+    ("client_port", "a port", _is_port),
+    ("server_ip", "an address", lambda v: isinstance(v, str) and 0 < len(v) <= 45),
+    ("server_port", "a port", _is_port),
+    ("uid", "a connection uid", lambda v: isinstance(v, str) and 0 < len(v) <= 32),
+    ("first_ts", "a number", _is_number),
+    ("last_ts", "a number", _is_number),
+    ("syn", "true or false", lambda v: isinstance(v, bool)),
+    ("depth", "a whole number >= 0", _is_offset),
+    ("client_gap", "a whole number or null", lambda v: v is None or _is_int(v)),
+    ("server_gap", "true or false", lambda v: isinstance(v, bool)),
+    ("client_seq", "a sequence number or null", _is_seq),
+    ("server_seq", "a sequence number or null", _is_seq),
+    ("start", "[fingerprint, offset] or null", _is_start),
+)
+
+
+def _connections(value: Any, name: str) -> str | None:
+    if not isinstance(value, list):
+        return f"{name} is {_show(value)}, expected an array"
+    if len(value) > MAX_CONNECTIONS:
+        return f"{name} holds {len(value):,} entries, expected at most {MAX_CONNECTIONS:,}"
+    for i, entry in enumerate(value):
+        if not isinstance(entry, list) or len(entry) != len(CONNECTION_FIELDS):
+            return f"{name}[{i}] is {_show(entry)}, expected an array of {len(CONNECTION_FIELDS)} fields"
+        for (field, what, ok), v in zip(CONNECTION_FIELDS, entry, strict=True):
+            if not ok(v):
+                return f"{name}[{i}].{field} is {_show(v)}, expected {what}"
+    return None
+
+
 SCHEMA: Mapping[str, tuple[bool, Check]] = {
     "version": (True, lambda v, _: None if type(v) is int and v == VERSION else
                 f"version {_show(v)}, expected {VERSION}"),
     "written_at": (True, _expect("a number", _is_number)),
     "resume": (True, _object(MARK_SCHEMA)),
     "emitted": (True, _object(MARK_SCHEMA, nullable=True)),
+    "connections": (False, _connections),  # not in files written before it was
 }
 
 
@@ -212,6 +281,8 @@ def save(state_dir: str, checkpoint: Checkpoint) -> None:
     data: dict[str, Any] = {"version": VERSION, "written_at": checkpoint.written_at or time.time(),
                             "resume": asdict(checkpoint.resume),
                             "emitted": asdict(checkpoint.emitted) if checkpoint.emitted else None}
+    if checkpoint.connections:
+        data["connections"] = [list(c) for c in checkpoint.connections]
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:

@@ -11,6 +11,7 @@ take a restart.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -57,6 +58,15 @@ class SignalPipe:
             return self._r.recv(READ_SIGNALS)
         except BlockingIOError:
             return b""
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking wake-up pipe empty."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def restart_only(old: Config, new: Config) -> list[str]:

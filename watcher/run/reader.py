@@ -59,6 +59,7 @@ class Reader(threading.Thread):
         self.caught_up = False  # nothing unread on disk right now
         self.error: BaseException | None = None
         self.last_scan = 0.0
+        self.scan_failing = False  # said once until a scan succeeds
 
     def stop(self) -> None:
         self.stopping = True
@@ -120,6 +121,12 @@ class Reader(threading.Thread):
                 reader.close()
                 reader = None
                 continue
+            except Exception as e:  # a bug met on this file: it costs this file, never the thread
+                self._failed(gen, e)
+                with contextlib.suppress(Exception):
+                    reader.close()
+                reader = None
+                continue
             self._rescan_if_due()
             if self.spool.has_newer(gen) or (gen.compressed and gen.state == State.READING):
                 if not gen.compressed and reader.size() > reader.offset + len(reader.pending):
@@ -171,12 +178,23 @@ class Reader(threading.Thread):
             self.spool.counters.failed += 1
             self.spool.done(gen)
             return None
+        except Exception as e:  # a bug met on this file: it costs this file, never the thread
+            self._failed(gen, e)
+            return None
         gen.state = State.READING
         gen.index = self.next_index
         gen.read_offset = start
         self.generations[gen.index] = gen
         self.next_index += 1
         return reader
+
+    def _failed(self, gen: Generation, e: Exception) -> None:
+        """An unexpected error reading `gen`: the rest of it is skipped, named and counted."""
+        self.log("error", f"{gen.path}: reading this file failed ({type(e).__name__}: {e}); the rest of this file "
+                          "is skipped and pcapwatch goes on with the next; this is a bug in pcapwatch: please "
+                          "report it with this file")
+        self.spool.counters.failed += 1
+        self.spool.done(gen)
 
     def _apply_resume(self) -> dict[str, int]:
         """Skip what a previous run finished; returns {fingerprint: offset} to start at."""
@@ -224,7 +242,17 @@ class Reader(threading.Thread):
 
     def _scan(self) -> None:
         self.last_scan = time.monotonic()
-        self.spool.scan(time.time())
+        try:
+            self.spool.scan(time.time())
+        except Exception as e:  # a bug met on some file in the spool: the next scan tries again
+            if not self.scan_failing:
+                self.log("error", f"scanning {self.spool.directory} failed ({type(e).__name__}: {e}); trying "
+                                  "again at each scan; this is a bug in pcapwatch: please report it")
+            self.scan_failing = True
+            return
+        if self.scan_failing:
+            self.log("info", f"scanning {self.spool.directory} works again")
+            self.scan_failing = False
         for note in self.spool.notes:
             level, _, text = note.partition(": ")
             self.log(level, text)

@@ -32,6 +32,12 @@ def mark(pos: int, generations: Mapping[int, Generation]) -> Mark | None:
     return Mark(g.fp, g.first_ts, pos & POS_MASK, g.name) if g else None
 
 
+def place(pos: int, generations: Mapping[int, Generation]) -> tuple[str, int]:
+    """(capture file, offset) of a position, for messages."""
+    g = generations.get(pos >> POS_BITS)
+    return g.path if g is not None else "(a capture file no longer tracked)", pos & POS_MASK
+
+
 def record_origin(tx: Transaction, generations: Mapping[int, Generation]) -> tuple[str | None, str | None]:
     """(event_id, capture file name) of a transaction, from its request head's position."""
     msg = tx.request if tx.request is not None else tx.response

@@ -14,18 +14,19 @@ The other half of sd-daemon.h is here too: `log` prefixes each stderr line with 
 priority (`<3>` for an error) when stderr is the journal ($JOURNAL_STREAM), so `journalctl -p`
 filters pcapwatch's lines. Every line is printable ASCII: what a message quotes from outside (a
 spool file's name, an error text holding one, a line of tcpdump's) is escaped here, at the one
-place lines are written, so a file named with a newline or a terminal escape cannot forge or colour
-a line.
+place lines are written (watcher/text/escape.py), so a file named with a newline or a terminal
+escape cannot forge or colour a line.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
+
+from watcher.text.escape import printable as printable  # where log lines are escaped (imported from here too)
 
 NOTIFY_SOCKET = "NOTIFY_SOCKET"
 WATCHDOG_USEC = "WATCHDOG_USEC"
@@ -33,28 +34,6 @@ WATCHDOG_PID = "WATCHDOG_PID"
 JOURNAL_STREAM = "JOURNAL_STREAM"
 # sd-daemon.h's SD_ERR, SD_WARNING, SD_NOTICE, SD_INFO; other levels are logged as info.
 PRIORITIES = {"error": 3, "warning": 4, "notice": 5, "info": 6}
-# What a log line may not carry as it is: control characters (a newline starts a forged line, ESC
-# drives the terminal), DEL, and anything beyond ASCII. They are written as \xNN of their bytes, as
-# records write bytes from the wire (analyzers' `escape`). The backslash itself is kept, unlike in
-# records: a message may quote text escaped already (a record's field in a rule's error), and
-# escaping it again would turn \x0a into \x5cx0a. The service's own words are printable ASCII, so
-# they pass unchanged.
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    try:  # a file name's undecodable bytes come as surrogate escapes: give back those bytes
-        raw = m.group().encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return "\\u%04x" % ord(m.group())
-    return "".join("\\x%02x" % b for b in raw)
-
-
-def printable(text: str) -> str:
-    """`text` as printable ASCII on one line: every other character as \\xNN of its bytes."""
-    return _UNPRINTABLE.sub(_escape_char, text) if _UNPRINTABLE.search(text) else text
-
-
 def log(level: str, message: str) -> None:
     """One line to stderr; under systemd with its syslog priority prefix for the journal."""
     prefix = f"<{PRIORITIES.get(level, 6)}>" if os.environ.get(JOURNAL_STREAM) else ""

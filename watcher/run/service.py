@@ -27,19 +27,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyzers import Pipeline, Transaction, to_record
-from watcher.capture.sources import GunzipLimits
 from watcher.capture.spool import Spool
 from watcher.config.load import Config, ConfigError
 from watcher.config.load import load as load_config
 from watcher.health import with_known_labels
-from watcher.metrics import DEFAULT_BUCKETS_MS, Health, MetricsModel
+from watcher.metrics import Health, MetricsModel
 from watcher.run import checkpoint as ckpt
-from watcher.run.control import STOP, SignalPipe, reload_outputs, restart_only
+from watcher.run.connections import Connections
+from watcher.run.control import STOP, SignalPipe, drain, reload_outputs, restart_only
 from watcher.run.delivery import CLOSE_SECONDS, Delivery
 from watcher.run.pending import Pending, Place
 from watcher.run.reader import Batch, Reader
-from watcher.run.resume import POS_BITS, Replay, mark, record_origin
+from watcher.run.resume import POS_BITS, Replay, mark, place, record_origin
 from watcher.run.sdnotify import Notifier, log
+from watcher.run.wiring import dir_watcher, gunzip_limits, histogram_buckets
+from watcher.text.faults import FaultLines
 
 STATUS_SECONDS = 60.0
 LAG_WARN_EVERY_SECONDS = 60.0
@@ -83,7 +85,7 @@ class Service:
         self.capture = capture
         self.counters = Counters()
         self.notifier = Notifier()
-        self.metrics = MetricsModel(buckets_ms=_buckets(config))
+        self.metrics = MetricsModel(buckets_ms=histogram_buckets(config))
         self.health = Health()
         self.metrics.set_health(self._health)
         self.delivery = Delivery(config, self.metrics, log)
@@ -93,12 +95,14 @@ class Service:
         self.batches: queue.Queue[Batch] = queue.Queue(maxsize=lim.queue_batches)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.signals = SignalPipe()
-        self.spool = Spool(str(config.spool.dir), config.spool.pattern, _gunzip(config))
+        self.spool = Spool(str(config.spool.dir), config.spool.pattern, gunzip_limits(config))
         self.state_dir = str(config.state.dir)
         self.saved, warning = ckpt.load(self.state_dir)
         if warning:
             log("warning", warning)
         self.replay = Replay(self.saved.emitted if self.saved else None)
+        self.faults = FaultLines(lambda line: log("error", line))  # packets whose analysis raised
+        self.connections = Connections(self.pipeline, self.saved.connections if self.saved else ())  # across restarts
         self.pending = Pending(self.saved.resume if self.saved else None)  # what required outputs owe
         self.last_pos: int | None = None  # position of the last record analysed
         self.next_pos: int | None = None  # where reading continues after it
@@ -108,9 +112,10 @@ class Service:
         self.new_file = False
         self.last_checkpoint_wall = 0.0
         self.first_checkpoint = True  # still due: right after the first batch
+        self.backlog = True  # and another once the backlog found at start is read (bounds a restart's repeats)
         self.forgotten_bytes = 0  # read from generations no longer tracked
         self.reader = Reader(self.spool, self.batches, self.wake_w, config.spool.rescan_seconds,
-                             self.saved.resume if self.saved else None, log, _dir_watcher(str(config.spool.dir)))
+                             self.saved.resume if self.saved else None, log, dir_watcher(str(config.spool.dir)))
 
     # The loop -----------------------------------------------------------------------------------
 
@@ -152,7 +157,7 @@ class Service:
                 if self.stop:
                     break
             if self.wake_r in readable:
-                _drain(self.wake_r)
+                drain(self.wake_r)
             try:
                 self._analyse()
             except OSError as e:
@@ -167,17 +172,20 @@ class Service:
             if self.capture is not None:
                 self.capture.poll()
             now = time.monotonic()
-            first = self.first_checkpoint and self.counters.batches > 0
+            caught_up = self.counters.batches > 0 and self.reader.caught_up and self.batches.empty()
+            first = (self.first_checkpoint and self.counters.batches > 0) or (self.backlog and caught_up)
             if first or now >= next_checkpoint or (self.new_file and now >= last_checkpoint + MIN_CHECKPOINT_SECONDS):
                 # Also on reaching a new capture file: a restart then never resumes in a file that
                 # tcpdump's ring is about to reuse.
-                self.first_checkpoint = self.first_checkpoint and not self.counters.batches
+                self.first_checkpoint &= not self.counters.batches
+                self.backlog &= not caught_up
                 self._checkpoint()
                 self.new_file = False
                 last_checkpoint = now
                 # The first one is followed by another a second later (a short run loses little).
                 next_checkpoint = now + (min(self.config.state.checkpoint_seconds, MIN_CHECKPOINT_SECONDS) if first
                                          else self.config.state.checkpoint_seconds)
+            self.faults.tick()
             if now >= next_status:
                 self.notifier.status(self.status_line())
                 next_status = now + STATUS_SECONDS
@@ -193,6 +201,7 @@ class Service:
             if now >= next_idle_sweep:
                 self._idle_sweep(now)
                 next_idle_sweep = now + IDLE_SWEEP_SECONDS
+        self.faults.flush()
         self.notifier.stopping("stopping")
         self.reader.stop()
         self.reader.join(READER_JOIN_SECONDS)
@@ -231,7 +240,10 @@ class Service:
                 self.new_file = True
             if self.next_pos is None and batch.frames:
                 self._first_place(base + batch.frames[0][0])
+            self.connections.reading(batch.gen, self.reader.generations)
             txs = self.pipeline.feed(batch.linktype, batch.frames, base)
+            for error in self.pipeline.take_errors():  # one line each (rate-limited): file and offset
+                self.faults.report(*place(error.pos, self.reader.generations), error.error)
             self.counters.batches += 1
             self.counters.frames += len(batch.frames)
             if batch.frames:
@@ -299,6 +311,8 @@ class Service:
         if ready is None:
             return  # a required output has not written what this run did: the saved checkpoint holds
         checkpoint, saved_resume_pos = ready
+        if checkpoint.emitted == emitted:  # where the service is now (not held back for a required output)
+            checkpoint = dataclasses.replace(checkpoint, connections=self.connections.to_save(self.reader.generations))
         try:
             ckpt.save(self.state_dir, dataclasses.replace(checkpoint, written_at=time.time()))
             self.counters.checkpoints += 1
@@ -351,7 +365,8 @@ class Service:
                 f"{self.batches.maxsize}, files done {sp.done:,}, lost {sp.lost:,} ({sp.lost_bytes:,} bytes), "
                 f"unreadable {len(self.spool.unreadable):,} now ({sp.unreadable:,} in all), failed {sp.failed:,}, "
                 f"connections {st['connections']['active']:,} (evicted {st['connections']['evicted']:,}), "
-                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}"
+                f"gaps {st['tcp']['gaps']:,}, anomalies {sum(st['anomalies'].values()):,}, "
+                f"packets failed {st['connections']['internal_errors']:,}, {self.connections.status()}"
                 f"{self.delivery.waiting_text()}; outputs: {self.delivery.summary()}")
 
     def reload(self) -> None:
@@ -373,7 +388,7 @@ class Service:
             return
         self.pipeline.flows.max_connections = new.limits.max_connections
         self.pipeline.flows.idle_timeout = new.limits.idle_timeout
-        self.spool.gunzip = _gunzip(new)  # one attribute: the reader thread takes it at its next .gz
+        self.spool.gunzip = gunzip_limits(new)  # one attribute: the reader thread takes it at its next .gz
         self._keep_packets(new)
         self.config = new
         log("info", "reloaded the configuration and reopened the outputs")
@@ -412,37 +427,3 @@ class Service:
                                                      replay=tuple(self.delivery.replays.families())),
                                  (r.name for r in self.delivery.rules.rules))
 
-
-def _gunzip(config: Config) -> GunzipLimits:
-    return GunzipLimits(config.limits.gunzip_max_bytes, config.limits.gunzip_max_ratio)
-
-
-def _buckets(config: Config) -> tuple[float, ...]:
-    from watcher.config.model import PrometheusOutputConfig
-
-    for o in config.outputs:
-        if isinstance(o, PrometheusOutputConfig):
-            return tuple(o.buckets_ms)
-    return tuple(DEFAULT_BUCKETS_MS)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
-
-
-def _dir_watcher(directory: str) -> Any:
-    """inotify hints when available; the reader rescans on a timer either way."""
-    try:
-        from watcher.capture.inotify import DirWatcher
-    except ImportError as e:  # pragma: no cover - pyinotify is a dependency
-        log("warning", f"inotify unavailable ({e}); relying on periodic rescans")
-        return None
-    try:
-        return DirWatcher(directory)
-    except OSError as e:
-        log("warning", f"inotify watch on {directory} failed ({e}); relying on periodic rescans")
-        return None

@@ -292,7 +292,8 @@ def test_bad_buckets(buckets: list[float]) -> None:
 def test_health_families_exact() -> None:
     h = Health(files=3, files_lost=1, lost_bytes=2_000_000, files_unreadable=2, files_unreadable_now=1,
                files_failed=4, packets=7042, bytes=13_055_937, lag_bytes=4096,
-               lag_seconds=1.5, connections=367, connections_active=2, connections_evicted=5, gaps=4, routes=12,
+               lag_seconds=1.5, connections=367, connections_active=2, connections_evicted=5, analysis_errors=6,
+               gaps=4, routes=12,
                route_overflow=9, anomalies={"bad_request_line": 2, "incomplete_head": 1},
                not_http={"tls": 4, "http2": 1, "other": 0}, pipeline_overflow=11,
                outputs={"stdout": {"submitted": 10, "written": 8, "dropped": 2, "buffered": 0, "custom": 7,
@@ -322,6 +323,7 @@ def test_health_families_exact() -> None:
         "pcapwatch_connections_total": ("counter", (), {(): 367.0}),
         "pcapwatch_connections_active": ("gauge", (), {(): 2.0}),
         "pcapwatch_connections_evicted_total": ("counter", (), {(): 5.0}),
+        "pcapwatch_analysis_errors_total": ("counter", (), {(): 6.0}),
         "pcapwatch_tcp_gaps_total": ("counter", (), {(): 4.0}),
         "pcapwatch_routes": ("gauge", (), {(): 12.0}),
         "pcapwatch_route_overflow_total": ("counter", (), {(): 9.0}),

@@ -123,7 +123,7 @@ def test_too_big_is_refused_before_parsing(tmp_path: Path) -> None:
     assert ckpt.MAX_BYTES == 1 << 20
     # Whitespace is valid JSON: the size alone refuses it.
     assert _warned(tmp_path, good + b" " * (ckpt.MAX_BYTES + 1 - len(good))) == \
-        "is too big (over 1,048,576 bytes; a checkpoint is a few hundred)"
+        "is too big (over 1,048,576 bytes; a checkpoint is under 850 KB)"
     (tmp_path / "checkpoint.json").write_bytes(good + b" " * (ckpt.MAX_BYTES - len(good)))  # exactly at the cap
     assert ckpt.load(str(tmp_path))[0] == Checkpoint(Mark(RESUME.fp, 1.0, 24, ""), None, 5.0)
 
@@ -174,7 +174,7 @@ def _with(**changes: object) -> bytes:
     (_with(emitted=KeyError), "emitted is missing"),
     (_with(emitted=5), "emitted is 5, expected an object or null"),
     (_with(emitted__offset="12"), "emitted.offset is '12', expected a whole number >= 0"),
-    (_with(connections=[]), "unknown field 'connections'"),
+    (_with(sessions=[]), "unknown field 'sessions'"),  # ('connections' is a field now)
 ])
 def test_every_field_is_checked(tmp_path: Path, content: bytes, problem: str) -> None:
     assert _warned(tmp_path, content) == f"is not valid ({problem})"
@@ -199,3 +199,53 @@ def test_a_fifo_or_device_in_its_place_is_one_line_not_a_hang(tmp_path: Path) ->
     path.symlink_to("/dev/zero")  # endless
     assert ckpt.load(str(tmp_path)) == (None, f"checkpoint {path} cannot be read (not a regular file); starting "
                                               "from the oldest capture in the spool")
+
+
+# Open connections' identities (analyzers.identities) ---------------------------------------------
+
+IDLE = ("10.0.0.1", 40000, "10.0.0.2", 80, "CAbcdefghijklmnopq", 1_700_000_000.5, 1_700_000_010.25, True, 3, None,
+        False, 1000, 5000, None)
+BUSY = ("2001:db8::1", 40001, "2001:db8::2", 8080, "CBbcdefghijklmnopq", 1.0, 2.0, False, 7, 2, True, None, None,
+        (RESUME.fp, 1_048_600))
+
+
+def test_connections_round_trip(tmp_path: Path) -> None:
+    saved = Checkpoint(RESUME, EMITTED, 5.0, (IDLE, BUSY))
+    ckpt.save(str(tmp_path), saved)
+    assert ckpt.load(str(tmp_path)) == (saved, None)
+
+
+def test_the_most_connections_saved_fit_the_size_cap(tmp_path: Path) -> None:
+    """MAX_CONNECTIONS entries of the longest kind (IPv6 addresses written out in full, the
+    largest numbers, a start mark) stay under MAX_BYTES and load."""
+    ip = "ffff:" * 7 + "ffff"
+    worst = (ip, 65535, ip, 65535, "C" + "z" * 17, 1_700_000_000.123456, 1_799_999_999.999999, False, 10**9, 10**9,
+             True, None, None, ("f" * 128, 1 << 40))
+    saved = Checkpoint(RESUME, EMITTED, 5.0, (worst,) * ckpt.MAX_CONNECTIONS)
+    ckpt.save(str(tmp_path), saved)
+    size = (tmp_path / "checkpoint.json").stat().st_size
+    assert size < ckpt.MAX_BYTES, size
+    assert ckpt.load(str(tmp_path)) == (saved, None)
+
+
+def _entry(**changes: object) -> list[object]:
+    entry: list[object] = list(IDLE)
+    names = [f for f, _what, _ok in ckpt.CONNECTION_FIELDS]
+    for key, value in changes.items():
+        entry[names.index(key)] = value
+    return entry
+
+
+@pytest.mark.parametrize(("connections", "problem"), [
+    ({}, "connections is an object, expected an array"),
+    ([[1, 2]], "connections[0] is an array, expected an array of 14 fields"),
+    ([_entry(), _entry(client_port=70000)], "connections[1].client_port is 70000, expected a port"),
+    ([_entry(syn=1)], "connections[0].syn is 1, expected true or false"),
+    ([_entry(client_seq=1 << 32)], "connections[0].client_seq is 4294967296, expected a sequence number or null"),
+    ([_entry(depth=-1)], "connections[0].depth is -1, expected a whole number >= 0"),
+    ([_entry(uid=[])], "connections[0].uid is an array, expected a connection uid"),
+    ([_entry(start=["fp"])], "connections[0].start is an array, expected [fingerprint, offset] or null"),
+    ([_entry()] * (ckpt.MAX_CONNECTIONS + 1), "connections holds 2,001 entries, expected at most 2,000"),
+])
+def test_every_connection_field_is_checked(tmp_path: Path, connections: object, problem: str) -> None:
+    assert _warned(tmp_path, _with(connections=connections)) == f"is not valid ({problem})"

@@ -102,3 +102,77 @@ def test_a_file_unreadable_when_opened_is_read_once_readable(tmp_path: Path, mon
     assert [x.split(": ")[0:2] for x in lines] == [["error", str(a)], ["info", str(a)]]
     assert lines[1] == f"info: {a}: readable now, reading it"
     assert (spool.counters.unreadable, spool.counters.lost, spool.unreadable) == (1, 0, {})
+
+
+def test_an_unexpected_error_reading_one_file_costs_that_file_only(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a CaptureError: a bug met on one file. It is named and counted; the thread reads on."""
+    from watcher.capture.tail import GenerationReader
+
+    g.write_pcap(tmp_path / "cap.pcap0", g.LINKTYPE_ETHERNET, packets(3))
+    g.write_pcap(tmp_path / "cap.pcap1", g.LINKTYPE_ETHERNET, packets(2, first=3, t0=T0 + 100 * 10**9))
+    g.write_pcap(tmp_path / "cap.pcap2", g.LINKTYPE_ETHERNET, packets(2, first=5, t0=T0 + 200 * 10**9))
+    real = GenerationReader.read
+
+    def read(self: GenerationReader) -> object:
+        if self.gen.path.endswith("cap.pcap1"):
+            raise struct_error("unpack requires a buffer of 4 bytes")
+        return real(self)
+
+    monkeypatch.setattr(GenerationReader, "read", read)
+    batches: queue.Queue[Batch] = queue.Queue()
+    _wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
+    logged: list[tuple[str, str]] = []
+    spool = Spool(str(tmp_path))
+    reader = Reader(spool, batches, wake_w, 0.1, None, lambda level, msg: logged.append((level, msg)))
+    reader.start()
+    got: list[bytes] = []
+    try:
+        def read_enough() -> bool:
+            while not batches.empty():
+                got.extend(f[2] for f in batches.get().frames)
+            return len(got) >= 5
+
+        wait_until(read_enough, 5.0)
+        time.sleep(0.3)
+        read_enough()
+        assert reader.is_alive() and reader.error is None
+    finally:
+        reader.stop()
+        reader.join(5.0)
+    assert got == [p[1] for p in packets(3)] + [p[1] for p in packets(2, first=5)]
+    assert spool.counters.failed == 1
+    assert [m for lv, m in logged if lv == "error"] == [
+        f"{tmp_path}/cap.pcap1: reading this file failed (error: unpack requires a buffer of 4 bytes); the rest "
+        "of this file is skipped and pcapwatch goes on with the next; this is a bug in pcapwatch: please report "
+        "it with this file"]
+
+
+def struct_error(text: str) -> Exception:
+    import struct
+
+    return struct.error(text)
+
+
+def test_a_scan_that_raises_is_said_once_and_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g.write_pcap(tmp_path / "cap.pcap0", g.LINKTYPE_ETHERNET, packets(3))
+    spool = Spool(str(tmp_path))
+    real = Spool.scan
+    calls = [0]
+
+    def scan(self: Spool, now: float) -> None:
+        calls[0] += 1
+        if calls[0] <= 3:
+            raise ValueError("odd entry")
+        real(self, now)
+
+    monkeypatch.setattr(Spool, "scan", scan)
+    logged: list[tuple[str, str]] = []
+    reader = Reader(spool, queue.Queue(), os.pipe2(os.O_NONBLOCK)[1], 0.1, None,
+                    lambda level, msg: logged.append((level, msg)))
+    for _ in range(5):
+        reader._scan()
+    assert logged == [("error", f"scanning {tmp_path} failed (ValueError: odd entry); trying again at each scan; "
+                                "this is a bug in pcapwatch: please report it"),
+                      ("info", f"scanning {tmp_path} works again")]
+    assert [gen.path for gen in spool.generations.values()] == [str(tmp_path / "cap.pcap0")]

@@ -1,0 +1,35 @@
+"""Run a pcapwatch command with a synthetic bug: the analysis of a packet whose TCP payload starts
+with $PCAPWATCH_TEST_FAIL_ON raises (KeyError), whatever the analyzers' real bugs are.
+
+Used as a `prefix` of liveenv's commands: `python faulty.py <the pcapwatch command line...>`; the
+words before the verb (`run`, `read`) are the command that would start pcapwatch, and are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from analyzers.http.parser import MessageParser
+from watcher.cli import main
+
+VERBS = ("run", "read")
+
+
+def _install(trigger: bytes) -> None:
+    real = MessageParser.data
+
+    def data(self: MessageParser, chunk: bytes, ts: float) -> None:
+        if chunk.startswith(trigger):
+            raise KeyError("synthetic failure")
+        real(self, chunk, ts)
+
+    MessageParser.data = data  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    _install(os.environ["PCAPWATCH_TEST_FAIL_ON"].encode())
+    args = sys.argv[1:]
+    while args and args[0] not in VERBS:
+        args = args[1:]
+    sys.exit(main(args))

@@ -1,0 +1,103 @@
+"""identities: a restart anywhere in a capture changes no record.
+
+The service's restart, simulated as it works: a first pipeline reads the capture up to some
+record and is stopped; the checkpoint keeps its resume position (the pin, or where reading
+stopped), the last record analysed (`emitted`) and the open connections' identities; a second
+pipeline restores the identities, reads from the resume position, and its transactions completed
+at or before `emitted` are suppressed (written by the first). What both write must be, line for
+line (uid, trans_depth, midstream and every other field), what one uninterrupted run writes, for a
+stop after every record of the capture.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import pcapgen as g
+from helpers.keepalive import keepalive
+
+from analyzers.identities import Identity
+from analyzers.pipeline import Pipeline
+from analyzers.tcp.frames import SYN
+from watcher.capture.pcapfile import CaptureParser, Frame
+from watcher.read.lines import record_line
+
+
+def frames_of(segments: list[g.Segment]) -> tuple[int, list[Frame]]:
+    data = g.pcap_bytes(g.LINKTYPE_ETHERNET, g.frames(segments))
+    (batch,), _ = CaptureParser().parse(data, 0)
+    return batch
+
+
+def whole(linktype: int, frames: list[Frame]) -> list[str]:
+    p = Pipeline()
+    return [record_line(t) for t in p.feed(linktype, frames) + p.close()]
+
+
+def restarted(linktype: int, frames: list[Frame], k: int, limit: int = 1000) -> tuple[list[str], Pipeline]:
+    """Stopped after the first `k` records, restarted as the service does."""
+    a = Pipeline()
+    lines = [record_line(t) for t in a.feed(linktype, frames[:k])]
+    pin = a.pin()
+    next_pos = frames[k][0] if k < len(frames) else frames[-1][0] + 1
+    resume = min(pin, next_pos) if pin is not None else next_pos
+    emitted = frames[k - 1][0]
+    saved, _left_out = a.identities(limit)
+    b = Pipeline()
+    b.restore_identities([Identity(*i) for i in saved])
+    txs = b.feed(linktype, [f for f in frames if f[0] >= resume]) + b.close()
+    return lines + [record_line(t) for t in txs if t.done_pos > emitted], b
+
+
+@pytest.mark.parametrize(("seed", "midstream"), [(1, ()), (2, (1, 3)), (5, (0,))])
+def test_a_restart_after_any_record_changes_nothing(seed: int, midstream: tuple[int, ...]) -> None:
+    linktype, frames = frames_of(keepalive(seed=seed, connections=5, requests=(2, 4), midstream=midstream))
+    want = whole(linktype, frames)
+    assert any('"midstream"' in line for line in want) == bool(midstream)
+    restored = 0
+    for k in range(1, len(frames) + 1):
+        got, b = restarted(linktype, frames, k)
+        assert got == want, f"stopped after record {k}"
+        restored += b.stats()["connections"]["restored"]
+    assert restored > len(frames) // 2  # most stops find connections to continue
+
+
+def test_ipv6() -> None:
+    linktype, frames = frames_of(g.to_ipv6(keepalive(seed=4, connections=3, requests=(2, 3))))
+    want = whole(linktype, frames)
+    for k in range(1, len(frames) + 1, 3):
+        assert restarted(linktype, frames, k)[0] == want
+
+
+def test_identities_are_plain_values_and_bounded() -> None:
+    linktype, frames = frames_of(keepalive(seed=1, connections=5, requests=(4, 4)))
+    a = Pipeline()
+    a.feed(linktype, frames[:len(frames) // 2])
+    saved, left_out = a.identities(1000)
+    assert saved and left_out == 0
+    for ident in saved:
+        assert all(v is None or type(v) in (str, int, float, bool) for v in ident)
+    two, left_out = a.identities(2)
+    assert len(two) == 2 and left_out == len(saved) - 2
+    assert [i.uid for i in two] == [i.uid for i in sorted(saved, key=lambda i: -i.last_ts)[:2]]
+
+
+def test_a_syn_on_saved_ports_is_a_new_connection_and_silence_expires_them() -> None:
+    segs = keepalive(seed=1, connections=1, requests=(2, 2))
+    linktype, frames = frames_of(segs)
+    a = Pipeline()
+    a.feed(linktype, frames[:-3])  # before the close: idle between requests
+    saved, _ = a.identities(10)
+    assert len(saved) == 1
+    b = Pipeline()
+    b.restore_identities(saved)
+    syn = [f for f, s in zip(frames, segs, strict=True) if s.flags & SYN][:3]
+    b.feed(linktype, syn)
+    # The new connection has no HTTP yet (it pins: nothing to save); the saved identity is gone.
+    assert b.identities(10) == ((), 0) and b.stats()["connections"]["restored"] == 0
+    c = Pipeline(idle_timeout=60)
+    c.restore_identities(saved)
+    assert c.identities(10)[0] == saved  # not taken up yet: saved again
+    c.flows.sweep(frames[-1][1] + 30)
+    assert c.identities(10)[0] == saved
+    c.flows.sweep(frames[-1][1] + 1000)  # (capture time moves with other connections' packets)
+    assert c.identities(10)[0] == () and c.stats()["connections"]["restore_expired"] == 1
