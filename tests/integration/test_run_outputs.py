@@ -29,10 +29,12 @@ from typing import Any
 
 import pytest
 from helpers.env import corpus, read_records
-from helpers.liveenv import Service, free_port, read_jsonl, service, wait_for
+from helpers.liveenv import WAIT_SECONDS, Service, free_port, read_jsonl, service, wait_for
 from helpers.outputrun import Metrics, output_stats, outputs_config, put, scrape, settled, write_yaml
 from helpers.outputservers import Prometheus, Servers, output_servers, start_tail, stream_ids, syslog_messages
 from helpers.pcapgen import split_pcap
+
+from watcher.run.service import IDLE_SWEEP_SECONDS
 
 SMALL_BUFFER = 50  # records the small redis output holds while Redis is down
 CUTS = 4  # mix.pcap goes into the spool as this many files
@@ -100,7 +102,22 @@ class Feeder:
         data = self.head + b"".join(self.recs[self.end(part - 1) if part else 0:self.end(part)])
         put(self.spool, "cap.pcap" + (str(part) if part else ""), data)
         wait_for(f"the service to analyse file {part}", lambda: self.analysed() == self.end(part))
-        return self.written()
+        return self.quiet()
+
+    def quiet(self) -> int:
+        """The records written once the service has stopped writing: with the capture silent, its
+        wall-clock idle sweep settles what waits on capture time (an RST held for its grace time:
+        the two aborted downloads) up to IDLE_SWEEP_SECONDS later, so the count must stay the same
+        for longer than that."""
+        n, since = self.written(), time.monotonic()
+        deadline = since + WAIT_SECONDS
+        while time.monotonic() - since <= IDLE_SWEEP_SECONDS + 1.0:
+            assert time.monotonic() < deadline, f"the service kept writing records for {WAIT_SECONDS:.0f} s"
+            time.sleep(0.2)
+            now = self.written()
+            if now != n:
+                n, since = now, time.monotonic()
+        return n
 
     def analysed(self) -> float | None:
         return scrape(self.port).get((PACKETS, ()))
