@@ -63,12 +63,19 @@ class Health:
     delivery: Mapping[str, int] = field(default_factory=dict)  # watcher.run.delivery.DeliveryCounters
     replay: tuple[Family, ...] = ()  # the replay client's families (watcher.replay.actions)
     kafka: Mapping[str, int] = field(default_factory=dict)  # run --source kafka://: watcher.run.group.GroupCounters
+    # The pipeline's counters `read --stats` gives under tcp, connections and ip_fragments (those
+    # not exported above), by name; and the bytes TCP reassembly holds now.
+    tcp: Mapping[str, int] = field(default_factory=dict)
+    connection_events: Mapping[str, int] = field(default_factory=dict)
+    ip_fragments: Mapping[str, int] = field(default_factory=dict)
+    tcp_buffered_bytes: int = 0
 
     @classmethod
     def from_pipeline(cls, stats: Mapping[str, Any], **rest: Any) -> Health:
         """The pipeline's share from `Pipeline.stats()`; the service adds the rest by keyword."""
         conns = stats.get("connections", {})
         kept = stats.get("packets_kept") or {}
+        tcp = stats.get("tcp", {})
         return cls(packets=stats.get("frames", 0), connections=conns.get("connections", 0),
                    connections_active=conns.get("active", 0), connections_evicted=conns.get("evicted", 0),
                    analysis_errors=conns.get("internal_errors", 0),
@@ -77,10 +84,17 @@ class Health:
                    pipeline_overflow=stats.get("http", {}).get("pipeline_overflow", 0),
                    kept_bytes=kept.get("held_bytes", 0),
                    kept_let_go={"connection_bytes": kept.get("let_go", 0), "total_bytes": kept.get("evicted", 0)},
+                   tcp={k: v for k, v in tcp.items() if k not in TCP_NOT_EVENTS},
+                   connection_events={k: v for k, v in conns.items() if k not in CONNECTIONS_NOT_EVENTS},
+                   ip_fragments=dict(stats.get("ip_fragments", {})), tcp_buffered_bytes=tcp.get("buffered_bytes", 0),
                    **rest)
 
 
 HealthSource = Callable[[], Health]
+
+# Pipeline counters exported by a family of their own, or gauges, not events.
+TCP_NOT_EVENTS = frozenset({"gaps", "buffered_bytes", "buffered_bytes_limit", "buffered_marks", "buffered_pieces"})
+CONNECTIONS_NOT_EVENTS = frozenset({"connections", "active", "evicted", "internal_errors", "not_http"})
 
 
 def with_known_labels(h: Health, rules: Iterable[str]) -> Health:
@@ -156,6 +170,20 @@ def health_families(h: Health) -> list[Family]:
         family_one("pcapwatch_analysis_errors_total", "counter", "Packets whose analysis failed (a bug met on "
              "some input): each cost its connection only, closed with reason internal_error.", h.analysis_errors),
         family_one("pcapwatch_tcp_gaps_total", "counter", "Holes in TCP streams: bytes never captured.", h.gaps),
+        family_by("pcapwatch_tcp_events_total", "counter", "TCP reassembly events, by the name `read --stats` gives "
+                  "them under tcp: gap_bytes, retransmitted_segments, out_of_order_segments, holes_expired (an ACK "
+                  "past a hole, waited out), late_segments_filled, checksum_dropped_segments, "
+                  "retransmission_mismatch_segments, *_flushes (memory bounds reached), ...", "event", h.tcp),
+        family_one("pcapwatch_tcp_buffered_bytes", "gauge", "Out-of-order bytes TCP reassembly holds now "
+                   "(limits bound it; what a bound lets go is counted in pcapwatch_tcp_events_total).",
+                   h.tcp_buffered_bytes),
+        family_by("pcapwatch_connection_events_total", "counter", "Connection events, by the name `read --stats` "
+                  "gives them under connections: closed, reset, resets_out_of_window and resets_refused (RSTs "
+                  "ignored), fins_out_of_window, idle_timeouts, late_packets, midstream, port_reuse, "
+                  "self_connections, ...", "event", h.connection_events),
+        family_by("pcapwatch_ip_fragments_total", "counter", "IP fragment reassembly: fragments, datagrams, "
+                  "duplicates, overlaps, and dropped_* by the bound or fault that dropped them.", "event",
+                  h.ip_fragments),
         family_one("pcapwatch_routes", "gauge", "Distinct route labels in use (capped by routes.max_routes).",
                    h.routes),
         family_one("pcapwatch_route_overflow_total", "counter", "Request targets labelled route 'other' because the "

@@ -205,6 +205,14 @@ def test_promql_health_is_the_pipelines(run: Run) -> None:
     assert p.vector("pcapwatch_connections_total") == {None: float(st["connections"]["connections"])}
     assert p.vector("pcapwatch_connections_active") == {None: 0.0}
     assert p.vector("pcapwatch_tcp_gaps_total") == {None: float(st["tcp"]["gaps"])}
+    tcp_events = p.vector("pcapwatch_tcp_events_total", "event")
+    assert tcp_events == {k: float(v) for k, v in st["tcp"].items() if k in tcp_events}
+    assert {"gap_bytes", "retransmitted_segments", "holes_expired", "checksum_dropped_segments"} <= set(tcp_events)
+    assert tcp_events["retransmitted_segments"] > 0
+    conn_events = p.vector("pcapwatch_connection_events_total", "event")
+    assert conn_events == {k: float(v) for k, v in st["connections"].items() if k in conn_events}
+    assert {"closed", "resets_refused", "late_packets", "self_connections"} <= set(conn_events)
+    assert p.vector("pcapwatch_ip_fragments_total", "event") == {k: float(v) for k, v in st["ip_fragments"].items()}
     assert p.vector("pcapwatch_http_anomalies_total", "name") == {
         k: float(v) for k, v in st["anomalies"].items()}
     outputs = {m: p.vector(f'pcapwatch_output_{m}_total{{output="prom"}}') for m in ("submitted", "written",

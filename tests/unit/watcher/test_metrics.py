@@ -306,7 +306,9 @@ def test_health_families_exact() -> None:
                rule_errors={"broken": 6}, queue_depth=3, queue_capacity=16, checkpoint_age_seconds=2.25,
                kept_bytes=123_456, kept_let_go={"connection_bytes": 7, "total_bytes": 2},
                delivery={"records": 10, "dropped_by_rules": 3, "alerts": 1, "unknown_output": 0,
-                         "pcap_without_packets": 0})
+                         "pcap_without_packets": 0},
+               tcp={"holes_expired": 3, "retransmitted_segments": 8}, tcp_buffered_bytes=512,
+               connection_events={"resets_refused": 1}, ip_fragments={"dropped_timeout": 2})
     got = {f.name: (f.kind, f.labels, dict(f.samples)) for f in health_families(h)}
     assert got == {
         "pcapwatch_capture_files_total": ("counter", (), {(): 3.0}),
@@ -325,6 +327,11 @@ def test_health_families_exact() -> None:
         "pcapwatch_connections_evicted_total": ("counter", (), {(): 5.0}),
         "pcapwatch_analysis_errors_total": ("counter", (), {(): 6.0}),
         "pcapwatch_tcp_gaps_total": ("counter", (), {(): 4.0}),
+        "pcapwatch_tcp_events_total": ("counter", ("event",), {("holes_expired",): 3.0,
+                                                                ("retransmitted_segments",): 8.0}),
+        "pcapwatch_tcp_buffered_bytes": ("gauge", (), {(): 512.0}),
+        "pcapwatch_connection_events_total": ("counter", ("event",), {("resets_refused",): 1.0}),
+        "pcapwatch_ip_fragments_total": ("counter", ("event",), {("dropped_timeout",): 2.0}),
         "pcapwatch_routes": ("gauge", (), {(): 12.0}),
         "pcapwatch_route_overflow_total": ("counter", (), {(): 9.0}),
         "pcapwatch_http_anomalies_total": ("counter", ("name",), {("bad_request_line",): 2.0,
@@ -382,6 +389,25 @@ def test_health_from_pipeline_stats() -> None:
     h = Health.from_pipeline(stats, files=1, bytes=99, queue_capacity=16)
     assert (h.packets, h.connections, h.connections_active, h.connections_evicted, h.gaps, dict(h.anomalies),
             h.files, h.bytes, h.queue_capacity) == (7042, 367, 4, 2, 5, {"bad_request_line": 2}, 1, 99, 16)
+
+
+def test_health_exports_every_tcp_connection_and_fragment_counter_of_the_pipeline() -> None:
+    """Every counter `read --stats` gives under tcp, connections and ip_fragments is exported once:
+    by a family of its own or as an event of the section's family, at 0 from the start."""
+    stats = Pipeline().stats()
+    stats["tcp"].update(holes_expired=3, buffered_bytes=700)
+    stats["connections"]["resets_refused"] = 2
+    h = Health.from_pipeline(stats)
+    assert set(h.tcp) | {"gaps", "buffered_bytes", "buffered_bytes_limit", "buffered_marks",
+                         "buffered_pieces"} == set(stats["tcp"])
+    assert (h.tcp["holes_expired"], h.tcp["gap_bytes"], h.tcp_buffered_bytes) == (3, 0, 700)
+    assert set(h.connection_events) | {"connections", "active", "evicted", "internal_errors",
+                                       "not_http"} >= set(stats["connections"])
+    assert h.connection_events["resets_refused"] == 2 and "late_packets" in h.connection_events
+    assert h.ip_fragments == stats["ip_fragments"] and "dropped_timeout" in h.ip_fragments
+    fams = {f.name: dict(f.samples) for f in health_families(h)}
+    assert fams["pcapwatch_tcp_events_total"][("holes_expired",)] == 3.0
+    assert fams["pcapwatch_connection_events_total"][("self_connections",)] == 0.0
 
 
 def test_collect_with_health_and_a_failing_callback() -> None:
