@@ -84,7 +84,7 @@ def _noop_eof(ts: float) -> None:
 
 class Connection:
     __slots__ = ("conv", "fins", "first", "first_pos", "first_ts", "held", "ignored", "kept", "keys", "last_ts",
-                 "parked", "parked_side", "parsers", "rst", "streams", "syn", "unparking", "unparsed")
+                 "parked", "parked_side", "parsers", "rst", "saved", "streams", "syn", "unparking", "unparsed")
 
     def __init__(self, keys: tuple[Key, Key], first: Side, ts: float,
                  counters: TcpCounters, syn: bool, pos: int) -> None:
@@ -122,6 +122,9 @@ class Connection:
         self.parked: list[tuple[float, Decoded]] = []
         self.parked_side: Side | None = None
         self.unparking = False
+        # The identity an earlier checkpoint saved for it, the input position a replay must start
+        # from for it, and that position's capture time (analyzers.identities: the fallback).
+        self.saved: tuple[object, int, float] | None = None
 
 
 # What the table holds under a packet's key: its connection, the side that sends packets with that

@@ -19,13 +19,19 @@ is. Two kinds:
   passed over (counted). Each side's stream starts at its first packet from there, parsed from a
   message's first byte: the packet that began the message, and on the other side the answer to it.
 
-Only a settled connection is saved. One whose TCP state is in flux when the checkpoint is taken
-(`_unsettled`: packets held back while an RST is in doubt or parked while they answer bytes not seen
-yet, a segment in doubt for its checksum, bytes buffered behind a hole or a hole waiting for its
-late segment), or that is not HTTP (`unparsed`), is not: its state lies in packets and buffers an
-identity of plain values cannot carry, and it is transient (settled within RST_GRACE_SECONDS or a
-hole's wait). After a restart such a connection is picked up as the replay finds it (from its pin,
-or midstream), as it was before identities were kept.
+Only a settled connection's present state is saved. One whose TCP state is in flux when the
+checkpoint is taken (`_unsettled`: packets held back while an RST is in doubt or parked while they
+answer bytes not seen yet, a segment in doubt for its checksum, bytes buffered behind a hole or a
+hole waiting for its late segment), or whose transactions wait to be written, has its state in
+packets and buffers an identity of plain values cannot carry. That state is transient (settled
+within RST_GRACE_SECONDS or a hole's wait), so such a connection falls back on the past: the
+identity an earlier checkpoint saved for it (each checkpoint keeps, on every connection it can
+save, that identity and the input position it holds from), and the resume position goes back
+there (`fallback_pins`), so that the replay rebuilds the flux from its packets. With no such
+identity (in flux at every checkpoint since it began), the resume goes back to its first packet and
+the replay rebuilds all of it. Past FALLBACK_MAX_SECONDS of capture time, or for a connection that
+is not HTTP (`unparsed`, a tunnel, past the pipelining bound), it is picked up as the replay finds
+it, as before identities were kept.
 
 A connection pinned at its own first packet needs nothing: the replay rebuilds all of it. A SYN on
 a saved identity's ports is a new connection: the identity is forgotten. Identities not taken up
@@ -35,7 +41,7 @@ within the idle timeout of capture time expire, as the connection would have.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import NamedTuple
 
@@ -52,6 +58,11 @@ from analyzers.tcp.reassembly import SEQ_MOD, Stream
 # `Identity.start` of a busy connection whose packet to continue at is not known yet (its capture
 # file is not read yet in this run): its packets are passed over until `Restored.start` says.
 START_UNKNOWN = -1
+# How far back (capture seconds) a connection in flux may take the resume position: flux lasts a
+# hole's wait or an RST's grace (seconds); one in flux at every checkpoint for longer than this is
+# lossy through and through, and replaying more than this after each restart costs more than its
+# identity is worth.
+FALLBACK_MAX_SECONDS = 60.0
 
 
 class Identity(NamedTuple):
@@ -75,17 +86,52 @@ class Identity(NamedTuple):
 
 def identities(table: FlowTable, limit: int) -> tuple[tuple[Identity, ...], int]:
     """See FlowTable.identities. Identities restored and not taken up yet are still open
-    connections: they are saved again."""
+    connections: they are saved again. Each connection idle now keeps its identity and the
+    position it holds from (`Connection.saved`) for later checkpoints to fall back on."""
     found: dict[str, Identity] = {}
     for conn in table._connections():
-        ident = _identity(conn)
+        ident, pos = _choice(conn)
         if ident is not None:
+            if pos is None and ident.start is None:  # idle now
+                conn.saved = (ident, table.cursor.pos, conn.last_ts)
             found[ident.uid] = ident
     if isinstance(table.restored, Restored):
         for ident in table.restored.saved():
             found.setdefault(ident.uid, ident)
     newest = sorted(found.values(), key=lambda i: i.last_ts, reverse=True)
     return tuple(newest[:limit]), max(0, len(newest) - limit)
+
+
+def fallback_pins(table: FlowTable) -> Iterator[int]:
+    """The positions the resume must go back to for the connections busy or in flux (see the
+    module's docstring): where the identity an earlier checkpoint saved holds from, or their first
+    packet. (A busy identity saved as such pins at its own start: Conversation.pin, FlowTable.pins.)"""
+    for conn in table._connections():
+        pos = _choice(conn)[1]
+        if pos is not None:
+            yield pos
+
+
+def _choice(conn: Connection) -> tuple[Identity | None, int | None]:
+    """What to save for a connection: (its identity, or None for none; the position the replay
+    must start from for it, or None where FlowTable.pins says it already). Idle now: its present
+    identity, exact. Busy or in flux: the identity an earlier checkpoint saved while it was idle,
+    from that checkpoint's position; with none, its first packet (the replay rebuilds it whole);
+    past FALLBACK_MAX_SECONDS of either, a busy identity as it is (or nothing, in flux)."""
+    conv = conn.conv
+    if conv is None or conn.unparsed or conv.tunnel or conv.inner is not None or conv.not_http or conv.overflow:
+        return None, None
+    ident = _identity(conn)
+    if ident is not None and ident.start is None:
+        return ident, None
+    if conn.saved is not None:
+        saved, pos, ts = conn.saved
+        assert isinstance(saved, Identity)
+        if conn.last_ts - ts <= FALLBACK_MAX_SECONDS:
+            return saved._replace(last_ts=conn.last_ts), pos
+    elif conn.last_ts - conn.first_ts <= FALLBACK_MAX_SECONDS:
+        return None, conn.first_pos
+    return ident, None
 
 
 def _identity(conn: Connection) -> Identity | None:

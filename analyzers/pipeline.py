@@ -20,7 +20,7 @@ from analyzers.http.body_keep import BodyKeep
 from analyzers.http.counters import NOT_HTTP_KINDS, HttpCounters
 from analyzers.http.messages import Transaction
 from analyzers.http.parser import State
-from analyzers.identities import Identity, Restored, identities
+from analyzers.identities import Identity, Restored, fallback_pins, identities
 from analyzers.packet_keep import DEFAULT_TOTAL_BYTES, PacketKeep
 from analyzers.side import Side
 from analyzers.tcp.doubt import tcp_checksum_ok
@@ -291,13 +291,19 @@ class Pipeline:
             self.flows.restored.start(uid, pos)
 
     def pin(self) -> int | None:
-        """See FlowTable.pin; fragments waiting for the rest of their datagram pin too."""
-        pins = [p for p in (self.flows.pin(), self.decoder.pin()) if p is not None]
+        """See FlowTable.pin; fragments waiting for the rest of their datagram pin too, and
+        connections in flux where the identity they fall back on holds from (analyzers.identities)."""
+        pins = [p for p in (self.flows.pin(), self.decoder.pin(), *fallback_pins(self.flows)) if p is not None]
         return min(pins, default=None)
 
     def pins(self, group: Callable[[int], int]) -> dict[int, int]:
-        """See FlowTable.pins."""
-        return self.flows.pins(group)
+        """See FlowTable.pins (and `pin`)."""
+        best = self.flows.pins(group)
+        for p in fallback_pins(self.flows):
+            g = group(p)
+            if g not in best or p < best[g]:
+                best[g] = p
+        return best
 
     def close_where(self, started_in: Callable[[int], bool], reason: str) -> tuple[int, list[Transaction]]:
         """Finish the connections that started where `started_in` says (FlowTable.close_where): how

@@ -74,10 +74,19 @@ exit status:
   3  the output could not be written"""
 
 
+class _Version(argparse.Action):
+    """--version, looking the version up only when asked (the package metadata is slow to load)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        sys.stdout.write(f"{parser.prog} {version()}\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcapwatch", description=DESCRIPTION, epilog=MAIN_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show pcapwatch's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("read", help="read capture files, write one JSON record per HTTP transaction",
                        description="Read capture files and write one JSON line per HTTP transaction.",

@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 from watcher.capture.inputs import add_kafka_input_args, kafka_options, positive_int
-from watcher.publish.job import publish_main
 
 PUBLISH_EPILOG = """\
 examples:
@@ -49,5 +48,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from watcher.publish.job import publish_main  # the producer side, only when publishing
+
     return publish_main(args.inputs, args.to, args.partitions, args.compression, kafka_options(args), sys.stderr,
                         follow=(args.state, args.pattern) if args.follow else None)

@@ -7,10 +7,12 @@ import hashlib
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyzers import ResponseHead, Transaction
-from watcher.replay.client import Answer
+
+if TYPE_CHECKING:  # the client (http.client, ssl) is loaded only by a replay that sends
+    from watcher.replay.client import Answer
 
 DEFAULT_HEADERS = ("content-type",)
 # Decompressing a body to hash it stops here: a compressed body is not allowed to become a bomb.
