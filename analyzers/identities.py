@@ -18,20 +18,21 @@ is. Two kinds:
   as they were before it (`Conversation.pin_state`); the connection's packets before it are
   passed over (counted). Each side's stream starts at its first packet from there, parsed from a
   message's first byte: the packet that began the message, and on the other side the answer to it.
+  That is exact only when capture order is wire order: a segment of the message captured before
+  the packet that began it is lost to the replay. So a busy identity is the last resort (below).
 
-Only a settled connection's present state is saved. One whose TCP state is in flux when the
-checkpoint is taken (`_unsettled`: packets held back while an RST is in doubt or parked while they
-answer bytes not seen yet, a segment in doubt for its checksum, bytes buffered behind a hole or a
-hole waiting for its late segment), or whose transactions wait to be written, has its state in
-packets and buffers an identity of plain values cannot carry. That state is transient (settled
-within RST_GRACE_SECONDS or a hole's wait), so such a connection falls back on the past: the
-identity an earlier checkpoint saved for it (each checkpoint keeps, on every connection it can
-save, that identity and the input position it holds from), and the resume position goes back
-there (`fallback_pins`), so that the replay rebuilds the flux from its packets. With no such
-identity (in flux at every checkpoint since it began), the resume goes back to its first packet and
-the replay rebuilds all of it. Past FALLBACK_MAX_SECONDS of capture time, or for a connection that
-is not HTTP (`unparsed`, a tunnel, past the pipelining bound), it is picked up as the replay finds
-it, as before identities were kept.
+A connection idle at the checkpoint saves its present identity, and keeps it with the checkpoint's
+position (`Connection.saved`). One that is busy, or whose TCP state is in flux (`_unsettled`:
+packets held back while an RST is in doubt or parked while they answer bytes not seen yet, a
+segment in doubt for its checksum, bytes buffered behind a hole or a hole waiting for its late
+segment), or whose transactions wait to be written, falls back on the past: the identity an
+earlier checkpoint saved while it was idle, and the resume position goes back to where that holds
+from (`fallback_pins`), so that the replay rebuilds everything since from its packets, in whatever
+order they were captured. With no such identity (never idle at a checkpoint), the resume goes back
+to its first packet and the replay rebuilds all of it. Past FALLBACK_MAX_SECONDS of capture time
+behind either, a busy connection saves its busy identity and one in flux nothing (it is picked up
+as the replay finds it); a connection that is not HTTP (`unparsed`, a tunnel, past the pipelining
+bound) is not saved.
 
 A connection pinned at its own first packet needs nothing: the replay rebuilds all of it. A SYN on
 a saved identity's ports is a new connection: the identity is forgotten. Identities not taken up
