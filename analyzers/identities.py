@@ -28,8 +28,9 @@ segment in doubt for its checksum, bytes buffered behind a hole or a hole waitin
 segment), or whose transactions wait to be written, falls back on the past: the identity an
 earlier checkpoint saved while it was idle, and the resume position goes back to where that holds
 from (`fallback_pins`), so that the replay rebuilds everything since from its packets, in whatever
-order they were captured. With no such identity (never idle at a checkpoint), the resume goes back
-to its first packet and the replay rebuilds all of it. Past FALLBACK_MAX_SECONDS of capture time
+order they were captured. A restored connection has the identity it was restored with, from where
+it was taken up. With no such identity (never idle at a checkpoint), the resume goes back to its
+first packet and the replay rebuilds all of it. Past FALLBACK_MAX_SECONDS of capture time
 behind either, a busy connection saves its busy identity and one in flux nothing (it is picked up
 as the replay finds it); a connection that is not HTTP (`unparsed`, a tunnel, past the pipelining
 bound) is not saved.
@@ -252,6 +253,9 @@ def _continue(table: FlowTable, ident: Identity, key: Key, ts: float) -> Entry:
     rkey = (key[2], key[3], key[0], key[1])
     conn = Connection((key, rkey), first, ident.first_ts, table.tcp, ident.syn, table.cursor.pos)
     conn.last_ts = ts
+    # Its first packet is not in this run: what it falls back on while busy or in flux is the
+    # identity it was restored with, from where it was taken up.
+    conn.saved = (ident._replace(last_ts=ts), table.cursor.pos if ident.start is None else ident.start, ts)
     endpoints = Endpoints(ident.uid, ident.client_ip, ident.client_port, ident.server_ip, ident.server_port,
                           not ident.syn)
     conv = Conversation(endpoints, table.anomalies, resync=False, cursor=table.cursor, pin=None, counters=table.http)

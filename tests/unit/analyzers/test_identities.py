@@ -135,3 +135,48 @@ def test_a_restart_while_busy_or_in_flux_changes_nothing(seed: int, impair: Any,
         got, _b = restarted(linktype, frames, k, every=every)
         assert got == want, f"stopped after record {k}"
     assert in_flux >= 2  # stops that found a connection in flux
+
+
+def restarts(linktype: int, frames: list[Frame], stops: list[int], every: int) -> list[str]:
+    """Runs stopped after each record index in `stops` (ascending), each restarted as the service
+    does from the one before, with a checkpoint every `every` records in each run."""
+    lines: list[str] = []
+    saved: tuple[Identity, ...] = ()
+    resume, emitted = frames[0][0], -1
+    for stop in [*stops, len(frames)]:
+        p = Pipeline()
+        if saved:
+            p.restore_identities(saved)
+        todo = [f for f in frames[:stop] if f[0] >= resume]
+        for i in range(0, len(todo), every):
+            lines += [record_line(t) for t in p.feed(linktype, todo[i:i + every]) if t.done_pos > emitted]
+            p.pin()
+            p.identities(1000)
+        if stop == len(frames):
+            return lines + [record_line(t) for t in p.close() if t.done_pos > emitted]
+        pin = p.pin()
+        resume = min(pin, frames[stop][0]) if pin is not None else frames[stop][0]
+        emitted = frames[stop - 1][0]
+        saved = p.identities(1000)[0]
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(("seed", "impair"), [(1, None), (2, permute), (3, reorder), (4, permute)])
+def test_restart_after_restart_changes_nothing(seed: int, impair: Any) -> None:
+    """A restored connection busy or in flux at the next stop falls back on the identity it was
+    restored with (its first packet is not in that run): stops every 5-15 records, checkpoints
+    every 3, the uninterrupted run's records."""
+    segs = keepalive(seed=seed, connections=4, requests=(3, 5), mss=(7, 300))
+    if impair is not None:
+        segs = impair(segs, random.Random(seed))[0]
+    linktype, frames = frames_of(segs)
+    want = whole(linktype, frames)
+    rng = random.Random(seed)
+    for _ in range(8):
+        stops, k = [], 0
+        while True:
+            k += rng.randint(5, 15)
+            if k >= len(frames):
+                break
+            stops.append(k)
+        assert restarts(linktype, frames, stops, every=3) == want, stops
