@@ -379,14 +379,24 @@ class Conversation:
         """A finished transaction: out, or held until the connection shows it speaks HTTP."""
         if self.not_http:  # known not to: a parser may finish the bytes it had when that was found
             return
-        (self.out if self.proven else self.unproven).append(tx)
+        if self.proven:
+            self.out.append(self._now_done(tx))
+        else:
+            self.unproven.append(tx)
         if not self.proven and len(self.unproven) > MAX_UNPROVEN_MESSAGES:
             self._not_http_other()
 
     def _proven(self) -> None:
         self.proven = True
-        self.out += self.unproven
+        self.out += map(self._now_done, self.unproven)
         self.unproven.clear()
+
+    def _now_done(self, tx: Transaction) -> Transaction:
+        """`tx` as it goes out: done where it goes out. One held back (answered before its request
+        was all sent, or until the connection showed HTTP) goes out at a later packet than the one
+        that finished it, and a restart's replay tells what the run before it wrote by that."""
+        pos = self.cursor.pos
+        return tx if tx.done_pos == pos else replace(tx, done_pos=pos)
 
     def _not_http_other(self) -> None:
         """Found here, not by the client's parser: named as the parser names what it finds."""
