@@ -204,7 +204,9 @@ def parse_request_head(head: bytes) -> RequestHead:
     headers, anomalies, other = read_header_block(block)
     if lf and not line.endswith(b"\r"):
         line_anomalies += (Anomaly.BARE_LF,)
-    return RequestHead(method, uri, version, headers, _once(line_anomalies + anomalies), other)
+    if line_anomalies:  # the block's own are each named once already
+        anomalies = _once(line_anomalies + anomalies)
+    return RequestHead(method, uri, version, headers, anomalies, other)
 
 
 def partial_head(buf: bytes, side: Side) -> RequestHead | ResponseHead | None:
