@@ -45,6 +45,7 @@ from analyzers.side import Side
 _HEAD, _BODY, _CHUNK_DATA, _CHUNK_END, _CLOSE_BODY, _TUNNEL = (
     State.HEAD, State.BODY, State.CHUNK_DATA, State.CHUNK_END, State.CLOSE_BODY, State.TUNNEL)
 _CLIENT, _SERVER = Side.CLIENT, Side.SERVER
+_BARE_LF = Anomaly.BARE_LF
 
 
 class MessageParser(Recovery):
@@ -205,13 +206,24 @@ class MessageParser(Recovery):
         if self.side is _CLIENT:
             if first not in TOKEN_BYTES or self.one_line:
                 return 0
-        elif (first != 0x48 and first != 0x68) or self.sink.headless_response():  # "H", "h"
+            end = head_end(data, 0)
+            if end < 0 or end > MAX_HEAD_BYTES or not start_line_ok(data[:data.index(b"\n")], _CLIENT):
+                return 0
+            self._begin(ts)
+            return self._complete_head(data[:end], end, ts)
+        if (first != 0x48 and first != 0x68) or self.sink.headless_response():  # "H", "h"
             return 0
         end = head_end(data, 0)
-        if end < 0 or end > MAX_HEAD_BYTES or not start_line_ok(data[:data.index(b"\n")], self.side):
+        if end < 0 or end > MAX_HEAD_BYTES:
+            return 0
+        # The head parsed (and remembered) now: None is a first line that is no status line, the
+        # question `start_line_ok` would ask of it, so the status line is matched once, not twice.
+        head = data[:end]
+        response = parse_response_head_cached(head)
+        if response is None:
             return 0
         self._begin(ts)
-        return self._complete_head(data[:end], end, ts)
+        return self._complete_head(head, end, ts, response)
 
     def _head(self, data: bytes, pos: int, ts: float) -> int:
         buf = self.buf
@@ -324,8 +336,9 @@ class MessageParser(Recovery):
         self.state = State.HEAD
         return pos + end - old
 
-    def _complete_head(self, head: bytes, consumed: int, ts: float) -> int:
-        """Parse a complete head, report it, and set up its body's framing. Returns `consumed`."""
+    def _complete_head(self, head: bytes, consumed: int, ts: float, response: ResponseHead | None = None) -> int:
+        """Parse a complete head (a response's may come parsed), report it, and set up its body's
+        framing. Returns `consumed`."""
         if self.buf:
             self.buf = bytearray()
         self.line_checked = False
@@ -338,14 +351,14 @@ class MessageParser(Recovery):
             self.one_line = head.count(b"\n") <= 1
             method = self.sink.on_head(self, parsed, self.first_ts, ts)  # type: ignore[arg-type]
         else:
-            parsed = parse_response_head_cached(head)
+            parsed = response if response is not None else parse_response_head_cached(head)
             if parsed is None:
                 self.sink.on_anomaly(self, Anomaly.BAD_STATUS_LINE)
                 self.in_message = False
                 self._start_resync()
                 return consumed
             method = self.sink.on_head(self, parsed, self.first_ts, ts)
-        self.lf_named = Anomaly.BARE_LF in parsed.anomalies  # type: ignore[union-attr]
+        self.lf_named = _BARE_LF in parsed.anomalies  # type: ignore[union-attr]
         framing, length, anomalies = cached_body_framing(parsed, method)  # type: ignore[arg-type]
         for name in anomalies:
             self.sink.on_anomaly(self, name)

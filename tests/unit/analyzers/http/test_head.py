@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from analyzers.http.anomalies import Anomaly
@@ -21,6 +23,7 @@ from analyzers.http.head import (
     parse_request_head,
     parse_request_line,
     parse_response_head,
+    read_request_line,
     request_line_kind,
     start_line_ok,
 )
@@ -323,3 +326,47 @@ def test_one_line_request_with_utf8_is_a_request() -> None:
         ("head", "GET", "/K\u00f6ln", "0.9", [], 1.0, 1.0),
         ("end", 0, False, False, 1.0),
     ]
+
+
+# Shortcuts, fed the same lines as their readable reference -------------------------------------
+# Request lines near the shortcut's edges: one byte or one separator away from the usual shape.
+ODD_REQUEST_LINES = [
+    b"GET / HTTP/1.1", b"GET  / HTTP/1.1", b"GET\t/ HTTP/1.1", b"GET / HTTP/1.1 ", b" GET / HTTP/1.1",
+    b"GET / http/1.1", b"GET / HTTP/1.1\r", b"GET /\r/ HTTP/1.1", b"GET /a\\b HTTP/1.1", b"GET /\x7f HTTP/1.1",
+    b"GET /\x80 HTTP/1.1", b"GET /K\xc3\xb6ln HTTP/1.1", b"G@T / HTTP/1.1", b"GET / HTTP/1.1\n", b"GET / HTTP/11",
+    b"GET / HTTP/1.1x", b"GET / HTTP/\xd9\xa1.1", b"GET /x HTTP/1.1 HTTP/1.1", b"GET / HTTP/1.1\x00",
+    b"GET HTTP/1.1", b"GET", b"", b"GET /\x0b HTTP/1.1", b"GET /\x0c HTTP/1.1", b"GET /\xa0 HTTP/1.1",
+    b"GET /x HTTP/1.1\r\r", b"GET / HTTP/1.10", b"GET / HTTP/.1", b"~ ~ HTTP/0.0", b"GET ~ HTTP/1.1",
+]
+
+
+def request_lines(n: int, seed: int = 9112) -> list[bytes]:
+    """`n` request lines, each part usual or hostile, a third with one byte changed at random."""
+    rng = random.Random(seed)
+    parts = [  # (usual, hostile) choices of each part in turn
+        ([b"GET", b"POST", b"M-SEARCH", b"~"], [b"G@T", b"get", b"", b"GE\x00T", b"\xc3\xa9"]),
+        ([b" "], [b"  ", b"\t", b" \t", b"\r", b"\x0b", b"\x0c", b""]),
+        ([b"/", b"/a?b=c&d=%20", b"*", b"http://h:80/p", b"/~!$&'()*+,;=:@[]"],
+         [b"/a b", b"/\\", b"/K\xc3\xb6ln", b"/\xff", b"/\x01", b"/\x7f", b""]),
+        ([b" "], [b"  ", b"\t", b"\r", b""]),
+        ([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0"],
+         [b"http/1.1", b"HTTP/1", b"HTTP/1.1\r", b"HTTPS/1.1", b"HTTP/1.1 ", b"HTTP/x", b""]),
+    ]
+    lines = []
+    for _ in range(n):
+        line = bytearray(b"".join(rng.choice(usual if rng.random() < 0.8 else hostile) for usual, hostile in parts))
+        if line and rng.random() < 0.3:
+            line[rng.randrange(len(line))] = rng.randrange(256)
+        lines.append(bytes(line))
+    return lines
+
+
+def test_parse_request_line_agrees_with_its_reference() -> None:
+    for line in ODD_REQUEST_LINES + request_lines(20000):
+        assert parse_request_line(line) == read_request_line(line), line
+
+
+def test_start_line_ok_agrees_with_the_request_line_kind() -> None:
+    for line in ODD_REQUEST_LINES + request_lines(20000, seed=7230):
+        for ended in (line, line + b"\r"):
+            assert start_line_ok(ended, Side.CLIENT) is (request_line_kind(ended.rstrip(b"\r")) == VERSIONED), ended
