@@ -113,8 +113,11 @@ def test_rate_limit_2000_requests_at_200_per_second_take_10_seconds(tmp_path: Pa
 
 
 def test_shadow_down_mid_run_breaker_opens_once_and_replay_resumes(tmp_path: Path) -> None:
-    plan = plan_of(120, [("GET", "/1k.bin", {}, b"")])
-    with captured(tmp_path, plan, rate=20.0) as cap:  # 6 s of traffic, replayed at its pace
+    # 10 s of traffic, replayed at its pace: the shadow goes down after 1.5 s, for 2 s; the breaker
+    # probes 0.5, 1, 2, 4 s after opening, so the probe that finds it back can come 5 s in, and
+    # the rest of the traffic must still be long enough to show the replay resumed.
+    plan = plan_of(200, [("GET", "/1k.bin", {}, b"")])
+    with captured(tmp_path, plan, rate=20.0) as cap:
         port = free_port()
         out = tmp_path / "out.jsonl"
         proc = subprocess.Popen([*PCAPWATCH, "replay", str(cap), "--target", f"http://127.0.0.1:{port}", "-o",
@@ -134,12 +137,12 @@ def test_shadow_down_mid_run_breaker_opens_once_and_replay_resumes(tmp_path: Pat
     n_before, n_after = len(arrived(before)), len(arrived(after))
     assert n_before >= 30 and n_after >= 20
     c = counts(err)
-    assert c["offered"] == 120 and c["skipped"] == 0
+    assert c["offered"] == len(plan) and c["skipped"] == 0
     assert c["replayed"] + c["skipped"] + c["failed"] == c["offered"]
     assert c["replayed"] == n_before + n_after - c["failed_by"].get("read_timeout", 0)
     assert c["failed"] >= 20 and set(c["failed_by"]) <= {"connect", "breaker_open", "reset"}
     recs = records(out)
-    assert len(recs) == 120 and sum(1 for r in recs if "failed" in r["replay"]) == c["failed"]
+    assert len(recs) == len(plan) and sum(1 for r in recs if "failed" in r["replay"]) == c["failed"]
 
 
 def test_kafka_topic_replays_the_same_requests_as_the_file(tmp_path: Path) -> None:
