@@ -217,14 +217,7 @@ class Conversation:
             self.parsing = None
             if msg is None:
                 return
-            msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
-            msg.gap, msg.truncated = msg.gap or parser.gap_in_message, parser.truncated
-            if parser.keep is not None:
-                kept, parser.keep = parser.keep, None
-                if kept.over:
-                    msg.body_skip = "too_large"
-                else:
-                    msg.body = bytes(kept.data)
+            _ended(msg, parser)
             if self.held:
                 for tx in self.held:
                     self._put(tx)
@@ -235,14 +228,7 @@ class Conversation:
         self.response = None
         if resp is None:
             return
-        resp.last_ts, resp.body_len, resp.done = parser.last_ts, parser.body_len, True
-        resp.gap, resp.truncated = resp.gap or parser.gap_in_message, parser.truncated
-        if parser.keep is not None:
-            kept, parser.keep = parser.keep, None
-            if kept.over:
-                resp.body_skip = "too_large"
-            else:
-                resp.body = bytes(kept.data)
+        _ended(resp, parser)
         if resp.depth < 0:
             return
         request = self.answering
@@ -431,3 +417,15 @@ class Conversation:
             self._not_http_other()
         if self.inner is not None:
             self.inner.close(reason)
+
+
+def _ended(msg: Message, parser: MessageParser) -> None:
+    """A message's parser says it is complete (or cut short): its times, size, gap and kept body."""
+    msg.last_ts, msg.body_len, msg.done = parser.last_ts, parser.body_len, True
+    msg.gap, msg.truncated = msg.gap or parser.gap_in_message, parser.truncated
+    if parser.keep is not None:
+        kept, parser.keep = parser.keep, None
+        if kept.over:
+            msg.body_skip = "too_large"
+        else:
+            msg.body = bytes(kept.data)
