@@ -122,9 +122,9 @@ class Connection:
         self.parked: list[tuple[float, Decoded]] = []
         self.parked_side: Side | None = None
         self.unparking = False
-        # The identity an earlier checkpoint saved for it, the input position a replay must start
-        # from for it, and that position's capture time (analyzers.identities: the fallback).
-        self.saved: tuple[object, int, float] | None = None
+        # The identity an earlier checkpoint saved for it (its last_ts: when) and the input position
+        # a replay must start from for it (analyzers.identities: the fallback).
+        self.saved: tuple[object, int] | None = None
 
 
 # What the table holds under a packet's key: its connection, the side that sends packets with that

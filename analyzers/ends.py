@@ -13,7 +13,8 @@ connections' keys linger a while, so that their trailing packets are not taken f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from analyzers.connection import RST_GRACE_SECONDS, Connection, Entry, FlowCounters, Key
@@ -143,14 +144,13 @@ class ConnectionEnds:
         pin: after a restart they are picked up again at their next request."""
         return self.pins(lambda _pos: 0).get(0)
 
-    def pins(self, group: Callable[[int], int]) -> dict[int, int]:
+    def pins(self, group: Callable[[int], int], also: Iterable[int] = ()) -> dict[int, int]:
         """`pin`, per group of input positions (`group(pos)`: e.g. the partition of a Kafka topic a
-        position is in): the earliest position each group must be replayed from."""
+        position is in): the earliest position each group must be replayed from, counting the
+        positions `also` too (analyzers.identities.fallback_pins)."""
         best: dict[int, int] = {}
-        for conn in self._connections():
-            if conn.unparsed:
-                continue
-            p = conn.first_pos if conn.conv is None else conn.conv.pin
+        for p in itertools.chain((conn.first_pos if conn.conv is None else conn.conv.pin
+                                  for conn in self._connections() if not conn.unparsed), also):
             if p is not None:
                 g = group(p)
                 if g not in best or p < best[g]:

@@ -95,7 +95,7 @@ def identities(table: FlowTable, limit: int) -> tuple[tuple[Identity, ...], int]
         ident, pos = _choice(conn)
         if ident is not None:
             if pos is None and ident.start is None:  # idle now
-                conn.saved = (ident, table.cursor.pos, conn.last_ts)
+                conn.saved = (ident, table.cursor.pos)
             found[ident.uid] = ident
     if isinstance(table.restored, Restored):
         for ident in table.restored.saved():
@@ -127,9 +127,9 @@ def _choice(conn: Connection) -> tuple[Identity | None, int | None]:
     if ident is not None and ident.start is None:
         return ident, None
     if conn.saved is not None:
-        saved, pos, ts = conn.saved
+        saved, pos = conn.saved
         assert isinstance(saved, Identity)
-        if conn.last_ts - ts <= FALLBACK_MAX_SECONDS:
+        if conn.last_ts - saved.last_ts <= FALLBACK_MAX_SECONDS:
             return saved._replace(last_ts=conn.last_ts), pos
     elif conn.last_ts - conn.first_ts <= FALLBACK_MAX_SECONDS:
         return None, conn.first_pos
@@ -255,7 +255,7 @@ def _continue(table: FlowTable, ident: Identity, key: Key, ts: float) -> Entry:
     conn.last_ts = ts
     # Its first packet is not in this run: what it falls back on while busy or in flux is the
     # identity it was restored with, from where it was taken up.
-    conn.saved = (ident._replace(last_ts=ts), table.cursor.pos if ident.start is None else ident.start, ts)
+    conn.saved = (ident._replace(last_ts=ts), table.cursor.pos if ident.start is None else ident.start)
     endpoints = Endpoints(ident.uid, ident.client_ip, ident.client_port, ident.server_ip, ident.server_port,
                           not ident.syn)
     conv = Conversation(endpoints, table.anomalies, resync=False, cursor=table.cursor, pin=None, counters=table.http)

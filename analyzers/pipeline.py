@@ -293,17 +293,12 @@ class Pipeline:
     def pin(self) -> int | None:
         """See FlowTable.pin; fragments waiting for the rest of their datagram pin too, and
         connections in flux where the identity they fall back on holds from (analyzers.identities)."""
-        pins = [p for p in (self.flows.pin(), self.decoder.pin(), *fallback_pins(self.flows)) if p is not None]
+        pins = [p for p in (self.pins(lambda _pos: 0).get(0), self.decoder.pin()) if p is not None]
         return min(pins, default=None)
 
     def pins(self, group: Callable[[int], int]) -> dict[int, int]:
         """See FlowTable.pins (and `pin`)."""
-        best = self.flows.pins(group)
-        for p in fallback_pins(self.flows):
-            g = group(p)
-            if g not in best or p < best[g]:
-                best[g] = p
-        return best
+        return self.flows.pins(group, fallback_pins(self.flows))
 
     def close_where(self, started_in: Callable[[int], bool], reason: str) -> tuple[int, list[Transaction]]:
         """Finish the connections that started where `started_in` says (FlowTable.close_where): how
