@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 from analyzers.http.parser import MessageParser
 from watcher.cli import main
@@ -16,19 +17,22 @@ from watcher.cli import main
 VERBS = ("run", "read")
 
 
-def _install(trigger: bytes) -> None:
+def failing_data(trigger: bytes, error: Callable[[], Exception] = lambda: KeyError("synthetic failure"),
+                 ) -> Callable[[MessageParser, bytes, float], None]:
+    """`MessageParser.data` as it is, except that a chunk starting with `trigger` raises `error()`
+    (for monkeypatch.setattr, or installed for good below)."""
     real = MessageParser.data
 
     def data(self: MessageParser, chunk: bytes, ts: float) -> None:
         if chunk.startswith(trigger):
-            raise KeyError("synthetic failure")
+            raise error()
         real(self, chunk, ts)
 
-    MessageParser.data = data  # type: ignore[method-assign]
+    return data
 
 
 if __name__ == "__main__":
-    _install(os.environ["PCAPWATCH_TEST_FAIL_ON"].encode())
+    MessageParser.data = failing_data(os.environ["PCAPWATCH_TEST_FAIL_ON"].encode())  # type: ignore[method-assign, assignment]
     args = sys.argv[1:]
     while args and args[0] not in VERBS:
         args = args[1:]

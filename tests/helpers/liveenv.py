@@ -306,6 +306,14 @@ def service(config: Path, stderr: Path, *args: str, prefix: Sequence[str] = ()) 
         svc.stop()
 
 
+def strict_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every line of a finished output file (none if there is no file); a line cut short (kill -9,
+    a full disk) fails the test."""
+    data = path.read_bytes() if path.exists() else b""
+    assert data == b"" or data.endswith(b"\n"), f"{path.name} ends in a partial line: {data[-200:]!r}"
+    return [json.loads(line) for line in data.split(b"\n")[:-1]]
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Every complete line of a JSON-lines file (a line still being written is left out)."""
     try:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers.env import need_root, need_tool, read_records
-from helpers.liveenv import Service, wait_for
+from helpers.liveenv import Service, strict_jsonl, wait_for
 from helpers.pcapgen import LINKTYPE_ETHERNET, Conn, Segment, frames, pcap_bytes
 
 # About 2.3 KB of capture per transaction: the reader's 1 MiB batches make ~450 records each, fewer
@@ -128,12 +128,6 @@ def outputs(svc: Service) -> dict[str, int]:
 
 def sink_lines(svc: Service) -> list[str]:
     return [x for x in svc.lines() if "output records" in x]
-
-
-def strict_jsonl(path: Path) -> list[dict[str, Any]]:
-    data = path.read_bytes()
-    assert data == b"" or data.endswith(b"\n"), f"ends in a partial line: {data[-200:]!r}"
-    return [json.loads(line) for line in data.split(b"\n")[:-1]]
 
 
 def as_read(records: list[dict[str, Any]], expected: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.liveenv import PCAPWATCH, Live, Service, live_env, service, wait_until
+from helpers.liveenv import PCAPWATCH, Live, Service, live_env, service, strict_jsonl, wait_until
 from helpers.traffic import Clients, key, request_plan, sent_keys
 
 pytestmark = pytest.mark.slow
@@ -45,13 +45,6 @@ READ_FIELDS = ("ts", "uid", "trans_depth", "src_ip", "src_port", "dst_ip", "dst_
 def live(tmp_path: Path) -> Iterator[Live]:
     with live_env(tmp_path) as env:
         yield env
-
-
-def strict_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every line of a finished output file; a line cut short by kill -9 fails the test."""
-    data = path.read_bytes() if path.exists() else b""
-    assert data == b"" or data.endswith(b"\n"), f"{path.name} ends in a partial line: {data[-200:]!r}"
-    return [json.loads(line) for line in data.splitlines()]
 
 
 def as_read(r: dict[str, Any]) -> str:

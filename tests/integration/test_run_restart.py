@@ -10,17 +10,15 @@ the run that wrote it.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers.liveenv import Live, Service, live_env, service, wait_until
+from helpers.liveenv import Live, Service, live_env, service, strict_jsonl, wait_until
 from helpers.traffic import Clients, key, request_plan, sent_keys
 
 pytestmark = pytest.mark.slow
@@ -38,13 +36,6 @@ MIX = (("GET", "/100k.bin"), ("GET", "/10k.bin"), ("GET", "/1k.bin"), ("HEAD", "
 def live(tmp_path: Path) -> Iterator[Live]:
     with live_env(tmp_path) as env:
         yield env
-
-
-def strict_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every line of a finished output file; a line cut short by kill -9 fails the test."""
-    data = path.read_bytes() if path.exists() else b""
-    assert data == b"" or data.endswith(b"\n"), f"{path.name} ends in a partial line: {data[-200:]!r}"
-    return [json.loads(line) for line in data.splitlines()]
 
 
 def test_kill_9_loses_nothing_and_sigterm_repeats_nothing(live: Live) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from helpers import pcapgen as g
+from helpers.faulty import failing_data
 from helpers.keepalive import keepalive
 
 from analyzers.flows import FlowTable
@@ -57,14 +58,7 @@ def raising(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_raise(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = MessageParser.data
-
-    def data(self: MessageParser, chunk: bytes, ts: float) -> None:
-        if chunk.startswith(BOOM):
-            raise ValueError("synthetic failure")
-        real(self, chunk, ts)
-
-    monkeypatch.setattr(MessageParser, "data", data)
+    monkeypatch.setattr(MessageParser, "data", failing_data(BOOM, lambda: ValueError("synthetic failure")))
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import pcapgen as g
+from helpers.faulty import failing_data
 from helpers.keepalive import keepalive
 
 from analyzers.http.parser import MessageParser
@@ -51,14 +52,7 @@ def test_a_packet_that_raises_is_one_line_and_exit_status_1(tmp_path: Path, caps
     first, second, data = files(tmp_path)
     code, want, _ = run(capsys, "--workers", workers, str(first), str(second))
     assert code == 0
-    real = MessageParser.data
-
-    def raising(self: MessageParser, chunk: bytes, ts: float) -> None:
-        if chunk.startswith(BOOM):
-            raise KeyError("synthetic")
-        real(self, chunk, ts)
-
-    monkeypatch.setattr(MessageParser, "data", raising)
+    monkeypatch.setattr(MessageParser, "data", failing_data(BOOM, lambda: KeyError("synthetic")))
     code, got, err = run(capsys, "--workers", workers, str(first), str(second))
     assert code == 1
     offset = data.index(BOOM) - 16 - 14 - 40
